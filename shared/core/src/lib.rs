@@ -1,0 +1,19 @@
+//! certpilot's domain: what a TLS endpoint is, what a scan observed, the pure policy that
+//! judges observations, the ports adapters implement, and the services that tie them together.
+//!
+//! Nothing in this crate talks to a network, a database or a cloud API; adapters in sibling
+//! crates implement [`ports`] and the front ends (CLI, Lambda functions) wire them up.
+
+pub mod model;
+pub mod policy;
+pub mod ports;
+pub mod services;
+
+pub use model::{
+    endpoint::{Endpoint, Tags, parse_tag},
+    observation::{
+        CertificateInfo, ChainEntry, ErrorKind, KeyInfo, Observation, ProbeError, Problem,
+        Served, Status, TlsInfo, Validation,
+    },
+    target::{Host, Protocol, ResolveOverride, ScanRequest, Target, TargetError},
+};

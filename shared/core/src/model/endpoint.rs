@@ -1,0 +1,97 @@
+//! Registered endpoints and the tags teams attach to them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::target::{Target, TargetError};
+
+/// Free-form labels (`owner=payments env=prod platform=alb`), sorted by key so that every
+/// output lists them in the same order.
+pub type Tags = BTreeMap<String, String>;
+
+/// Parses one `key=value` tag. Keys are lowercase letters, digits, `_`, `-` and `.`; values
+/// are any non-empty text without whitespace.
+pub fn parse_tag(input: &str) -> Result<(String, String), TargetError> {
+    let err = |reason: &str| TargetError::Tag {
+        input: input.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (key, value) = input.split_once('=').ok_or_else(|| err("missing '='"))?;
+    if key.is_empty() {
+        return Err(err("key is empty"));
+    }
+    if !key
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(err(
+            "key may hold only lowercase letters, digits, '_', '-' and '.'",
+        ));
+    }
+    if value.is_empty() {
+        return Err(err("value is empty"));
+    }
+    if value.chars().any(char::is_whitespace) {
+        return Err(err("value contains whitespace"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// An endpoint someone registered so that it is scanned on every run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// What to scan; its canonical spelling is the endpoint's key.
+    pub target: Target,
+    /// Owner, environment, platform…
+    pub tags: Tags,
+    /// When it was first registered.
+    #[serde(with = "time::serde::rfc3339")]
+    pub added_at: OffsetDateTime,
+    /// Optimistic-locking version: 1 on creation, incremented by the store on every update.
+    pub version: u64,
+}
+
+impl Endpoint {
+    /// A new, not yet stored endpoint (version 0: the store assigns 1).
+    pub fn new(target: Target, tags: Tags, added_at: OffsetDateTime) -> Self {
+        Endpoint {
+            target,
+            tags,
+            added_at,
+            version: 0,
+        }
+    }
+
+    /// The key the endpoint is stored under.
+    pub fn key(&self) -> String {
+        self.target.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_parse_or_say_what_is_wrong() {
+        assert_eq!(
+            parse_tag("owner=payments").unwrap(),
+            ("owner".into(), "payments".into())
+        );
+        assert_eq!(
+            parse_tag("cost.center=a=b").unwrap(),
+            ("cost.center".into(), "a=b".into())
+        );
+        for (bad, why) in [
+            ("owner", "missing '='"),
+            ("=x", "key is empty"),
+            ("Owner=x", "lowercase"),
+            ("owner=", "value is empty"),
+        ] {
+            let e = parse_tag(bad).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(bad), "{bad}: {e}");
+        }
+    }
+}

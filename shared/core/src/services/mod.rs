@@ -1,0 +1,5 @@
+//! Use cases. Each takes its ports as arguments so that every front end (CLI, Lambda) runs
+//! the same code.
+
+pub mod endpoints;
+pub mod scan;
