@@ -1,11 +1,13 @@
 //! Pure decisions about observations. Every function takes `now` as an argument and never
 //! reads the system clock, so each is tested with a table of cases.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
 use crate::model::observation::{Observation, Problem, Status};
+use crate::model::target::Host;
 
 /// Smallest RSA modulus that is not weak (NIST SP 800-131A, CA/Browser Forum BR 6.1.5).
 pub const MIN_RSA_BITS: u32 = 2048;
@@ -42,6 +44,30 @@ pub fn is_weak_rsa(bits: u32) -> bool {
 pub fn is_weak_signature(algorithm: &str) -> bool {
     let a = algorithm.to_ascii_lowercase();
     a.contains("sha1") || a.contains("md5") || a.contains("md2")
+}
+
+/// Whether a certificate with these subjectAltNames is valid for `host`, as browsers judge it
+/// (RFC 6125): an IP address must be an IP SAN; a name must equal a DNS SAN, or match a
+/// wildcard SAN `*.rest` whose `*` stands for exactly one whole label. The subject CN is not
+/// consulted, as no current browser consults it.
+pub fn hostname_matches(host: &Host, dns_sans: &[String], ip_sans: &[IpAddr]) -> bool {
+    match host {
+        Host::Ip(ip) => ip_sans.contains(ip),
+        Host::Name(name) => dns_sans.iter().any(|san| dns_name_matches(name, san)),
+    }
+}
+
+fn dns_name_matches(name: &str, san: &str) -> bool {
+    let san = san.trim_end_matches('.');
+    let name = name.trim_end_matches('.');
+    match san.strip_prefix("*.") {
+        // "*.com"-style wildcards must cover at least two labels to mean anything.
+        Some(base) if base.contains('.') => name
+            .split_once('.')
+            .is_some_and(|(first, rest)| !first.is_empty() && rest.eq_ignore_ascii_case(base)),
+        Some(_) => false,
+        None => name.eq_ignore_ascii_case(san),
+    }
 }
 
 /// How urgent an observation is, for colouring and sorting.
@@ -167,6 +193,28 @@ mod tests {
         }
         assert!(is_weak_rsa(1024));
         assert!(!is_weak_rsa(2048));
+    }
+
+    #[test]
+    fn hostnames_match_like_a_browser() {
+        let dns = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let name = |n: &str| Host::Name(n.into());
+        let cases = [
+            ("shop.example.com", &["shop.example.com"][..], true),
+            ("shop.example.com", &["SHOP.example.com."][..], true),
+            ("shop.example.com", &["*.example.com"][..], true),
+            ("a.b.example.com", &["*.example.com"][..], false),
+            ("example.com", &["*.example.com"][..], false),
+            ("example.com", &["*.com"][..], false),
+            ("shop.example.com", &["other.example.com", "shop.example.com"][..], true),
+            ("shop.example.com", &[][..], false),
+        ];
+        for (host, sans, want) in cases {
+            assert_eq!(hostname_matches(&name(host), &dns(sans), &[]), want, "{host} vs {sans:?}");
+        }
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(hostname_matches(&Host::Ip(ip), &[], &[ip]));
+        assert!(!hostname_matches(&Host::Ip(ip), &dns(&["127.0.0.1"]), &[]));
     }
 
     fn head() -> ObservationHead {

@@ -1,0 +1,260 @@
+//! Judging a presented chain: trusted or not, and every problem found, each named.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use certpilot_core::model::target::Host;
+use certpilot_core::policy;
+use certpilot_core::{Problem, Validation};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use time::OffsetDateTime;
+use webpki::{EndEntityCert, KeyUsage};
+
+use crate::x509::Parsed;
+
+/// The roots a chain must lead to: Mozilla's (from `webpki-roots`) plus any the operator adds.
+#[derive(Clone, Debug)]
+pub struct TrustStore {
+    anchors: Vec<TrustAnchor<'static>>,
+    /// Subjects of the anchors (Name contents, as webpki stores them), for "is this issuer
+    /// trusted" without building a path.
+    subjects: HashSet<Vec<u8>>,
+}
+
+/// Why a CA file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    /// The file could not be read.
+    #[error("--ca-file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file holds no PEM certificate, or a malformed one.
+    #[error("--ca-file {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl TrustStore {
+    /// Mozilla's roots only.
+    pub fn mozilla() -> Self {
+        let anchors: Vec<_> = webpki_roots::TLS_SERVER_ROOTS.to_vec();
+        Self::from_anchors(anchors)
+    }
+
+    fn from_anchors(anchors: Vec<TrustAnchor<'static>>) -> Self {
+        let subjects = anchors.iter().map(|a| a.subject.as_ref().to_vec()).collect();
+        TrustStore { anchors, subjects }
+    }
+
+    /// Adds the certificates of a PEM file as trusted roots (a private CA, a test CA).
+    pub fn add_pem_file(&mut self, path: &Path) -> Result<usize, TrustError> {
+        let shown = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|source| TrustError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| TrustError::Invalid {
+                path: shown.clone(),
+                reason: format!("not a valid PEM certificate: {e}"),
+            })?;
+            self.add_der(&cert).map_err(|reason| TrustError::Invalid {
+                path: shown.clone(),
+                reason,
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(TrustError::Invalid {
+                path: shown,
+                reason: "no PEM certificate (-----BEGIN CERTIFICATE-----) found".into(),
+            });
+        }
+        Ok(added)
+    }
+
+    /// Adds one DER certificate as a trusted root.
+    pub fn add_der(&mut self, der: &CertificateDer<'_>) -> Result<(), String> {
+        let anchor = webpki::anchor_from_trusted_cert(der)
+            .map_err(|e| format!("certificate cannot be a trust anchor: {e:?}"))?
+            .to_owned();
+        self.subjects.insert(anchor.subject.as_ref().to_vec());
+        self.anchors.push(anchor);
+        Ok(())
+    }
+
+    fn trusts_issuer(&self, issuer_raw: &[u8]) -> bool {
+        self.subjects.contains(name_contents(issuer_raw))
+    }
+}
+
+/// A DER Name is a SEQUENCE; webpki keeps only its contents, so strip the tag and length.
+fn name_contents(raw: &[u8]) -> &[u8] {
+    let Some((&len, rest)) = raw.get(1..).and_then(|r| r.split_first()) else {
+        return raw;
+    };
+    if len & 0x80 == 0 {
+        rest
+    } else {
+        rest.get(usize::from(len & 0x7f)..).unwrap_or(rest)
+    }
+}
+
+/// Validates `chain` (leaf first, as presented) for `host` at `now`.
+pub(crate) fn validate(
+    chain_der: &[CertificateDer<'static>],
+    parsed: &[Parsed<'_>],
+    host: &Host,
+    trust: &TrustStore,
+    now: OffsetDateTime,
+) -> Validation {
+    let mut problems = Vec::new();
+    let Some(leaf) = parsed.first() else {
+        return Validation {
+            trusted: false,
+            problems,
+        };
+    };
+
+    if let Some(p) = policy::validity_problems(leaf.not_before(), leaf.not_after(), now) {
+        problems.push(p);
+    }
+    let (dns, ips) = leaf.sans();
+    let name_ok = policy::hostname_matches(host, &dns, &ips);
+    if !name_ok {
+        problems.push(Problem::HostnameMismatch);
+    }
+    if leaf.is_self_issued() {
+        problems.push(Problem::SelfSigned);
+    }
+    for (i, cert) in parsed.iter().enumerate() {
+        let key = cert.key();
+        if key.kind == "RSA" && policy::is_weak_rsa(key.bits) {
+            problems.push(Problem::WeakKey);
+        }
+        // A root's self-signature is never checked by clients, so a SHA-1 root is harmless.
+        let checked_signature = i == 0 || !cert.is_self_issued();
+        if checked_signature && policy::is_weak_signature(&cert.signature_algorithm()) {
+            problems.push(Problem::WeakSignature);
+        }
+    }
+
+    let path_ok = path_is_trusted(chain_der, trust, now);
+    if !path_ok && !leaf.is_self_issued() {
+        problems.extend(classify_path_failure(parsed, trust));
+    }
+
+    problems.sort();
+    problems.dedup();
+    let trusted = path_ok && name_ok && !problems.contains(&Problem::Expired)
+        && !problems.contains(&Problem::NotYetValid);
+    Validation { trusted, problems }
+}
+
+/// Builds a path from the leaf through the presented intermediates to a trusted root at
+/// `now`, as webpki (the verifier inside rustls) does for a real client.
+fn path_is_trusted(chain: &[CertificateDer<'static>], trust: &TrustStore, now: OffsetDateTime) -> bool {
+    let Some(leaf) = chain.first() else {
+        return false;
+    };
+    let Ok(ee) = EndEntityCert::try_from(leaf) else {
+        return false;
+    };
+    let secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &trust.anchors,
+        &chain[1..],
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs)),
+        KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .is_ok()
+}
+
+/// Why no trusted path exists, from the shape of the presented chain: follow each
+/// certificate's issuer through the presented ones; where the walk stops tells the story.
+fn classify_path_failure(parsed: &[Parsed<'_>], trust: &TrustStore) -> Option<Problem> {
+    let mut current = parsed.first()?;
+    let mut visited = 1;
+    loop {
+        if current.is_self_issued() {
+            // The chain ends at a root the server sent; were it trusted, the path would build.
+            return Some(Problem::UntrustedRoot);
+        }
+        if trust.trusts_issuer(current.issuer_raw()) {
+            // The issuer is a trusted root, yet no path was built: expiry or a bad signature
+            // further up, reported by the other checks, not a chain-shape problem.
+            return None;
+        }
+        let next = parsed
+            .iter()
+            .find(|c| c.subject_raw() == current.issuer_raw() && !std::ptr::eq(*c, current));
+        match next {
+            Some(issuer) if visited < parsed.len() => {
+                current = issuer;
+                visited += 1;
+            }
+            _ => return Some(Problem::IncompleteChain),
+        }
+    }
+}
+
+/// Unused outside tests: the webpki name check, kept to cross-check our own matcher.
+#[cfg(test)]
+fn webpki_name_ok(leaf: &CertificateDer<'_>, host: &str) -> bool {
+    let Ok(ee) = EndEntityCert::try_from(leaf) else {
+        return false;
+    };
+    let Ok(name) = rustls::pki_types::ServerName::try_from(host) else {
+        return false;
+    };
+    ee.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_contents_strips_short_and_long_headers() {
+        assert_eq!(name_contents(&[0x30, 0x02, 0xaa, 0xbb]), &[0xaa, 0xbb]);
+        assert_eq!(name_contents(&[0x30, 0x81, 0x02, 0xaa, 0xbb]), &[0xaa, 0xbb]);
+    }
+
+    #[test]
+    fn mozilla_store_is_not_empty() {
+        assert!(TrustStore::mozilla().anchors.len() > 100);
+    }
+
+    #[test]
+    fn our_name_matcher_agrees_with_webpki() {
+        let key = rcgen_free_leaf();
+        for host in ["shop.example.com", "x.wild.example.com", "other.example.com"] {
+            let parsed = Parsed::new(key.as_ref()).expect("parses");
+            let (dns, ips) = parsed.sans();
+            let ours = policy::hostname_matches(&Host::Name(host.into()), &dns, &ips);
+            assert_eq!(ours, webpki_name_ok(&key, host), "{host}");
+        }
+    }
+
+    /// A leaf for shop.example.com and *.wild.example.com, built by the test kit.
+    fn rcgen_free_leaf() -> CertificateDer<'static> {
+        certpilot_testkit::certs::Ca::new("Test Root")
+            .leaf(&["shop.example.com", "*.wild.example.com"])
+            .build()
+            .der()
+    }
+}

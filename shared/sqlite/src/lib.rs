@@ -1,0 +1,482 @@
+//! The embedded [`Store`]: one SQLite file, for the CLI and for estates that need no AWS.
+//!
+//! Tables:
+//! - `endpoints`: registered endpoints, keyed by canonical target, with a version column for
+//!   optimistic locking.
+//! - `observations`: every observation, keyed by (target, address, scanned_at).
+//! - `latest`: one row per (target, address) with the newest observation and its brief
+//!   history (certificate first seen, last material change), indexed by expiry.
+//!
+//! Calls run on tokio's blocking pool behind one connection; SQLite serialises writers anyway,
+//! and WAL mode lets a concurrent `certpilot inventory` read while a scan writes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use certpilot_core::policy;
+use certpilot_core::ports::{InventoryEntry, InventoryQuery, Store, StoreError};
+use certpilot_core::{Endpoint, Observation, Tags, Target};
+use rusqlite::{Connection, OptionalExtension, params};
+use time::OffsetDateTime;
+
+/// The schema version this code writes; older files are migrated on open.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS endpoints (
+    target    TEXT PRIMARY KEY,
+    tags      TEXT NOT NULL,
+    added_at  INTEGER NOT NULL,
+    version   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS observations (
+    target      TEXT NOT NULL,
+    address     TEXT NOT NULL,
+    scanned_at  INTEGER NOT NULL,
+    fingerprint TEXT,
+    record      TEXT NOT NULL,
+    PRIMARY KEY (target, address, scanned_at)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS observations_by_time ON observations (target, scanned_at DESC);
+CREATE TABLE IF NOT EXISTS latest (
+    target          TEXT NOT NULL,
+    address         TEXT NOT NULL,
+    scanned_at      INTEGER NOT NULL,
+    not_after       INTEGER,
+    record          TEXT NOT NULL,
+    last_cert       TEXT,
+    cert_first_seen INTEGER,
+    last_changed    INTEGER NOT NULL,
+    PRIMARY KEY (target, address)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS latest_by_expiry ON latest (not_after);
+";
+
+/// A [`Store`] in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+fn backend(context: &str, path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
+    let context = format!("sqlite {}: {context}", path.display());
+    move |e| match e {
+        rusqlite::Error::SqliteFailure(code, _)
+            if matches!(
+                code.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Unavailable(format!("{context}: {e}"))
+        }
+        other => StoreError::Backend(format!("{context}: {other}")),
+    }
+}
+
+fn nanos(t: OffsetDateTime) -> i64 {
+    // i64 nanoseconds reach the year 2262, beyond any certificate we will see.
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+fn from_nanos(n: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("stored {what} cannot be read: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`, creating its directory too.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = Connection::open(&path).map_err(backend("open", &path))?;
+        Self::init(conn, path)
+    }
+
+    /// A private in-memory store (nothing persists).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(backend("open", &path))?;
+        Self::init(conn, path)
+    }
+
+    fn init(conn: Connection, path: PathBuf) -> Result<Self, StoreError> {
+        let err = backend("initialise", &path);
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(&err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(&err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(&err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(&err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Backend(format!(
+                "sqlite {}: written by a newer certpilot (schema {version}, this one knows {SCHEMA_VERSION}); upgrade certpilot",
+                path.display()
+            )));
+        }
+        conn.execute_batch(SCHEMA).map_err(&err)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(&err)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Backend("sqlite connection poisoned by a panic".into()))?;
+            f(&mut guard, &path)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("sqlite task failed: {e}")))?
+    }
+}
+
+fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, i64, i64)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+fn to_endpoint((target, tags, added_at, version): (String, String, i64, i64)) -> Result<Endpoint, StoreError> {
+    let target: Target = target.parse().map_err(|e| corrupt("endpoint", e))?;
+    let tags: Tags = serde_json::from_str(&tags).map_err(|e| corrupt("endpoint tags", e))?;
+    Ok(Endpoint {
+        target,
+        tags,
+        added_at: from_nanos(added_at),
+        version: u64::try_from(version).unwrap_or(0),
+    })
+}
+
+fn endpoint_row(conn: &Connection, path: &Path, key: &str) -> Result<Option<Endpoint>, StoreError> {
+    conn.query_row(
+        "SELECT target, tags, added_at, version FROM endpoints WHERE target = ?1",
+        [key],
+        read_endpoint,
+    )
+    .optional()
+    .map_err(backend("read endpoint", path))?
+    .map(to_endpoint)
+    .transpose()
+}
+
+fn tags_json(tags: &Tags) -> String {
+    // A map of strings always serialises.
+    serde_json::to_string(tags).unwrap_or_else(|_| "{}".into())
+}
+
+/// What `latest` holds for one (target, address).
+struct LatestRow {
+    scanned_at: i64,
+    record: String,
+    last_cert: Option<String>,
+    cert_first_seen: Option<i64>,
+    last_changed: i64,
+}
+
+fn record_one(tx: &rusqlite::Transaction<'_>, path: &Path, obs: &Observation) -> Result<(), StoreError> {
+    let err = backend("record observation", path);
+    let record = serde_json::to_string(obs).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let address = obs.address_key();
+    let at = nanos(obs.scanned_at);
+    let inserted = tx
+        .execute(
+            "INSERT OR IGNORE INTO observations (target, address, scanned_at, fingerprint, record)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![obs.target, address, at, obs.fingerprint(), record],
+        )
+        .map_err(&err)?;
+    if inserted == 0 {
+        return Ok(()); // recorded before: nothing to do
+    }
+    let previous = tx
+        .query_row(
+            "SELECT scanned_at, record, last_cert, cert_first_seen, last_changed
+             FROM latest WHERE target = ?1 AND address = ?2",
+            params![obs.target, address],
+            |r| {
+                Ok(LatestRow {
+                    scanned_at: r.get(0)?,
+                    record: r.get(1)?,
+                    last_cert: r.get(2)?,
+                    cert_first_seen: r.get(3)?,
+                    last_changed: r.get(4)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(&err)?;
+    let (last_cert, cert_first_seen, last_changed) = match &previous {
+        Some(prev) if prev.scanned_at >= at => return Ok(()), // history only
+        Some(prev) => {
+            let prev_obs: Observation =
+                serde_json::from_str(&prev.record).map_err(|e| corrupt("observation", e))?;
+            let changed = if policy::is_material_change(&prev_obs, obs) {
+                at
+            } else {
+                prev.last_changed
+            };
+            match obs.fingerprint() {
+                Some(fp) if prev.last_cert.as_deref() == Some(fp) => {
+                    (Some(fp.to_owned()), prev.cert_first_seen, changed)
+                }
+                Some(fp) => (Some(fp.to_owned()), Some(at), changed),
+                None => (prev.last_cert.clone(), prev.cert_first_seen, changed),
+            }
+        }
+        None => (
+            obs.fingerprint().map(str::to_owned),
+            obs.fingerprint().map(|_| at),
+            at,
+        ),
+    };
+    let not_after = obs.certificate.as_ref().map(|c| c.not_after.unix_timestamp());
+    tx.execute(
+        "INSERT INTO latest (target, address, scanned_at, not_after, record, last_cert, cert_first_seen, last_changed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (target, address) DO UPDATE SET
+            scanned_at = excluded.scanned_at, not_after = excluded.not_after,
+            record = excluded.record, last_cert = excluded.last_cert,
+            cert_first_seen = excluded.cert_first_seen, last_changed = excluded.last_changed",
+        params![obs.target, address, at, not_after, record, last_cert, cert_first_seen, last_changed],
+    )
+    .map_err(&err)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn add_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint, StoreError> {
+        let mut stored = endpoint.clone();
+        stored.version = 1;
+        self.with(move |conn, path| {
+            let key = stored.key();
+            let inserted = conn
+                .execute(
+                    "INSERT OR IGNORE INTO endpoints (target, tags, added_at, version) VALUES (?1, ?2, ?3, 1)",
+                    params![key, tags_json(&stored.tags), nanos(stored.added_at)],
+                )
+                .map_err(backend("add endpoint", path))?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists {
+                    what: format!("endpoint {key:?}"),
+                });
+            }
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn update_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint, StoreError> {
+        let endpoint = endpoint.clone();
+        self.with(move |conn, path| {
+            let key = endpoint.key();
+            let expected = i64::try_from(endpoint.version).unwrap_or(i64::MAX);
+            let updated = conn
+                .execute(
+                    "UPDATE endpoints SET tags = ?2, version = version + 1 WHERE target = ?1 AND version = ?3",
+                    params![key, tags_json(&endpoint.tags), expected],
+                )
+                .map_err(backend("update endpoint", path))?;
+            if updated == 1 {
+                return endpoint_row(conn, path, &key)?.ok_or_else(|| StoreError::NotFound {
+                    what: format!("endpoint {key:?}"),
+                });
+            }
+            match endpoint_row(conn, path, &key)? {
+                None => Err(StoreError::NotFound {
+                    what: format!("endpoint {key:?}"),
+                }),
+                Some(_) => Err(StoreError::Conflict {
+                    what: format!("endpoint {key:?}"),
+                    expected: endpoint.version,
+                }),
+            }
+        })
+        .await
+    }
+
+    async fn endpoint(&self, target: &str) -> Result<Option<Endpoint>, StoreError> {
+        let key = target.to_owned();
+        self.with(move |conn, path| endpoint_row(conn, path, &key)).await
+    }
+
+    async fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
+        self.with(|conn, path| {
+            let err = backend("list endpoints", path);
+            let mut stmt = conn
+                .prepare("SELECT target, tags, added_at, version FROM endpoints ORDER BY target")
+                .map_err(&err)?;
+            let rows = stmt.query_map([], read_endpoint).map_err(&err)?;
+            rows.map(|r| r.map_err(&err).and_then(to_endpoint)).collect()
+        })
+        .await
+    }
+
+    async fn remove_endpoint(&self, target: &str) -> Result<(), StoreError> {
+        let key = target.to_owned();
+        self.with(move |conn, path| {
+            let err = backend("remove endpoint", path);
+            let tx = conn.transaction().map_err(&err)?;
+            let removed = tx
+                .execute("DELETE FROM endpoints WHERE target = ?1", [&key])
+                .map_err(&err)?;
+            if removed == 0 {
+                return Err(StoreError::NotFound {
+                    what: format!("endpoint {key:?}"),
+                });
+            }
+            tx.execute("DELETE FROM latest WHERE target = ?1", [&key])
+                .map_err(&err)?;
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    async fn record_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
+        let batch = observations.to_vec();
+        self.with(move |conn, path| {
+            let err = backend("record observations", path);
+            let tx = conn.transaction().map_err(&err)?;
+            for obs in &batch {
+                record_one(&tx, path, obs)?;
+            }
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    async fn inventory(&self, query: &InventoryQuery) -> Result<Vec<InventoryEntry>, StoreError> {
+        let before = query.expiring_before.map(|t| t.unix_timestamp());
+        self.with(move |conn, path| {
+            let err = backend("read inventory", path);
+            let mut stmt = conn
+                .prepare(
+                    "SELECT l.record, l.cert_first_seen, l.last_changed, e.tags
+                     FROM latest l LEFT JOIN endpoints e ON e.target = l.target
+                     WHERE ?1 IS NULL OR l.not_after < ?1
+                     ORDER BY l.target, l.address",
+                )
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map([before], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                })
+                .map_err(&err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (record, first_seen, last_changed, endpoint_tags) = row.map_err(&err)?;
+                let observation: Observation =
+                    serde_json::from_str(&record).map_err(|e| corrupt("observation", e))?;
+                let registered = endpoint_tags.is_some();
+                let tags = match endpoint_tags {
+                    Some(t) => serde_json::from_str(&t).map_err(|e| corrupt("endpoint tags", e))?,
+                    None => observation.tags.clone(),
+                };
+                out.push(InventoryEntry {
+                    cert_first_seen: observation.certificate.as_ref().and(first_seen.map(from_nanos)),
+                    last_changed: from_nanos(last_changed),
+                    observation,
+                    tags,
+                    registered,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn history(&self, target: &str, limit: usize) -> Result<Vec<Observation>, StoreError> {
+        let key = target.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |conn, path| {
+            let err = backend("read history", path);
+            let mut stmt = conn
+                .prepare(
+                    "SELECT record FROM observations WHERE target = ?1
+                     ORDER BY scanned_at DESC, address LIMIT ?2",
+                )
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map(params![key, limit], |r| r.get::<_, String>(0))
+                .map_err(&err)?;
+            rows.map(|r| {
+                let record = r.map_err(&err)?;
+                serde_json::from_str(&record).map_err(|e| corrupt("observation", e))
+            })
+            .collect()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn fresh() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path().join("nested/certpilot.db")).expect("open");
+        (store, dir)
+    }
+
+    certpilot_testkit::store_contract!(fresh);
+
+    #[tokio::test]
+    async fn data_survives_reopening_the_file() {
+        let (store, dir) = fresh().await;
+        let target: Target = "shop.test".parse().unwrap();
+        store
+            .add_endpoint(&Endpoint::new(target, Tags::new(), OffsetDateTime::UNIX_EPOCH))
+            .await
+            .unwrap();
+        drop(store);
+        let again = SqliteStore::open(dir.path().join("nested/certpilot.db")).unwrap();
+        assert_eq!(again.endpoints().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_file_from_a_newer_version_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("future.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).unwrap_err().to_string();
+        assert!(err.contains("newer certpilot") && err.contains("future.db"), "{err}");
+    }
+}

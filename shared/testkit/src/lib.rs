@@ -1,0 +1,13 @@
+//! Test builders and real local servers shared by certpilot's tests and benchmarks.
+//!
+//! - [`certs`]: CAs, intermediates and leaves with chosen names, dates and keys (rcgen).
+//! - [`servers`]: TLS, STARTTLS and hostile servers on loopback, stopped on drop.
+//! - [`observations`]: observation builders for store and policy tests.
+//! - [`contract`] and [`store_contract!`]: the suite every `Store` implementation passes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+pub mod certs;
+pub mod contract;
+pub mod observations;
+pub mod servers;
