@@ -1,1 +1,318 @@
-fn main(){}
+//! `certpilot`: scan TLS endpoints, keep their inventory, and report what expires.
+//!
+//! The binary is wiring: it parses arguments, opens the store, builds the scanner, and hands
+//! both to the core services. See `certpilot --help` for the exit codes.
+
+mod args;
+mod output;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use certpilot_core::ports::{InventoryQuery, ScanLimits, Store, StoreError, SystemClock, Clock};
+use certpilot_core::services::endpoints::{Registration, register, registered_requests};
+use certpilot_core::services::scan::{Recorder, ScanService};
+use certpilot_core::{ScanRequest, Target, TargetsFileError, parse_tag, parse_targets_file, policy};
+use certpilot_scanner::{Deadlines, TlsProber, TrustError, TrustStore};
+use certpilot_sqlite::SqliteStore;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use args::{Cli, Command, EndpointsCommand, Format, InventoryArgs, ScanArgs};
+use output::RowWriter;
+
+/// Exit status when `--fail-within` finds a result that needs attention.
+const EXIT_ATTENTION: u8 = 2;
+
+/// Everything that ends a command with exit status 1.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error(transparent)]
+    TargetsFile(#[from] TargetsFileError),
+    #[error("{path}: {source}")]
+    File { path: String, source: std::io::Error },
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with status 0; usage errors get status 1, which
+            // keeps 2 for "--fail-within found something".
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("certpilot: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("certpilot: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let store = open_store(cli.store.as_deref())?;
+    match cli.command {
+        Command::Scan(args) => scan(store, args).await,
+        Command::Endpoints(cmd) => endpoints(store, cmd).await,
+        Command::Inventory(args) => inventory(store, args).await,
+    }
+}
+
+/// Opens the store named by `--store` / `CERTPILOT_STORE`, or the default SQLite file.
+fn open_store(spec: Option<&str>) -> Result<Arc<dyn Store>, CliError> {
+    let path = match spec {
+        None | Some("") => default_store_path()?,
+        Some(spec) => match spec.split_once(':') {
+            Some(("sqlite", path)) if !path.is_empty() => PathBuf::from(path),
+            Some(("sqlite", _)) => {
+                return Err(CliError::Usage("--store sqlite: needs a path, e.g. sqlite:./certpilot.db".into()));
+            }
+            Some((scheme, _)) => {
+                return Err(CliError::Usage(format!(
+                    "--store {spec:?}: unknown store {scheme:?}; this build knows sqlite:PATH"
+                )));
+            }
+            None => {
+                return Err(CliError::Usage(format!(
+                    "--store {spec:?}: expected sqlite:PATH"
+                )));
+            }
+        },
+    };
+    Ok(Arc::new(SqliteStore::open(&path)?))
+}
+
+fn default_store_path() -> Result<PathBuf, CliError> {
+    let base = dirs::data_dir().ok_or_else(|| {
+        CliError::Usage("no user data directory (is HOME set?); pass --store sqlite:PATH".into())
+    })?;
+    Ok(base.join("certpilot").join("certpilot.db"))
+}
+
+fn format_or_default(format: Option<Format>) -> Format {
+    format.unwrap_or(if std::io::stdout().is_terminal() { Format::Table } else { Format::Json })
+}
+
+fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn read_file(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|source| CliError::File {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn parse_target(text: &str) -> Result<Target, CliError> {
+    text.parse().map_err(|e: certpilot_core::TargetError| CliError::Usage(e.to_string()))
+}
+
+async fn scan(store: Arc<dyn Store>, args: ScanArgs) -> Result<ExitCode, CliError> {
+    let mut requests = Vec::new();
+    for t in &args.targets {
+        requests.push(ScanRequest::new(parse_target(t)?));
+    }
+    for path in &args.targets_file {
+        requests.extend(parse_targets_file(&path.display().to_string(), &read_file(path)?)?);
+    }
+    if args.targets.is_empty() && args.targets_file.is_empty() {
+        requests = registered_requests(store.as_ref()).await?;
+        if requests.is_empty() {
+            return Err(CliError::Usage(
+                "nothing to scan: give targets, --targets FILE, or register endpoints with `certpilot endpoints add`".into(),
+            ));
+        }
+    }
+    let requests: Vec<_> = requests.into_iter().map(|r| r.with_overrides(&args.resolve)).collect();
+
+    let mut trust = TrustStore::mozilla();
+    for path in &args.ca_file {
+        trust.add_pem_file(path)?;
+    }
+    let deadlines = Deadlines {
+        connect: args.connect_timeout.min(args.timeout),
+        handshake: args.handshake_timeout.min(args.timeout),
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let service = ScanService::new(
+        Arc::new(TlsProber::new(trust, deadlines)),
+        clock.clone(),
+        ScanLimits {
+            concurrency: usize::from(args.concurrency),
+            target_timeout: args.timeout,
+        },
+    );
+
+    let format = format_or_default(args.format);
+    let stdout = std::io::stdout().lock();
+    let mut writer = RowWriter::new(std::io::BufWriter::new(stdout), format, colour(), clock.now());
+    writer.fit_targets(requests.iter().map(|r| r.target.to_string().len()).max().unwrap_or(0));
+    let interactive = format == Format::Table && std::io::stdout().is_terminal();
+    let progress = progress_bar(requests.len());
+
+    let mut recorder = (!args.no_record).then(|| Recorder::new(store.clone()));
+    let mut run = service.start(requests);
+    let mut attention = 0usize;
+    let mut failed = 0usize;
+    let mut total = 0usize;
+    let now = clock.now();
+    let interrupted = loop {
+        let obs = tokio::select! {
+            obs = run.next() => obs,
+            _ = tokio::signal::ctrl_c() => break true,
+        };
+        let Some(obs) = obs else { break false };
+        total += 1;
+        if obs.error.is_some() {
+            failed += 1;
+        }
+        if let Some(window) = args.fail_within
+            && policy::fails_window(&obs, window, now)
+        {
+            attention += 1;
+        }
+        let written = progress.suspend(|| {
+            writer.observation(&obs)?;
+            if interactive {
+                writer.flush()?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        written?;
+        progress.set_message(format!("{total} results, {failed} failed"));
+        progress.inc(1);
+        if let Some(r) = recorder.as_mut() {
+            r.push(obs).await;
+        }
+    };
+    progress.finish_and_clear();
+    writer.finish()?;
+    if let Some(r) = recorder {
+        // Whatever was observed before an interrupt is still recorded.
+        let recorded = r.finish().await?;
+        tracing::info!(recorded, "observations recorded");
+    }
+    if interrupted {
+        eprintln!("certpilot: interrupted after {total} results (they were recorded)");
+        return Ok(ExitCode::from(130));
+    }
+    if args.fail_within.is_some() && attention > 0 {
+        eprintln!("certpilot: {attention} of {total} results failed, expired or expire within the window");
+        return Ok(ExitCode::from(EXIT_ATTENTION));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_bar(targets: usize) -> ProgressBar {
+    // Only for long scans, and only where a person watches stderr.
+    if targets < 20 || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(targets as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed} [{bar:30}] {pos}/{len} targets {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+async fn endpoints(store: Arc<dyn Store>, cmd: EndpointsCommand) -> Result<ExitCode, CliError> {
+    let now = SystemClock.now();
+    match cmd {
+        EndpointsCommand::Add { target_and_tags, targets_file } => {
+            let mut requests = Vec::new();
+            if let Some((first, tags)) = target_and_tags.split_first() {
+                let mut request = ScanRequest::new(parse_target(first)?);
+                for tag in tags {
+                    let (k, v) = parse_tag(tag).map_err(|e| CliError::Usage(e.to_string()))?;
+                    request.tags.insert(k, v);
+                }
+                requests.push(request);
+            }
+            if let Some(path) = &targets_file {
+                requests.extend(parse_targets_file(&path.display().to_string(), &read_file(path)?)?);
+            }
+            if requests.is_empty() {
+                return Err(CliError::Usage("endpoints add: give a TARGET or --targets FILE".into()));
+            }
+            for request in requests {
+                let (endpoint, what) = register(store.as_ref(), &request.target, &request.tags, now).await?;
+                let verb = match what {
+                    Registration::Added => "added",
+                    Registration::Updated => "updated",
+                    Registration::Unchanged => "unchanged",
+                };
+                eprintln!("{verb} {}", endpoint.key());
+            }
+        }
+        EndpointsCommand::List { format } => {
+            let list = store.endpoints().await?;
+            let stdout = std::io::stdout().lock();
+            let mut writer = RowWriter::new(stdout, format_or_default(format), colour(), now);
+            writer.fit_targets(list.iter().map(|e| e.key().len()).max().unwrap_or(0));
+            for e in &list {
+                writer.endpoint(e)?;
+            }
+            writer.finish()?;
+        }
+        EndpointsCommand::Remove { targets } => {
+            for t in targets {
+                let key = parse_target(&t)?.to_string();
+                store.remove_endpoint(&key).await?;
+                eprintln!("removed {key}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn inventory(store: Arc<dyn Store>, args: InventoryArgs) -> Result<ExitCode, CliError> {
+    let now = SystemClock.now();
+    let query = InventoryQuery {
+        expiring_before: args.expiring_within.map(|w| now + w),
+    };
+    let rows = store.inventory(&query).await?;
+    let stdout = std::io::stdout().lock();
+    let mut writer = RowWriter::new(std::io::BufWriter::new(stdout), format_or_default(args.format), colour(), now);
+    writer.fit_targets(rows.iter().map(|r| r.observation.target.len()).max().unwrap_or(0));
+    for row in &rows {
+        writer.inventory(row)?;
+    }
+    writer.finish()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -15,5 +15,8 @@ pub use model::{
         CertificateInfo, ChainEntry, ErrorKind, KeyInfo, Observation, ProbeError, Problem,
         Served, Status, TlsInfo, Validation,
     },
-    target::{Host, Protocol, ResolveOverride, ScanRequest, Target, TargetError},
+    target::{
+        Host, Protocol, ResolveOverride, ScanRequest, Target, TargetError, TargetsFileError,
+        parse_targets_file,
+    },
 };

@@ -219,15 +219,18 @@ fn printable_prefix(bytes: &[u8]) -> String {
 
 pub(crate) fn io_error(e: std::io::Error) -> ProbeError {
     use std::io::ErrorKind as Io;
-    let kind = match e.kind() {
-        Io::ConnectionRefused => ErrorKind::Refused,
-        Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof => {
-            ErrorKind::Reset
+    let (kind, message) = match e.kind() {
+        Io::ConnectionRefused => (ErrorKind::Refused, "connection refused".to_owned()),
+        Io::ConnectionReset | Io::ConnectionAborted => {
+            (ErrorKind::Reset, "connection reset by peer".to_owned())
         }
-        Io::TimedOut => ErrorKind::Timeout,
-        _ => ErrorKind::Other,
+        Io::BrokenPipe | Io::UnexpectedEof => {
+            (ErrorKind::Reset, "connection closed by peer".to_owned())
+        }
+        Io::TimedOut => (ErrorKind::Timeout, "connection timed out".to_owned()),
+        _ => (ErrorKind::Other, e.to_string()),
     };
-    ProbeError::new(kind, e.to_string())
+    ProbeError::new(kind, message)
 }
 
 fn classify(e: &rustls::Error) -> ProbeError {

@@ -454,6 +454,48 @@ pub fn format_address(addr: &SocketAddr) -> String {
     }
 }
 
+/// A line of a targets file that could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{source_name}:{line}: {error}")]
+pub struct TargetsFileError {
+    /// The file's name as the user gave it.
+    pub source_name: String,
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong on that line.
+    pub error: TargetError,
+}
+
+/// Parses a targets file: one target per line, then optional `key=value` tags; blank lines
+/// and everything after a `#` that starts a word are ignored.
+///
+/// ```text
+/// # payments team
+/// shop.example.com:443 owner=payments env=prod platform=alb
+/// smtp://mx.example.com:587 owner=mail   # the outbound relay
+/// ```
+pub fn parse_targets_file(source_name: &str, text: &str) -> Result<Vec<ScanRequest>, TargetsFileError> {
+    let mut requests = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let err = |error| TargetsFileError {
+            source_name: source_name.to_owned(),
+            line: index + 1,
+            error,
+        };
+        let mut words = raw.split_whitespace().take_while(|w| !w.starts_with('#'));
+        let Some(first) = words.next() else {
+            continue;
+        };
+        let mut request = ScanRequest::new(first.parse().map_err(err)?);
+        for word in words {
+            let (k, v) = super::endpoint::parse_tag(word).map_err(err)?;
+            request.tags.insert(k, v);
+        }
+        requests.push(request);
+    }
+    Ok(requests)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,6 +563,22 @@ mod tests {
             let err = input.parse::<Target>().expect_err(input).to_string();
             assert!(err.contains(want), "{input:?}: {err}");
         }
+    }
+
+    #[test]
+    fn targets_files_carry_tags_and_skip_comments() {
+        let text = "# payments\n\nshop.example.com:443 owner=payments env=prod  # checkout\n  smtp://mx.example.com:587\n";
+        let reqs = parse_targets_file("t.txt", text).unwrap();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[0].target.to_string(), "shop.example.com:443");
+        assert_eq!(reqs[0].tags.get("env").map(String::as_str), Some("prod"));
+        assert_eq!(reqs[0].tags.len(), 2);
+        assert_eq!(reqs[1].target.protocol, Protocol::Smtp);
+        let err = parse_targets_file("t.txt", "a.example\nb.example owner\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.to_string().starts_with("t.txt:2: tag \"owner\""), "{err}");
+        let err = parse_targets_file("t.txt", "gopher://x\n").unwrap_err();
+        assert!(err.to_string().contains("t.txt:1: target \"gopher://x\""), "{err}");
     }
 
     #[test]

@@ -1,0 +1,388 @@
+//! Writing observations and inventory rows as a table, JSON Lines or CSV.
+//!
+//! Every writer streams: a row is written as soon as it is known, so a scan of 10,000
+//! endpoints never holds its results in memory to print them.
+
+use std::io::{self, Write};
+
+use certpilot_core::policy::{self, Urgency};
+use certpilot_core::ports::InventoryEntry;
+use certpilot_core::{Endpoint, Observation, Status, Tags};
+use owo_colors::OwoColorize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::args::Format;
+
+/// Extra columns an inventory row carries beyond its observation.
+pub struct InventoryFacts<'a> {
+    /// Whether the endpoint is registered.
+    pub registered: bool,
+    /// When the current certificate was first seen.
+    pub cert_first_seen: Option<OffsetDateTime>,
+    /// When the observation last changed materially.
+    pub last_changed: OffsetDateTime,
+    /// Tags to show (the registration's).
+    pub tags: &'a Tags,
+}
+
+impl<'a> From<&'a InventoryEntry> for InventoryFacts<'a> {
+    fn from(e: &'a InventoryEntry) -> Self {
+        InventoryFacts {
+            registered: e.registered,
+            cert_first_seen: e.cert_first_seen,
+            last_changed: e.last_changed,
+            tags: &e.tags,
+        }
+    }
+}
+
+/// Writes rows in one format.
+pub struct RowWriter<W: Write> {
+    out: W,
+    format: Format,
+    color: bool,
+    /// Reference time for `days_remaining` in inventory rows.
+    now: OffsetDateTime,
+    header_written: bool,
+    target_width: usize,
+}
+
+const CSV_HEADER: [&str; 26] = [
+    "target",
+    "host",
+    "port",
+    "address",
+    "scanned_at",
+    "elapsed_ms",
+    "status",
+    "error_kind",
+    "error_message",
+    "tls_version",
+    "tls_cipher",
+    "subject",
+    "issuer",
+    "sans",
+    "serial",
+    "not_before",
+    "not_after",
+    "fingerprint_sha256",
+    "key_type",
+    "key_bits",
+    "signature_algorithm",
+    "chain_length",
+    "days_remaining",
+    "trusted",
+    "problems",
+    "tags",
+];
+
+const CSV_INVENTORY_HEADER: [&str; 3] = ["registered", "cert_first_seen", "last_changed"];
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+fn date(t: OffsetDateTime) -> String {
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+fn tags_text(tags: &Tags) -> String {
+    tags.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl<W: Write> RowWriter<W> {
+    /// A writer of `format` to `out`; `color` adds ANSI colours to tables.
+    pub fn new(out: W, format: Format, color: bool, now: OffsetDateTime) -> Self {
+        RowWriter {
+            out,
+            format,
+            color,
+            now,
+            header_written: false,
+            target_width: 28,
+        }
+    }
+
+    /// Widens the table's target column to fit `width` characters (capped).
+    pub fn fit_targets(&mut self, width: usize) {
+        self.target_width = width.clamp(12, 48);
+    }
+
+    /// Writes one scan result.
+    pub fn observation(&mut self, obs: &Observation) -> io::Result<()> {
+        self.row(obs, None)
+    }
+
+    /// Writes one inventory row; days are counted from `now`.
+    pub fn inventory(&mut self, entry: &InventoryEntry) -> io::Result<()> {
+        self.row(&entry.observation, Some(InventoryFacts::from(entry)))
+    }
+
+    fn row(&mut self, obs: &Observation, facts: Option<InventoryFacts<'_>>) -> io::Result<()> {
+        match self.format {
+            Format::Json => self.json(obs, facts.as_ref()),
+            Format::Csv => self.csv_row(obs, facts.as_ref()),
+            Format::Table => self.table(obs, facts.as_ref()),
+        }
+    }
+
+    fn days(&self, obs: &Observation, facts: Option<&InventoryFacts<'_>>) -> Option<i64> {
+        match facts {
+            // Inventory rows may be days old: count from now, not from the scan.
+            Some(_) => obs
+                .certificate
+                .as_ref()
+                .map(|c| policy::days_remaining(c.not_after, self.now)),
+            None => obs.days_remaining,
+        }
+    }
+
+    fn json(&mut self, obs: &Observation, facts: Option<&InventoryFacts<'_>>) -> io::Result<()> {
+        let line = match facts {
+            None => serde_json::to_string(obs)?,
+            Some(f) => {
+                let mut value = serde_json::to_value(obs)?;
+                if let Value::Object(map) = &mut value {
+                    map.insert("days_remaining".into(), serde_json::json!(self.days(obs, facts)));
+                    map.insert("tags".into(), serde_json::to_value(f.tags)?);
+                    map.insert("registered".into(), Value::Bool(f.registered));
+                    map.insert(
+                        "cert_first_seen".into(),
+                        f.cert_first_seen.map(rfc3339).map_or(Value::Null, Value::String),
+                    );
+                    map.insert("last_changed".into(), Value::String(rfc3339(f.last_changed)));
+                }
+                serde_json::to_string(&value)?
+            }
+        };
+        writeln!(self.out, "{line}")
+    }
+
+    fn csv_row(&mut self, obs: &Observation, facts: Option<&InventoryFacts<'_>>) -> io::Result<()> {
+        let days = self.days(obs, facts);
+        if !self.header_written {
+            let mut header: Vec<&str> = CSV_HEADER.to_vec();
+            if facts.is_some() {
+                header.extend(CSV_INVENTORY_HEADER);
+            }
+            csv_record(&mut self.out, &header)?;
+            self.header_written = true;
+        }
+        let cert = obs.certificate.as_ref();
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        let mut record = vec![
+            obs.target.clone(),
+            obs.host.clone(),
+            obs.port.to_string(),
+            opt(obs.address.clone()),
+            rfc3339(obs.scanned_at),
+            obs.elapsed_ms.to_string(),
+            status_word(obs.status).to_owned(),
+            opt(obs.error.as_ref().map(|e| e.kind.to_string())),
+            opt(obs.error.as_ref().map(|e| e.message.clone())),
+            opt(obs.tls.as_ref().map(|t| t.version.clone())),
+            opt(obs.tls.as_ref().map(|t| t.cipher.clone())),
+            opt(cert.map(|c| c.subject.clone())),
+            opt(cert.map(|c| c.issuer.clone())),
+            opt(cert.map(|c| c.sans.join(" "))),
+            opt(cert.map(|c| c.serial.clone())),
+            opt(cert.map(|c| rfc3339(c.not_before))),
+            opt(cert.map(|c| rfc3339(c.not_after))),
+            opt(cert.map(|c| c.fingerprint_sha256.clone())),
+            opt(cert.map(|c| c.key.kind.clone())),
+            opt(cert.map(|c| c.key.bits.to_string())),
+            opt(cert.map(|c| c.signature_algorithm.clone())),
+            if obs.chain.is_empty() { String::new() } else { obs.chain.len().to_string() },
+            opt(days.map(|d| d.to_string())),
+            opt(obs.validation.as_ref().map(|v| v.trusted.to_string())),
+            opt(obs.validation.as_ref().map(|v| {
+                v.problems.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" ")
+            })),
+            tags_text(facts.map_or(&obs.tags, |f| f.tags)),
+        ];
+        if let Some(f) = facts {
+            record.push(f.registered.to_string());
+            record.push(opt(f.cert_first_seen.map(rfc3339)));
+            record.push(rfc3339(f.last_changed));
+        }
+        csv_record(&mut self.out, &record)
+    }
+
+    fn table(&mut self, obs: &Observation, facts: Option<&InventoryFacts<'_>>) -> io::Result<()> {
+        let w = self.target_width;
+        if !self.header_written {
+            let mut header = format!(
+                "{:<w$}  {:<24}  {:>5}  {:<10}  {:<24}  {}",
+                "TARGET", "ADDRESS", "DAYS", "EXPIRES", "ISSUER", "STATUS"
+            );
+            if facts.is_some() {
+                header.push_str("  |  FIRST SEEN  LAST CHANGE  LAST SCAN  TAGS");
+            }
+            let header = if self.color { header.bold().to_string() } else { header };
+            writeln!(self.out, "{header}")?;
+            self.header_written = true;
+        }
+        let days = self.days(obs, facts);
+        let urgency = match facts {
+            Some(_) => {
+                let mut judged = obs.clone();
+                judged.days_remaining = days;
+                Urgency::of(&judged)
+            }
+            None => Urgency::of(obs),
+        };
+        let days_text = days.map_or_else(|| "-".to_owned(), |d| d.to_string());
+        let days_cell = format!("{days_text:>5}");
+        let days_cell = if self.color {
+            match urgency {
+                Urgency::Broken => days_cell.red().bold().to_string(),
+                Urgency::Critical => days_cell.red().to_string(),
+                Urgency::Warning => days_cell.yellow().to_string(),
+                Urgency::Fine => days_cell.green().to_string(),
+            }
+        } else {
+            days_cell
+        };
+        let cert = obs.certificate.as_ref();
+        let expires = cert.map_or_else(|| "-".to_owned(), |c| date(c.not_after));
+        let issuer = cert.map_or_else(|| "-".to_owned(), |c| short_name(&c.issuer));
+        let status = status_text(obs);
+        let status = if self.color && urgency == Urgency::Broken {
+            status.red().to_string()
+        } else {
+            status
+        };
+        let mut line = format!(
+            "{:<w$}  {:<24}  {}  {:<10}  {:<24}  {}",
+            truncate(&obs.target, w),
+            truncate(obs.address.as_deref().unwrap_or("-"), 24),
+            days_cell,
+            expires,
+            truncate(&issuer, 24),
+            status
+        );
+        if let Some(f) = facts {
+            line.push_str(&format!(
+                "  |  {:<10}  {:<11}  {:<9}  {}",
+                f.cert_first_seen.map_or_else(|| "-".to_owned(), date),
+                date(f.last_changed),
+                date(obs.scanned_at),
+                tags_text(f.tags)
+            ));
+        } else if !obs.tags.is_empty() {
+            line.push_str(&format!("  [{}]", tags_text(&obs.tags)));
+        }
+        writeln!(self.out, "{line}")
+    }
+
+    /// Writes one registered endpoint.
+    pub fn endpoint(&mut self, e: &Endpoint) -> io::Result<()> {
+        match self.format {
+            Format::Json => writeln!(self.out, "{}", serde_json::to_string(e)?),
+            Format::Csv => {
+                if !self.header_written {
+                    csv_record(&mut self.out, &["target", "tags", "added_at", "version"])?;
+                    self.header_written = true;
+                }
+                csv_record(
+                    &mut self.out,
+                    &[e.key(), tags_text(&e.tags), rfc3339(e.added_at), e.version.to_string()],
+                )
+            }
+            Format::Table => {
+                let w = self.target_width;
+                if !self.header_written {
+                    writeln!(self.out, "{:<w$}  {:<10}  TAGS", "TARGET", "ADDED")?;
+                    self.header_written = true;
+                }
+                writeln!(
+                    self.out,
+                    "{:<w$}  {:<10}  {}",
+                    truncate(&e.key(), w),
+                    date(e.added_at),
+                    tags_text(&e.tags)
+                )
+            }
+        }
+    }
+
+    /// Pushes written rows out (for a person watching a terminal).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Flushes everything written.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Writes one CSV record, quoted as RFC 4180 requires.
+fn csv_record<W: Write, S: AsRef<[u8]>>(out: &mut W, fields: &[S]) -> io::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(fields)?;
+    w.flush()
+}
+
+fn status_word(status: Status) -> &'static str {
+    match status {
+        Status::Ok => "ok",
+        Status::Error => "error",
+    }
+}
+
+/// The status column in words: "ok", the problems, or the error.
+fn status_text(obs: &Observation) -> String {
+    if let Some(e) = &obs.error {
+        return format!("{}: {}", e.kind, e.message);
+    }
+    match &obs.validation {
+        Some(v) if v.problems.is_empty() && v.trusted => "ok".to_owned(),
+        Some(v) if v.problems.is_empty() => "untrusted".to_owned(),
+        Some(v) => v
+            .problems
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "ok".to_owned(),
+    }
+}
+
+/// The CN (or O) of a distinguished name, which is what people recognise an issuer by.
+fn short_name(dn: &str) -> String {
+    for prefix in ["CN=", "O="] {
+        if let Some(part) = dn.split(", ").find_map(|p| p.strip_prefix(prefix)) {
+            return part.to_owned();
+        }
+    }
+    dn.to_owned()
+}
+
+fn truncate(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(width.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuers_are_shown_by_common_name() {
+        assert_eq!(short_name("CN=R11, O=Let's Encrypt, C=US"), "R11");
+        assert_eq!(short_name("C=US, O=Let's Encrypt, CN=E6"), "E6");
+        assert_eq!(short_name("O=Acme"), "Acme");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+    }
+}
