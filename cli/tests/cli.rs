@@ -1,0 +1,318 @@
+//! The `certpilot` binary end to end: real TLS servers on loopback, a real SQLite file, and
+//! the outputs and exit codes a person or a script sees.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use certpilot_testkit::certs::{Ca, Leaf};
+use certpilot_testkit::servers::{self, Server};
+use serde_json::Value;
+
+/// A scratch directory with a store and a CA file; every command runs against it.
+struct Env {
+    dir: tempfile::TempDir,
+    ca_file: PathBuf,
+}
+
+impl Env {
+    fn new(ca: &Ca) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.root_pem()).unwrap();
+        Env { dir, ca_file }
+    }
+
+    fn store(&self) -> String {
+        format!("sqlite:{}", self.dir.path().join("inventory.db").display())
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_certpilot"))
+            .args(args)
+            .env("CERTPILOT_STORE", self.store())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .output()
+            .await
+            .expect("certpilot runs")
+    }
+
+    /// `certpilot scan ARGS --ca-file CA --format json`, parsed.
+    async fn scan_json(&self, args: &[&str]) -> (Vec<Value>, Output) {
+        let ca = self.ca_file.display().to_string();
+        let mut all = vec!["scan", "--ca-file", &ca, "--format", "json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all).await;
+        (json_lines(&out), out)
+    }
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    k.sort_unstable();
+    k
+}
+
+async fn server_for(ca: &Ca, names: &[&str], days: i64) -> (Server, Leaf) {
+    let leaf = ca.leaf(names).expiring_in_days(days).build();
+    (servers::tls_default(&leaf).await, leaf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_have_exactly_the_documented_fields() {
+    let ca = Ca::new("CLI Root");
+    let env = Env::new(&ca);
+    let (server, leaf) = server_for(&ca, &["127.0.0.1"], 40).await;
+    let closed = servers::closed_port().await;
+    let (rows, out) = env.scan_json(&[&server.target(), &closed.to_string()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(rows.len(), 2);
+    let ok = rows.iter().find(|r| r["status"] == "ok").expect("an ok row");
+    assert_eq!(
+        keys(ok),
+        vec![
+            "address", "certificate", "chain", "days_remaining", "elapsed_ms", "host", "port",
+            "scanned_at", "status", "tags", "target", "tls", "validation"
+        ]
+    );
+    assert_eq!(
+        keys(&ok["certificate"]),
+        vec![
+            "fingerprint_sha256", "issuer", "key", "not_after", "not_before", "sans", "serial",
+            "signature_algorithm", "subject"
+        ]
+    );
+    assert_eq!(keys(&ok["tls"]), vec!["cipher", "version"]);
+    assert_eq!(keys(&ok["chain"][0]), vec!["fingerprint_sha256", "issuer", "not_after", "subject"]);
+    assert_eq!(keys(&ok["validation"]), vec!["problems", "trusted"]);
+    assert_eq!(ok["certificate"]["fingerprint_sha256"], leaf.fingerprint());
+    assert_eq!(ok["validation"]["trusted"], true);
+    assert_eq!(ok["days_remaining"], 39);
+    assert_eq!(ok["target"], server.target());
+    assert!(ok["scanned_at"].as_str().unwrap().ends_with('Z'));
+
+    let err = rows.iter().find(|r| r["status"] == "error").expect("an error row");
+    assert_eq!(err["error"]["kind"], "refused");
+    assert!(err["error"]["message"].is_string());
+    assert!(err.get("certificate").is_some_and(Value::is_null));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_within_sets_the_exit_status() {
+    let ca = Ca::new("Exit Root");
+    let env = Env::new(&ca);
+    let (soon, _) = server_for(&ca, &["127.0.0.1"], 5).await;
+    let (later, _) = server_for(&ca, &["127.0.0.1"], 60).await;
+    let (_, out) = env.scan_json(&["--fail-within", "14d", &later.target()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (_, out) = env.scan_json(&["--fail-within", "14d", &later.target(), &soon.target()]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 of 2 results"), "{}", stderr(&out));
+    let closed = servers::closed_port().await.to_string();
+    let (_, out) = env.scan_json(&["--fail-within", "1d", &closed]).await;
+    assert_eq!(out.status.code(), Some(2));
+    // Without the flag a failed endpoint is reported, not an error of the command.
+    let (_, out) = env.scan_json(&[&closed]).await;
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_named_and_exits_1() {
+    let ca = Ca::new("Usage Root");
+    let env = Env::new(&ca);
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["scan".into(), "shop.test:http".into()], "port \"http\""),
+        (vec!["scan".into(), "gopher://x".into()], "unsupported scheme \"gopher\""),
+        (vec!["scan".into(), "--timeout".into(), "soon".into(), "x".into()], "expected a duration"),
+        (vec!["scan".into(), "--resolve".into(), "a:443".into(), "a".into()], "--resolve \"a:443\""),
+        (
+            vec!["scan".into(), "--ca-file".into(), env.path("nope.pem").display().to_string(), "x".into()],
+            "nope.pem",
+        ),
+        (
+            vec!["scan".into(), "--targets".into(), env.path("missing.txt").display().to_string()],
+            "missing.txt",
+        ),
+        (vec!["--store".into(), "redis:x".into(), "inventory".into()], "unknown store \"redis\""),
+        (vec!["endpoints".into(), "add".into(), "a.test".into(), "Owner=x".into()], "tag \"Owner=x\""),
+        (vec!["endpoints".into(), "remove".into(), "never.test".into()], "never.test:443\" not found"),
+        (vec!["scan".into(), "--concurrency".into(), "0".into(), "x".into()], "--concurrency"),
+    ];
+    for (args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.run(&args).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+    let file = env.path("targets.txt");
+    std::fs::write(&file, "ok.test\nbad.test owner\n").unwrap();
+    let out = env.run(&["scan", "--targets", file.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("targets.txt:2: tag \"owner\""), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_targets_file_carries_tags_and_resolve_pins_the_address() {
+    let ca = Ca::new("File Root");
+    let env = Env::new(&ca);
+    let (server, leaf) = server_for(&ca, &["shop.test"], 30).await;
+    let file = env.path("targets.txt");
+    std::fs::write(
+        &file,
+        format!(
+            "# checkout\nshop.test:{} owner=payments env=prod platform=alb  # the shop\n",
+            server.port()
+        ),
+    )
+    .unwrap();
+    let resolve = format!("shop.test:{}:127.0.0.1", server.port());
+    let (rows, out) = env
+        .scan_json(&["--targets", file.to_str().unwrap(), "--resolve", &resolve])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(r["host"], "shop.test");
+    assert_eq!(r["address"], server.target());
+    assert_eq!(r["tags"]["owner"], "payments");
+    assert_eq!(r["tags"]["platform"], "alb");
+    assert_eq!(r["certificate"]["fingerprint_sha256"], leaf.fingerprint());
+    assert_eq!(r["validation"]["trusted"], true, "SNI shop.test matched the certificate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_and_table_show_the_same_facts() {
+    let ca = Ca::new("Format Root");
+    let env = Env::new(&ca);
+    let leaf = ca.leaf(&["other.test"]).expiring_in_days(3).build();
+    let server = servers::tls_default(&leaf).await;
+    let ca_file = env.ca_file.display().to_string();
+    let target = server.target();
+
+    let out = env.run(&["scan", "--ca-file", &ca_file, "--format", "csv", &target]).await;
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("target,host,port,address,scanned_at"), "{header}");
+    let row = lines.next().unwrap();
+    assert!(row.contains(&leaf.fingerprint()), "{row}");
+    assert!(row.contains(",false,hostname_mismatch,"), "{row}");
+    assert_eq!(lines.next(), None);
+
+    let out = env.run(&["scan", "--ca-file", &ca_file, "--format", "table", &target]).await;
+    let text = stdout(&out);
+    assert!(text.lines().next().unwrap().starts_with("TARGET"), "{text}");
+    let row = text.lines().nth(1).unwrap();
+    assert!(row.contains(&target) && row.contains("hostname_mismatch"), "{row}");
+    assert!(row.contains("    2  ") || row.contains("    3  "), "days left shown: {row}");
+    assert!(!text.contains('\u{1b}'), "no colour when NO_COLOR is set or stdout is a pipe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_endpoints_are_scanned_and_kept_in_the_inventory() {
+    let ca = Ca::new("Inventory Root");
+    let env = Env::new(&ca);
+    let (short, _) = server_for(&ca, &["127.0.0.1"], 10).await;
+    let (long, long_leaf) = server_for(&ca, &["127.0.0.1"], 80).await;
+
+    let out = env.run(&["endpoints", "add", &short.target(), "owner=payments", "env=prod"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("added"));
+    let out = env.run(&["endpoints", "add", &long.target(), "owner=search"]).await;
+    assert!(out.status.success());
+    let out = env.run(&["endpoints", "add", &short.target(), "env=staging"]).await;
+    assert!(stderr(&out).contains("updated"));
+
+    let out = env.run(&["endpoints", "list", "--format", "json"]).await;
+    let listed = json_lines(&out);
+    assert_eq!(listed.len(), 2);
+    let short_row = listed.iter().find(|e| e["target"] == short.target()).unwrap();
+    assert_eq!(short_row["tags"]["env"], "staging");
+    assert_eq!(short_row["tags"]["owner"], "payments");
+    assert_eq!(short_row["version"], 2);
+
+    // No targets: the registered endpoints are scanned, with their tags.
+    let (rows, out) = env.scan_json(&[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().any(|r| r["tags"]["owner"] == "search"));
+
+    let out = env.run(&["inventory", "--format", "json"]).await;
+    let inv = json_lines(&out);
+    assert_eq!(inv.len(), 2);
+    for row in &inv {
+        assert_eq!(row["registered"], true);
+        assert!(row["cert_first_seen"].is_string());
+        assert!(row["last_changed"].is_string());
+    }
+
+    let out = env.run(&["inventory", "--expiring-within", "30d", "--format", "json"]).await;
+    let expiring = json_lines(&out);
+    assert_eq!(expiring.len(), 1);
+    assert_eq!(expiring[0]["target"], short.target());
+    assert_eq!(expiring[0]["tags"]["owner"], "payments");
+
+    // A second scan of the same certificate keeps its first-seen time.
+    let first_seen = inv.iter().find(|r| r["target"] == long.target()).unwrap()["cert_first_seen"].clone();
+    env.scan_json(&[]).await;
+    let out = env.run(&["inventory", "--format", "json"]).await;
+    let again = json_lines(&out);
+    let row = again.iter().find(|r| r["target"] == long.target()).unwrap();
+    assert_eq!(row["cert_first_seen"], first_seen);
+    assert_eq!(row["certificate"]["fingerprint_sha256"], long_leaf.fingerprint());
+
+    let out = env.run(&["inventory", "--format", "table"]).await;
+    let table = stdout(&out);
+    assert!(table.contains("FIRST SEEN") && table.contains("owner=search"), "{table}");
+
+    let out = env.run(&["endpoints", "remove", &long.target()]).await;
+    assert!(out.status.success());
+    let out = env.run(&["inventory", "--format", "json"]).await;
+    assert_eq!(json_lines(&out).len(), 1);
+    let out = env.run(&["endpoints", "list", "--format", "csv"]).await;
+    assert_eq!(stdout(&out).lines().count(), 2, "header and one endpoint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanning_nothing_registered_says_what_to_do() {
+    let ca = Ca::new("Empty Root");
+    let env = Env::new(&ca);
+    let out = env.run(&["scan"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("certpilot endpoints add"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_record_leaves_the_inventory_alone() {
+    let ca = Ca::new("NoRecord Root");
+    let env = Env::new(&ca);
+    let (server, _) = server_for(&ca, &["127.0.0.1"], 30).await;
+    env.scan_json(&["--no-record", &server.target()]).await;
+    let out = env.run(&["inventory", "--format", "json"]).await;
+    assert!(json_lines(&out).is_empty());
+    env.scan_json(&[&server.target()]).await;
+    let out = env.run(&["inventory", "--format", "json"]).await;
+    assert_eq!(json_lines(&out).len(), 1);
+}
