@@ -1,1 +1,19 @@
-//! placeholder
+//! End-to-end tests that need third-party servers (Pebble, moto) live in `tests/tests/`; the
+//! scan benchmark is `src/bin/scan_bench.rs`. This library holds what they share.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends `request` on `stream` and reads the whole response (the server closes, or 10 s).
+pub async fn exchange<S>(stream: &mut S, request: &str) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(request.as_bytes()).await.expect("send request");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).into_owned()
+}

@@ -290,6 +290,16 @@ impl Leaf {
         pem("CERTIFICATE", &self.cert)
     }
 
+    /// The served chain, PEM (what a server's certificate file holds).
+    pub fn chain_pem(&self) -> String {
+        self.chain.iter().map(|c| pem("CERTIFICATE", c)).collect()
+    }
+
+    /// The private key, PKCS#8 PEM.
+    pub fn key_pem(&self) -> String {
+        pem("PRIVATE KEY", self.key.secret_pkcs8_der())
+    }
+
     /// SHA-256 fingerprint of the leaf, lowercase hex (what the scanner reports).
     pub fn fingerprint(&self) -> String {
         use std::fmt::Write;

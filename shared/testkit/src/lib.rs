@@ -2,6 +2,7 @@
 //!
 //! - [`certs`]: CAs, intermediates and leaves with chosen names, dates and keys (rcgen).
 //! - [`servers`]: TLS, STARTTLS and hostile servers on loopback, stopped on drop.
+//! - [`procs`]: Pebble and moto server as child processes, killed on drop.
 //! - [`observations`]: observation builders for store and policy tests.
 //! - [`contract`] and [`store_contract!`]: the suite every `Store` implementation passes.
 
@@ -10,4 +11,5 @@
 pub mod certs;
 pub mod contract;
 pub mod observations;
+pub mod procs;
 pub mod servers;

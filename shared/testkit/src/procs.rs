@@ -1,0 +1,186 @@
+//! Third-party servers the tests run as child processes: Pebble (Let's Encrypt's ACME test
+//! server) and moto server (AWS APIs). Each is killed when its handle drops, panics included.
+//!
+//! `scripts/test.sh` installs both; the tests find them through `CERTPILOT_PEBBLE` and
+//! `CERTPILOT_MOTO_SERVER`, then `PATH`, then the repository's `.test-env/venv`.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::certs::Ca;
+
+/// A child process killed on drop.
+pub struct ChildGuard {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ChildGuard {
+    fn ensure_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited early with {status}", self.name);
+        }
+    }
+}
+
+/// A free loopback port (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+fn workspace_root() -> PathBuf {
+    // shared/testkit → the workspace root, two levels up.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Finds a program: the environment variable, then `PATH`, then `.test-env/venv/bin`.
+fn locate(env_var: &str, program: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_var) {
+        return PathBuf::from(p);
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join(program);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    let venv = workspace_root().join(".test-env/venv/bin").join(program);
+    if venv.is_file() {
+        return venv;
+    }
+    panic!(
+        "{program} not found (set {env_var}, or run scripts/test.sh, which installs it)"
+    );
+}
+
+fn wait_for_port(addr: SocketAddr, guard: &mut ChildGuard, within: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        guard.ensure_running();
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{} did not listen on {addr} within {within:?}", guard.name);
+}
+
+/// A running Pebble ACME server with its own TLS certificate from a test CA.
+pub struct Pebble {
+    _guard: ChildGuard,
+    _dir: tempfile::TempDir,
+    /// The ACME directory URL.
+    pub directory_url: String,
+    /// The management (root certificate) API address.
+    pub management: SocketAddr,
+    /// PEM of the CA that issued Pebble's HTTPS certificate.
+    pub tls_ca_pem: String,
+    /// Where Pebble's HTTPS listener is.
+    pub listen: SocketAddr,
+}
+
+impl Pebble {
+    /// Starts Pebble on free loopback ports. HTTP-01 challenges are validated against
+    /// `http_port`, TLS-ALPN-01 against `tls_port`.
+    pub fn start(http_port: u16, tls_port: u16) -> Pebble {
+        let program = locate("CERTPILOT_PEBBLE", "pebble");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::new("Pebble HTTPS test CA");
+        let leaf = ca.leaf(&["localhost", "127.0.0.1"]).build();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, leaf.chain_pem()).expect("write cert");
+        std::fs::write(&key, leaf.key_pem()).expect("write key");
+        let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let management: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": listen.to_string(),
+                "managementListenAddress": management.to_string(),
+                "certificate": cert,
+                "privateKey": key,
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+                "profiles": {
+                    "default": { "description": "The profile you know and love", "validityPeriod": 7_776_000 },
+                    "shortlived": { "description": "A short-lived cert profile", "validityPeriod": 518_400 }
+                }
+            }
+        });
+        let config_path = dir.path().join("pebble-config.json");
+        std::fs::write(&config_path, config.to_string()).expect("write config");
+        let child = Command::new(&program)
+            .arg("-config")
+            .arg(&config_path)
+            // Pebble otherwise sleeps up to 15 s before each validation to mimic load.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let mut guard = ChildGuard {
+            child,
+            name: "pebble",
+        };
+        wait_for_port(listen, &mut guard, Duration::from_secs(20));
+        Pebble {
+            _guard: guard,
+            _dir: dir,
+            directory_url: format!("https://{listen}/dir"),
+            management,
+            tls_ca_pem: ca.root_pem(),
+            listen,
+        }
+    }
+}
+
+/// A running moto server: the AWS APIs on one loopback port.
+pub struct Moto {
+    _guard: ChildGuard,
+    /// What `AWS_ENDPOINT_URL` should be set to.
+    pub endpoint_url: String,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+impl Moto {
+    /// Starts moto server on a free loopback port.
+    pub fn start() -> Moto {
+        let program = locate("CERTPILOT_MOTO_SERVER", "moto_server");
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let child = Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let mut guard = ChildGuard {
+            child,
+            name: "moto_server",
+        };
+        wait_for_port(addr, &mut guard, Duration::from_secs(60));
+        Moto {
+            _guard: guard,
+            endpoint_url: format!("http://{addr}"),
+            addr,
+        }
+    }
+}
