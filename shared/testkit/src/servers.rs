@@ -180,15 +180,20 @@ pub async fn tls(leaf: &Leaf, options: Options) -> Server {
             {
                 return;
             }
-            if let Ok(Ok(mut tls)) =
-                tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await
-            {
-                let mut buf = [0u8; 64];
-                let _ = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await;
-                let _ = tls.shutdown().await;
-            }
+            tls_session(&acceptor, stream).await;
         }
     })
+}
+
+/// Runs one TLS session: handshake, wait briefly for the client to speak or leave, close.
+async fn tls_session(acceptor: &TlsAcceptor, stream: TcpStream) {
+    if let Ok(Ok(mut tls)) =
+        tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await
+    {
+        let mut buf = [0u8; 64];
+        let _ = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await;
+        let _ = tls.shutdown().await;
+    }
 }
 
 /// Starts a TLS server with default options.
@@ -364,4 +369,30 @@ pub async fn closed_port() -> SocketAddr {
     let addr = listener.local_addr().expect("local addr");
     drop(listener);
     addr
+}
+
+/// Starts `count` TLS servers for `leaf` sharing one configuration, on loopback ports from
+/// `first_port` up (below Linux's ephemeral range, so the scanner's own connections never
+/// compete with them for ports). Ports already taken are skipped.
+pub async fn tls_many(leaf: &Leaf, count: usize, first_port: u16) -> Vec<Server> {
+    let acceptor = TlsAcceptor::from(server_config(leaf, &Options::default()));
+    let mut servers = Vec::with_capacity(count);
+    let mut port = first_port;
+    while servers.len() < count {
+        let listener = match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => l,
+            Err(_) if port < u16::MAX => {
+                port += 1;
+                continue;
+            }
+            Err(e) => panic!("no free port left: {e}"),
+        };
+        port = port.saturating_add(1);
+        let acceptor = acceptor.clone();
+        servers.push(spawn_accept_loop(listener, move |stream| {
+            let acceptor = acceptor.clone();
+            async move { tls_session(&acceptor, stream).await }
+        }));
+    }
+    servers
 }
