@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use certpilot_core::ports::{InventoryQuery, ScanLimits, Store, StoreError, SystemClock, Clock};
+use certpilot_core::ports::{Clock, InventoryQuery, ScanLimits, Store, StoreError, SystemClock};
 use certpilot_core::services::endpoints::{Registration, register, registered_requests};
 use certpilot_core::services::scan::{Recorder, ScanService};
-use certpilot_core::{ScanRequest, Target, TargetsFileError, parse_tag, parse_targets_file, policy};
+use certpilot_core::{
+    ScanRequest, Target, TargetsFileError, parse_tag, parse_targets_file, policy,
+};
 use certpilot_scanner::{Deadlines, TlsProber, TrustError, TrustStore};
 use certpilot_sqlite::SqliteStore;
 use clap::Parser;
@@ -38,7 +40,10 @@ enum CliError {
     #[error(transparent)]
     TargetsFile(#[from] TargetsFileError),
     #[error("{path}: {source}")]
-    File { path: String, source: std::io::Error },
+    File {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -50,11 +55,18 @@ fn main() -> ExitCode {
             // Help and version go to stdout with status 0; usage errors get status 1, which
             // keeps 2 for "--fail-within found something".
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("certpilot: cannot start the async runtime: {e}");
@@ -100,7 +112,9 @@ fn open_store(spec: Option<&str>) -> Result<Arc<dyn Store>, CliError> {
         Some(spec) => match spec.split_once(':') {
             Some(("sqlite", path)) if !path.is_empty() => PathBuf::from(path),
             Some(("sqlite", _)) => {
-                return Err(CliError::Usage("--store sqlite: needs a path, e.g. sqlite:./certpilot.db".into()));
+                return Err(CliError::Usage(
+                    "--store sqlite: needs a path, e.g. sqlite:./certpilot.db".into(),
+                ));
             }
             Some((scheme, _)) => {
                 return Err(CliError::Usage(format!(
@@ -125,7 +139,11 @@ fn default_store_path() -> Result<PathBuf, CliError> {
 }
 
 fn format_or_default(format: Option<Format>) -> Format {
-    format.unwrap_or(if std::io::stdout().is_terminal() { Format::Table } else { Format::Json })
+    format.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Json
+    })
 }
 
 fn colour() -> bool {
@@ -140,7 +158,8 @@ fn read_file(path: &Path) -> Result<String, CliError> {
 }
 
 fn parse_target(text: &str) -> Result<Target, CliError> {
-    text.parse().map_err(|e: certpilot_core::TargetError| CliError::Usage(e.to_string()))
+    text.parse()
+        .map_err(|e: certpilot_core::TargetError| CliError::Usage(e.to_string()))
 }
 
 async fn scan(store: Arc<dyn Store>, args: ScanArgs) -> Result<ExitCode, CliError> {
@@ -149,7 +168,10 @@ async fn scan(store: Arc<dyn Store>, args: ScanArgs) -> Result<ExitCode, CliErro
         requests.push(ScanRequest::new(parse_target(t)?));
     }
     for path in &args.targets_file {
-        requests.extend(parse_targets_file(&path.display().to_string(), &read_file(path)?)?);
+        requests.extend(parse_targets_file(
+            &path.display().to_string(),
+            &read_file(path)?,
+        )?);
     }
     if args.targets.is_empty() && args.targets_file.is_empty() {
         requests = registered_requests(store.as_ref()).await?;
@@ -159,7 +181,10 @@ async fn scan(store: Arc<dyn Store>, args: ScanArgs) -> Result<ExitCode, CliErro
             ));
         }
     }
-    let requests: Vec<_> = requests.into_iter().map(|r| r.with_overrides(&args.resolve)).collect();
+    let requests: Vec<_> = requests
+        .into_iter()
+        .map(|r| r.with_overrides(&args.resolve))
+        .collect();
 
     let mut trust = TrustStore::mozilla();
     for path in &args.ca_file {
@@ -181,8 +206,19 @@ async fn scan(store: Arc<dyn Store>, args: ScanArgs) -> Result<ExitCode, CliErro
 
     let format = format_or_default(args.format);
     let stdout = std::io::stdout().lock();
-    let mut writer = RowWriter::new(std::io::BufWriter::new(stdout), format, colour(), clock.now());
-    writer.fit_targets(requests.iter().map(|r| r.target.to_string().len()).max().unwrap_or(0));
+    let mut writer = RowWriter::new(
+        std::io::BufWriter::new(stdout),
+        format,
+        colour(),
+        clock.now(),
+    );
+    writer.fit_targets(
+        requests
+            .iter()
+            .map(|r| r.target.to_string().len())
+            .max()
+            .unwrap_or(0),
+    );
     let interactive = format == Format::Table && std::io::stdout().is_terminal();
     let progress = progress_bar(requests.len());
 
@@ -233,7 +269,9 @@ async fn scan(store: Arc<dyn Store>, args: ScanArgs) -> Result<ExitCode, CliErro
         return Ok(ExitCode::from(130));
     }
     if args.fail_within.is_some() && attention > 0 {
-        eprintln!("certpilot: {attention} of {total} results failed, expired or expire within the window");
+        eprintln!(
+            "certpilot: {attention} of {total} results failed, expired or expire within the window"
+        );
         return Ok(ExitCode::from(EXIT_ATTENTION));
     }
     Ok(ExitCode::SUCCESS)
@@ -245,7 +283,9 @@ fn progress_bar(targets: usize) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(targets as u64), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed} [{bar:30}] {pos}/{len} targets {msg}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {elapsed} [{bar:30}] {pos}/{len} targets {msg}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
@@ -254,7 +294,10 @@ fn progress_bar(targets: usize) -> ProgressBar {
 async fn endpoints(store: Arc<dyn Store>, cmd: EndpointsCommand) -> Result<ExitCode, CliError> {
     let now = SystemClock.now();
     match cmd {
-        EndpointsCommand::Add { target_and_tags, targets_file } => {
+        EndpointsCommand::Add {
+            target_and_tags,
+            targets_file,
+        } => {
             let mut requests = Vec::new();
             if let Some((first, tags)) = target_and_tags.split_first() {
                 let mut request = ScanRequest::new(parse_target(first)?);
@@ -265,13 +308,19 @@ async fn endpoints(store: Arc<dyn Store>, cmd: EndpointsCommand) -> Result<ExitC
                 requests.push(request);
             }
             if let Some(path) = &targets_file {
-                requests.extend(parse_targets_file(&path.display().to_string(), &read_file(path)?)?);
+                requests.extend(parse_targets_file(
+                    &path.display().to_string(),
+                    &read_file(path)?,
+                )?);
             }
             if requests.is_empty() {
-                return Err(CliError::Usage("endpoints add: give a TARGET or --targets FILE".into()));
+                return Err(CliError::Usage(
+                    "endpoints add: give a TARGET or --targets FILE".into(),
+                ));
             }
             for request in requests {
-                let (endpoint, what) = register(store.as_ref(), &request.target, &request.tags, now).await?;
+                let (endpoint, what) =
+                    register(store.as_ref(), &request.target, &request.tags, now).await?;
                 let verb = match what {
                     Registration::Added => "added",
                     Registration::Updated => "updated",
@@ -308,8 +357,18 @@ async fn inventory(store: Arc<dyn Store>, args: InventoryArgs) -> Result<ExitCod
     };
     let rows = store.inventory(&query).await?;
     let stdout = std::io::stdout().lock();
-    let mut writer = RowWriter::new(std::io::BufWriter::new(stdout), format_or_default(args.format), colour(), now);
-    writer.fit_targets(rows.iter().map(|r| r.observation.target.len()).max().unwrap_or(0));
+    let mut writer = RowWriter::new(
+        std::io::BufWriter::new(stdout),
+        format_or_default(args.format),
+        colour(),
+        now,
+    );
+    writer.fit_targets(
+        rows.iter()
+            .map(|r| r.observation.target.len())
+            .max()
+            .unwrap_or(0),
+    );
     for row in &rows {
         writer.inventory(row)?;
     }

@@ -148,14 +148,22 @@ impl<W: Write> RowWriter<W> {
             Some(f) => {
                 let mut value = serde_json::to_value(obs)?;
                 if let Value::Object(map) = &mut value {
-                    map.insert("days_remaining".into(), serde_json::json!(self.days(obs, facts)));
+                    map.insert(
+                        "days_remaining".into(),
+                        serde_json::json!(self.days(obs, facts)),
+                    );
                     map.insert("tags".into(), serde_json::to_value(f.tags)?);
                     map.insert("registered".into(), Value::Bool(f.registered));
                     map.insert(
                         "cert_first_seen".into(),
-                        f.cert_first_seen.map(rfc3339).map_or(Value::Null, Value::String),
+                        f.cert_first_seen
+                            .map(rfc3339)
+                            .map_or(Value::Null, Value::String),
                     );
-                    map.insert("last_changed".into(), Value::String(rfc3339(f.last_changed)));
+                    map.insert(
+                        "last_changed".into(),
+                        Value::String(rfc3339(f.last_changed)),
+                    );
                 }
                 serde_json::to_string(&value)?
             }
@@ -197,11 +205,19 @@ impl<W: Write> RowWriter<W> {
             opt(cert.map(|c| c.key.kind.clone())),
             opt(cert.map(|c| c.key.bits.to_string())),
             opt(cert.map(|c| c.signature_algorithm.clone())),
-            if obs.chain.is_empty() { String::new() } else { obs.chain.len().to_string() },
+            if obs.chain.is_empty() {
+                String::new()
+            } else {
+                obs.chain.len().to_string()
+            },
             opt(days.map(|d| d.to_string())),
             opt(obs.validation.as_ref().map(|v| v.trusted.to_string())),
             opt(obs.validation.as_ref().map(|v| {
-                v.problems.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" ")
+                v.problems
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             })),
             tags_text(facts.map_or(&obs.tags, |f| f.tags)),
         ];
@@ -223,7 +239,11 @@ impl<W: Write> RowWriter<W> {
             if facts.is_some() {
                 header.push_str("  |  FIRST SEEN  LAST CHANGE  LAST SCAN  TAGS");
             }
-            let header = if self.color { header.bold().to_string() } else { header };
+            let header = if self.color {
+                header.bold().to_string()
+            } else {
+                header
+            };
             writeln!(self.out, "{header}")?;
             self.header_written = true;
         }
@@ -291,7 +311,12 @@ impl<W: Write> RowWriter<W> {
                 }
                 csv_record(
                     &mut self.out,
-                    &[e.key(), tags_text(&e.tags), rfc3339(e.added_at), e.version.to_string()],
+                    &[
+                        e.key(),
+                        tags_text(&e.tags),
+                        rfc3339(e.added_at),
+                        e.version.to_string(),
+                    ],
                 )
             }
             Format::Table => {

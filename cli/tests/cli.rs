@@ -85,26 +85,52 @@ async fn json_lines_have_exactly_the_documented_fields() {
     let env = Env::new(&ca);
     let (server, leaf) = server_for(&ca, &["127.0.0.1"], 40).await;
     let closed = servers::closed_port().await;
-    let (rows, out) = env.scan_json(&[&server.target(), &closed.to_string()]).await;
+    let (rows, out) = env
+        .scan_json(&[&server.target(), &closed.to_string()])
+        .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(rows.len(), 2);
-    let ok = rows.iter().find(|r| r["status"] == "ok").expect("an ok row");
+    let ok = rows
+        .iter()
+        .find(|r| r["status"] == "ok")
+        .expect("an ok row");
     assert_eq!(
         keys(ok),
         vec![
-            "address", "certificate", "chain", "days_remaining", "elapsed_ms", "host", "port",
-            "scanned_at", "status", "tags", "target", "tls", "validation"
+            "address",
+            "certificate",
+            "chain",
+            "days_remaining",
+            "elapsed_ms",
+            "host",
+            "port",
+            "scanned_at",
+            "status",
+            "tags",
+            "target",
+            "tls",
+            "validation"
         ]
     );
     assert_eq!(
         keys(&ok["certificate"]),
         vec![
-            "fingerprint_sha256", "issuer", "key", "not_after", "not_before", "sans", "serial",
-            "signature_algorithm", "subject"
+            "fingerprint_sha256",
+            "issuer",
+            "key",
+            "not_after",
+            "not_before",
+            "sans",
+            "serial",
+            "signature_algorithm",
+            "subject"
         ]
     );
     assert_eq!(keys(&ok["tls"]), vec!["cipher", "version"]);
-    assert_eq!(keys(&ok["chain"][0]), vec!["fingerprint_sha256", "issuer", "not_after", "subject"]);
+    assert_eq!(
+        keys(&ok["chain"][0]),
+        vec!["fingerprint_sha256", "issuer", "not_after", "subject"]
+    );
     assert_eq!(keys(&ok["validation"]), vec!["problems", "trusted"]);
     assert_eq!(ok["certificate"]["fingerprint_sha256"], leaf.fingerprint());
     assert_eq!(ok["validation"]["trusted"], true);
@@ -112,7 +138,10 @@ async fn json_lines_have_exactly_the_documented_fields() {
     assert_eq!(ok["target"], server.target());
     assert!(ok["scanned_at"].as_str().unwrap().ends_with('Z'));
 
-    let err = rows.iter().find(|r| r["status"] == "error").expect("an error row");
+    let err = rows
+        .iter()
+        .find(|r| r["status"] == "error")
+        .expect("an error row");
     assert_eq!(err["error"]["kind"], "refused");
     assert!(err["error"]["message"].is_string());
     assert!(err.get("certificate").is_some_and(Value::is_null));
@@ -124,9 +153,13 @@ async fn fail_within_sets_the_exit_status() {
     let env = Env::new(&ca);
     let (soon, _) = server_for(&ca, &["127.0.0.1"], 5).await;
     let (later, _) = server_for(&ca, &["127.0.0.1"], 60).await;
-    let (_, out) = env.scan_json(&["--fail-within", "14d", &later.target()]).await;
+    let (_, out) = env
+        .scan_json(&["--fail-within", "14d", &later.target()])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let (_, out) = env.scan_json(&["--fail-within", "14d", &later.target(), &soon.target()]).await;
+    let (_, out) = env
+        .scan_json(&["--fail-within", "14d", &later.target(), &soon.target()])
+        .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("1 of 2 results"), "{}", stderr(&out));
     let closed = servers::closed_port().await.to_string();
@@ -142,22 +175,70 @@ async fn bad_input_is_named_and_exits_1() {
     let ca = Ca::new("Usage Root");
     let env = Env::new(&ca);
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["scan".into(), "shop.test:http".into()], "port \"http\""),
-        (vec!["scan".into(), "gopher://x".into()], "unsupported scheme \"gopher\""),
-        (vec!["scan".into(), "--timeout".into(), "soon".into(), "x".into()], "expected a duration"),
-        (vec!["scan".into(), "--resolve".into(), "a:443".into(), "a".into()], "--resolve \"a:443\""),
         (
-            vec!["scan".into(), "--ca-file".into(), env.path("nope.pem").display().to_string(), "x".into()],
+            vec!["scan".into(), "shop.test:http".into()],
+            "port \"http\"",
+        ),
+        (
+            vec!["scan".into(), "gopher://x".into()],
+            "unsupported scheme \"gopher\"",
+        ),
+        (
+            vec!["scan".into(), "--timeout".into(), "soon".into(), "x".into()],
+            "expected a duration",
+        ),
+        (
+            vec![
+                "scan".into(),
+                "--resolve".into(),
+                "a:443".into(),
+                "a".into(),
+            ],
+            "--resolve \"a:443\"",
+        ),
+        (
+            vec![
+                "scan".into(),
+                "--ca-file".into(),
+                env.path("nope.pem").display().to_string(),
+                "x".into(),
+            ],
             "nope.pem",
         ),
         (
-            vec!["scan".into(), "--targets".into(), env.path("missing.txt").display().to_string()],
+            vec![
+                "scan".into(),
+                "--targets".into(),
+                env.path("missing.txt").display().to_string(),
+            ],
             "missing.txt",
         ),
-        (vec!["--store".into(), "redis:x".into(), "inventory".into()], "unknown store \"redis\""),
-        (vec!["endpoints".into(), "add".into(), "a.test".into(), "Owner=x".into()], "tag \"Owner=x\""),
-        (vec!["endpoints".into(), "remove".into(), "never.test".into()], "never.test:443\" not found"),
-        (vec!["scan".into(), "--concurrency".into(), "0".into(), "x".into()], "--concurrency"),
+        (
+            vec!["--store".into(), "redis:x".into(), "inventory".into()],
+            "unknown store \"redis\"",
+        ),
+        (
+            vec![
+                "endpoints".into(),
+                "add".into(),
+                "a.test".into(),
+                "Owner=x".into(),
+            ],
+            "tag \"Owner=x\"",
+        ),
+        (
+            vec!["endpoints".into(), "remove".into(), "never.test".into()],
+            "never.test:443\" not found",
+        ),
+        (
+            vec![
+                "scan".into(),
+                "--concurrency".into(),
+                "0".into(),
+                "x".into(),
+            ],
+            "--concurrency",
+        ),
     ];
     for (args, want) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -167,9 +248,15 @@ async fn bad_input_is_named_and_exits_1() {
     }
     let file = env.path("targets.txt");
     std::fs::write(&file, "ok.test\nbad.test owner\n").unwrap();
-    let out = env.run(&["scan", "--targets", file.to_str().unwrap()]).await;
+    let out = env
+        .run(&["scan", "--targets", file.to_str().unwrap()])
+        .await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("targets.txt:2: tag \"owner\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("targets.txt:2: tag \"owner\""),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +285,10 @@ async fn a_targets_file_carries_tags_and_resolve_pins_the_address() {
     assert_eq!(r["tags"]["owner"], "payments");
     assert_eq!(r["tags"]["platform"], "alb");
     assert_eq!(r["certificate"]["fingerprint_sha256"], leaf.fingerprint());
-    assert_eq!(r["validation"]["trusted"], true, "SNI shop.test matched the certificate");
+    assert_eq!(
+        r["validation"]["trusted"], true,
+        "SNI shop.test matched the certificate"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,24 +300,40 @@ async fn csv_and_table_show_the_same_facts() {
     let ca_file = env.ca_file.display().to_string();
     let target = server.target();
 
-    let out = env.run(&["scan", "--ca-file", &ca_file, "--format", "csv", &target]).await;
+    let out = env
+        .run(&["scan", "--ca-file", &ca_file, "--format", "csv", &target])
+        .await;
     assert!(out.status.success());
     let text = stdout(&out);
     let mut lines = text.lines();
     let header = lines.next().unwrap();
-    assert!(header.starts_with("target,host,port,address,scanned_at"), "{header}");
+    assert!(
+        header.starts_with("target,host,port,address,scanned_at"),
+        "{header}"
+    );
     let row = lines.next().unwrap();
     assert!(row.contains(&leaf.fingerprint()), "{row}");
     assert!(row.contains(",false,hostname_mismatch,"), "{row}");
     assert_eq!(lines.next(), None);
 
-    let out = env.run(&["scan", "--ca-file", &ca_file, "--format", "table", &target]).await;
+    let out = env
+        .run(&["scan", "--ca-file", &ca_file, "--format", "table", &target])
+        .await;
     let text = stdout(&out);
     assert!(text.lines().next().unwrap().starts_with("TARGET"), "{text}");
     let row = text.lines().nth(1).unwrap();
-    assert!(row.contains(&target) && row.contains("hostname_mismatch"), "{row}");
-    assert!(row.contains("    2  ") || row.contains("    3  "), "days left shown: {row}");
-    assert!(!text.contains('\u{1b}'), "no colour when NO_COLOR is set or stdout is a pipe");
+    assert!(
+        row.contains(&target) && row.contains("hostname_mismatch"),
+        "{row}"
+    );
+    assert!(
+        row.contains("    2  ") || row.contains("    3  "),
+        "days left shown: {row}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour when NO_COLOR is set or stdout is a pipe"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,18 +343,33 @@ async fn registered_endpoints_are_scanned_and_kept_in_the_inventory() {
     let (short, _) = server_for(&ca, &["127.0.0.1"], 10).await;
     let (long, long_leaf) = server_for(&ca, &["127.0.0.1"], 80).await;
 
-    let out = env.run(&["endpoints", "add", &short.target(), "owner=payments", "env=prod"]).await;
+    let out = env
+        .run(&[
+            "endpoints",
+            "add",
+            &short.target(),
+            "owner=payments",
+            "env=prod",
+        ])
+        .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("added"));
-    let out = env.run(&["endpoints", "add", &long.target(), "owner=search"]).await;
+    let out = env
+        .run(&["endpoints", "add", &long.target(), "owner=search"])
+        .await;
     assert!(out.status.success());
-    let out = env.run(&["endpoints", "add", &short.target(), "env=staging"]).await;
+    let out = env
+        .run(&["endpoints", "add", &short.target(), "env=staging"])
+        .await;
     assert!(stderr(&out).contains("updated"));
 
     let out = env.run(&["endpoints", "list", "--format", "json"]).await;
     let listed = json_lines(&out);
     assert_eq!(listed.len(), 2);
-    let short_row = listed.iter().find(|e| e["target"] == short.target()).unwrap();
+    let short_row = listed
+        .iter()
+        .find(|e| e["target"] == short.target())
+        .unwrap();
     assert_eq!(short_row["tags"]["env"], "staging");
     assert_eq!(short_row["tags"]["owner"], "payments");
     assert_eq!(short_row["version"], 2);
@@ -268,24 +389,33 @@ async fn registered_endpoints_are_scanned_and_kept_in_the_inventory() {
         assert!(row["last_changed"].is_string());
     }
 
-    let out = env.run(&["inventory", "--expiring-within", "30d", "--format", "json"]).await;
+    let out = env
+        .run(&["inventory", "--expiring-within", "30d", "--format", "json"])
+        .await;
     let expiring = json_lines(&out);
     assert_eq!(expiring.len(), 1);
     assert_eq!(expiring[0]["target"], short.target());
     assert_eq!(expiring[0]["tags"]["owner"], "payments");
 
     // A second scan of the same certificate keeps its first-seen time.
-    let first_seen = inv.iter().find(|r| r["target"] == long.target()).unwrap()["cert_first_seen"].clone();
+    let first_seen =
+        inv.iter().find(|r| r["target"] == long.target()).unwrap()["cert_first_seen"].clone();
     env.scan_json(&[]).await;
     let out = env.run(&["inventory", "--format", "json"]).await;
     let again = json_lines(&out);
     let row = again.iter().find(|r| r["target"] == long.target()).unwrap();
     assert_eq!(row["cert_first_seen"], first_seen);
-    assert_eq!(row["certificate"]["fingerprint_sha256"], long_leaf.fingerprint());
+    assert_eq!(
+        row["certificate"]["fingerprint_sha256"],
+        long_leaf.fingerprint()
+    );
 
     let out = env.run(&["inventory", "--format", "table"]).await;
     let table = stdout(&out);
-    assert!(table.contains("FIRST SEEN") && table.contains("owner=search"), "{table}");
+    assert!(
+        table.contains("FIRST SEEN") && table.contains("owner=search"),
+        "{table}"
+    );
 
     let out = env.run(&["endpoints", "remove", &long.target()]).await;
     assert!(out.status.success());
@@ -301,7 +431,11 @@ async fn scanning_nothing_registered_says_what_to_do() {
     let env = Env::new(&ca);
     let out = env.run(&["scan"]).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("certpilot endpoints add"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("certpilot endpoints add"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

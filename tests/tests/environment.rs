@@ -24,7 +24,9 @@ async fn pebble_serves_an_acme_directory_with_ari_and_profiles() {
     let mut trust = TrustStore::mozilla();
     trust.add_pem_file(&ca_path).unwrap();
     let prober = TlsProber::new(trust, Deadlines::default());
-    let target = format!("localhost:{}", pebble.listen.port()).parse().unwrap();
+    let target = format!("localhost:{}", pebble.listen.port())
+        .parse()
+        .unwrap();
     let mut request = ScanRequest::new(target);
     request.connect_to = vec![pebble.listen.ip()];
     let served = prober
@@ -58,7 +60,10 @@ async fn pebble_serves_an_acme_directory_with_ari_and_profiles() {
     .await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     for field in ["newOrder", "renewalInfo", "profiles", "shortlived"] {
-        assert!(response.contains(field), "directory lacks {field}: {response}");
+        assert!(
+            response.contains(field),
+            "directory lacks {field}: {response}"
+        );
     }
 }
 

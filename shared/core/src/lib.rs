@@ -12,8 +12,8 @@ pub mod services;
 pub use model::{
     endpoint::{Endpoint, Tags, parse_tag},
     observation::{
-        CertificateInfo, ChainEntry, ErrorKind, KeyInfo, Observation, ProbeError, Problem,
-        Served, Status, TlsInfo, Validation,
+        CertificateInfo, ChainEntry, ErrorKind, KeyInfo, Observation, ProbeError, Problem, Served,
+        Status, TlsInfo, Validation,
     },
     target::{
         Host, Protocol, ResolveOverride, ScanRequest, Target, TargetError, TargetsFileError,

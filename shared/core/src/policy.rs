@@ -94,10 +94,7 @@ impl Urgency {
         match (observation.status, observation.days_remaining) {
             (Status::Error, _) | (_, None) => Urgency::Broken,
             (Status::Ok, Some(days)) => {
-                let untrusted = observation
-                    .validation
-                    .as_ref()
-                    .is_some_and(|v| !v.trusted);
+                let untrusted = observation.validation.as_ref().is_some_and(|v| !v.trusted);
                 if days < 0 || untrusted {
                     Urgency::Broken
                 } else if days < CRITICAL_DAYS {
@@ -206,11 +203,19 @@ mod tests {
             ("a.b.example.com", &["*.example.com"][..], false),
             ("example.com", &["*.example.com"][..], false),
             ("example.com", &["*.com"][..], false),
-            ("shop.example.com", &["other.example.com", "shop.example.com"][..], true),
+            (
+                "shop.example.com",
+                &["other.example.com", "shop.example.com"][..],
+                true,
+            ),
             ("shop.example.com", &[][..], false),
         ];
         for (host, sans, want) in cases {
-            assert_eq!(hostname_matches(&name(host), &dns(sans), &[]), want, "{host} vs {sans:?}");
+            assert_eq!(
+                hostname_matches(&name(host), &dns(sans), &[]),
+                want,
+                "{host} vs {sans:?}"
+            );
         }
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         assert!(hostname_matches(&Host::Ip(ip), &[], &[ip]));
@@ -253,7 +258,11 @@ mod tests {
         assert!(!fails_window(&ok, 14 * day, NOW));
         assert!(fails_window(&ok, 21 * day, NOW));
         assert!(fails_window(&ok, 14 * day, NOW + time::Duration::days(7)));
-        assert!(fails_window(&ok, Duration::ZERO, NOW + time::Duration::days(21)));
+        assert!(fails_window(
+            &ok,
+            Duration::ZERO,
+            NOW + time::Duration::days(21)
+        ));
     }
 
     #[test]

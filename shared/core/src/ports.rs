@@ -81,7 +81,9 @@ pub enum StoreError {
         what: String,
     },
     /// The item changed since it was read: re-read it and try again.
-    #[error("{what} was changed by someone else (expected version {expected}); read it again and retry")]
+    #[error(
+        "{what} was changed by someone else (expected version {expected}); read it again and retry"
+    )]
     Conflict {
         /// What was being written.
         what: String,
@@ -99,7 +101,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether repeating the same call later can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Conflict { .. } | StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Conflict { .. } | StoreError::Unavailable(_)
+        )
     }
 }
 

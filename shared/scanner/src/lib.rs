@@ -77,7 +77,10 @@ impl TlsProber {
             Ok(Err(e)) => Err(tls::io_error(e)),
             Err(_) => Err(ProbeError::new(
                 ErrorKind::Timeout,
-                format!("TCP connect did not complete within {:?}", self.deadlines.connect),
+                format!(
+                    "TCP connect did not complete within {:?}",
+                    self.deadlines.connect
+                ),
             )),
         }
     }
@@ -144,7 +147,8 @@ impl Prober for TlsProber {
                         "{} did not complete within {:?}",
                         match protocol.upgrade() {
                             Upgrade::Direct => "TLS handshake".to_owned(),
-                            Upgrade::StartTls(p) => format!("{} STARTTLS and TLS handshake", p.scheme()),
+                            Upgrade::StartTls(p) =>
+                                format!("{} STARTTLS and TLS handshake", p.scheme()),
                         },
                         self.deadlines.handshake
                     ),
@@ -153,7 +157,10 @@ impl Prober for TlsProber {
         };
         let Some(chain) = handshake.chain else {
             return Err(handshake.error.unwrap_or_else(|| {
-                ProbeError::new(ErrorKind::TlsProtocol, "handshake ended without a certificate")
+                ProbeError::new(
+                    ErrorKind::TlsProtocol,
+                    "handshake ended without a certificate",
+                )
             }));
         };
         // From here the certificate is ours even if the handshake failed afterwards (a server
@@ -164,9 +171,13 @@ impl Prober for TlsProber {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ProbeError::new(ErrorKind::TlsProtocol, e))?;
         let Some(leaf) = parsed.first() else {
-            return Err(ProbeError::new(ErrorKind::TlsProtocol, "server sent an empty certificate chain"));
+            return Err(ProbeError::new(
+                ErrorKind::TlsProtocol,
+                "server sent an empty certificate chain",
+            ));
         };
-        let validation = validate::validate(&chain, &parsed, &request.target.host, &self.trust, now);
+        let validation =
+            validate::validate(&chain, &parsed, &request.target.host, &self.trust, now);
         Ok(Served {
             tls: TlsInfo {
                 version: handshake.version.unwrap_or_else(|| "unknown".into()),

@@ -43,12 +43,14 @@ async fn smtp(stream: &mut TcpStream) -> Result<(), ProbeError> {
     if ehlo.code != 250 {
         return Err(refused("smtp", format!("EHLO answered {:?}", ehlo.last)));
     }
-    if !ehlo
-        .lines
-        .iter()
-        .any(|l| l.get(4..).is_some_and(|ext| ext.to_ascii_uppercase().starts_with("STARTTLS")))
-    {
-        return Err(refused("smtp", "server does not offer STARTTLS in its EHLO reply"));
+    if !ehlo.lines.iter().any(|l| {
+        l.get(4..)
+            .is_some_and(|ext| ext.to_ascii_uppercase().starts_with("STARTTLS"))
+    }) {
+        return Err(refused(
+            "smtp",
+            "server does not offer STARTTLS in its EHLO reply",
+        ));
     }
     send(stream, b"STARTTLS\r\n").await?;
     let go = reply_with_code(stream, "smtp").await?;
@@ -99,7 +101,10 @@ async fn ftp(stream: &mut TcpStream) -> Result<(), ProbeError> {
     send(stream, b"AUTH TLS\r\n").await?;
     let reply = reply_with_code(stream, "ftp").await?;
     if reply.code != 234 {
-        return Err(refused("ftp", format!("AUTH TLS answered {:?}", reply.last)));
+        return Err(refused(
+            "ftp",
+            format!("AUTH TLS answered {:?}", reply.last),
+        ));
     }
     Ok(())
 }
@@ -111,8 +116,14 @@ async fn postgres(stream: &mut TcpStream) -> Result<(), ProbeError> {
     read_exact(stream, &mut answer, "postgres").await?;
     match answer[0] {
         b'S' => Ok(()),
-        b'N' => Err(refused("postgres", "server does not accept SSL connections")),
-        b'E' => Err(refused("postgres", "server answered the SSLRequest with an error")),
+        b'N' => Err(refused(
+            "postgres",
+            "server does not accept SSL connections",
+        )),
+        b'E' => Err(refused(
+            "postgres",
+            "server answered the SSLRequest with an error",
+        )),
         other => Err(not_protocol(
             "postgres",
             format!("unexpected answer byte 0x{other:02x} to SSLRequest"),
@@ -131,7 +142,10 @@ async fn ldap(stream: &mut TcpStream) -> Result<(), ProbeError> {
     let mut head = [0u8; 2];
     read_exact(stream, &mut head, "ldap").await?;
     if head[0] != 0x30 {
-        return Err(not_protocol("ldap", format!("reply starts with 0x{:02x}, not an LDAPMessage", head[0])));
+        return Err(not_protocol(
+            "ldap",
+            format!("reply starts with 0x{:02x}, not an LDAPMessage", head[0]),
+        ));
     }
     let len = ber_length(stream, head[1]).await?;
     let mut body = vec![0u8; len];
@@ -140,7 +154,10 @@ async fn ldap(stream: &mut TcpStream) -> Result<(), ProbeError> {
         .ok_or_else(|| not_protocol("ldap", "malformed ExtendedResponse"))?;
     match code {
         0 => Ok(()),
-        code => Err(refused("ldap", format!("StartTLS answered resultCode {code}"))),
+        code => Err(refused(
+            "ldap",
+            format!("StartTLS answered resultCode {code}"),
+        )),
     }
 }
 
@@ -154,7 +171,9 @@ async fn ber_length(stream: &mut TcpStream, first: u8) -> Result<usize, ProbeErr
     }
     let mut bytes = [0u8; 3];
     read_exact(stream, &mut bytes[..n], "ldap").await?;
-    Ok(bytes[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
+    Ok(bytes[..n]
+        .iter()
+        .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
 }
 
 /// Finds the resultCode in an LDAPMessage body: messageID INTEGER, then
@@ -183,7 +202,9 @@ fn ber_element(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 3 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         (len, &rest[n..])
     };
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
@@ -197,7 +218,11 @@ async fn send(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), ProbeError> {
     stream.write_all(bytes).await.map_err(io_error)
 }
 
-async fn read_exact(stream: &mut TcpStream, buf: &mut [u8], protocol: &str) -> Result<(), ProbeError> {
+async fn read_exact(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    protocol: &str,
+) -> Result<(), ProbeError> {
     match stream.read_exact(buf).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ProbeError::new(
@@ -263,9 +288,13 @@ mod tests {
     #[test]
     fn finds_the_ldap_result_code() {
         // messageID 1, ExtendedResponse { resultCode success, matchedDN "", diagnostic "" }
-        let ok = [0x02, 0x01, 0x01, 0x78, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00];
+        let ok = [
+            0x02, 0x01, 0x01, 0x78, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00,
+        ];
         assert_eq!(ldap_result_code(&ok), Some(0));
-        let unavailable = [0x02, 0x01, 0x01, 0x78, 0x07, 0x0a, 0x01, 0x34, 0x04, 0x00, 0x04, 0x00];
+        let unavailable = [
+            0x02, 0x01, 0x01, 0x78, 0x07, 0x0a, 0x01, 0x34, 0x04, 0x00, 0x04, 0x00,
+        ];
         assert_eq!(ldap_result_code(&unavailable), Some(52));
         assert_eq!(ldap_result_code(&[0x02, 0x01]), None);
         assert_eq!(ldap_result_code(&[0x04, 0x00]), None);

@@ -75,13 +75,18 @@ impl ServerCertVerifier for CaptureChain {
 
 /// Builds a fresh client configuration per probe: a shared one would resume sessions, and a
 /// resumed handshake carries no certificate.
-pub(crate) fn client_config(provider: &Arc<CryptoProvider>) -> (Arc<ClientConfig>, Arc<CaptureChain>) {
+pub(crate) fn client_config(
+    provider: &Arc<CryptoProvider>,
+) -> (Arc<ClientConfig>, Arc<CaptureChain>) {
     let mut schemes = provider
         .signature_verification_algorithms
         .supported_schemes();
     // Offer the legacy schemes too, so servers with SHA-1-only keys still hand over their
     // certificate and get reported, rather than failing the handshake.
-    for legacy in [SignatureScheme::RSA_PKCS1_SHA1, SignatureScheme::ECDSA_SHA1_Legacy] {
+    for legacy in [
+        SignatureScheme::RSA_PKCS1_SHA1,
+        SignatureScheme::ECDSA_SHA1_Legacy,
+    ] {
         if !schemes.contains(&legacy) {
             schemes.push(legacy);
         }
@@ -284,11 +289,26 @@ mod tests {
 
     #[test]
     fn alert_names_follow_the_rfc() {
-        assert_eq!(alert_name(AlertDescription::HandshakeFailure), "handshake_failure");
-        assert_eq!(alert_name(AlertDescription::ProtocolVersion), "protocol_version");
-        assert_eq!(alert_name(AlertDescription::UnrecognisedName), "unrecognized_name");
-        assert_eq!(alert_name(AlertDescription::CertificateRequired), "certificate_required");
-        assert_eq!(alert_name(AlertDescription::Unknown(200)), "unknown_alert_200");
+        assert_eq!(
+            alert_name(AlertDescription::HandshakeFailure),
+            "handshake_failure"
+        );
+        assert_eq!(
+            alert_name(AlertDescription::ProtocolVersion),
+            "protocol_version"
+        );
+        assert_eq!(
+            alert_name(AlertDescription::UnrecognisedName),
+            "unrecognized_name"
+        );
+        assert_eq!(
+            alert_name(AlertDescription::CertificateRequired),
+            "certificate_required"
+        );
+        assert_eq!(
+            alert_name(AlertDescription::Unknown(200)),
+            "unknown_alert_200"
+        );
     }
 
     #[test]

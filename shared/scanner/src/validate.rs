@@ -52,7 +52,10 @@ impl TrustStore {
     }
 
     fn from_anchors(anchors: Vec<TrustAnchor<'static>>) -> Self {
-        let subjects = anchors.iter().map(|a| a.subject.as_ref().to_vec()).collect();
+        let subjects = anchors
+            .iter()
+            .map(|a| a.subject.as_ref().to_vec())
+            .collect();
         TrustStore { anchors, subjects }
     }
 
@@ -164,7 +167,11 @@ pub(crate) fn validate(
 
 /// Builds a path from the leaf through the presented intermediates to a trusted root at
 /// `now`, as webpki (the verifier inside rustls) does for a real client.
-fn path_is_trusted(chain: &[CertificateDer<'static>], trust: &TrustStore, now: OffsetDateTime) -> bool {
+fn path_is_trusted(
+    chain: &[CertificateDer<'static>],
+    trust: &TrustStore,
+    now: OffsetDateTime,
+) -> bool {
     let Some(leaf) = chain.first() else {
         return false;
     };
@@ -231,7 +238,10 @@ mod tests {
     #[test]
     fn name_contents_strips_short_and_long_headers() {
         assert_eq!(name_contents(&[0x30, 0x02, 0xaa, 0xbb]), &[0xaa, 0xbb]);
-        assert_eq!(name_contents(&[0x30, 0x81, 0x02, 0xaa, 0xbb]), &[0xaa, 0xbb]);
+        assert_eq!(
+            name_contents(&[0x30, 0x81, 0x02, 0xaa, 0xbb]),
+            &[0xaa, 0xbb]
+        );
     }
 
     #[test]
@@ -242,7 +252,11 @@ mod tests {
     #[test]
     fn our_name_matcher_agrees_with_webpki() {
         let key = rcgen_free_leaf();
-        for host in ["shop.example.com", "x.wild.example.com", "other.example.com"] {
+        for host in [
+            "shop.example.com",
+            "x.wild.example.com",
+            "other.example.com",
+        ] {
             let parsed = Parsed::new(key.as_ref()).expect("parses");
             let (dns, ips) = parsed.sans();
             let ours = policy::hostname_matches(&Host::Name(host.into()), &dns, &ips);

@@ -35,17 +35,26 @@ fn request(host: &str, server: SocketAddr) -> ScanRequest {
 }
 
 fn url_request(scheme: &str, host: &str, server: SocketAddr) -> ScanRequest {
-    let target = format!("{scheme}://{host}:{}", server.port()).parse().unwrap();
+    let target = format!("{scheme}://{host}:{}", server.port())
+        .parse()
+        .unwrap();
     let mut r = ScanRequest::new(target);
     r.connect_to = vec![server.ip()];
     r
 }
 
-async fn probe(prober: &TlsProber, req: &ScanRequest, addr: SocketAddr) -> Result<Served, ProbeError> {
+async fn probe(
+    prober: &TlsProber,
+    req: &ScanRequest,
+    addr: SocketAddr,
+) -> Result<Served, ProbeError> {
     // Guards the test against a hang: the prober's own deadlines must end every probe first.
-    tokio::time::timeout(Duration::from_secs(30), prober.probe(req, addr, OffsetDateTime::now_utc()))
-        .await
-        .expect("the probe stalled past every deadline")
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        prober.probe(req, addr, OffsetDateTime::now_utc()),
+    )
+    .await
+    .expect("the probe stalled past every deadline")
 }
 
 async fn served(prober: &TlsProber, host: &str, server: &servers::Server) -> Served {
@@ -65,7 +74,10 @@ async fn failed(prober: &TlsProber, host: &str, addr: SocketAddr) -> ProbeError 
 async fn a_good_chain_is_reported_in_full_and_trusted() {
     let root = Ca::new("Good Root");
     let issuing = root.intermediate("Good Issuing CA");
-    let leaf = issuing.leaf(&["shop.test", "www.shop.test"]).expiring_in_days(45).build();
+    let leaf = issuing
+        .leaf(&["shop.test", "www.shop.test"])
+        .expiring_in_days(45)
+        .build();
     let server = servers::tls_default(&leaf).await;
     let s = served(&prober_trusting(&root), "shop.test", &server).await;
 
@@ -79,7 +91,12 @@ async fn a_good_chain_is_reported_in_full_and_trusted() {
     assert_eq!(c.key.kind, "EC");
     assert_eq!(c.key.curve.as_deref(), Some("P-256"));
     assert_eq!(c.signature_algorithm, "ecdsa-with-SHA256");
-    assert!(!c.serial.is_empty() && c.serial.chars().all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase()));
+    assert!(
+        !c.serial.is_empty()
+            && c.serial
+                .chars()
+                .all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase())
+    );
     let days = (c.not_after - OffsetDateTime::now_utc()).whole_days();
     assert!((44..=45).contains(&days), "{days}");
     assert_eq!(s.chain.len(), 2);
@@ -97,10 +114,26 @@ async fn each_certificate_problem_is_named() {
     let prober = prober_trusting(&root);
 
     let cases: Vec<(&str, LeafBuilder<'_>, Vec<Problem>)> = vec![
-        ("expired", issuing.leaf(&["shop.test"]).expired(), vec![Problem::Expired]),
-        ("not yet valid", issuing.leaf(&["shop.test"]).not_yet_valid(), vec![Problem::NotYetValid]),
-        ("wrong name", issuing.leaf(&["other.test"]), vec![Problem::HostnameMismatch]),
-        ("self-signed", LeafBuilder::self_signed(&["shop.test"]), vec![Problem::SelfSigned]),
+        (
+            "expired",
+            issuing.leaf(&["shop.test"]).expired(),
+            vec![Problem::Expired],
+        ),
+        (
+            "not yet valid",
+            issuing.leaf(&["shop.test"]).not_yet_valid(),
+            vec![Problem::NotYetValid],
+        ),
+        (
+            "wrong name",
+            issuing.leaf(&["other.test"]),
+            vec![Problem::HostnameMismatch],
+        ),
+        (
+            "self-signed",
+            LeafBuilder::self_signed(&["shop.test"]),
+            vec![Problem::SelfSigned],
+        ),
         (
             "unknown root, sent",
             stranger_issuing.leaf(&["shop.test"]).with_root(),
@@ -116,7 +149,11 @@ async fn each_certificate_problem_is_named() {
             issuing.leaf(&["shop.test"]).without_intermediates(),
             vec![Problem::IncompleteChain],
         ),
-        ("1024-bit RSA", issuing.leaf(&["shop.test"]).weak_rsa_1024(), vec![Problem::WeakKey]),
+        (
+            "1024-bit RSA",
+            issuing.leaf(&["shop.test"]).weak_rsa_1024(),
+            vec![Problem::WeakKey],
+        ),
         (
             "SHA-1 signature",
             LeafBuilder::self_signed(&["shop.test"]).sha1_signature(),
@@ -125,7 +162,11 @@ async fn each_certificate_problem_is_named() {
         (
             "expired, wrong name and self-signed at once",
             LeafBuilder::self_signed(&["other.test"]).expired(),
-            vec![Problem::Expired, Problem::HostnameMismatch, Problem::SelfSigned],
+            vec![
+                Problem::Expired,
+                Problem::HostnameMismatch,
+                Problem::SelfSigned,
+            ],
         ),
     ];
     for (what, builder, want) in cases {
@@ -134,7 +175,11 @@ async fn each_certificate_problem_is_named() {
         let s = served(&prober, "shop.test", &server).await;
         assert_eq!(s.validation.problems, want, "{what}");
         assert!(!s.validation.trusted, "{what} must not be trusted");
-        assert_eq!(s.certificate.fingerprint_sha256, leaf.fingerprint(), "{what}");
+        assert_eq!(
+            s.certificate.fingerprint_sha256,
+            leaf.fingerprint(),
+            "{what}"
+        );
     }
 }
 
@@ -145,9 +190,14 @@ async fn weak_certificates_report_their_algorithms() {
     let leaf = root.leaf(&["shop.test"]).weak_rsa_1024().build();
     let server = servers::tls_default(&leaf).await;
     let s = served(&prober, "shop.test", &server).await;
-    assert_eq!((s.certificate.key.kind.as_str(), s.certificate.key.bits), ("RSA", 1024));
+    assert_eq!(
+        (s.certificate.key.kind.as_str(), s.certificate.key.bits),
+        ("RSA", 1024)
+    );
 
-    let leaf = LeafBuilder::self_signed(&["shop.test"]).sha1_signature().build();
+    let leaf = LeafBuilder::self_signed(&["shop.test"])
+        .sha1_signature()
+        .build();
     let server = servers::tls_default(&leaf).await;
     let s = served(&prober, "shop.test", &server).await;
     assert_eq!(s.certificate.signature_algorithm, "sha1WithRSAEncryption");
@@ -160,7 +210,14 @@ async fn versions_keys_long_chains_and_many_names() {
 
     for (versions, want) in [(Versions::Tls12, "TLSv1.2"), (Versions::Tls13, "TLSv1.3")] {
         let leaf = root.leaf(&["shop.test"]).build();
-        let server = servers::tls(&leaf, Options { versions, ..Options::default() }).await;
+        let server = servers::tls(
+            &leaf,
+            Options {
+                versions,
+                ..Options::default()
+            },
+        )
+        .await;
         let s = served(&prober, "shop.test", &server).await;
         assert_eq!(s.tls.version, want);
         assert!(s.validation.trusted);
@@ -169,11 +226,17 @@ async fn versions_keys_long_chains_and_many_names() {
     let leaf = root.leaf(&["shop.test"]).key(KeyKind::Rsa4096).build();
     let server = servers::tls_default(&leaf).await;
     let s = served(&prober, "shop.test", &server).await;
-    assert_eq!((s.certificate.key.kind.as_str(), s.certificate.key.bits), ("RSA", 4096));
+    assert_eq!(
+        (s.certificate.key.kind.as_str(), s.certificate.key.bits),
+        ("RSA", 4096)
+    );
     assert_eq!(s.certificate.signature_algorithm, "ecdsa-with-SHA256");
     assert!(s.validation.trusted);
 
-    let deep = root.intermediate("Level 1").intermediate("Level 2").intermediate("Level 3");
+    let deep = root
+        .intermediate("Level 1")
+        .intermediate("Level 2")
+        .intermediate("Level 3");
     let leaf = deep.leaf(&["shop.test"]).build();
     let server = servers::tls_default(&leaf).await;
     let s = served(&prober, "shop.test", &server).await;
@@ -211,7 +274,11 @@ async fn a_server_demanding_a_client_certificate_still_shows_its_own() {
         };
         let server = servers::tls(&leaf, options).await;
         let s = served(&prober, "mtls.test", &server).await;
-        assert_eq!(s.certificate.fingerprint_sha256, leaf.fingerprint(), "{versions:?}");
+        assert_eq!(
+            s.certificate.fingerprint_sha256,
+            leaf.fingerprint(),
+            "{versions:?}"
+        );
         assert!(s.validation.trusted, "{versions:?}");
     }
 }
@@ -221,7 +288,14 @@ async fn ipv6_loopback_and_ip_address_targets() {
     let root = Ca::new("v6 Root");
     let prober = prober_trusting(&root);
     let leaf = root.leaf(&["::1"]).build();
-    let server = servers::tls(&leaf, Options { ipv6: true, ..Options::default() }).await;
+    let server = servers::tls(
+        &leaf,
+        Options {
+            ipv6: true,
+            ..Options::default()
+        },
+    )
+    .await;
     let req = ScanRequest::new(server.target().parse().unwrap());
     assert_eq!(req.known_addresses().unwrap(), vec![server.addr()]);
     let s = probe(&prober, &req, server.addr()).await.unwrap();
@@ -259,7 +333,11 @@ async fn every_starttls_protocol_upgrades() {
         let s = probe(&prober, &req, server.addr())
             .await
             .unwrap_or_else(|e| panic!("{scheme}: {e}"));
-        assert_eq!(s.certificate.fingerprint_sha256, leaf.fingerprint(), "{scheme}");
+        assert_eq!(
+            s.certificate.fingerprint_sha256,
+            leaf.fingerprint(),
+            "{scheme}"
+        );
         assert!(s.validation.trusted, "{scheme}");
 
         let refusing = servers::tls(
@@ -296,10 +374,16 @@ async fn every_failure_gets_one_kind() {
     let prober = TlsProber::new(TrustStore::mozilla(), FAST);
 
     let closed = servers::closed_port().await;
-    assert_eq!(failed(&prober, "shop.test", closed).await.kind, ErrorKind::Refused);
+    assert_eq!(
+        failed(&prober, "shop.test", closed).await.kind,
+        ErrorKind::Refused
+    );
 
     let reset = servers::reset().await;
-    assert_eq!(failed(&prober, "shop.test", reset.addr()).await.kind, ErrorKind::Reset);
+    assert_eq!(
+        failed(&prober, "shop.test", reset.addr()).await.kind,
+        ErrorKind::Reset
+    );
 
     let garbage = servers::garbage().await;
     let e = failed(&prober, "shop.test", garbage.addr()).await;
@@ -312,7 +396,10 @@ async fn every_failure_gets_one_kind() {
     assert_eq!(e.alert.as_deref(), Some("handshake_failure"));
 
     let broken = servers::broken_tls().await;
-    assert_eq!(failed(&prober, "shop.test", broken.addr()).await.kind, ErrorKind::TlsProtocol);
+    assert_eq!(
+        failed(&prober, "shop.test", broken.addr()).await.kind,
+        ErrorKind::TlsProtocol
+    );
 
     let tarpit = servers::tarpit().await;
     let e = failed(&prober, "shop.test", tarpit.addr()).await;
@@ -350,7 +437,10 @@ async fn localhost_resolves_to_its_addresses() {
     let prober = TlsProber::new(TrustStore::mozilla(), FAST);
     let req = ScanRequest::new("localhost:8443".parse().unwrap());
     let addrs = prober.resolve(&req).await.unwrap();
-    assert!(addrs.contains(&SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 8443)), "{addrs:?}");
+    assert!(
+        addrs.contains(&SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 8443)),
+        "{addrs:?}"
+    );
     let mut unique = addrs.clone();
     unique.dedup();
     assert_eq!(unique.len(), addrs.len());
@@ -361,8 +451,14 @@ async fn a_ca_file_that_is_not_pem_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bogus.pem");
     std::fs::write(&path, "not a certificate").unwrap();
-    let err = TrustStore::mozilla().add_pem_file(&path).unwrap_err().to_string();
-    assert!(err.contains("bogus.pem") && err.contains("no PEM certificate"), "{err}");
+    let err = TrustStore::mozilla()
+        .add_pem_file(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bogus.pem") && err.contains("no PEM certificate"),
+        "{err}"
+    );
     let err = TrustStore::mozilla()
         .add_pem_file(&dir.path().join("missing.pem"))
         .unwrap_err()

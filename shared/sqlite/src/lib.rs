@@ -62,7 +62,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -118,8 +120,10 @@ impl SqliteStore {
         let err = backend("initialise", &path);
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(&err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(&err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(&err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(&err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(&err)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(&err)?;
@@ -166,7 +170,9 @@ fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, i
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
 }
 
-fn to_endpoint((target, tags, added_at, version): (String, String, i64, i64)) -> Result<Endpoint, StoreError> {
+fn to_endpoint(
+    (target, tags, added_at, version): (String, String, i64, i64),
+) -> Result<Endpoint, StoreError> {
     let target: Target = target.parse().map_err(|e| corrupt("endpoint", e))?;
     let tags: Tags = serde_json::from_str(&tags).map_err(|e| corrupt("endpoint tags", e))?;
     Ok(Endpoint {
@@ -203,7 +209,11 @@ struct LatestRow {
     last_changed: i64,
 }
 
-fn record_one(tx: &rusqlite::Transaction<'_>, path: &Path, obs: &Observation) -> Result<(), StoreError> {
+fn record_one(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    obs: &Observation,
+) -> Result<(), StoreError> {
     let err = backend("record observation", path);
     let record = serde_json::to_string(obs).map_err(|e| StoreError::Backend(e.to_string()))?;
     let address = obs.address_key();
@@ -259,7 +269,10 @@ fn record_one(tx: &rusqlite::Transaction<'_>, path: &Path, obs: &Observation) ->
             at,
         ),
     };
-    let not_after = obs.certificate.as_ref().map(|c| c.not_after.unix_timestamp());
+    let not_after = obs
+        .certificate
+        .as_ref()
+        .map(|c| c.not_after.unix_timestamp());
     tx.execute(
         "INSERT INTO latest (target, address, scanned_at, not_after, record, last_cert, cert_first_seen, last_changed)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -327,7 +340,8 @@ impl Store for SqliteStore {
 
     async fn endpoint(&self, target: &str) -> Result<Option<Endpoint>, StoreError> {
         let key = target.to_owned();
-        self.with(move |conn, path| endpoint_row(conn, path, &key)).await
+        self.with(move |conn, path| endpoint_row(conn, path, &key))
+            .await
     }
 
     async fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
@@ -337,7 +351,8 @@ impl Store for SqliteStore {
                 .prepare("SELECT target, tags, added_at, version FROM endpoints ORDER BY target")
                 .map_err(&err)?;
             let rows = stmt.query_map([], read_endpoint).map_err(&err)?;
-            rows.map(|r| r.map_err(&err).and_then(to_endpoint)).collect()
+            rows.map(|r| r.map_err(&err).and_then(to_endpoint))
+                .collect()
         })
         .await
     }
@@ -408,7 +423,10 @@ impl Store for SqliteStore {
                     None => observation.tags.clone(),
                 };
                 out.push(InventoryEntry {
-                    cert_first_seen: observation.certificate.as_ref().and(first_seen.map(from_nanos)),
+                    cert_first_seen: observation
+                        .certificate
+                        .as_ref()
+                        .and(first_seen.map(from_nanos)),
                     last_changed: from_nanos(last_changed),
                     observation,
                     tags,
@@ -461,7 +479,11 @@ mod tests {
         let (store, dir) = fresh().await;
         let target: Target = "shop.test".parse().unwrap();
         store
-            .add_endpoint(&Endpoint::new(target, Tags::new(), OffsetDateTime::UNIX_EPOCH))
+            .add_endpoint(&Endpoint::new(
+                target,
+                Tags::new(),
+                OffsetDateTime::UNIX_EPOCH,
+            ))
             .await
             .unwrap();
         drop(store);
@@ -477,6 +499,9 @@ mod tests {
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
         let err = SqliteStore::open(&path).unwrap_err().to_string();
-        assert!(err.contains("newer certpilot") && err.contains("future.db"), "{err}");
+        assert!(
+            err.contains("newer certpilot") && err.contains("future.db"),
+            "{err}"
+        );
     }
 }

@@ -52,7 +52,9 @@ fn ca_params(cn: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, cn);
-    params.distinguished_name.push(DnType::OrganizationName, "certpilot tests");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "certpilot tests");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -82,9 +84,8 @@ impl Ca {
     pub fn intermediate(&self, cn: &str) -> Ca {
         let mut params = ca_params(cn);
         params.use_authority_key_identifier_extension = true;
-        let issuer =
-            CertifiedIssuer::signed_by(params, generate(KeyKind::EcdsaP256), &self.issuer)
-                .expect("intermediate");
+        let issuer = CertifiedIssuer::signed_by(params, generate(KeyKind::EcdsaP256), &self.issuer)
+            .expect("intermediate");
         let mut path = vec![issuer.der().clone()];
         path.extend(self.path.iter().cloned());
         Ca {
@@ -217,7 +218,9 @@ impl<'a> LeafBuilder<'a> {
         let mut params = CertificateParams::new(self.names.clone()).expect("valid SAN names");
         params.distinguished_name = rcgen::DistinguishedName::new();
         if let Some(cn) = &self.cn {
-            params.distinguished_name.push(DnType::CommonName, cn.as_str());
+            params
+                .distinguished_name
+                .push(DnType::CommonName, cn.as_str());
         }
         params.not_before = self.not_before;
         params.not_after = self.not_after;
@@ -331,7 +334,10 @@ fn rewrite_signature_oid_to_sha1(der: &mut [u8]) {
         }
         i += 1;
     }
-    assert_eq!(replaced, 2, "expected the OID in tbsCertificate and signatureAlgorithm");
+    assert_eq!(
+        replaced, 2,
+        "expected the OID in tbsCertificate and signatureAlgorithm"
+    );
 }
 
 /// A 1024-bit RSA public key (modulus of 128 bytes with the top bit set, exponent 65537).
@@ -342,7 +348,13 @@ struct Rsa1024PublicKey {
 impl Rsa1024PublicKey {
     fn new() -> Self {
         let mut der = vec![0x30, 0x81, 0x89, 0x02, 0x81, 0x81, 0x00];
-        der.extend((0..128u32).map(|i| if i == 0 { 0xc3 } else { (i * 37 % 251) as u8 | 1 }));
+        der.extend((0..128u32).map(|i| {
+            if i == 0 {
+                0xc3
+            } else {
+                (i * 37 % 251) as u8 | 1
+            }
+        }));
         der.extend([0x02, 0x03, 0x01, 0x00, 0x01]);
         Rsa1024PublicKey { der }
     }
@@ -367,7 +379,15 @@ mod tests {
         let root = Ca::new("Root");
         let issuing = root.intermediate("Issuing");
         assert_eq!(issuing.leaf(&["a.test"]).build().chain.len(), 2);
-        assert_eq!(issuing.leaf(&["a.test"]).without_intermediates().build().chain.len(), 1);
+        assert_eq!(
+            issuing
+                .leaf(&["a.test"])
+                .without_intermediates()
+                .build()
+                .chain
+                .len(),
+            1
+        );
         assert_eq!(issuing.leaf(&["a.test"]).with_root().build().chain.len(), 3);
         assert!(root.root_pem().starts_with("-----BEGIN CERTIFICATE-----"));
     }

@@ -104,7 +104,10 @@ pub async fn update_requires_the_stored_version<S: Store>(s: Arc<S>) {
     let mut stale = added.clone();
     stale.tags.insert("env".into(), "dev".into());
     let err = s.update_endpoint(&stale).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict { expected: 1, .. }), "{err}");
+    assert!(
+        matches!(err, StoreError::Conflict { expected: 1, .. }),
+        "{err}"
+    );
     assert!(err.is_retryable());
     assert_eq!(s.endpoint("shop.test:443").await.unwrap().unwrap(), updated);
 }
@@ -116,7 +119,9 @@ pub async fn concurrent_updates_let_exactly_one_win<S: Store + 'static>(s: Arc<S
         let s = s.clone();
         let mut change = added.clone();
         change.tags.insert("writer".into(), i.to_string());
-        tasks.push(tokio::spawn(async move { s.update_endpoint(&change).await }));
+        tasks.push(tokio::spawn(
+            async move { s.update_endpoint(&change).await },
+        ));
     }
     let mut wins = 0;
     for task in tasks {
@@ -130,17 +135,31 @@ pub async fn concurrent_updates_let_exactly_one_win<S: Store + 'static>(s: Arc<S
         }
     }
     assert_eq!(wins, 1);
-    assert_eq!(s.endpoint("race.test:443").await.unwrap().unwrap().version, 2);
+    assert_eq!(
+        s.endpoint("race.test:443").await.unwrap().unwrap().version,
+        2
+    );
 }
 
 pub async fn endpoints_are_listed_sorted_by_key<S: Store>(s: Arc<S>) {
     for t in ["c.test", "a.test:8443", "smtp://b.test", "a.test"] {
         s.add_endpoint(&endpoint(t, &[])).await.unwrap();
     }
-    let keys: Vec<_> = s.endpoints().await.unwrap().iter().map(Endpoint::key).collect();
+    let keys: Vec<_> = s
+        .endpoints()
+        .await
+        .unwrap()
+        .iter()
+        .map(Endpoint::key)
+        .collect();
     assert_eq!(
         keys,
-        vec!["a.test:443", "a.test:8443", "c.test:443", "smtp://b.test:25"]
+        vec![
+            "a.test:443",
+            "a.test:8443",
+            "c.test:443",
+            "smtp://b.test:25"
+        ]
     );
 }
 
@@ -149,18 +168,31 @@ pub async fn removing_an_endpoint_drops_it_from_inventory_but_keeps_history<S: S
     let obs = observed("gone.test:443", "127.0.0.1:443")
         .cert("aa", t0() + Duration::days(30))
         .build();
-    s.record_observations(std::slice::from_ref(&obs)).await.unwrap();
+    s.record_observations(std::slice::from_ref(&obs))
+        .await
+        .unwrap();
     s.remove_endpoint("gone.test:443").await.unwrap();
     assert_eq!(s.endpoint("gone.test:443").await.unwrap(), None);
-    assert!(s.inventory(&InventoryQuery::default()).await.unwrap().is_empty());
+    assert!(
+        s.inventory(&InventoryQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(s.history("gone.test:443", 10).await.unwrap(), vec![obs]);
 }
 
 pub async fn inventory_keeps_the_latest_observation_per_address<S: Store>(s: Arc<S>) {
     let a = "shop.test:443";
     let batch = vec![
-        observed(a, "10.0.0.1:443").at(t0()).cert("old", t0() + Duration::days(3)).build(),
-        observed(a, "10.0.0.2:443").at(t0()).cert("old", t0() + Duration::days(3)).build(),
+        observed(a, "10.0.0.1:443")
+            .at(t0())
+            .cert("old", t0() + Duration::days(3))
+            .build(),
+        observed(a, "10.0.0.2:443")
+            .at(t0())
+            .cert("old", t0() + Duration::days(3))
+            .build(),
     ];
     s.record_observations(&batch).await.unwrap();
     let later = vec![
@@ -179,8 +211,14 @@ pub async fn inventory_keeps_the_latest_observation_per_address<S: Store>(s: Arc
         .iter()
         .map(|e| (e.observation.address_key(), e.observation.fingerprint()))
         .collect();
-    assert_eq!(rows, vec![("10.0.0.1:443", Some("new")), ("10.0.0.2:443", None)]);
-    assert_eq!(inv[1].observation.error.as_ref().map(|e| e.kind), Some(ErrorKind::Timeout));
+    assert_eq!(
+        rows,
+        vec![("10.0.0.1:443", Some("new")), ("10.0.0.2:443", None)]
+    );
+    assert_eq!(
+        inv[1].observation.error.as_ref().map(|e| e.kind),
+        Some(ErrorKind::Timeout)
+    );
 }
 
 pub async fn an_older_observation_does_not_replace_the_latest<S: Store>(s: Arc<S>) {
@@ -192,22 +230,36 @@ pub async fn an_older_observation_does_not_replace_the_latest<S: Store>(s: Arc<S
         .at(t0())
         .cert("old", t0() + Duration::days(3))
         .build();
-    s.record_observations(std::slice::from_ref(&newer)).await.unwrap();
-    s.record_observations(std::slice::from_ref(&older)).await.unwrap();
+    s.record_observations(std::slice::from_ref(&newer))
+        .await
+        .unwrap();
+    s.record_observations(std::slice::from_ref(&older))
+        .await
+        .unwrap();
     let inv = s.inventory(&InventoryQuery::default()).await.unwrap();
     assert_eq!(inv.len(), 1);
     assert_eq!(inv[0].observation, newer);
-    assert_eq!(s.history("shop.test:443", 10).await.unwrap(), vec![newer, older]);
+    assert_eq!(
+        s.history("shop.test:443", 10).await.unwrap(),
+        vec![newer, older]
+    );
 }
 
 pub async fn recording_the_same_observation_twice_is_idempotent<S: Store>(s: Arc<S>) {
     let obs = observed("shop.test:443", "10.0.0.1:443")
         .cert("aa", t0() + Duration::days(30))
         .build();
-    s.record_observations(std::slice::from_ref(&obs)).await.unwrap();
+    s.record_observations(std::slice::from_ref(&obs))
+        .await
+        .unwrap();
     let before = s.inventory(&InventoryQuery::default()).await.unwrap();
-    s.record_observations(std::slice::from_ref(&obs)).await.unwrap();
-    assert_eq!(s.inventory(&InventoryQuery::default()).await.unwrap(), before);
+    s.record_observations(std::slice::from_ref(&obs))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.inventory(&InventoryQuery::default()).await.unwrap(),
+        before
+    );
     assert_eq!(s.history("shop.test:443", 10).await.unwrap(), vec![obs]);
 }
 
@@ -217,21 +269,36 @@ pub async fn inventory_tracks_when_the_certificate_was_first_seen_and_last_chang
     let at = |h: i64| t0() + Duration::hours(h);
     let exp = t0() + Duration::days(60);
     let steps = [
-        observed("shop.test:443", "10.0.0.1:443").at(at(0)).cert("A", exp),
-        observed("shop.test:443", "10.0.0.1:443").at(at(1)).cert("A", exp),
-        observed("shop.test:443", "10.0.0.1:443").at(at(2)).error(ErrorKind::Timeout),
-        observed("shop.test:443", "10.0.0.1:443").at(at(3)).cert("A", exp),
-        observed("shop.test:443", "10.0.0.1:443").at(at(4)).cert("A", exp).problem(Problem::IncompleteChain),
-        observed("shop.test:443", "10.0.0.1:443").at(at(5)).cert("B", exp),
-        observed("shop.test:443", "10.0.0.1:443").at(at(6)).cert("B", exp),
+        observed("shop.test:443", "10.0.0.1:443")
+            .at(at(0))
+            .cert("A", exp),
+        observed("shop.test:443", "10.0.0.1:443")
+            .at(at(1))
+            .cert("A", exp),
+        observed("shop.test:443", "10.0.0.1:443")
+            .at(at(2))
+            .error(ErrorKind::Timeout),
+        observed("shop.test:443", "10.0.0.1:443")
+            .at(at(3))
+            .cert("A", exp),
+        observed("shop.test:443", "10.0.0.1:443")
+            .at(at(4))
+            .cert("A", exp)
+            .problem(Problem::IncompleteChain),
+        observed("shop.test:443", "10.0.0.1:443")
+            .at(at(5))
+            .cert("B", exp),
+        observed("shop.test:443", "10.0.0.1:443")
+            .at(at(6))
+            .cert("B", exp),
     ];
     let want = [
         (Some(at(0)), at(0)),
-        (Some(at(0)), at(0)),  // same certificate, nothing changed
-        (None, at(2)),         // an error: no certificate served, a change
-        (Some(at(0)), at(3)),  // A again: first seen long ago, but the state changed
-        (Some(at(0)), at(4)),  // new validation problem
-        (Some(at(5)), at(5)),  // renewed
+        (Some(at(0)), at(0)), // same certificate, nothing changed
+        (None, at(2)),        // an error: no certificate served, a change
+        (Some(at(0)), at(3)), // A again: first seen long ago, but the state changed
+        (Some(at(0)), at(4)), // new validation problem
+        (Some(at(5)), at(5)), // renewed
         (Some(at(5)), at(5)),
     ];
     for (step, (first_seen, last_changed)) in steps.into_iter().zip(want) {
@@ -251,10 +318,18 @@ pub async fn expiring_filter_keeps_only_certificates_expiring_before_the_deadlin
     s: Arc<S>,
 ) {
     let batch = vec![
-        observed("soon.test:443", "10.0.0.1:443").cert("s", t0() + Duration::days(5)).build(),
-        observed("later.test:443", "10.0.0.2:443").cert("l", t0() + Duration::days(50)).build(),
-        observed("gone.test:443", "10.0.0.3:443").cert("g", t0() - Duration::days(1)).build(),
-        observed("down.test:443", "10.0.0.4:443").error(ErrorKind::Refused).build(),
+        observed("soon.test:443", "10.0.0.1:443")
+            .cert("s", t0() + Duration::days(5))
+            .build(),
+        observed("later.test:443", "10.0.0.2:443")
+            .cert("l", t0() + Duration::days(50))
+            .build(),
+        observed("gone.test:443", "10.0.0.3:443")
+            .cert("g", t0() - Duration::days(1))
+            .build(),
+        observed("down.test:443", "10.0.0.4:443")
+            .error(ErrorKind::Refused)
+            .build(),
     ];
     s.record_observations(&batch).await.unwrap();
     let q = InventoryQuery {
@@ -268,7 +343,10 @@ pub async fn expiring_filter_keeps_only_certificates_expiring_before_the_deadlin
         .map(|e| e.observation.target)
         .collect();
     assert_eq!(targets, vec!["gone.test:443", "soon.test:443"]);
-    assert_eq!(s.inventory(&InventoryQuery::default()).await.unwrap().len(), 4);
+    assert_eq!(
+        s.inventory(&InventoryQuery::default()).await.unwrap().len(),
+        4
+    );
 }
 
 pub async fn registered_tags_win_over_observation_tags<S: Store>(s: Arc<S>) {
@@ -289,7 +367,13 @@ pub async fn registered_tags_win_over_observation_tags<S: Store>(s: Arc<S>) {
     let inv = s.inventory(&InventoryQuery::default()).await.unwrap();
     let rows: Vec<_> = inv
         .iter()
-        .map(|e| (e.observation.target.as_str(), e.registered, e.tags.get("owner").cloned()))
+        .map(|e| {
+            (
+                e.observation.target.as_str(),
+                e.registered,
+                e.tags.get("owner").cloned(),
+            )
+        })
         .collect();
     assert_eq!(
         rows,
@@ -314,7 +398,11 @@ pub async fn history_is_newest_first_and_limited<S: Store>(s: Arc<S>) {
     let times: Vec<_> = history.iter().map(|o| o.scanned_at).collect();
     assert_eq!(
         times,
-        vec![t0() + Duration::hours(4), t0() + Duration::hours(3), t0() + Duration::hours(2)]
+        vec![
+            t0() + Duration::hours(4),
+            t0() + Duration::hours(3),
+            t0() + Duration::hours(2)
+        ]
     );
     assert!(s.history("other.test:443", 3).await.unwrap().is_empty());
 }

@@ -64,9 +64,7 @@ fn locate(env_var: &str, program: &str) -> PathBuf {
     if venv.is_file() {
         return venv;
     }
-    panic!(
-        "{program} not found (set {env_var}, or run scripts/test.sh, which installs it)"
-    );
+    panic!("{program} not found (set {env_var}, or run scripts/test.sh, which installs it)");
 }
 
 fn wait_for_port(addr: SocketAddr, guard: &mut ChildGuard, within: Duration) {

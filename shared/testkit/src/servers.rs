@@ -220,9 +220,13 @@ async fn plaintext_upgrade(stream: &mut TcpStream, protocol: StartTls, refuse: b
     let w = |s: &'static str| s.as_bytes();
     match protocol {
         StartTls::Smtp => {
-            let _ = stream.write_all(w("220 mx.test ESMTP certpilot-test\r\n")).await;
+            let _ = stream
+                .write_all(w("220 mx.test ESMTP certpilot-test\r\n"))
+                .await;
             loop {
-                let Some(cmd) = read_line(stream).await else { return false };
+                let Some(cmd) = read_line(stream).await else {
+                    return false;
+                };
                 let upper = cmd.to_ascii_uppercase();
                 if upper.starts_with("EHLO") {
                     let reply = if refuse {
@@ -236,7 +240,9 @@ async fn plaintext_upgrade(stream: &mut TcpStream, protocol: StartTls, refuse: b
                         let _ = stream.write_all(w("454 4.7.0 TLS not available\r\n")).await;
                         return false;
                     }
-                    let _ = stream.write_all(w("220 2.0.0 Ready to start TLS\r\n")).await;
+                    let _ = stream
+                        .write_all(w("220 2.0.0 Ready to start TLS\r\n"))
+                        .await;
                     return true;
                 } else {
                     let _ = stream.write_all(w("500 5.5.1 unrecognized\r\n")).await;
@@ -244,8 +250,12 @@ async fn plaintext_upgrade(stream: &mut TcpStream, protocol: StartTls, refuse: b
             }
         }
         StartTls::Imap => {
-            let _ = stream.write_all(w("* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n")).await;
-            let Some(cmd) = read_line(stream).await else { return false };
+            let _ = stream
+                .write_all(w("* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n"))
+                .await;
+            let Some(cmd) = read_line(stream).await else {
+                return false;
+            };
             let tag = cmd.split_whitespace().next().unwrap_or("*").to_owned();
             let reply = if refuse {
                 format!("{tag} BAD STARTTLS not available\r\n")
@@ -258,14 +268,24 @@ async fn plaintext_upgrade(stream: &mut TcpStream, protocol: StartTls, refuse: b
         StartTls::Pop3 => {
             let _ = stream.write_all(w("+OK POP3 ready\r\n")).await;
             let _ = read_line(stream).await;
-            let reply = if refuse { "-ERR STLS not available\r\n" } else { "+OK Begin TLS\r\n" };
+            let reply = if refuse {
+                "-ERR STLS not available\r\n"
+            } else {
+                "+OK Begin TLS\r\n"
+            };
             let _ = stream.write_all(reply.as_bytes()).await;
             !refuse
         }
         StartTls::Ftp => {
-            let _ = stream.write_all(w("220-certpilot test FTP\r\n220 ready\r\n")).await;
+            let _ = stream
+                .write_all(w("220-certpilot test FTP\r\n220 ready\r\n"))
+                .await;
             let _ = read_line(stream).await;
-            let reply = if refuse { "502 AUTH not supported\r\n" } else { "234 AUTH TLS OK\r\n" };
+            let reply = if refuse {
+                "502 AUTH not supported\r\n"
+            } else {
+                "234 AUTH TLS OK\r\n"
+            };
             let _ = stream.write_all(reply.as_bytes()).await;
             !refuse
         }
@@ -286,8 +306,7 @@ async fn plaintext_upgrade(stream: &mut TcpStream, protocol: StartTls, refuse: b
             }
             let code = if refuse { 0x34 } else { 0x00 }; // unavailable(52) or success
             let response = [
-                0x30, 0x0c, 0x02, 0x01, 0x01, 0x78, 0x07, 0x0a, 0x01, code, 0x04, 0x00, 0x04,
-                0x00,
+                0x30, 0x0c, 0x02, 0x01, 0x01, 0x78, 0x07, 0x0a, 0x01, code, 0x04, 0x00, 0x04, 0x00,
             ];
             let _ = stream.write_all(&response).await;
             !refuse
@@ -322,7 +341,9 @@ pub async fn drip() -> Server {
 pub async fn garbage() -> Server {
     let listener = listen(false).await;
     spawn_accept_loop(listener, |mut stream| async move {
-        let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6 certpilot-test\r\n").await;
+        let _ = stream
+            .write_all(b"SSH-2.0-OpenSSH_9.6 certpilot-test\r\n")
+            .await;
         tokio::time::sleep(Duration::from_secs(5)).await;
     })
 }
@@ -345,7 +366,9 @@ pub async fn alert(code: u8) -> Server {
     spawn_accept_loop(listener, move |mut stream| async move {
         let mut buf = [0u8; 2048];
         let _ = stream.read(&mut buf).await;
-        let _ = stream.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, code]).await;
+        let _ = stream
+            .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, code])
+            .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     })
 }
@@ -357,7 +380,9 @@ pub async fn broken_tls() -> Server {
         let mut buf = [0u8; 2048];
         let _ = stream.read(&mut buf).await;
         let _ = stream
-            .write_all(&[0x16, 0x03, 0x03, 0x00, 0x06, 0x02, 0x00, 0x00, 0x02, 0xff, 0xff])
+            .write_all(&[
+                0x16, 0x03, 0x03, 0x00, 0x06, 0x02, 0x00, 0x00, 0x02, 0xff, 0xff,
+            ])
             .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     })

@@ -47,10 +47,15 @@ fn main() {
             .map_or_else(|| PathBuf::from("target/release/certpilot"), PathBuf::from),
         sizes: value(&args, "--sizes").map_or_else(
             || vec![1000, 10_000],
-            |s| s.split(',').map(|n| n.trim().parse().expect("sizes are numbers")).collect(),
+            |s| {
+                s.split(',')
+                    .map(|n| n.trim().parse().expect("sizes are numbers"))
+                    .collect()
+            },
         ),
         concurrency: value(&args, "--concurrency").map_or(128, |c| c.parse().expect("number")),
-        openssl_sample: value(&args, "--openssl-sample").map_or(200, |c| c.parse().expect("number")),
+        openssl_sample: value(&args, "--openssl-sample")
+            .map_or(200, |c| c.parse().expect("number")),
     };
     assert!(
         options.certpilot.is_file(),
@@ -58,17 +63,25 @@ fn main() {
         options.certpilot.display()
     );
     raise_fd_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(run(options));
 }
 
 fn value(args: &[String], flag: &str) -> Option<String> {
-    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 /// Each endpoint is a listening socket: 10,000 of them need more than the default 1,024 fds.
 fn raise_fd_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
@@ -93,9 +106,15 @@ impl Measured {
 
 /// Runs `cmd`, counting stdout lines (and those containing `ok_marker`), and reads its peak
 /// RSS from wait4(2).
+// The child is reaped by wait4 below, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn measure(mut cmd: Command, ok_marker: &str) -> Measured {
     let started = Instant::now();
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
     let stdout = child.stdout.take().expect("piped stdout");
     let marker = ok_marker.to_owned();
     let counter = std::thread::spawn(move || {
@@ -150,14 +169,24 @@ async fn run(options: Options) {
         drop(file);
         println!("\nN = {n} endpoints");
 
-        let store = format!("sqlite:{}", dir.path().join(format!("bench-{n}.db")).display());
+        let store = format!(
+            "sqlite:{}",
+            dir.path().join(format!("bench-{n}.db")).display()
+        );
         let mut cmd = Command::new(&options.certpilot);
-        cmd.args(["--store", &store, "scan", "--format", "json", "--concurrency"])
-            .arg(options.concurrency.to_string())
-            .arg("--targets")
-            .arg(&targets)
-            .arg("--ca-file")
-            .arg(&ca_file);
+        cmd.args([
+            "--store",
+            &store,
+            "scan",
+            "--format",
+            "json",
+            "--concurrency",
+        ])
+        .arg(options.concurrency.to_string())
+        .arg("--targets")
+        .arg(&targets)
+        .arg("--ca-file")
+        .arg(&ca_file);
         let scan = tokio::task::spawn_blocking(move || measure(cmd, "\"status\":\"ok\""))
             .await
             .unwrap();
@@ -171,8 +200,13 @@ async fn run(options: Options) {
         );
 
         let mut cmd = Command::new(&exe);
-        cmd.args(["bare", "--concurrency", &options.concurrency.to_string(), "--targets"])
-            .arg(&targets);
+        cmd.args([
+            "bare",
+            "--concurrency",
+            &options.concurrency.to_string(),
+            "--targets",
+        ])
+        .arg(&targets);
         let bare = tokio::task::spawn_blocking(move || measure(cmd, "ok"))
             .await
             .unwrap();
@@ -233,14 +267,24 @@ async fn hostile(options: &Options, dir: &Path) {
         hostile.push(servers::drip().await);
     }
     let targets = dir.join("hostile.txt");
-    let lines: String = hostile.iter().map(|s| format!("{}\n", s.target())).collect();
+    let lines: String = hostile
+        .iter()
+        .map(|s| format!("{}\n", s.target()))
+        .collect();
     std::fs::write(&targets, lines).unwrap();
     let store = format!("sqlite:{}", dir.join("hostile.db").display());
     let mut cmd = Command::new(&options.certpilot);
-    cmd.args(["--store", &store, "scan", "--format", "json", "--concurrency"])
-        .arg(CONCURRENCY.to_string())
-        .args(["--timeout", &format!("{DEADLINE_S}s"), "--targets"])
-        .arg(&targets);
+    cmd.args([
+        "--store",
+        &store,
+        "scan",
+        "--format",
+        "json",
+        "--concurrency",
+    ])
+    .arg(CONCURRENCY.to_string())
+    .args(["--timeout", &format!("{DEADLINE_S}s"), "--targets"])
+    .arg(&targets);
     let run = tokio::task::spawn_blocking(move || measure(cmd, "\"kind\":\"timeout\""))
         .await
         .unwrap();
@@ -314,10 +358,15 @@ impl ServerCertVerifier for AcceptAll {
 
 /// The baseline: connect, handshake, parse notAfter; print "ok <not_after>" per endpoint.
 fn bare_loop(targets: &Path, concurrency: usize) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let schemes = provider.signature_verification_algorithms.supported_schemes();
+        let schemes = provider
+            .signature_verification_algorithms
+            .supported_schemes();
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -351,7 +400,8 @@ fn bare_loop(targets: &Path, concurrency: usize) {
                     let name = ServerName::try_from("bench.test").ok()?;
                     let tls = connector.connect(name, tcp).await.ok()?;
                     let der = tls.get_ref().1.peer_certificates()?.first()?.clone();
-                    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der).ok()?;
+                    let (_, cert) =
+                        x509_parser::certificate::X509Certificate::from_der(&der).ok()?;
                     Some(cert.validity().not_after.to_string())
                 }
                 .await;

@@ -191,7 +191,9 @@ pub enum TargetError {
         reason: String,
     },
     /// A `--resolve` entry is not `host:port:address`.
-    #[error("--resolve {input:?}: {reason} (expected host:port:address, e.g. shop.example.com:443:10.0.0.7)")]
+    #[error(
+        "--resolve {input:?}: {reason} (expected host:port:address, e.g. shop.example.com:443:10.0.0.7)"
+    )]
     Resolve {
         /// The whole input.
         input: String,
@@ -474,7 +476,10 @@ pub struct TargetsFileError {
 /// shop.example.com:443 owner=payments env=prod platform=alb
 /// smtp://mx.example.com:587 owner=mail   # the outbound relay
 /// ```
-pub fn parse_targets_file(source_name: &str, text: &str) -> Result<Vec<ScanRequest>, TargetsFileError> {
+pub fn parse_targets_file(
+    source_name: &str,
+    text: &str,
+) -> Result<Vec<ScanRequest>, TargetsFileError> {
     let mut requests = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let err = |error| TargetsFileError {
@@ -524,8 +529,14 @@ mod tests {
             ("imaps://mail.example.com", "imaps://mail.example.com:993"),
             ("pop3://mail.example.com", "pop3://mail.example.com:110"),
             ("ftp://files.example.com", "ftp://files.example.com:21"),
-            ("postgres://db.example.com", "postgres://db.example.com:5432"),
-            ("postgresql://db.example.com/app", "postgres://db.example.com:5432"),
+            (
+                "postgres://db.example.com",
+                "postgres://db.example.com:5432",
+            ),
+            (
+                "postgresql://db.example.com/app",
+                "postgres://db.example.com:5432",
+            ),
             ("ldap://dir.example.com", "ldap://dir.example.com:389"),
             ("LDAPS://dir.example.com", "ldaps://dir.example.com:636"),
         ];
@@ -538,9 +549,18 @@ mod tests {
 
     #[test]
     fn starttls_protocols_are_the_ones_without_implicit_tls() {
-        assert_eq!(t("smtp://a").protocol.upgrade(), Upgrade::StartTls(Protocol::Smtp));
-        assert_eq!(t("ldap://a").protocol.upgrade(), Upgrade::StartTls(Protocol::Ldap));
-        assert_eq!(t("postgres://a").protocol.upgrade(), Upgrade::StartTls(Protocol::Postgres));
+        assert_eq!(
+            t("smtp://a").protocol.upgrade(),
+            Upgrade::StartTls(Protocol::Smtp)
+        );
+        assert_eq!(
+            t("ldap://a").protocol.upgrade(),
+            Upgrade::StartTls(Protocol::Ldap)
+        );
+        assert_eq!(
+            t("postgres://a").protocol.upgrade(),
+            Upgrade::StartTls(Protocol::Postgres)
+        );
         assert_eq!(t("a").protocol.upgrade(), Upgrade::Direct);
         assert_eq!(t("imaps://a").protocol.upgrade(), Upgrade::Direct);
     }
@@ -576,9 +596,15 @@ mod tests {
         assert_eq!(reqs[1].target.protocol, Protocol::Smtp);
         let err = parse_targets_file("t.txt", "a.example\nb.example owner\n").unwrap_err();
         assert_eq!(err.line, 2);
-        assert!(err.to_string().starts_with("t.txt:2: tag \"owner\""), "{err}");
+        assert!(
+            err.to_string().starts_with("t.txt:2: tag \"owner\""),
+            "{err}"
+        );
         let err = parse_targets_file("t.txt", "gopher://x\n").unwrap_err();
-        assert!(err.to_string().contains("t.txt:1: target \"gopher://x\""), "{err}");
+        assert!(
+            err.to_string().contains("t.txt:1: target \"gopher://x\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub async fn register(
                 .map(|e| (e, Registration::Added)),
             Some(existing) => {
                 let mut merged = existing.clone();
-                merged.tags.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+                merged
+                    .tags
+                    .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
                 if merged.tags == existing.tags {
                     return Ok((existing, Registration::Unchanged));
                 }

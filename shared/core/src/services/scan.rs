@@ -148,16 +148,11 @@ impl ScanService {
         let started = Instant::now();
         let head = head(request, scanned_at, request.tags.clone());
         let deadline = self.limits.target_timeout;
-        let outcome = tokio::time::timeout(
-            deadline,
-            self.prober.probe(request, address, scanned_at),
-        )
-        .await;
+        let outcome =
+            tokio::time::timeout(deadline, self.prober.probe(request, address, scanned_at)).await;
         let address_text = format_address(&address);
         let obs = match outcome {
-            Ok(Ok(served)) => {
-                Observation::served(head, address_text, elapsed_ms(started), served)
-            }
+            Ok(Ok(served)) => Observation::served(head, address_text, elapsed_ms(started), served),
             Ok(Err(error)) => {
                 Observation::failed(head, Some(address_text), elapsed_ms(started), error)
             }
@@ -183,11 +178,7 @@ impl ScanService {
     }
 }
 
-fn head(
-    request: &ScanRequest,
-    scanned_at: time::OffsetDateTime,
-    tags: Tags,
-) -> ObservationHead {
+fn head(request: &ScanRequest, scanned_at: time::OffsetDateTime, tags: Tags) -> ObservationHead {
     ObservationHead {
         target: request.target.to_string(),
         host: request.target.host.to_string(),
@@ -396,12 +387,48 @@ mod tests {
         assert_eq!(
             summary,
             vec![
-                ("127.0.0.1:1", Some("127.0.0.1:1"), Status::Error, Some(ErrorKind::Timeout), None),
-                ("127.0.0.1:2", Some("127.0.0.1:2"), Status::Error, Some(ErrorKind::Refused), None),
-                ("127.0.0.1:3", Some("127.0.0.1:3"), Status::Ok, None, Some(10)),
-                ("missing.test:5", None, Status::Error, Some(ErrorKind::Dns), None),
-                ("two.test:4", Some("127.0.0.1:4"), Status::Ok, None, Some(10)),
-                ("two.test:4", Some("127.0.0.2:4"), Status::Ok, None, Some(10)),
+                (
+                    "127.0.0.1:1",
+                    Some("127.0.0.1:1"),
+                    Status::Error,
+                    Some(ErrorKind::Timeout),
+                    None
+                ),
+                (
+                    "127.0.0.1:2",
+                    Some("127.0.0.1:2"),
+                    Status::Error,
+                    Some(ErrorKind::Refused),
+                    None
+                ),
+                (
+                    "127.0.0.1:3",
+                    Some("127.0.0.1:3"),
+                    Status::Ok,
+                    None,
+                    Some(10)
+                ),
+                (
+                    "missing.test:5",
+                    None,
+                    Status::Error,
+                    Some(ErrorKind::Dns),
+                    None
+                ),
+                (
+                    "two.test:4",
+                    Some("127.0.0.1:4"),
+                    Status::Ok,
+                    None,
+                    Some(10)
+                ),
+                (
+                    "two.test:4",
+                    Some("127.0.0.2:4"),
+                    Status::Ok,
+                    None,
+                    Some(10)
+                ),
             ]
         );
     }
@@ -417,7 +444,9 @@ mod tests {
                 target_timeout: Duration::from_secs(1),
             },
         );
-        let requests = (0..50).map(|i| request(&format!("127.0.0.1:{}", 100 + i))).collect();
+        let requests = (0..50)
+            .map(|i| request(&format!("127.0.0.1:{}", 100 + i)))
+            .collect();
         let got = collect(&mut service.start(requests)).await;
         assert_eq!(got.len(), 50);
         assert!(got.iter().all(|o| o.status == Status::Ok));

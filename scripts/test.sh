@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Runs every certpilot test, installing what the tests need when it is missing:
+#   - moto server (AWS APIs) from PyPI into .test-env/venv
+#   - Pebble >= 2.5 (ACME test server with ARI and profiles) from Debian unstable, pinned at
+#     low priority so nothing else on the machine is upgraded from it
+# then checks formatting and lints, and runs the whole Rust test suite.
+#
+# Environment: CERTPILOT_TEST_ENV (default ./.test-env) holds the virtualenv;
+# SKIP_LINT=1 skips fmt and clippy (they are on in CI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+TEST_ENV="${CERTPILOT_TEST_ENV:-$ROOT/.test-env}"
+MOTO_VERSION="5.2.5"
+export DEBIAN_FRONTEND=noninteractive
+
+say() { printf '==> %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        as_root apt-get update -qq
+        APT_UPDATED=1
+    fi
+    as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_moto() {
+    local bin="$TEST_ENV/venv/bin/moto_server"
+    if [ -x "$bin" ] && "$TEST_ENV/venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+        return
+    fi
+    say "installing moto[server]==$MOTO_VERSION into $TEST_ENV/venv"
+    if ! python3 -c "import venv, ensurepip" 2>/dev/null; then
+        apt_install python3-venv
+    fi
+    python3 -m venv "$TEST_ENV/venv"
+    "$TEST_ENV/venv/bin/pip" install -q --upgrade pip
+    "$TEST_ENV/venv/bin/pip" install -q "moto[server]==$MOTO_VERSION"
+}
+
+pebble_ok() {
+    local bin
+    bin="$(command -v pebble 2>/dev/null)" || return 1
+    # Debian's package: read its version. Anything else on PATH is taken as the user's choice.
+    if dpkg -S "$bin" >/dev/null 2>&1; then
+        local v
+        v="$(dpkg-query -W -f='${Version}' pebble 2>/dev/null)" || return 1
+        dpkg --compare-versions "$v" ge 2.5
+    fi
+}
+
+ensure_pebble() {
+    if pebble_ok; then
+        return
+    fi
+    say "installing pebble >= 2.5 from Debian unstable (pinned at priority 100)"
+    if ! grep -rqs "debian sid main\|debian unstable main" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        echo "deb http://deb.debian.org/debian sid main" | as_root tee /etc/apt/sources.list.d/certpilot-sid.list >/dev/null
+    fi
+    printf 'Package: *\nPin: release a=unstable\nPin-Priority: 100\n' |
+        as_root tee /etc/apt/preferences.d/certpilot-sid-low-priority >/dev/null
+    APT_UPDATED=0
+    apt_install -t sid pebble
+    pebble_ok || { echo "pebble >= 2.5 could not be installed" >&2; exit 1; }
+}
+
+ensure_moto
+ensure_pebble
+export CERTPILOT_MOTO_SERVER="$TEST_ENV/venv/bin/moto_server"
+export CERTPILOT_PEBBLE="$(command -v pebble)"
+
+if [ "${SKIP_LINT:-0}" != "1" ]; then
+    say "cargo fmt --check"
+    cargo fmt --all -- --check
+    say "cargo clippy --all-targets -D warnings"
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+say "cargo test"
+cargo test --workspace --locked
