@@ -67,6 +67,23 @@ fn locate(env_var: &str, program: &str) -> PathBuf {
     panic!("{program} not found (set {env_var}, or run scripts/test.sh, which installs it)");
 }
 
+/// Spawns `command` (output discarded) and waits until it listens on `addr`.
+fn start_listening(
+    mut command: Command,
+    name: &'static str,
+    addr: SocketAddr,
+    within: Duration,
+) -> ChildGuard {
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", command.get_program()));
+    let mut guard = ChildGuard { child, name };
+    wait_for_port(addr, &mut guard, within);
+    guard
+}
+
 fn wait_for_port(addr: SocketAddr, guard: &mut ChildGuard, within: Duration) {
     let start = Instant::now();
     while start.elapsed() < within {
@@ -125,20 +142,11 @@ impl Pebble {
         });
         let config_path = dir.path().join("pebble-config.json");
         std::fs::write(&config_path, config.to_string()).expect("write config");
-        let child = Command::new(&program)
-            .arg("-config")
-            .arg(&config_path)
-            // Pebble otherwise sleeps up to 15 s before each validation to mimic load.
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        let mut guard = ChildGuard {
-            child,
-            name: "pebble",
-        };
-        wait_for_port(listen, &mut guard, Duration::from_secs(20));
+        let mut command = Command::new(&program);
+        command.arg("-config").arg(&config_path);
+        // Pebble otherwise sleeps up to 15 s before each validation to mimic load.
+        command.env("PEBBLE_VA_NOSLEEP", "1");
+        let guard = start_listening(command, "pebble", listen, Duration::from_secs(20));
         Pebble {
             _guard: guard,
             _dir: dir,
@@ -164,17 +172,9 @@ impl Moto {
     pub fn start() -> Moto {
         let program = locate("CERTPILOT_MOTO_SERVER", "moto_server");
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let child = Command::new(&program)
-            .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        let mut guard = ChildGuard {
-            child,
-            name: "moto_server",
-        };
-        wait_for_port(addr, &mut guard, Duration::from_secs(60));
+        let mut command = Command::new(&program);
+        command.args(["-H", "127.0.0.1", "-p", &addr.port().to_string()]);
+        let guard = start_listening(command, "moto_server", addr, Duration::from_secs(60));
         Moto {
             _guard: guard,
             endpoint_url: format!("http://{addr}"),
