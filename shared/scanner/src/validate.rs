@@ -20,6 +20,9 @@ pub struct TrustStore {
     /// Subjects of the anchors (Name contents, as webpki stores them), for "is this issuer
     /// trusted" without building a path.
     subjects: HashSet<Vec<u8>>,
+    /// (subject, SPKI) of every anchor, so a self-signed leaf the operator trusts explicitly
+    /// (`--ca-file` holding the leaf itself) is recognised as pinned.
+    pinned: HashSet<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Why a CA file could not be used.
@@ -56,7 +59,12 @@ impl TrustStore {
             .iter()
             .map(|a| a.subject.as_ref().to_vec())
             .collect();
-        TrustStore { anchors, subjects }
+        let pinned = anchors.iter().map(anchor_identity).collect();
+        TrustStore {
+            anchors,
+            subjects,
+            pinned,
+        }
     }
 
     /// Adds the certificates of a PEM file as trusted roots (a private CA, a test CA).
@@ -93,17 +101,35 @@ impl TrustStore {
             .map_err(|e| format!("certificate cannot be a trust anchor: {e:?}"))?
             .to_owned();
         self.subjects.insert(anchor.subject.as_ref().to_vec());
+        self.pinned.insert(anchor_identity(&anchor));
         self.anchors.push(anchor);
         Ok(())
     }
 
     fn trusts_issuer(&self, issuer_raw: &[u8]) -> bool {
-        self.subjects.contains(name_contents(issuer_raw))
+        self.subjects.contains(der_contents(issuer_raw))
+    }
+
+    /// Whether this exact certificate (subject and key) is itself a trust anchor.
+    fn pins(&self, cert: &Parsed<'_>) -> bool {
+        let identity = (
+            der_contents(cert.subject_raw()).to_vec(),
+            der_contents(cert.spki_raw()).to_vec(),
+        );
+        self.pinned.contains(&identity)
     }
 }
 
-/// A DER Name is a SEQUENCE; webpki keeps only its contents, so strip the tag and length.
-fn name_contents(raw: &[u8]) -> &[u8] {
+fn anchor_identity(anchor: &TrustAnchor<'_>) -> (Vec<u8>, Vec<u8>) {
+    (
+        anchor.subject.as_ref().to_vec(),
+        anchor.subject_public_key_info.as_ref().to_vec(),
+    )
+}
+
+/// Names and keys are DER SEQUENCEs; webpki keeps only their contents, so strip the tag and
+/// length.
+fn der_contents(raw: &[u8]) -> &[u8] {
     let Some((&len, rest)) = raw.get(1..).and_then(|r| r.split_first()) else {
         return raw;
     };
@@ -138,7 +164,9 @@ pub(crate) fn validate(
     if !name_ok {
         problems.push(Problem::HostnameMismatch);
     }
-    if leaf.is_self_issued() {
+    // A self-signed leaf the operator put in the trust store is pinned, not a problem.
+    let pinned = leaf.is_self_issued() && trust.pins(leaf);
+    if leaf.is_self_issued() && !pinned {
         problems.push(Problem::SelfSigned);
     }
     for (i, cert) in parsed.iter().enumerate() {
@@ -153,7 +181,7 @@ pub(crate) fn validate(
         }
     }
 
-    let path_ok = path_is_trusted(chain_der, trust, now);
+    let path_ok = pinned || path_is_trusted(chain_der, trust, now);
     if !path_ok && !leaf.is_self_issued() {
         problems.extend(classify_path_failure(parsed, trust));
     }
@@ -236,12 +264,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn name_contents_strips_short_and_long_headers() {
-        assert_eq!(name_contents(&[0x30, 0x02, 0xaa, 0xbb]), &[0xaa, 0xbb]);
-        assert_eq!(
-            name_contents(&[0x30, 0x81, 0x02, 0xaa, 0xbb]),
-            &[0xaa, 0xbb]
-        );
+    fn der_contents_strips_short_and_long_headers() {
+        assert_eq!(der_contents(&[0x30, 0x02, 0xaa, 0xbb]), &[0xaa, 0xbb]);
+        assert_eq!(der_contents(&[0x30, 0x81, 0x02, 0xaa, 0xbb]), &[0xaa, 0xbb]);
     }
 
     #[test]

@@ -46,6 +46,11 @@ impl<'a> Parsed<'a> {
         self.cert.issuer().as_raw()
     }
 
+    /// The SubjectPublicKeyInfo's DER encoding (tag included).
+    pub fn spki_raw(&self) -> &[u8] {
+        self.cert.public_key().raw
+    }
+
     pub fn is_self_issued(&self) -> bool {
         self.subject_raw() == self.issuer_raw()
     }

@@ -184,6 +184,25 @@ async fn each_certificate_problem_is_named() {
 }
 
 #[tokio::test]
+async fn a_self_signed_certificate_in_the_ca_file_is_pinned_not_a_problem() {
+    let leaf = LeafBuilder::self_signed(&["pinned.test"]).build();
+    let server = servers::tls_default(&leaf).await;
+    let mut trust = TrustStore::mozilla();
+    trust.add_der(&leaf.der()).unwrap();
+    let pinned = TlsProber::new(trust, FAST);
+    let s = served(&pinned, "pinned.test", &server).await;
+    assert_eq!(s.validation.problems, Vec::<Problem>::new());
+    assert!(s.validation.trusted);
+    // Pinning does not excuse a wrong name.
+    let s = served(&pinned, "other.test", &server).await;
+    assert_eq!(s.validation.problems, vec![Problem::HostnameMismatch]);
+    // Without the pin it is self-signed.
+    let unpinned = TlsProber::new(TrustStore::mozilla(), FAST);
+    let s = served(&unpinned, "pinned.test", &server).await;
+    assert_eq!(s.validation.problems, vec![Problem::SelfSigned]);
+}
+
+#[tokio::test]
 async fn weak_certificates_report_their_algorithms() {
     let root = Ca::new("Weak Root");
     let prober = prober_trusting(&root);
