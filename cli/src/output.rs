@@ -23,6 +23,8 @@ pub struct InventoryFacts<'a> {
     pub cert_first_seen: Option<OffsetDateTime>,
     /// When the observation last changed materially.
     pub last_changed: OffsetDateTime,
+    /// When the endpoint was last seen in this state.
+    pub last_seen: OffsetDateTime,
     /// Tags to show (the registration's).
     pub tags: &'a Tags,
 }
@@ -33,6 +35,7 @@ impl<'a> From<&'a InventoryEntry> for InventoryFacts<'a> {
             registered: e.registered,
             cert_first_seen: e.cert_first_seen,
             last_changed: e.last_changed,
+            last_seen: e.last_seen,
             tags: &e.tags,
         }
     }
@@ -78,7 +81,8 @@ const CSV_HEADER: [&str; 26] = [
     "tags",
 ];
 
-const CSV_INVENTORY_HEADER: [&str; 3] = ["registered", "cert_first_seen", "last_changed"];
+const CSV_INVENTORY_HEADER: [&str; 4] =
+    ["registered", "cert_first_seen", "last_changed", "last_seen"];
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
@@ -225,6 +229,7 @@ impl<W: Write> RowWriter<W> {
             record.push(f.registered.to_string());
             record.push(opt(f.cert_first_seen.map(rfc3339)));
             record.push(rfc3339(f.last_changed));
+            record.push(rfc3339(f.last_seen));
         }
         csv_record(&mut self.out, &record)
     }
@@ -237,7 +242,7 @@ impl<W: Write> RowWriter<W> {
                 "TARGET", "ADDRESS", "DAYS", "EXPIRES", "ISSUER", "STATUS"
             );
             if facts.is_some() {
-                header.push_str("  |  FIRST SEEN  LAST CHANGE  LAST SCAN  TAGS");
+                header.push_str("  |  FIRST SEEN  LAST CHANGE  LAST SEEN   TAGS");
             }
             let header = if self.color {
                 header.bold().to_string()
@@ -291,7 +296,7 @@ impl<W: Write> RowWriter<W> {
                 "  |  {:<10}  {:<11}  {:<9}  {}",
                 f.cert_first_seen.map_or_else(|| "-".to_owned(), date),
                 date(f.last_changed),
-                date(obs.scanned_at),
+                date(f.last_seen),
                 tags_text(f.tags)
             ));
         } else if !obs.tags.is_empty() {

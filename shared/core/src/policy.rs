@@ -135,6 +135,49 @@ pub fn is_material_change(previous: &Observation, current: &Observation) -> bool
             != current.validation.as_ref().map(|v| &v.problems)
 }
 
+/// How often an unchanged (endpoint, address) refreshes its "last seen" time in the store.
+/// At 100,000 endpoints scanned hourly, writing every scan would be 72 million writes a
+/// month; writing changes plus one refresh a day is at most 100,000 a day.
+pub const LAST_SEEN_REFRESH: time::Duration = time::Duration::DAY;
+
+/// What a store writes for a new observation, given what it holds for that (endpoint, address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordDecision {
+    /// Something changed (or nothing is known): append to history and replace the latest.
+    Change,
+    /// Nothing changed, but "last seen" is older than [`LAST_SEEN_REFRESH`]: refresh it.
+    RefreshLastSeen,
+    /// Nothing to write: unchanged and seen recently, or older than what is stored.
+    Skip,
+}
+
+/// Decides what to write for `current`, given the latest recorded observation of the same
+/// (endpoint, address) and when it was last seen.
+pub fn record_decision(
+    latest: Option<(&Observation, OffsetDateTime)>,
+    current: &Observation,
+) -> RecordDecision {
+    match latest {
+        None => RecordDecision::Change,
+        Some((previous, last_seen)) => {
+            if current.scanned_at <= last_seen.max(previous.scanned_at) {
+                RecordDecision::Skip
+            } else if is_material_change(previous, current) {
+                RecordDecision::Change
+            } else if current.scanned_at - last_seen >= LAST_SEEN_REFRESH {
+                RecordDecision::RefreshLastSeen
+            } else {
+                RecordDecision::Skip
+            }
+        }
+    }
+}
+
+/// When an endpoint scanned at `scanned_at` is next due, every `interval`.
+pub fn next_scan_at(scanned_at: OffsetDateTime, interval: Duration) -> OffsetDateTime {
+    scanned_at + interval
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +306,64 @@ mod tests {
             Duration::ZERO,
             NOW + time::Duration::days(21)
         ));
+    }
+
+    #[test]
+    fn records_changes_and_a_daily_refresh_only() {
+        let at = |h: i64| NOW + time::Duration::hours(h);
+        let obs = |h: i64, kind: ErrorKind| {
+            let mut head = head();
+            head.scanned_at = at(h);
+            Observation::failed(head, None, 1, ProbeError::new(kind, "x"))
+        };
+        let first = obs(0, ErrorKind::Refused);
+        let cases = [
+            (None, obs(0, ErrorKind::Refused), RecordDecision::Change),
+            (
+                Some((&first, at(0))),
+                obs(1, ErrorKind::Refused),
+                RecordDecision::Skip,
+            ),
+            (
+                Some((&first, at(0))),
+                obs(23, ErrorKind::Refused),
+                RecordDecision::Skip,
+            ),
+            (
+                Some((&first, at(0))),
+                obs(24, ErrorKind::Refused),
+                RecordDecision::RefreshLastSeen,
+            ),
+            (
+                Some((&first, at(24))),
+                obs(30, ErrorKind::Refused),
+                RecordDecision::Skip,
+            ),
+            (
+                Some((&first, at(24))),
+                obs(48, ErrorKind::Refused),
+                RecordDecision::RefreshLastSeen,
+            ),
+            (
+                Some((&first, at(0))),
+                obs(1, ErrorKind::Timeout),
+                RecordDecision::Change,
+            ),
+            // Older than what is stored (a late retry): never written over newer facts.
+            (
+                Some((&first, at(5))),
+                obs(3, ErrorKind::Timeout),
+                RecordDecision::Skip,
+            ),
+            (
+                Some((&first, at(0))),
+                obs(0, ErrorKind::Refused),
+                RecordDecision::Skip,
+            ),
+        ];
+        for (i, (latest, current, want)) in cases.into_iter().enumerate() {
+            assert_eq!(record_decision(latest, &current), want, "case {i}");
+        }
     }
 
     #[test]

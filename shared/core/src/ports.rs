@@ -128,6 +128,18 @@ pub struct InventoryEntry {
     pub cert_first_seen: Option<OffsetDateTime>,
     /// When the observation last changed materially (certificate, error kind, problems).
     pub last_changed: OffsetDateTime,
+    /// When this (endpoint, address) was last seen in this state, to within
+    /// [`policy::LAST_SEEN_REFRESH`](crate::policy::LAST_SEEN_REFRESH).
+    pub last_seen: OffsetDateTime,
+}
+
+/// A new scan time for a registered endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleUpdate {
+    /// The endpoint's key (canonical target).
+    pub target: String,
+    /// When it is next due.
+    pub next_scan_at: OffsetDateTime,
 }
 
 /// Durable state: registered endpoints and the observations of every scan.
@@ -141,11 +153,18 @@ pub struct InventoryEntry {
 ///   [`StoreError::AlreadyExists`] when the key exists. `update_endpoint` writes only when the
 ///   stored version equals `endpoint.version`, stores `version + 1` and returns it; otherwise
 ///   [`StoreError::Conflict`], and nothing is written.
-/// - **Atomicity.** `record_observations` writes every observation of the batch or none, and
-///   keeps each (target, address)'s latest row consistent with its history. Recording the
-///   same observation twice leaves the store as if it were recorded once.
-/// - **Order.** An observation older than the latest one recorded for its (target, address)
-///   goes into history but does not replace the latest.
+/// - **What is written.** `record_observations` follows [`policy::record_decision`]: an
+///   observation that changed something (certificate, error kind, validation problems) goes
+///   into history and becomes the latest; an unchanged one only refreshes "last seen", at most
+///   once per [`policy::LAST_SEEN_REFRESH`]; an older or repeated one writes nothing.
+/// - **Atomicity.** Each observation is recorded whole (history and latest together) or not at
+///   all, so a failed batch can be retried whole: recording is idempotent.
+/// - **Scheduling.** `endpoints_due` lists endpoints whose `next_scan_at` is unset or before
+///   the given time, earliest first; `schedule` sets `next_scan_at` without changing
+///   `version`, and skips endpoints removed meanwhile (never re-creates them).
+///
+/// [`policy::record_decision`]: crate::policy::record_decision
+/// [`policy::LAST_SEEN_REFRESH`]: crate::policy::LAST_SEEN_REFRESH
 /// - **Concurrency.** Every method may be called from many tasks at once.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -163,6 +182,16 @@ pub trait Store: Send + Sync {
 
     /// Unregisters an endpoint. Its observations stay in history.
     async fn remove_endpoint(&self, target: &str) -> Result<(), StoreError>;
+
+    /// Registered endpoints due for a scan before `before`, earliest first, at most `limit`.
+    async fn endpoints_due(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Endpoint>, StoreError>;
+
+    /// Sets the next scan time of registered endpoints; returns how many were updated.
+    async fn schedule(&self, updates: &[ScheduleUpdate]) -> Result<usize, StoreError>;
 
     /// Records a batch of observations.
     async fn record_observations(&self, observations: &[Observation]) -> Result<(), StoreError>;

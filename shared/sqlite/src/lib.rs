@@ -14,22 +14,31 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use certpilot_core::policy;
-use certpilot_core::ports::{InventoryEntry, InventoryQuery, Store, StoreError};
+use certpilot_core::policy::{self, RecordDecision};
+use certpilot_core::ports::{InventoryEntry, InventoryQuery, ScheduleUpdate, Store, StoreError};
 use certpilot_core::{Endpoint, Observation, Tags, Target};
 use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
 /// The schema version this code writes; older files are migrated on open.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Version 1 had no scheduling and no "last seen"; bring such a file up to date.
+const MIGRATE_FROM_1: &str = "
+ALTER TABLE endpoints ADD COLUMN next_scan_at INTEGER;
+ALTER TABLE latest ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
+UPDATE latest SET last_seen = scanned_at;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS endpoints (
-    target    TEXT PRIMARY KEY,
-    tags      TEXT NOT NULL,
-    added_at  INTEGER NOT NULL,
-    version   INTEGER NOT NULL
+    target       TEXT PRIMARY KEY,
+    tags         TEXT NOT NULL,
+    added_at     INTEGER NOT NULL,
+    version      INTEGER NOT NULL,
+    next_scan_at INTEGER
 );
+CREATE INDEX IF NOT EXISTS endpoints_by_due ON endpoints (next_scan_at);
 CREATE TABLE IF NOT EXISTS observations (
     target      TEXT NOT NULL,
     address     TEXT NOT NULL,
@@ -48,6 +57,7 @@ CREATE TABLE IF NOT EXISTS latest (
     last_cert       TEXT,
     cert_first_seen INTEGER,
     last_changed    INTEGER NOT NULL,
+    last_seen       INTEGER NOT NULL,
     PRIMARY KEY (target, address)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS latest_by_expiry ON latest (not_after);
@@ -133,6 +143,10 @@ impl SqliteStore {
                 path.display()
             )));
         }
+        if version == 1 {
+            conn.execute_batch(&format!("BEGIN; {MIGRATE_FROM_1} COMMIT;"))
+                .map_err(&err)?;
+        }
         conn.execute_batch(SCHEMA).map_err(&err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(&err)?;
@@ -166,12 +180,22 @@ impl SqliteStore {
     }
 }
 
-fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, i64, i64)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+type EndpointRow = (String, String, i64, i64, Option<i64>);
+
+const ENDPOINT_COLUMNS: &str = "target, tags, added_at, version, next_scan_at";
+
+fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<EndpointRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
 }
 
 fn to_endpoint(
-    (target, tags, added_at, version): (String, String, i64, i64),
+    (target, tags, added_at, version, next_scan_at): EndpointRow,
 ) -> Result<Endpoint, StoreError> {
     let target: Target = target.parse().map_err(|e| corrupt("endpoint", e))?;
     let tags: Tags = serde_json::from_str(&tags).map_err(|e| corrupt("endpoint tags", e))?;
@@ -180,12 +204,13 @@ fn to_endpoint(
         tags,
         added_at: from_nanos(added_at),
         version: u64::try_from(version).unwrap_or(0),
+        next_scan_at: next_scan_at.map(from_nanos),
     })
 }
 
 fn endpoint_row(conn: &Connection, path: &Path, key: &str) -> Result<Option<Endpoint>, StoreError> {
     conn.query_row(
-        "SELECT target, tags, added_at, version FROM endpoints WHERE target = ?1",
+        &format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE target = ?1"),
         [key],
         read_endpoint,
     )
@@ -202,11 +227,10 @@ fn tags_json(tags: &Tags) -> String {
 
 /// What `latest` holds for one (target, address).
 struct LatestRow {
-    scanned_at: i64,
     record: String,
     last_cert: Option<String>,
     cert_first_seen: Option<i64>,
-    last_changed: i64,
+    last_seen: i64,
 }
 
 fn record_one(
@@ -215,75 +239,79 @@ fn record_one(
     obs: &Observation,
 ) -> Result<(), StoreError> {
     let err = backend("record observation", path);
-    let record = serde_json::to_string(obs).map_err(|e| StoreError::Backend(e.to_string()))?;
     let address = obs.address_key();
     let at = nanos(obs.scanned_at);
-    let inserted = tx
-        .execute(
-            "INSERT OR IGNORE INTO observations (target, address, scanned_at, fingerprint, record)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![obs.target, address, at, obs.fingerprint(), record],
-        )
-        .map_err(&err)?;
-    if inserted == 0 {
-        return Ok(()); // recorded before: nothing to do
-    }
     let previous = tx
         .query_row(
-            "SELECT scanned_at, record, last_cert, cert_first_seen, last_changed
+            "SELECT record, last_cert, cert_first_seen, last_seen
              FROM latest WHERE target = ?1 AND address = ?2",
             params![obs.target, address],
             |r| {
                 Ok(LatestRow {
-                    scanned_at: r.get(0)?,
-                    record: r.get(1)?,
-                    last_cert: r.get(2)?,
-                    cert_first_seen: r.get(3)?,
-                    last_changed: r.get(4)?,
+                    record: r.get(0)?,
+                    last_cert: r.get(1)?,
+                    cert_first_seen: r.get(2)?,
+                    last_seen: r.get(3)?,
                 })
             },
         )
         .optional()
         .map_err(&err)?;
-    let (last_cert, cert_first_seen, last_changed) = match &previous {
-        Some(prev) if prev.scanned_at >= at => return Ok(()), // history only
-        Some(prev) => {
-            let prev_obs: Observation =
-                serde_json::from_str(&prev.record).map_err(|e| corrupt("observation", e))?;
-            let changed = if policy::is_material_change(&prev_obs, obs) {
-                at
-            } else {
-                prev.last_changed
-            };
-            match obs.fingerprint() {
-                Some(fp) if prev.last_cert.as_deref() == Some(fp) => {
-                    (Some(fp.to_owned()), prev.cert_first_seen, changed)
-                }
-                Some(fp) => (Some(fp.to_owned()), Some(at), changed),
-                None => (prev.last_cert.clone(), prev.cert_first_seen, changed),
-            }
-        }
-        None => (
-            obs.fingerprint().map(str::to_owned),
-            obs.fingerprint().map(|_| at),
-            at,
-        ),
-    };
-    let not_after = obs
-        .certificate
+    let previous_obs: Option<Observation> = previous
         .as_ref()
-        .map(|c| c.not_after.unix_timestamp());
-    tx.execute(
-        "INSERT INTO latest (target, address, scanned_at, not_after, record, last_cert, cert_first_seen, last_changed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (target, address) DO UPDATE SET
-            scanned_at = excluded.scanned_at, not_after = excluded.not_after,
-            record = excluded.record, last_cert = excluded.last_cert,
-            cert_first_seen = excluded.cert_first_seen, last_changed = excluded.last_changed",
-        params![obs.target, address, at, not_after, record, last_cert, cert_first_seen, last_changed],
-    )
-    .map_err(&err)?;
-    Ok(())
+        .map(|p| serde_json::from_str(&p.record))
+        .transpose()
+        .map_err(|e| corrupt("observation", e))?;
+    let latest = previous_obs
+        .as_ref()
+        .zip(previous.as_ref())
+        .map(|(o, p)| (o, from_nanos(p.last_seen)));
+    match policy::record_decision(latest, obs) {
+        RecordDecision::Skip => Ok(()),
+        RecordDecision::RefreshLastSeen => {
+            tx.execute(
+                "UPDATE latest SET last_seen = ?3 WHERE target = ?1 AND address = ?2",
+                params![obs.target, address, at],
+            )
+            .map_err(&err)?;
+            Ok(())
+        }
+        RecordDecision::Change => {
+            let record =
+                serde_json::to_string(obs).map_err(|e| StoreError::Backend(e.to_string()))?;
+            tx.execute(
+                "INSERT OR IGNORE INTO observations (target, address, scanned_at, fingerprint, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![obs.target, address, at, obs.fingerprint(), record],
+            )
+            .map_err(&err)?;
+            let (last_cert, cert_first_seen) = match (obs.fingerprint(), &previous) {
+                (Some(fp), Some(prev)) if prev.last_cert.as_deref() == Some(fp) => {
+                    (Some(fp.to_owned()), prev.cert_first_seen)
+                }
+                (Some(fp), _) => (Some(fp.to_owned()), Some(at)),
+                // No certificate now: remember the last one, so its return is recognised.
+                (None, Some(prev)) => (prev.last_cert.clone(), prev.cert_first_seen),
+                (None, None) => (None, None),
+            };
+            let not_after = obs
+                .certificate
+                .as_ref()
+                .map(|c| c.not_after.unix_timestamp());
+            tx.execute(
+                "INSERT INTO latest (target, address, scanned_at, not_after, record, last_cert, cert_first_seen, last_changed, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?3, ?3)
+                 ON CONFLICT (target, address) DO UPDATE SET
+                    scanned_at = excluded.scanned_at, not_after = excluded.not_after,
+                    record = excluded.record, last_cert = excluded.last_cert,
+                    cert_first_seen = excluded.cert_first_seen,
+                    last_changed = excluded.last_changed, last_seen = excluded.last_seen",
+                params![obs.target, address, at, not_after, record, last_cert, cert_first_seen],
+            )
+            .map_err(&err)?;
+            Ok(())
+        }
+    }
 }
 
 #[async_trait]
@@ -348,7 +376,9 @@ impl Store for SqliteStore {
         self.with(|conn, path| {
             let err = backend("list endpoints", path);
             let mut stmt = conn
-                .prepare("SELECT target, tags, added_at, version FROM endpoints ORDER BY target")
+                .prepare(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints ORDER BY target"
+                ))
                 .map_err(&err)?;
             let rows = stmt.query_map([], read_endpoint).map_err(&err)?;
             rows.map(|r| r.map_err(&err).and_then(to_endpoint))
@@ -377,6 +407,51 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn endpoints_due(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Endpoint>, StoreError> {
+        let before = nanos(before);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |conn, path| {
+            let err = backend("list due endpoints", path);
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints
+                     WHERE next_scan_at IS NULL OR next_scan_at < ?1
+                     ORDER BY COALESCE(next_scan_at, 0), target LIMIT ?2"
+                ))
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map(params![before, limit], read_endpoint)
+                .map_err(&err)?;
+            rows.map(|r| r.map_err(&err).and_then(to_endpoint))
+                .collect()
+        })
+        .await
+    }
+
+    async fn schedule(&self, updates: &[ScheduleUpdate]) -> Result<usize, StoreError> {
+        let updates = updates.to_vec();
+        self.with(move |conn, path| {
+            let err = backend("schedule scans", path);
+            let tx = conn.transaction().map_err(&err)?;
+            let mut updated = 0;
+            for u in &updates {
+                updated += tx
+                    .execute(
+                        "UPDATE endpoints SET next_scan_at = ?2 WHERE target = ?1",
+                        params![u.target, nanos(u.next_scan_at)],
+                    )
+                    .map_err(&err)?;
+            }
+            tx.commit().map_err(&err)?;
+            Ok(updated)
+        })
+        .await
+    }
+
     async fn record_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
         let batch = observations.to_vec();
         self.with(move |conn, path| {
@@ -396,7 +471,7 @@ impl Store for SqliteStore {
             let err = backend("read inventory", path);
             let mut stmt = conn
                 .prepare(
-                    "SELECT l.record, l.cert_first_seen, l.last_changed, e.tags
+                    "SELECT l.record, l.cert_first_seen, l.last_changed, e.tags, l.last_seen
                      FROM latest l LEFT JOIN endpoints e ON e.target = l.target
                      WHERE ?1 IS NULL OR l.not_after < ?1
                      ORDER BY l.target, l.address",
@@ -409,12 +484,14 @@ impl Store for SqliteStore {
                         r.get::<_, Option<i64>>(1)?,
                         r.get::<_, i64>(2)?,
                         r.get::<_, Option<String>>(3)?,
+                        r.get::<_, i64>(4)?,
                     ))
                 })
                 .map_err(&err)?;
             let mut out = Vec::new();
             for row in rows {
-                let (record, first_seen, last_changed, endpoint_tags) = row.map_err(&err)?;
+                let (record, first_seen, last_changed, endpoint_tags, last_seen) =
+                    row.map_err(&err)?;
                 let observation: Observation =
                     serde_json::from_str(&record).map_err(|e| corrupt("observation", e))?;
                 let registered = endpoint_tags.is_some();
@@ -428,6 +505,7 @@ impl Store for SqliteStore {
                         .as_ref()
                         .and(first_seen.map(from_nanos)),
                     last_changed: from_nanos(last_changed),
+                    last_seen: from_nanos(last_seen),
                     observation,
                     tags,
                     registered,
@@ -489,6 +567,34 @@ mod tests {
         drop(store);
         let again = SqliteStore::open(dir.path().join("nested/certpilot.db")).unwrap();
         assert_eq!(again.endpoints().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE endpoints (target TEXT PRIMARY KEY, tags TEXT NOT NULL,
+                 added_at INTEGER NOT NULL, version INTEGER NOT NULL);
+             CREATE TABLE latest (target TEXT NOT NULL, address TEXT NOT NULL,
+                 scanned_at INTEGER NOT NULL, not_after INTEGER, record TEXT NOT NULL,
+                 last_cert TEXT, cert_first_seen INTEGER, last_changed INTEGER NOT NULL,
+                 PRIMARY KEY (target, address)) WITHOUT ROWID;
+             INSERT INTO endpoints VALUES ('shop.test:443', '{\"owner\":\"payments\"}', 0, 3);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        let e = store.endpoint("shop.test:443").await.unwrap().unwrap();
+        assert_eq!((e.version, e.next_scan_at), (3, None));
+        assert_eq!(e.tags.get("owner").map(String::as_str), Some("payments"));
+        let due = store
+            .endpoints_due(OffsetDateTime::now_utc(), 10)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1);
     }
 
     #[tokio::test]

@@ -34,7 +34,10 @@ macro_rules! store_contract {
             expiring_filter_keeps_only_certificates_expiring_before_the_deadline,
             registered_tags_win_over_observation_tags,
             history_is_newest_first_and_limited,
-            a_large_batch_is_recorded_whole
+            a_large_batch_is_recorded_whole,
+            unchanged_observations_only_refresh_last_seen_once_a_day,
+            due_endpoints_are_listed_earliest_first,
+            scheduling_keeps_the_version_and_skips_removed_endpoints
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -239,10 +242,8 @@ pub async fn an_older_observation_does_not_replace_the_latest<S: Store>(s: Arc<S
     let inv = s.inventory(&InventoryQuery::default()).await.unwrap();
     assert_eq!(inv.len(), 1);
     assert_eq!(inv[0].observation, newer);
-    assert_eq!(
-        s.history("shop.test:443", 10).await.unwrap(),
-        vec![newer, older]
-    );
+    // A late, older observation is not history either: it would rewrite the past.
+    assert_eq!(s.history("shop.test:443", 10).await.unwrap(), vec![newer]);
 }
 
 pub async fn recording_the_same_observation_twice_is_idempotent<S: Store>(s: Arc<S>) {
@@ -389,7 +390,7 @@ pub async fn history_is_newest_first_and_limited<S: Store>(s: Arc<S>) {
         .map(|h| {
             observed("shop.test:443", "10.0.0.1:443")
                 .at(t0() + Duration::hours(h))
-                .cert("a", t0() + Duration::days(30))
+                .cert(&format!("renewed-{h}"), t0() + Duration::days(30))
                 .build()
         })
         .collect();
@@ -420,4 +421,127 @@ pub async fn a_large_batch_is_recorded_whole<S: Store>(s: Arc<S>) {
     assert_eq!(inv.len(), 500);
     assert_eq!(inv[0].observation.target, "host000.test:443");
     assert_eq!(inv[499].observation, batch[499]);
+}
+
+pub async fn unchanged_observations_only_refresh_last_seen_once_a_day<S: Store>(s: Arc<S>) {
+    let at = |h: i64| t0() + Duration::hours(h);
+    let scan = |h: i64| {
+        observed("shop.test:443", "10.0.0.1:443")
+            .at(at(h))
+            .cert("same", t0() + Duration::days(60))
+            .build()
+    };
+    let mut last_seen = Vec::new();
+    for h in [0, 1, 2, 23, 24, 25, 47, 48] {
+        s.record_observations(&[scan(h)]).await.unwrap();
+        let inv = s.inventory(&InventoryQuery::default()).await.unwrap();
+        assert_eq!(inv.len(), 1);
+        assert_eq!(
+            inv[0].observation.scanned_at,
+            at(0),
+            "the latest change stays"
+        );
+        assert_eq!(inv[0].last_changed, at(0));
+        last_seen.push(inv[0].last_seen);
+    }
+    assert_eq!(
+        last_seen,
+        vec![at(0), at(0), at(0), at(0), at(24), at(24), at(24), at(48)]
+    );
+    // History holds the one change, not eight scans.
+    assert_eq!(
+        s.history("shop.test:443", 100).await.unwrap(),
+        vec![scan(0)]
+    );
+}
+
+pub async fn due_endpoints_are_listed_earliest_first<S: Store>(s: Arc<S>) {
+    use certpilot_core::ports::ScheduleUpdate;
+    for t in ["new.test", "soon.test", "later.test", "late.test"] {
+        s.add_endpoint(&endpoint(t, &[("owner", "x")]))
+            .await
+            .unwrap();
+    }
+    let update = |t: &str, h: i64| ScheduleUpdate {
+        target: format!("{t}:443"),
+        next_scan_at: t0() + Duration::hours(h),
+    };
+    let n = s
+        .schedule(&[
+            update("soon.test", 1),
+            update("later.test", 3),
+            update("late.test", 2),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    let due = |h: i64, limit: usize| {
+        let s = s.clone();
+        async move {
+            s.endpoints_due(t0() + Duration::hours(h), limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.key())
+                .collect::<Vec<_>>()
+        }
+    };
+    // Never scheduled comes first, then by time; "before" is strict.
+    assert_eq!(due(0, 10).await, vec!["new.test:443"]);
+    assert_eq!(due(1, 10).await, vec!["new.test:443"]);
+    assert_eq!(
+        due(4, 10).await,
+        vec![
+            "new.test:443",
+            "soon.test:443",
+            "late.test:443",
+            "later.test:443"
+        ]
+    );
+    assert_eq!(due(4, 2).await, vec!["new.test:443", "soon.test:443"]);
+    let listed = s
+        .endpoints_due(t0() + Duration::hours(4), 10)
+        .await
+        .unwrap();
+    assert_eq!(listed[1].next_scan_at, Some(t0() + Duration::hours(1)));
+    assert_eq!(listed[1].tags.get("owner").map(String::as_str), Some("x"));
+}
+
+pub async fn scheduling_keeps_the_version_and_skips_removed_endpoints<S: Store>(s: Arc<S>) {
+    use certpilot_core::ports::ScheduleUpdate;
+    let added = s.add_endpoint(&endpoint("kept.test", &[])).await.unwrap();
+    s.add_endpoint(&endpoint("gone.test", &[])).await.unwrap();
+    s.remove_endpoint("gone.test:443").await.unwrap();
+    let next = t0() + Duration::hours(1);
+    let n = s
+        .schedule(&[
+            ScheduleUpdate {
+                target: "kept.test:443".into(),
+                next_scan_at: next,
+            },
+            ScheduleUpdate {
+                target: "gone.test:443".into(),
+                next_scan_at: next,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        s.endpoint("gone.test:443").await.unwrap(),
+        None,
+        "not re-created"
+    );
+    let kept = s.endpoint("kept.test:443").await.unwrap().unwrap();
+    assert_eq!(kept.version, added.version, "scheduling is not an edit");
+    assert_eq!(kept.next_scan_at, Some(next));
+    // An edit after scheduling still works with the version read.
+    let mut edit = kept.clone();
+    edit.tags.insert("env".into(), "prod".into());
+    let edited = s.update_endpoint(&edit).await.unwrap();
+    assert_eq!(
+        edited.next_scan_at,
+        Some(next),
+        "editing tags keeps the schedule"
+    );
 }

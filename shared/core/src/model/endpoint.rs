@@ -51,6 +51,10 @@ pub struct Endpoint {
     pub added_at: OffsetDateTime,
     /// Optimistic-locking version: 1 on creation, incremented by the store on every update.
     pub version: u64,
+    /// When the endpoint is next due for a scheduled scan (`None`: due now). Scheduling is
+    /// not configuration: stores change it without touching `version`.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub next_scan_at: Option<OffsetDateTime>,
 }
 
 impl Endpoint {
@@ -61,6 +65,7 @@ impl Endpoint {
             tags,
             added_at,
             version: 0,
+            next_scan_at: None,
         }
     }
 
