@@ -158,6 +158,52 @@ impl Pebble {
     }
 }
 
+/// One moto server for a whole test binary, started on first use.
+///
+/// A static is never dropped, so the server runs under a shell that kills it when its
+/// standard input closes — which the OS does when the test process exits, however it exits.
+pub fn shared_moto() -> &'static SharedMoto {
+    static MOTO: std::sync::OnceLock<SharedMoto> = std::sync::OnceLock::new();
+    MOTO.get_or_init(|| {
+        let program = locate("CERTPILOT_MOTO_SERVER", "moto_server");
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "\"$0\" -H 127.0.0.1 -p \"$1\" >/dev/null 2>&1 & pid=$!; read _; kill $pid",
+            ])
+            .arg(&program)
+            .arg(addr.port().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let keepalive = child.stdin.take();
+        let mut guard = ChildGuard {
+            child,
+            name: "moto_server",
+        };
+        wait_for_port(addr, &mut guard, Duration::from_secs(60));
+        // Leak the guard: the shell lives as long as the test process.
+        std::mem::forget(guard);
+        SharedMoto {
+            endpoint_url: format!("http://{addr}"),
+            addr,
+            _keepalive: std::sync::Mutex::new(keepalive),
+        }
+    })
+}
+
+/// The per-process moto server of [`shared_moto`].
+pub struct SharedMoto {
+    /// What `AWS_ENDPOINT_URL` should be set to.
+    pub endpoint_url: String,
+    /// Its address.
+    pub addr: SocketAddr,
+    _keepalive: std::sync::Mutex<Option<std::process::ChildStdin>>,
+}
+
 /// A running moto server: the AWS APIs on one loopback port.
 pub struct Moto {
     _guard: ChildGuard,
