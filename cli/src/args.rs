@@ -16,7 +16,9 @@ Exit status:
 #[derive(Debug, Parser)]
 #[command(name = "certpilot", version, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// Where the inventory lives: `sqlite:PATH` (default: a file in the user's data directory).
+    /// Where the inventory lives: `sqlite:PATH` (default: a file in the user's data
+    /// directory) or `dynamodb:TABLE` (region, credentials and endpoint from the standard AWS
+    /// configuration, `AWS_ENDPOINT_URL` included).
     #[arg(long, global = true, env = "CERTPILOT_STORE", value_name = "STORE")]
     pub store: Option<String>,
 
@@ -40,6 +42,8 @@ pub enum Command {
     Endpoints(EndpointsCommand),
     /// Show the latest observation of every endpoint and address.
     Inventory(InventoryArgs),
+    /// Create the store if needed (a DynamoDB table for local or development use).
+    Init,
 }
 
 /// Output formats.

@@ -17,6 +17,7 @@ use certpilot_core::services::scan::{Recorder, ScanService};
 use certpilot_core::{
     ScanRequest, Target, TargetsFileError, parse_tag, parse_targets_file, policy,
 };
+use certpilot_dynamodb::DynamoStore;
 use certpilot_scanner::{Deadlines, TlsProber, TrustError, TrustStore};
 use certpilot_sqlite::SqliteStore;
 use clap::Parser;
@@ -97,38 +98,91 @@ fn init_logging(verbose: u8) {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
-    let store = open_store(cli.store.as_deref())?;
+    let store = open_store(cli.store.as_deref()).await?;
     match cli.command {
-        Command::Scan(args) => scan(store, args).await,
-        Command::Endpoints(cmd) => endpoints(store, cmd).await,
-        Command::Inventory(args) => inventory(store, args).await,
+        Command::Init => {
+            store.init().await?;
+            eprintln!("store ready: {}", store.describe());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scan(args) => scan(store.port(), args).await,
+        Command::Endpoints(cmd) => endpoints(store.port(), cmd).await,
+        Command::Inventory(args) => inventory(store.port(), args).await,
+    }
+}
+
+/// The store chosen on the command line.
+enum OpenedStore {
+    Sqlite(Arc<SqliteStore>),
+    Dynamo(Arc<DynamoStore>),
+}
+
+impl OpenedStore {
+    fn port(&self) -> Arc<dyn Store> {
+        match self {
+            OpenedStore::Sqlite(s) => s.clone(),
+            OpenedStore::Dynamo(d) => d.clone(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            OpenedStore::Sqlite(s) => format!("sqlite:{}", s.path().display()),
+            OpenedStore::Dynamo(d) => format!("dynamodb:{}", d.table()),
+        }
+    }
+
+    /// Creates what the store needs: the SQLite file exists once opened; a DynamoDB table is
+    /// created (for local or development use: production tables come from the SAM stack).
+    async fn init(&self) -> Result<(), StoreError> {
+        match self {
+            OpenedStore::Sqlite(_) => Ok(()),
+            OpenedStore::Dynamo(d) => d.create_table().await,
+        }
     }
 }
 
 /// Opens the store named by `--store` / `CERTPILOT_STORE`, or the default SQLite file.
-fn open_store(spec: Option<&str>) -> Result<Arc<dyn Store>, CliError> {
+async fn open_store(spec: Option<&str>) -> Result<OpenedStore, CliError> {
     let path = match spec {
         None | Some("") => default_store_path()?,
         Some(spec) => match spec.split_once(':') {
             Some(("sqlite", path)) if !path.is_empty() => PathBuf::from(path),
+            Some(("dynamodb", table)) if valid_table_name(table) => {
+                return Ok(OpenedStore::Dynamo(Arc::new(
+                    DynamoStore::from_env(table).await,
+                )));
+            }
             Some(("sqlite", _)) => {
                 return Err(CliError::Usage(
                     "--store sqlite: needs a path, e.g. sqlite:./certpilot.db".into(),
                 ));
             }
+            Some(("dynamodb", table)) => {
+                return Err(CliError::Usage(format!(
+                    "--store dynamodb:{table}: a table name is 3 to 255 letters, digits, '_', '-' or '.'"
+                )));
+            }
             Some((scheme, _)) => {
                 return Err(CliError::Usage(format!(
-                    "--store {spec:?}: unknown store {scheme:?}; this build knows sqlite:PATH"
+                    "--store {spec:?}: unknown store {scheme:?}; expected sqlite:PATH or dynamodb:TABLE"
                 )));
             }
             None => {
                 return Err(CliError::Usage(format!(
-                    "--store {spec:?}: expected sqlite:PATH"
+                    "--store {spec:?}: expected sqlite:PATH or dynamodb:TABLE"
                 )));
             }
         },
     };
-    Ok(Arc::new(SqliteStore::open(&path)?))
+    Ok(OpenedStore::Sqlite(Arc::new(SqliteStore::open(&path)?)))
+}
+
+fn valid_table_name(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 fn default_store_path() -> Result<PathBuf, CliError> {

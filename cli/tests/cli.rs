@@ -450,3 +450,68 @@ async fn no_record_leaves_the_inventory_alone() {
     let out = env.run(&["inventory", "--format", "json"]).await;
     assert_eq!(json_lines(&out).len(), 1);
 }
+
+/// Drops what differs between two scans of the same thing: times and durations.
+fn facts(mut rows: Vec<Value>) -> Vec<Value> {
+    for row in &mut rows {
+        let map = row.as_object_mut().unwrap();
+        for volatile in [
+            "scanned_at",
+            "elapsed_ms",
+            "cert_first_seen",
+            "last_changed",
+            "last_seen",
+        ] {
+            map.remove(volatile);
+        }
+    }
+    rows.sort_by_key(|r| (r["target"].to_string(), r["address"].to_string()));
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_and_sqlite_stores_record_the_same_facts() {
+    let moto = certpilot_testkit::procs::shared_moto();
+    let ca = Ca::new("Two Stores Root");
+    let env = Env::new(&ca);
+    let (server, _) = server_for(&ca, &["127.0.0.1"], 20).await;
+    let closed = servers::closed_port().await.to_string();
+    let ca_file = env.ca_file.display().to_string();
+    let table = format!("cli-{}", std::process::id());
+    let dynamo = format!("dynamodb:{table}");
+    let sqlite = env.store();
+
+    let mut inventories = Vec::new();
+    for store in [sqlite.as_str(), dynamo.as_str()] {
+        let run = |args: Vec<&str>| {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_certpilot"));
+            cmd.args(["--store", store])
+                .args(args)
+                .env("NO_COLOR", "1")
+                // The standard AWS configuration, exactly as in production.
+                .env("AWS_ENDPOINT_URL", &moto.endpoint_url)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_REGION", "us-east-1")
+                .env_remove("AWS_PROFILE");
+            async move { cmd.output().await.unwrap() }
+        };
+        let out = run(vec!["init"]).await;
+        assert!(out.status.success(), "{store}: {}", stderr(&out));
+        for target in [server.target(), closed.clone()] {
+            let out = run(vec!["endpoints", "add", &target, "owner=payments"]).await;
+            assert!(out.status.success(), "{store}: {}", stderr(&out));
+        }
+        let out = run(vec!["scan", "--ca-file", &ca_file, "--format", "json"]).await;
+        assert!(out.status.success(), "{store}: {}", stderr(&out));
+        assert_eq!(json_lines(&out).len(), 2, "{store}");
+        let out = run(vec!["inventory", "--format", "json"]).await;
+        assert!(out.status.success(), "{store}: {}", stderr(&out));
+        inventories.push(facts(json_lines(&out)));
+    }
+    assert_eq!(inventories[0].len(), 2);
+    assert_eq!(
+        inventories[0], inventories[1],
+        "both stores hold the same facts"
+    );
+}
