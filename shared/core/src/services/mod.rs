@@ -3,3 +3,4 @@
 
 pub mod endpoints;
 pub mod scan;
+pub mod scheduled;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -24,9 +25,16 @@ pub struct ScanService {
 /// A scan under way: yields observations in the order probes finish.
 pub struct ScanRun {
     results: mpsc::Receiver<Observation>,
+    stop: Arc<AtomicBool>,
 }
 
 impl ScanRun {
+    /// Starts no further targets; probes already started still report. Used when an
+    /// invocation runs out of time: what was not started stays due for the next run.
+    pub fn stop_starting(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
     /// The next finished observation, or `None` when every probe has reported.
     pub async fn next(&mut self) -> Option<Observation> {
         self.results.recv().await
@@ -58,12 +66,14 @@ impl ScanService {
         let (tx, rx) = mpsc::channel(self.limits.concurrency * 2);
         let semaphore = Arc::new(Semaphore::new(self.limits.concurrency));
         let service = self.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
         tokio::spawn(async move {
             for request in requests {
                 let Ok(permit) = semaphore.clone().acquire_owned().await else {
                     return;
                 };
-                if tx.is_closed() {
+                if tx.is_closed() || stopped.load(Ordering::SeqCst) {
                     return;
                 }
                 let service = service.clone();
@@ -73,7 +83,7 @@ impl ScanService {
                 });
             }
         });
-        ScanRun { results: rx }
+        ScanRun { results: rx, stop }
     }
 
     async fn scan_request(
@@ -259,7 +269,7 @@ mod tests {
     };
     use crate::ports::FixedClock;
     use async_trait::async_trait;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
     use time::macros::datetime;
 

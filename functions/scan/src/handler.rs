@@ -1,0 +1,112 @@
+//! Decoding events and encoding answers: all the handler does.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use certpilot_core::ports::ScanBatch;
+use certpilot_core::services::scheduled::{ScheduledError, ScheduledScan};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde_json::Value;
+use tokio::time::Instant;
+use tracing::warn;
+
+/// A failed invocation, typed so Lambda's diagnostics say whether a retry can help.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    #[error(transparent)]
+    Scheduled(#[from] ScheduledError),
+    #[error("event is neither a scheduler tick nor an SQS batch: {0}")]
+    Event(String),
+}
+
+impl From<FunctionError> for Diagnostic {
+    fn from(e: FunctionError) -> Diagnostic {
+        let error_type = match &e {
+            FunctionError::Scheduled(s) if s.is_retryable() => "Retryable",
+            _ => "NonRetryable",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+pub struct Handler {
+    scheduled: ScheduledScan,
+    target_timeout: Duration,
+}
+
+impl Handler {
+    pub fn new(scheduled: ScheduledScan, target_timeout: Duration) -> Self {
+        Handler {
+            scheduled,
+            target_timeout,
+        }
+    }
+
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, FunctionError> {
+        let deadline = deadline_of(&event.context);
+        let payload = event.payload;
+        if is_sqs(&payload) {
+            let sqs: SqsEvent = serde_json::from_value(payload)
+                .map_err(|e| FunctionError::Event(format!("SQS event: {e}")))?;
+            let response = self.batches(sqs, deadline).await;
+            return serde_json::to_value(response).map_err(|e| FunctionError::Event(e.to_string()));
+        }
+        let summary = self.scheduled.tick(deadline).await?;
+        serde_json::to_value(summary).map_err(|e| FunctionError::Event(e.to_string()))
+    }
+
+    /// Scans each message's batch in turn; a message that cannot be read, cannot be finished
+    /// in the time left, or whose results cannot be stored is reported failed, alone.
+    async fn batches(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+        let mut failures: Vec<String> = Vec::new();
+        for record in event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            let fail = |why: String| {
+                warn!(message_id = %id, %why, "batch failed");
+                id.clone()
+            };
+            let batch: ScanBatch = match record.body.as_deref().map(serde_json::from_str) {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    failures.push(fail(format!("unreadable batch: {e}")));
+                    continue;
+                }
+                None => {
+                    failures.push(fail("empty message".into()));
+                    continue;
+                }
+            };
+            if deadline.saturating_duration_since(Instant::now()) < self.target_timeout * 2 {
+                failures.push(fail("not enough time left; retried later".into()));
+                continue;
+            }
+            if let Err(e) = self.scheduled.scan(batch.endpoints, deadline).await {
+                failures.push(fail(e.to_string()));
+            }
+        }
+        let mut response = SqsBatchResponse::default();
+        for id in failures {
+            response.add_failure(id);
+        }
+        response
+    }
+}
+
+fn is_sqs(payload: &Value) -> bool {
+    payload["Records"]
+        .as_array()
+        .and_then(|r| r.first())
+        .is_some_and(|r| r["eventSource"] == "aws:sqs")
+}
+
+/// The invocation's deadline as a monotonic instant.
+fn deadline_of(context: &lambda_runtime::Context) -> Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let left = context.deadline.saturating_sub(now_ms);
+    Instant::now() + Duration::from_millis(left)
+}

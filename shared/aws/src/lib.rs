@@ -1,0 +1,109 @@
+//! AWS adapters for certpilot's ports, other than the store (see `certpilot-dynamodb`).
+//!
+//! - [`SqsQueue`]: the [`WorkQueue`] on an SQS queue. Permissions: `sqs:SendMessage` on the
+//!   queue (SendMessageBatch is authorised by it).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use certpilot_core::ports::{QueueError, ScanBatch, WorkQueue};
+
+/// Most entries SQS takes in one SendMessageBatch.
+const SQS_BATCH: usize = 10;
+
+/// The work queue on SQS: one message per [`ScanBatch`], JSON.
+#[derive(Clone, Debug)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsQueue {
+    /// A queue at `url` through `client`.
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        SqsQueue {
+            client,
+            url: url.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl WorkQueue for SqsQueue {
+    async fn send(&self, batches: &[ScanBatch]) -> Result<(), QueueError> {
+        for (chunk_no, chunk) in batches.chunks(SQS_BATCH).enumerate() {
+            let mut pending: Vec<(String, String)> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    serde_json::to_string(b)
+                        .map(|body| (format!("b{chunk_no}-{i}"), body))
+                        .map_err(|e| QueueError::Rejected(format!("encoding a batch: {e}")))
+                })
+                .collect::<Result<_, _>>()?;
+            for attempt in 0..4u32 {
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+                let entries = pending
+                    .iter()
+                    .map(|(id, body)| {
+                        SendMessageBatchRequestEntry::builder()
+                            .id(id)
+                            .message_body(body)
+                            .build()
+                            .map_err(|e| QueueError::Rejected(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let out = self
+                    .client
+                    .send_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        let text = format!(
+                            "sqs {}: SendMessageBatch: {} {}",
+                            self.url,
+                            e.code().unwrap_or_default(),
+                            e.message().unwrap_or(&e.to_string())
+                        );
+                        match e.code() {
+                            Some(
+                                "AWS.SimpleQueueService.NonExistentQueue"
+                                | "AccessDenied"
+                                | "QueueDoesNotExist",
+                            ) => QueueError::Rejected(text),
+                            _ => QueueError::Unavailable(text),
+                        }
+                    })?;
+                // Entries that failed on the sender's side will fail again: stop at once.
+                if let Some(f) = out.failed.iter().find(|f| f.sender_fault) {
+                    return Err(QueueError::Rejected(format!(
+                        "sqs {}: message refused: {} {}",
+                        self.url,
+                        f.code,
+                        f.message.as_deref().unwrap_or_default()
+                    )));
+                }
+                let failed: Vec<&str> = out.failed.iter().map(|f| f.id.as_str()).collect();
+                pending.retain(|(id, _)| failed.contains(&id.as_str()));
+            }
+            if !pending.is_empty() {
+                return Err(QueueError::Unavailable(format!(
+                    "sqs {}: {} messages still failing after retries",
+                    self.url,
+                    pending.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
