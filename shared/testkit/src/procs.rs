@@ -38,7 +38,8 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-fn workspace_root() -> PathBuf {
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
     // shared/testkit → the workspace root, two levels up.
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
@@ -47,8 +48,9 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Finds a program: the environment variable, then `PATH`, then `.test-env/venv/bin`.
-fn locate(env_var: &str, program: &str) -> PathBuf {
+/// Finds a program: the environment variable, then `PATH`, then `.test-env/venv/bin`;
+/// panics naming the variable and `scripts/test.sh` when it is nowhere.
+pub fn locate(env_var: &str, program: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env_var) {
         return PathBuf::from(p);
     }
