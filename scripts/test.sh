@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every certpilot test, installing what the tests need when it is missing:
-#   - moto server (AWS APIs) from PyPI into .test-env/venv
+#   - from PyPI into .test-env/venv: moto server (AWS APIs), cargo-lambda (the Lambda runtime
+#     emulator), cfn-lint and the SAM CLI (template validation)
 #   - Pebble >= 2.5 (ACME test server with ARI and profiles) from Debian unstable, pinned at
 #     low priority so nothing else on the machine is upgraded from it
 # then checks formatting and lints, and runs the whole Rust test suite.
@@ -11,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 TEST_ENV="${CERTPILOT_TEST_ENV:-$ROOT/.test-env}"
-MOTO_VERSION="5.2.5"
+# Pinned so that every run tests against the same servers and linters.
+PY_TOOLS=("moto[server]==5.2.5" "cargo-lambda==1.9.2" "cfn-lint==1.58.0" "aws-sam-cli==1.170.0")
 export DEBIAN_FRONTEND=noninteractive
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -26,18 +28,19 @@ apt_install() {
     as_root apt-get install -y -qq "$@" >/dev/null
 }
 
-ensure_moto() {
-    local bin="$TEST_ENV/venv/bin/moto_server"
-    if [ -x "$bin" ] && "$TEST_ENV/venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+ensure_python_tools() {
+    local stamp="$TEST_ENV/venv/.certpilot-tools"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${PY_TOOLS[*]}" ]; then
         return
     fi
-    say "installing moto[server]==$MOTO_VERSION into $TEST_ENV/venv"
+    say "installing ${PY_TOOLS[*]} into $TEST_ENV/venv"
     if ! python3 -c "import venv, ensurepip" 2>/dev/null; then
         apt_install python3-venv
     fi
     python3 -m venv "$TEST_ENV/venv"
     "$TEST_ENV/venv/bin/pip" install -q --upgrade pip
-    "$TEST_ENV/venv/bin/pip" install -q "moto[server]==$MOTO_VERSION"
+    "$TEST_ENV/venv/bin/pip" install -q "${PY_TOOLS[@]}"
+    echo "${PY_TOOLS[*]}" > "$stamp"
 }
 
 pebble_ok() {
@@ -66,9 +69,13 @@ ensure_pebble() {
     pebble_ok || { echo "pebble >= 2.5 could not be installed" >&2; exit 1; }
 }
 
-ensure_moto
+ensure_python_tools
 ensure_pebble
 export CERTPILOT_MOTO_SERVER="$TEST_ENV/venv/bin/moto_server"
+export CERTPILOT_CARGO_LAMBDA="$TEST_ENV/venv/bin/cargo-lambda"
+export CERTPILOT_CFN_LINT="$TEST_ENV/venv/bin/cfn-lint"
+export CERTPILOT_SAM="$TEST_ENV/venv/bin/sam"
+export SAM_CLI_TELEMETRY=0
 export CERTPILOT_PEBBLE="$(command -v pebble)"
 
 if [ "${SKIP_LINT:-0}" != "1" ]; then
