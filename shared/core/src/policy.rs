@@ -173,6 +173,41 @@ pub fn record_decision(
     }
 }
 
+/// The certificate an (endpoint, address) last served and since when, carried from one
+/// recorded change to the next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertLineage<T> {
+    /// Fingerprint of the last certificate served.
+    pub last_cert: Option<String>,
+    /// When that certificate was first seen there.
+    pub first_seen: Option<T>,
+}
+
+/// The lineage after recording an observation serving `fingerprint` at `at`: the same
+/// certificate keeps its first-seen time; another starts anew; no certificate (a failed
+/// probe) keeps the last one, so its return is recognised rather than counted as new.
+pub fn cert_lineage<T: Copy>(
+    previous: Option<&CertLineage<T>>,
+    fingerprint: Option<&str>,
+    at: T,
+) -> CertLineage<T> {
+    match (fingerprint, previous) {
+        (Some(fp), Some(p)) if p.last_cert.as_deref() == Some(fp) => CertLineage {
+            last_cert: Some(fp.to_owned()),
+            first_seen: p.first_seen,
+        },
+        (Some(fp), _) => CertLineage {
+            last_cert: Some(fp.to_owned()),
+            first_seen: Some(at),
+        },
+        (None, Some(p)) => p.clone(),
+        (None, None) => CertLineage {
+            last_cert: None,
+            first_seen: None,
+        },
+    }
+}
+
 /// When an endpoint scanned at `scanned_at` is next due, every `interval`.
 pub fn next_scan_at(scanned_at: OffsetDateTime, interval: Duration) -> OffsetDateTime {
     scanned_at + interval

@@ -603,18 +603,14 @@ impl DynamoStore {
                     }
                 }
                 RecordDecision::Change => {
-                    let previous = current.as_ref().map(|(_, m)| m.clone());
-                    let (last_cert, cert_first_seen) = match (obs.fingerprint(), &previous) {
-                        (Some(fp), Some(p)) if p.last_cert.as_deref() == Some(fp) => {
-                            (Some(fp.to_owned()), p.cert_first_seen)
-                        }
-                        (Some(fp), _) => (Some(fp.to_owned()), Some(at)),
-                        (None, Some(p)) => (p.last_cert.clone(), p.cert_first_seen),
-                        (None, None) => (None, None),
-                    };
+                    let previous = current.as_ref().map(|(_, m)| policy::CertLineage {
+                        last_cert: m.last_cert.clone(),
+                        first_seen: m.cert_first_seen,
+                    });
+                    let lineage = policy::cert_lineage(previous.as_ref(), obs.fingerprint(), at);
                     let meta = LatestMeta {
-                        last_cert,
-                        cert_first_seen,
+                        last_cert: lineage.last_cert,
+                        cert_first_seen: lineage.first_seen,
                         last_changed: at,
                         last_seen: at,
                     };

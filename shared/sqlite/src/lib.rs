@@ -285,15 +285,18 @@ fn record_one(
                 params![obs.target, address, at, obs.fingerprint(), record],
             )
             .map_err(&err)?;
-            let (last_cert, cert_first_seen) = match (obs.fingerprint(), &previous) {
-                (Some(fp), Some(prev)) if prev.last_cert.as_deref() == Some(fp) => {
-                    (Some(fp.to_owned()), prev.cert_first_seen)
-                }
-                (Some(fp), _) => (Some(fp.to_owned()), Some(at)),
-                // No certificate now: remember the last one, so its return is recognised.
-                (None, Some(prev)) => (prev.last_cert.clone(), prev.cert_first_seen),
-                (None, None) => (None, None),
-            };
+            let lineage = policy::cert_lineage(
+                previous
+                    .as_ref()
+                    .map(|p| policy::CertLineage {
+                        last_cert: p.last_cert.clone(),
+                        first_seen: p.cert_first_seen,
+                    })
+                    .as_ref(),
+                obs.fingerprint(),
+                at,
+            );
+            let (last_cert, cert_first_seen) = (lineage.last_cert, lineage.first_seen);
             let not_after = obs
                 .certificate
                 .as_ref()

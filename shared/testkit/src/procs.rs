@@ -52,7 +52,14 @@ pub fn workspace_root() -> PathBuf {
 /// panics naming the variable and `scripts/test.sh` when it is nowhere.
 pub fn locate(env_var: &str, program: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env_var) {
-        return PathBuf::from(p);
+        let path = PathBuf::from(p);
+        // Tests run in their package's directory, so a relative path would not resolve.
+        assert!(
+            path.is_absolute() && path.is_file(),
+            "{env_var}={} must be the absolute path of an existing file",
+            path.display()
+        );
+        return path;
     }
     if let Some(paths) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&paths) {
