@@ -186,8 +186,6 @@ where
     R: std::fmt::Debug,
 {
     let code = e.code().unwrap_or_default().to_owned();
-    let message = e.message().unwrap_or_default().to_owned();
-    let text = format!("dynamodb {table}: {operation}: {code} {message}");
     let retryable = matches!(
         code.as_str(),
         "ProvisionedThroughputExceededException"
@@ -199,14 +197,13 @@ where
         e,
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
     );
-    if code.is_empty() {
-        let text = format!("dynamodb {table}: {operation}: {}", display_chain(&e));
-        return if retryable {
-            StoreError::Unavailable(text)
-        } else {
-            StoreError::Backend(text)
-        };
-    }
+    // Service errors carry a code and a message; transport errors only their source chain.
+    let detail = if code.is_empty() {
+        display_chain(&e)
+    } else {
+        format!("{code} {}", e.message().unwrap_or_default())
+    };
+    let text = format!("dynamodb {table}: {operation}: {detail}");
     if retryable {
         StoreError::Unavailable(text)
     } else {
