@@ -7,7 +7,6 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use certpilot_core::ports::{InventoryQuery, Store};
 use certpilot_core::services::endpoints::register;
 use certpilot_core::{Tags, Target};
@@ -40,12 +39,7 @@ fn aws_env(cmd: &mut Command, endpoint: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scan_function_records_observations_in_dynamodb() {
     let moto = shared_moto();
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(&moto.endpoint_url)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .build();
+    let config = certpilot_e2e::moto_dynamodb_config(&moto.endpoint_url).build();
     let table = format!("lambda-{}", std::process::id());
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), &table);
     store.create_table().await.unwrap();

@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{
-    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
-};
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use certpilot_core::ports::{ScanLimits, ScheduleUpdate, Store, SystemClock};
 use certpilot_core::services::scan::ScanService;
@@ -73,11 +71,7 @@ fn print(label: &str, counts: &BTreeMap<String, usize>) {
 async fn main() {
     let moto = Moto::start();
     let counter = Counter::default();
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(&moto.endpoint_url)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "bench"))
+    let config = certpilot_e2e::moto_dynamodb_config(&moto.endpoint_url)
         .interceptor(counter.clone())
         // moto copies the whole table for each transaction, so with 10,000 items a transaction
         // takes seconds there; this bench counts requests, it does not time them.
