@@ -208,9 +208,102 @@ pub fn cert_lineage<T: Copy>(
     }
 }
 
-/// When an endpoint scanned at `scanned_at` is next due, every `interval`.
-pub fn next_scan_at(scanned_at: OffsetDateTime, interval: Duration) -> OffsetDateTime {
-    scanned_at + interval
+/// An endpoint's fixed place in every scan interval, from a stable hash of its key.
+///
+/// Scheduled scans sweep the slots: a run at time `t` scans the endpoints whose slot lies
+/// between the previous run's position and `t`'s (see [`due_slots`]). Because the slot is
+/// computed, not stored, an unchanged scan writes nothing to schedule the next one, and the
+/// hash spreads the endpoints evenly over the interval so every run gets a similar share.
+pub fn scan_slot(key: &str) -> u32 {
+    // FNV-1a, then a murmur3 finaliser so that similar keys (a-1, a-2…) spread over all bits.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// Where `t` falls in its scan interval, scaled to the slot range (0 at the start of an
+/// interval, `u32::MAX` just before its end). Intervals are aligned on the Unix epoch.
+pub fn slot_position(t: OffsetDateTime, interval: Duration) -> u32 {
+    let length = interval.as_nanos().max(1);
+    let into = u128::try_from(t.unix_timestamp_nanos().rem_euclid(length as i128)).unwrap_or(0);
+    u32::try_from((into << 32) / length).unwrap_or(u32::MAX)
+}
+
+/// An inclusive range of slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotRange {
+    /// First slot in the range.
+    pub first: u32,
+    /// Last slot in the range (inclusive).
+    pub last: u32,
+}
+
+impl SlotRange {
+    /// Every slot.
+    pub const ALL: SlotRange = SlotRange {
+        first: 0,
+        last: u32::MAX,
+    };
+
+    /// Whether `slot` is in the range.
+    pub fn contains(&self, slot: u32) -> bool {
+        (self.first..=self.last).contains(&slot)
+    }
+}
+
+/// The slots a run at `now` scans when the previous run was at `previous`: those from
+/// `previous`'s position up to, not including, `now`'s — at most two ranges when the window
+/// wraps past the end of an interval. With no previous run, or a full interval or more since
+/// it, every slot is due; when `now` is not after `previous`, none is.
+///
+/// Consecutive windows tile the interval exactly, so each endpoint is scanned once per
+/// interval however irregular the runs are.
+pub fn due_slots(
+    previous: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+    interval: Duration,
+) -> Vec<SlotRange> {
+    let Some(previous) = previous else {
+        return vec![SlotRange::ALL];
+    };
+    if now <= previous {
+        return Vec::new();
+    }
+    if (now - previous).unsigned_abs() >= interval {
+        return vec![SlotRange::ALL];
+    }
+    let (from, to) = (
+        slot_position(previous, interval),
+        slot_position(now, interval),
+    );
+    match from.cmp(&to) {
+        std::cmp::Ordering::Less => vec![SlotRange {
+            first: from,
+            last: to - 1,
+        }],
+        // Less than a slot's width apart.
+        std::cmp::Ordering::Equal => Vec::new(),
+        std::cmp::Ordering::Greater => {
+            let mut ranges = vec![SlotRange {
+                first: from,
+                last: u32::MAX,
+            }];
+            if to > 0 {
+                ranges.push(SlotRange {
+                    first: 0,
+                    last: to - 1,
+                });
+            }
+            ranges
+        }
+    }
 }
 
 #[cfg(test)]
@@ -410,5 +503,95 @@ mod tests {
         assert!(!is_material_change(&a, &b));
         b.error = Some(ProbeError::new(ErrorKind::Timeout, "y"));
         assert!(is_material_change(&a, &b));
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn slot_positions_scale_the_interval() {
+        let start = datetime!(2026-11-22 12:00 UTC);
+        let cases = [
+            (start, 0),
+            (start + time::Duration::minutes(15), 1 << 30),
+            (start + time::Duration::minutes(30), 1 << 31),
+            (start + time::Duration::minutes(45), 3 << 30),
+            (start + time::Duration::HOUR, 0),
+            (start - time::Duration::NANOSECOND, u32::MAX),
+        ];
+        for (t, want) in cases {
+            assert_eq!(slot_position(t, HOUR), want, "{t}");
+        }
+    }
+
+    #[test]
+    fn due_slots_cover_the_window_since_the_previous_run() {
+        let start = datetime!(2026-11-22 12:00 UTC);
+        let at = |m: i64| start + time::Duration::minutes(m);
+        let range = |first: u32, last: u32| SlotRange { first, last };
+        let cases: [(Option<OffsetDateTime>, OffsetDateTime, Vec<SlotRange>); 7] = [
+            // Never ran: everything.
+            (None, at(10), vec![SlotRange::ALL]),
+            (Some(at(0)), at(15), vec![range(0, (1 << 30) - 1)]),
+            (Some(at(15)), at(30), vec![range(1 << 30, (1 << 31) - 1)]),
+            // Wraps past the end of the interval.
+            (
+                Some(at(45)),
+                at(75),
+                vec![range(3 << 30, u32::MAX), range(0, (1 << 30) - 1)],
+            ),
+            (Some(at(45)), at(60), vec![range(3 << 30, u32::MAX)]),
+            // Missed runs: a full interval or more means everything once.
+            (Some(at(0)), at(60), vec![SlotRange::ALL]),
+            // Clock went back, or the same run twice: nothing.
+            (Some(at(30)), at(30), vec![]),
+        ];
+        for (i, (previous, now, want)) in cases.into_iter().enumerate() {
+            assert_eq!(due_slots(previous, now, HOUR), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn irregular_runs_scan_every_slot_exactly_once_per_interval() {
+        let start = datetime!(2026-11-22 12:07:13 UTC);
+        let slots: Vec<u32> = (0..2000)
+            .map(|i| scan_slot(&format!("host-{i}.test:443")))
+            .collect();
+        // Runs 7, 1, 13, 0.5, 20 … minutes apart: late, early, duplicated.
+        let gaps = [7.0, 1.0, 13.0, 0.5, 20.0, 3.0, 9.5, 6.0];
+        let mut count = vec![0u32; slots.len()];
+        let mut previous = start;
+        let mut elapsed = 0.0;
+        for gap in gaps.iter().cycle() {
+            let step = if elapsed + gap > 60.0 {
+                60.0 - elapsed
+            } else {
+                *gap
+            };
+            elapsed += step;
+            let now = previous + time::Duration::seconds_f64(step * 60.0);
+            for r in due_slots(Some(previous), now, HOUR) {
+                for (c, s) in count.iter_mut().zip(&slots) {
+                    *c += u32::from(r.contains(*s));
+                }
+            }
+            previous = now;
+            if elapsed >= 60.0 {
+                break;
+            }
+        }
+        assert!(count.iter().all(|c| *c == 1), "{count:?}");
+    }
+
+    #[test]
+    fn slots_spread_similar_keys_evenly() {
+        // 10,000 keys that differ only in a counter, over 12 five-minute runs.
+        let mut buckets = [0usize; 12];
+        for i in 0..10_000 {
+            let slot = scan_slot(&format!("shop-{i}.example.com:443"));
+            buckets[((u64::from(slot) * 12) >> 32) as usize] += 1;
+        }
+        let (min, max) = (buckets.iter().min().unwrap(), buckets.iter().max().unwrap());
+        assert!(*min > 750 && *max < 920, "{buckets:?}");
+        assert_eq!(scan_slot("shop.test:443"), scan_slot("shop.test:443"));
     }
 }

@@ -133,13 +133,23 @@ pub struct InventoryEntry {
     pub last_seen: OffsetDateTime,
 }
 
-/// A new scan time for a registered endpoint.
+/// Sets or clears a registered endpoint's explicit due time.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScheduleUpdate {
+pub struct DueUpdate {
     /// The endpoint's key (canonical target).
     pub target: String,
-    /// When it is next due.
-    pub next_scan_at: OffsetDateTime,
+    /// The new [`Endpoint::due_at`]; `None` returns the endpoint to its slot.
+    pub due_at: Option<OffsetDateTime>,
+}
+
+/// Which endpoints a scheduled run scans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueQuery {
+    /// Endpoints without a `due_at` whose [slot](crate::policy::scan_slot) is in one of
+    /// these ranges.
+    pub slots: Vec<crate::policy::SlotRange>,
+    /// And endpoints whose `due_at` is at or before this time.
+    pub now: OffsetDateTime,
 }
 
 /// Durable state: registered endpoints and the observations of every scan.
@@ -159,9 +169,13 @@ pub struct ScheduleUpdate {
 ///   once per [`policy::LAST_SEEN_REFRESH`]; an older or repeated one writes nothing.
 /// - **Atomicity.** Each observation is recorded whole (history and latest together) or not at
 ///   all, so a failed batch can be retried whole: recording is idempotent.
-/// - **Scheduling.** `endpoints_due` lists endpoints whose `next_scan_at` is unset or before
-///   the given time, earliest first; `schedule` sets `next_scan_at` without changing
-///   `version`, and skips endpoints removed meanwhile (never re-creates them).
+/// - **Scheduling.** `endpoints_due` lists, sorted by key and each once, the endpoints with no
+///   `due_at` whose slot is in the query's ranges, and those whose `due_at` is at or before
+///   the query's `now` (a `due_at` replaces the slot until it is cleared). `set_due`
+///   changes `due_at` without changing `version`, and skips endpoints removed meanwhile (never
+///   re-creates them). `last_tick` is the time `advance_tick` last stored (`None` before the
+///   first); `advance_tick(from, to)` stores `to` only if the stored tick is still `from`, else
+///   [`StoreError::Conflict`] — two runs of the same tick cannot both advance it.
 ///
 /// [`policy::record_decision`]: crate::policy::record_decision
 /// [`policy::LAST_SEEN_REFRESH`]: crate::policy::LAST_SEEN_REFRESH
@@ -183,15 +197,21 @@ pub trait Store: Send + Sync {
     /// Unregisters an endpoint. Its observations stay in history.
     async fn remove_endpoint(&self, target: &str) -> Result<(), StoreError>;
 
-    /// Registered endpoints due for a scan before `before`, earliest first, at most `limit`.
-    async fn endpoints_due(
-        &self,
-        before: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<Endpoint>, StoreError>;
+    /// Registered endpoints due for a scheduled scan.
+    async fn endpoints_due(&self, query: &DueQuery) -> Result<Vec<Endpoint>, StoreError>;
 
-    /// Sets the next scan time of registered endpoints; returns how many were updated.
-    async fn schedule(&self, updates: &[ScheduleUpdate]) -> Result<usize, StoreError>;
+    /// Sets or clears explicit due times; returns how many endpoints were updated.
+    async fn set_due(&self, updates: &[DueUpdate]) -> Result<usize, StoreError>;
+
+    /// When the last scheduled run that advanced the schedule started.
+    async fn last_tick(&self) -> Result<Option<OffsetDateTime>, StoreError>;
+
+    /// Moves the schedule from `from` (what [`Store::last_tick`] returned) to `to`.
+    async fn advance_tick(
+        &self,
+        from: Option<OffsetDateTime>,
+        to: OffsetDateTime,
+    ) -> Result<(), StoreError>;
 
     /// Records a batch of observations.
     async fn record_observations(&self, observations: &[Observation]) -> Result<(), StoreError>;
@@ -236,6 +256,9 @@ pub struct BatchEndpoint {
     /// Its tags.
     #[serde(default)]
     pub tags: crate::model::endpoint::Tags,
+    /// Whether the endpoint has an explicit due time to clear once it is scanned.
+    #[serde(default)]
+    pub clear_due: bool,
 }
 
 /// Why work could not be queued.

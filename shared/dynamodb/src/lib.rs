@@ -4,19 +4,24 @@
 //!
 //! | item | `pk` | `sk` | index keys |
 //! |---|---|---|---|
-//! | endpoint | `EP#<target>` | `#ENDPOINT` | `due`: `gsi1pk` = `DUE#<shard>`, `gsi1sk` = `<next scan, ns, 20 digits>#<target>` |
+//! | endpoint | `EP#<target>` | `#ENDPOINT` | `due`: `gsi1pk` = `DUE#S<slot's top 3 bits>`, `gsi1sk` = `<slot, 10 digits>#<target>`; with an explicit due time `gsi1pk` = `DUE#A`, `gsi1sk` = `<due_at, ns, 20 digits>#<target>` |
 //! | latest observation | `EP#<target>` | `LATEST#<address>` | `inventory`: `gsi2pk` = `INV#<shard>`, `gsi2sk` = `<notAfter, s, 12 digits, or 9…9>#<target>#<address>` |
 //! | history | `EP#<target>` | `OBS#<scanned_at, ns, 20 digits>#<address>` | — (expires through the `expires_at` TTL) |
+//! | tick marker | `SCHEDULE` | `#TICK` | — |
 //!
 //! Every access is a `GetItem`, `BatchGetItem` or a `Query` on a key or an index — never a
-//! `Scan`. The two indexes are sharded (`SHARDS` partitions each, by a hash of the target) so
-//! that 100,000 endpoints do not all write one index partition; a due or expiry query reads
-//! each shard, a handful of requests.
+//! `Scan`. The indexes are sharded so that 100,000 endpoints do not all write one index
+//! partition. The `due` index is sharded by the slot itself, so a scheduled run, which sweeps
+//! a narrow range of slots, reads only the one or two shards that range covers, plus the small
+//! `DUE#A` partition of explicit due times (new endpoints, unfinished work). The `inventory`
+//! index is sharded by a hash of the target and an expiry query reads every shard.
 //!
 //! # Writes
 //!
-//! Endpoint edits are conditional on `version`; scheduling is conditional on the endpoint
-//! existing, in `TransactWriteItems` of up to 100 endpoints. Observations follow the core's
+//! Endpoint edits are conditional on `version`; due-time changes are conditional on the
+//! endpoint existing, in `TransactWriteItems` of up to 100 endpoints, and the tick marker is
+//! advanced conditionally on the value read. A scan that finds nothing new writes nothing
+//! to schedule the next one. Observations follow the core's
 //! [`policy::record_decision`]: one `BatchGetItem` reads the latest items of a batch, and only
 //! changes (history + latest) and daily "last seen" refreshes are written, in transactions
 //! conditional on the stored latest being older, so a late or concurrent writer never
@@ -40,12 +45,18 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TransactWriteItem, Update,
 };
 use certpilot_core::policy::{self, RecordDecision};
-use certpilot_core::ports::{InventoryEntry, InventoryQuery, ScheduleUpdate, Store, StoreError};
+use certpilot_core::ports::{
+    DueQuery, DueUpdate, InventoryEntry, InventoryQuery, Store, StoreError,
+};
 use certpilot_core::{Endpoint, Observation, Tags, Target};
 use time::OffsetDateTime;
 
-/// Partitions per index.
+/// Partitions of the inventory index.
 pub const SHARDS: u32 = 8;
+/// The due index has `1 << DUE_SHARD_BITS` slot partitions.
+const DUE_SHARD_BITS: u32 = 3;
+/// Partition key and sort key of the tick marker.
+const TICK_KEY: (&str, &str) = ("SCHEDULE", "#TICK");
 /// How long history items live (the TTL attribute `expires_at`).
 pub const HISTORY_RETENTION: time::Duration = time::Duration::days(400);
 /// The due-scan index.
@@ -105,8 +116,32 @@ fn latest_sk(address: &str) -> String {
     format!("LATEST#{address}")
 }
 
-fn due_sk(next: Option<OffsetDateTime>, target: &str) -> String {
-    format!("{}#{target}", padded_nanos(next))
+fn slot_shard(slot: u32) -> u32 {
+    slot >> (32 - DUE_SHARD_BITS)
+}
+
+/// The `due` index keys (`gsi1pk`, `gsi1sk`) of an endpoint.
+fn due_keys(target: &str, due_at: Option<OffsetDateTime>) -> (String, String) {
+    match due_at {
+        Some(at) => (
+            "DUE#A".into(),
+            format!("{}#{target}", padded_nanos(Some(at))),
+        ),
+        None => {
+            let slot = policy::scan_slot(target);
+            (
+                format!("DUE#S{}", slot_shard(slot)),
+                format!("{slot:010}#{target}"),
+            )
+        }
+    }
+}
+
+/// A condition on an index's sort key.
+enum SortKey {
+    Any,
+    Below(String),
+    Between(String, String),
 }
 
 fn inventory_sk(obs: &Observation) -> String {
@@ -152,11 +187,12 @@ fn endpoint_item(e: &Endpoint) -> Item {
     item.insert("tags".into(), s(tags_json(&e.tags)));
     item.insert("added_at".into(), n(nanos(e.added_at)));
     item.insert("version".into(), n(e.version));
-    if let Some(next) = e.next_scan_at {
-        item.insert("next_scan_at".into(), n(nanos(next)));
+    if let Some(due) = e.due_at {
+        item.insert("due_at".into(), n(nanos(due)));
     }
-    item.insert("gsi1pk".into(), s(format!("DUE#{}", shard(&key))));
-    item.insert("gsi1sk".into(), s(due_sk(e.next_scan_at, &key)));
+    let (gsi1pk, gsi1sk) = due_keys(&key, e.due_at);
+    item.insert("gsi1pk".into(), s(gsi1pk));
+    item.insert("gsi1sk".into(), s(gsi1sk));
     item
 }
 
@@ -175,7 +211,7 @@ fn endpoint_from(item: &Item) -> Result<Endpoint, StoreError> {
         tags,
         added_at: from_nanos(get_n(item, "added_at")?.unwrap_or(0)),
         version: u64::try_from(get_n(item, "version")?.unwrap_or(0)).unwrap_or(0),
-        next_scan_at: get_n(item, "next_scan_at")?.map(from_nanos),
+        due_at: get_n(item, "due_at")?.map(from_nanos),
     })
 }
 
@@ -330,57 +366,65 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    /// Every item of `index` in every shard whose sort key is below `below` (all when
-    /// `None`), following pagination; `limit` bounds each shard's read.
-    async fn query_index(
+    /// Every item of one partition of `index` whose sort key meets `sort`, following
+    /// pagination.
+    async fn query_partition(
         &self,
         index: &str,
-        pk_prefix: &str,
-        below: Option<String>,
-        limit: Option<usize>,
+        partition: String,
+        sort: &SortKey,
     ) -> Result<Vec<Item>, StoreError> {
+        let (pk_attr, sk_attr) = if index == DUE_INDEX {
+            ("gsi1pk", "gsi1sk")
+        } else {
+            ("gsi2pk", "gsi2sk")
+        };
         let mut items = Vec::new();
-        for shard in 0..SHARDS {
-            let mut start: Option<Item> = None;
-            let mut from_shard = 0usize;
-            loop {
-                let mut q = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(index)
-                    .expression_attribute_values(":pk", s(format!("{pk_prefix}#{shard}")))
-                    .set_exclusive_start_key(start.take());
-                let (pk_attr, sk_attr) = if index == DUE_INDEX {
-                    ("gsi1pk", "gsi1sk")
-                } else {
-                    ("gsi2pk", "gsi2sk")
-                };
-                q = q.expression_attribute_names("#pk", pk_attr);
-                q = match &below {
-                    Some(b) => q
-                        .key_condition_expression("#pk = :pk AND #sk < :below")
-                        .expression_attribute_names("#sk", sk_attr)
-                        .expression_attribute_values(":below", s(b.clone())),
-                    None => q.key_condition_expression("#pk = :pk"),
-                };
-                if let Some(limit) = limit {
-                    q = q.limit(i32::try_from(limit.min(1000)).unwrap_or(1000));
-                }
-                let out = q
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("Query", &self.table, e))?;
-                let page = out.items.unwrap_or_default();
-                from_shard += page.len();
-                items.extend(page);
-                match out.last_evaluated_key {
-                    Some(key) if limit.is_none_or(|l| from_shard < l) => start = Some(key),
-                    _ => break,
-                }
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .expression_attribute_names("#pk", pk_attr)
+                .expression_attribute_values(":pk", s(partition.clone()))
+                .set_exclusive_start_key(start.take());
+            q = match sort {
+                SortKey::Any => q.key_condition_expression("#pk = :pk"),
+                SortKey::Below(below) => q
+                    .key_condition_expression("#pk = :pk AND #sk < :below")
+                    .expression_attribute_names("#sk", sk_attr)
+                    .expression_attribute_values(":below", s(below.clone())),
+                SortKey::Between(lo, hi) => q
+                    .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
+                    .expression_attribute_names("#sk", sk_attr)
+                    .expression_attribute_values(":lo", s(lo.clone()))
+                    .expression_attribute_values(":hi", s(hi.clone())),
+            };
+            let out = q
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", &self.table, e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => break,
             }
         }
         Ok(items)
+    }
+
+    /// Every endpoint item in the `due` index that one of `parts` selects, each once.
+    async fn due_items(&self, parts: Vec<(String, SortKey)>) -> Result<Vec<Endpoint>, StoreError> {
+        let mut found: std::collections::BTreeMap<String, Endpoint> = Default::default();
+        for (partition, sort) in parts {
+            for item in self.query_partition(DUE_INDEX, partition, &sort).await? {
+                let endpoint = endpoint_from(&item)?;
+                found.insert(endpoint.key(), endpoint);
+            }
+        }
+        Ok(found.into_values().collect())
     }
 
     async fn latest_items(
@@ -727,13 +771,11 @@ impl Store for DynamoStore {
     }
 
     async fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
-        let items = self.query_index(DUE_INDEX, "DUE", None, None).await?;
-        let mut list = items
-            .iter()
-            .map(endpoint_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        list.sort_by_key(Endpoint::key);
-        Ok(list)
+        let parts = std::iter::once("DUE#A".to_owned())
+            .chain((0..1u32 << DUE_SHARD_BITS).map(|shard| format!("DUE#S{shard}")))
+            .map(|p| (p, SortKey::Any))
+            .collect();
+        self.due_items(parts).await
     }
 
     async fn remove_endpoint(&self, target: &str) -> Result<(), StoreError> {
@@ -795,57 +837,66 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn endpoints_due(
-        &self,
-        before: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<Endpoint>, StoreError> {
-        // Keys below "<before>#" are due strictly before `before`.
-        let below = format!("{}#", padded_nanos(Some(before)));
-        let items = self
-            .query_index(DUE_INDEX, "DUE", Some(below), Some(limit))
-            .await?;
-        let mut due = items
-            .iter()
-            .map(endpoint_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        due.sort_by(|a, b| {
-            (a.next_scan_at.map_or(0, nanos), a.key())
-                .cmp(&(b.next_scan_at.map_or(0, nanos), b.key()))
-        });
-        due.truncate(limit);
-        Ok(due)
+    async fn endpoints_due(&self, query: &DueQuery) -> Result<Vec<Endpoint>, StoreError> {
+        // '#' sorts before '$': keys "<now>#<target>" are below "<now>$".
+        let mut parts = vec![(
+            "DUE#A".to_owned(),
+            SortKey::Below(format!("{}$", padded_nanos(Some(query.now)))),
+        )];
+        let width = 32 - DUE_SHARD_BITS;
+        for range in &query.slots {
+            if range.first > range.last {
+                continue;
+            }
+            for shard in slot_shard(range.first)..=slot_shard(range.last) {
+                let (lo, hi) = (shard << width, (shard << width) | ((1 << width) - 1));
+                parts.push((
+                    format!("DUE#S{shard}"),
+                    SortKey::Between(
+                        format!("{:010}", range.first.max(lo)),
+                        format!("{:010}$", range.last.min(hi)),
+                    ),
+                ));
+            }
+        }
+        self.due_items(parts).await
     }
 
-    async fn schedule(&self, updates: &[ScheduleUpdate]) -> Result<usize, StoreError> {
+    async fn set_due(&self, updates: &[DueUpdate]) -> Result<usize, StoreError> {
         let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Backend(e.to_string());
-        let mut scheduled = 0;
+        let mut updated = 0;
         for chunk in updates.chunks(MAX_TRANSACTION) {
-            let mut pending: Vec<&ScheduleUpdate> = chunk.iter().collect();
+            let mut pending: Vec<&DueUpdate> = chunk.iter().collect();
             for _attempt in 0..4 {
                 if pending.is_empty() {
                     break;
                 }
                 let mut actions = Vec::with_capacity(pending.len());
                 for u in &pending {
-                    let update = Update::builder()
+                    let (gsi1pk, gsi1sk) = due_keys(&u.target, u.due_at);
+                    let mut update = Update::builder()
                         .table_name(&self.table)
                         .key("pk", s(endpoint_pk(&u.target)))
                         .key("sk", s(ENDPOINT_SK))
-                        .update_expression("SET next_scan_at = :next, gsi1sk = :due")
                         .condition_expression("attribute_exists(pk)")
-                        .expression_attribute_values(":next", n(nanos(u.next_scan_at)))
-                        .expression_attribute_values(
-                            ":due",
-                            s(due_sk(Some(u.next_scan_at), &u.target)),
-                        )
-                        .build()
-                        .map_err(build)?;
-                    actions.push(TransactWriteItem::builder().update(update).build());
+                        .expression_attribute_values(":gpk", s(gsi1pk))
+                        .expression_attribute_values(":gsk", s(gsi1sk));
+                    update = match u.due_at {
+                        Some(at) => update
+                            .update_expression("SET due_at = :due, gsi1pk = :gpk, gsi1sk = :gsk")
+                            .expression_attribute_values(":due", n(nanos(at))),
+                        None => update
+                            .update_expression("REMOVE due_at SET gsi1pk = :gpk, gsi1sk = :gsk"),
+                    };
+                    actions.push(
+                        TransactWriteItem::builder()
+                            .update(update.build().map_err(build)?)
+                            .build(),
+                    );
                 }
                 match self.transact(actions).await {
                     Ok(()) => {
-                        scheduled += pending.len();
+                        updated += pending.len();
                         pending.clear();
                     }
                     Err(TransactFailure::Cancelled(reasons)) => {
@@ -862,12 +913,50 @@ impl Store for DynamoStore {
             }
             if !pending.is_empty() {
                 return Err(StoreError::Unavailable(format!(
-                    "dynamodb {}: scheduling kept conflicting",
+                    "dynamodb {}: setting due times kept conflicting",
                     self.table
                 )));
             }
         }
-        Ok(scheduled)
+        Ok(updated)
+    }
+
+    async fn last_tick(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        let item = self.get(TICK_KEY.0.to_owned(), TICK_KEY.1).await?;
+        Ok(item
+            .map(|item| get_n(&item, "last_tick"))
+            .transpose()?
+            .flatten()
+            .map(from_nanos))
+    }
+
+    async fn advance_tick(
+        &self,
+        from: Option<OffsetDateTime>,
+        to: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(TICK_KEY.0))
+            .key("sk", s(TICK_KEY.1))
+            .update_expression("SET last_tick = :to")
+            .expression_attribute_values(":to", n(nanos(to)));
+        let update = match from {
+            None => update.condition_expression("attribute_not_exists(last_tick)"),
+            Some(from) => update
+                .condition_expression("last_tick = :from")
+                .expression_attribute_values(":from", n(nanos(from))),
+        };
+        match update.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Err(StoreError::Conflict {
+                what: "the scan schedule (another run advanced it)".into(),
+                expected: 0,
+            }),
+            Err(e) => Err(sdk_error("UpdateItem", &self.table, e)),
+        }
     }
 
     async fn record_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
@@ -917,9 +1006,14 @@ impl Store for DynamoStore {
         let below = query
             .expiring_before
             .map(|t| format!("{:012}#", t.unix_timestamp().max(0)));
-        let items = self
-            .query_index(INVENTORY_INDEX, "INV", below, None)
-            .await?;
+        let sort = below.map_or(SortKey::Any, SortKey::Below);
+        let mut items = Vec::new();
+        for shard in 0..SHARDS {
+            items.extend(
+                self.query_partition(INVENTORY_INDEX, format!("INV#{shard}"), &sort)
+                    .await?,
+            );
+        }
         let mut entries = Vec::with_capacity(items.len());
         let mut tags_cache: HashMap<String, Option<Tags>> = HashMap::new();
         for item in &items {

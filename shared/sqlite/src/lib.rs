@@ -15,13 +15,15 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use certpilot_core::policy::{self, RecordDecision};
-use certpilot_core::ports::{InventoryEntry, InventoryQuery, ScheduleUpdate, Store, StoreError};
+use certpilot_core::ports::{
+    DueQuery, DueUpdate, InventoryEntry, InventoryQuery, Store, StoreError,
+};
 use certpilot_core::{Endpoint, Observation, Tags, Target};
 use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
 /// The schema version this code writes; older files are migrated on open.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1 had no scheduling and no "last seen"; bring such a file up to date.
 const MIGRATE_FROM_1: &str = "
@@ -30,15 +32,30 @@ ALTER TABLE latest ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
 UPDATE latest SET last_seen = scanned_at;
 ";
 
+/// Version 2 stored a next scan time per endpoint; version 3 sweeps computed slots and keeps
+/// only explicit due times (a stored next scan time becomes one, cleared after that scan).
+/// The slots themselves are filled in by [`fill_slots`].
+const MIGRATE_FROM_2: &str = "
+DROP INDEX IF EXISTS endpoints_by_due;
+ALTER TABLE endpoints RENAME COLUMN next_scan_at TO due_at;
+ALTER TABLE endpoints ADD COLUMN slot INTEGER NOT NULL DEFAULT 0;
+";
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS endpoints (
     target       TEXT PRIMARY KEY,
     tags         TEXT NOT NULL,
     added_at     INTEGER NOT NULL,
     version      INTEGER NOT NULL,
-    next_scan_at INTEGER
+    due_at       INTEGER,
+    slot         INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS endpoints_by_due ON endpoints (next_scan_at);
+CREATE INDEX IF NOT EXISTS endpoints_by_due_at ON endpoints (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS endpoints_by_slot ON endpoints (slot);
+CREATE TABLE IF NOT EXISTS scheduler (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    last_tick INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS observations (
     target      TEXT NOT NULL,
     address     TEXT NOT NULL,
@@ -143,9 +160,14 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        if version == 1 {
-            conn.execute_batch(&format!("BEGIN; {MIGRATE_FROM_1} COMMIT;"))
-                .map_err(&err)?;
+        if (1..SCHEMA_VERSION).contains(&version) {
+            let tx = conn.unchecked_transaction().map_err(&err)?;
+            if version == 1 {
+                tx.execute_batch(MIGRATE_FROM_1).map_err(&err)?;
+            }
+            tx.execute_batch(MIGRATE_FROM_2).map_err(&err)?;
+            fill_slots(&tx).map_err(&err)?;
+            tx.commit().map_err(&err)?;
         }
         conn.execute_batch(SCHEMA).map_err(&err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -180,9 +202,22 @@ impl SqliteStore {
     }
 }
 
+/// Computes every endpoint's slot (the hash lives in the core, not in SQL).
+fn fill_slots(conn: &Connection) -> rusqlite::Result<()> {
+    let targets: Vec<String> = conn
+        .prepare("SELECT target FROM endpoints")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = conn.prepare("UPDATE endpoints SET slot = ?2 WHERE target = ?1")?;
+    for target in targets {
+        update.execute(params![target, policy::scan_slot(&target)])?;
+    }
+    Ok(())
+}
+
 type EndpointRow = (String, String, i64, i64, Option<i64>);
 
-const ENDPOINT_COLUMNS: &str = "target, tags, added_at, version, next_scan_at";
+const ENDPOINT_COLUMNS: &str = "target, tags, added_at, version, due_at";
 
 fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<EndpointRow> {
     Ok((
@@ -195,7 +230,7 @@ fn read_endpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<EndpointRow> {
 }
 
 fn to_endpoint(
-    (target, tags, added_at, version, next_scan_at): EndpointRow,
+    (target, tags, added_at, version, due_at): EndpointRow,
 ) -> Result<Endpoint, StoreError> {
     let target: Target = target.parse().map_err(|e| corrupt("endpoint", e))?;
     let tags: Tags = serde_json::from_str(&tags).map_err(|e| corrupt("endpoint tags", e))?;
@@ -204,7 +239,7 @@ fn to_endpoint(
         tags,
         added_at: from_nanos(added_at),
         version: u64::try_from(version).unwrap_or(0),
-        next_scan_at: next_scan_at.map(from_nanos),
+        due_at: due_at.map(from_nanos),
     })
 }
 
@@ -326,8 +361,15 @@ impl Store for SqliteStore {
             let key = stored.key();
             let inserted = conn
                 .execute(
-                    "INSERT OR IGNORE INTO endpoints (target, tags, added_at, version) VALUES (?1, ?2, ?3, 1)",
-                    params![key, tags_json(&stored.tags), nanos(stored.added_at)],
+                    "INSERT OR IGNORE INTO endpoints (target, tags, added_at, version, due_at, slot)
+                     VALUES (?1, ?2, ?3, 1, ?4, ?5)",
+                    params![
+                        key,
+                        tags_json(&stored.tags),
+                        nanos(stored.added_at),
+                        stored.due_at.map(nanos),
+                        stored.slot()
+                    ],
                 )
                 .map_err(backend("add endpoint", path))?;
             if inserted == 0 {
@@ -410,24 +452,32 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn endpoints_due(
-        &self,
-        before: OffsetDateTime,
-        limit: usize,
-    ) -> Result<Vec<Endpoint>, StoreError> {
-        let before = nanos(before);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    async fn endpoints_due(&self, query: &DueQuery) -> Result<Vec<Endpoint>, StoreError> {
+        let query = query.clone();
         self.with(move |conn, path| {
             let err = backend("list due endpoints", path);
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints
-                     WHERE next_scan_at IS NULL OR next_scan_at < ?1
-                     ORDER BY COALESCE(next_scan_at, 0), target LIMIT ?2"
-                ))
-                .map_err(&err)?;
+            // An explicit due time replaces the slot until it is cleared.
+            let mut sql = format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE due_at <= ?1");
+            let mut values: Vec<i64> = vec![nanos(query.now)];
+            let mut slots = Vec::new();
+            for range in &query.slots {
+                values.extend([i64::from(range.first), i64::from(range.last)]);
+                slots.push(format!(
+                    "slot BETWEEN ?{} AND ?{}",
+                    values.len() - 1,
+                    values.len()
+                ));
+            }
+            if !slots.is_empty() {
+                sql.push_str(&format!(
+                    " OR (due_at IS NULL AND ({}))",
+                    slots.join(" OR ")
+                ));
+            }
+            sql.push_str(" ORDER BY target");
+            let mut stmt = conn.prepare(&sql).map_err(&err)?;
             let rows = stmt
-                .query_map(params![before, limit], read_endpoint)
+                .query_map(rusqlite::params_from_iter(values), read_endpoint)
                 .map_err(&err)?;
             rows.map(|r| r.map_err(&err).and_then(to_endpoint))
                 .collect()
@@ -435,22 +485,64 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn schedule(&self, updates: &[ScheduleUpdate]) -> Result<usize, StoreError> {
+    async fn set_due(&self, updates: &[DueUpdate]) -> Result<usize, StoreError> {
         let updates = updates.to_vec();
         self.with(move |conn, path| {
-            let err = backend("schedule scans", path);
+            let err = backend("set due times", path);
             let tx = conn.transaction().map_err(&err)?;
             let mut updated = 0;
             for u in &updates {
                 updated += tx
                     .execute(
-                        "UPDATE endpoints SET next_scan_at = ?2 WHERE target = ?1",
-                        params![u.target, nanos(u.next_scan_at)],
+                        "UPDATE endpoints SET due_at = ?2 WHERE target = ?1",
+                        params![u.target, u.due_at.map(nanos)],
                     )
                     .map_err(&err)?;
             }
             tx.commit().map_err(&err)?;
             Ok(updated)
+        })
+        .await
+    }
+
+    async fn last_tick(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.with(|conn, path| {
+            conn.query_row("SELECT last_tick FROM scheduler WHERE id = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|t| t.map(from_nanos))
+            .map_err(backend("read the scan schedule", path))
+        })
+        .await
+    }
+
+    async fn advance_tick(
+        &self,
+        from: Option<OffsetDateTime>,
+        to: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.with(move |conn, path| {
+            let err = backend("advance the scan schedule", path);
+            let changed = match from {
+                None => conn.execute(
+                    "INSERT INTO scheduler (id, last_tick) VALUES (1, ?1) ON CONFLICT DO NOTHING",
+                    [nanos(to)],
+                ),
+                Some(from) => conn.execute(
+                    "UPDATE scheduler SET last_tick = ?2 WHERE id = 1 AND last_tick = ?1",
+                    [nanos(from), nanos(to)],
+                ),
+            }
+            .map_err(&err)?;
+            if changed == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict {
+                    what: "the scan schedule (another run advanced it)".into(),
+                    expected: 0,
+                })
+            }
         })
         .await
     }
@@ -573,6 +665,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_version_2_file_keeps_its_next_scan_times_as_due_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE endpoints (target TEXT PRIMARY KEY, tags TEXT NOT NULL,
+                 added_at INTEGER NOT NULL, version INTEGER NOT NULL, next_scan_at INTEGER);
+             CREATE INDEX endpoints_by_due ON endpoints (next_scan_at);
+             INSERT INTO endpoints VALUES ('a.test:443', '{}', 0, 1, 5000000000);
+             INSERT INTO endpoints VALUES ('b.test:443', '{}', 0, 2, NULL);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        let listed = store.endpoints().await.unwrap();
+        assert_eq!(
+            listed.iter().map(|e| e.due_at).collect::<Vec<_>>(),
+            vec![
+                Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(5)),
+                None
+            ]
+        );
+        let due = store
+            .endpoints_due(&certpilot_core::ports::DueQuery {
+                slots: vec![],
+                now: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(5),
+            })
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1);
+        drop(store);
+        // Opening again does not migrate twice.
+        assert_eq!(
+            SqliteStore::open(&path)
+                .unwrap()
+                .endpoints()
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[tokio::test]
     async fn a_version_1_file_is_migrated_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.db");
@@ -591,13 +728,27 @@ mod tests {
         drop(conn);
         let store = SqliteStore::open(&path).unwrap();
         let e = store.endpoint("shop.test:443").await.unwrap().unwrap();
-        assert_eq!((e.version, e.next_scan_at), (3, None));
+        assert_eq!((e.version, e.due_at), (3, None));
         assert_eq!(e.tags.get("owner").map(String::as_str), Some("payments"));
-        let due = store
-            .endpoints_due(OffsetDateTime::now_utc(), 10)
-            .await
-            .unwrap();
-        assert_eq!(due.len(), 1);
+        // Its slot was computed during the migration: a window around it finds it.
+        let slot = e.slot();
+        let due = |first: u32, last: u32| {
+            let store = store.clone();
+            async move {
+                store
+                    .endpoints_due(&certpilot_core::ports::DueQuery {
+                        slots: vec![certpilot_core::policy::SlotRange { first, last }],
+                        now: OffsetDateTime::UNIX_EPOCH,
+                    })
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        };
+        assert_eq!(due(slot, slot).await, 1);
+        if slot > 0 {
+            assert_eq!(due(0, slot - 1).await, 0);
+        }
     }
 
     #[tokio::test]

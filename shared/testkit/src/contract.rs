@@ -36,8 +36,9 @@ macro_rules! store_contract {
             history_is_newest_first_and_limited,
             a_large_batch_is_recorded_whole,
             unchanged_observations_only_refresh_last_seen_once_a_day,
-            due_endpoints_are_listed_earliest_first,
-            scheduling_keeps_the_version_and_skips_removed_endpoints
+            due_endpoints_are_those_in_the_slots_or_explicitly_due,
+            setting_due_keeps_the_version_and_skips_removed_endpoints,
+            the_tick_advances_only_from_what_was_read
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -455,30 +456,19 @@ pub async fn unchanged_observations_only_refresh_last_seen_once_a_day<S: Store>(
     );
 }
 
-pub async fn due_endpoints_are_listed_earliest_first<S: Store>(s: Arc<S>) {
-    use certpilot_core::ports::ScheduleUpdate;
-    for t in ["new.test", "soon.test", "later.test", "late.test"] {
-        s.add_endpoint(&endpoint(t, &[("owner", "x")]))
+pub async fn due_endpoints_are_those_in_the_slots_or_explicitly_due<S: Store>(s: Arc<S>) {
+    use certpilot_core::policy::SlotRange;
+    use certpilot_core::ports::{DueQuery, DueUpdate};
+    let names: Vec<String> = (0..40).map(|i| format!("host-{i}.test:443")).collect();
+    for name in &names {
+        s.add_endpoint(&endpoint(name, &[("owner", "x")]))
             .await
             .unwrap();
     }
-    let update = |t: &str, h: i64| ScheduleUpdate {
-        target: format!("{t}:443"),
-        next_scan_at: t0() + Duration::hours(h),
-    };
-    let n = s
-        .schedule(&[
-            update("soon.test", 1),
-            update("later.test", 3),
-            update("late.test", 2),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(n, 3);
-    let due = |h: i64, limit: usize| {
+    let due = |slots: Vec<SlotRange>, now: OffsetDateTime| {
         let s = s.clone();
         async move {
-            s.endpoints_due(t0() + Duration::hours(h), limit)
+            s.endpoints_due(&DueQuery { slots, now })
                 .await
                 .unwrap()
                 .into_iter()
@@ -486,42 +476,117 @@ pub async fn due_endpoints_are_listed_earliest_first<S: Store>(s: Arc<S>) {
                 .collect::<Vec<_>>()
         }
     };
-    // Never scheduled comes first, then by time; "before" is strict.
-    assert_eq!(due(0, 10).await, vec!["new.test:443"]);
-    assert_eq!(due(1, 10).await, vec!["new.test:443"]);
+    // New endpoints are due from when they were added, whatever their slot.
     assert_eq!(
-        due(4, 10).await,
-        vec![
-            "new.test:443",
-            "soon.test:443",
-            "late.test:443",
-            "later.test:443"
-        ]
+        due(vec![], t0() - Duration::SECOND).await,
+        Vec::<String>::new()
     );
-    assert_eq!(due(4, 2).await, vec!["new.test:443", "soon.test:443"]);
+    let mut all = names.clone();
+    all.sort();
+    assert_eq!(
+        due(vec![], t0()).await,
+        all,
+        "due_at is inclusive, listed by key"
+    );
+    // Once scanned they fall back to their slot.
+    let cleared: Vec<DueUpdate> = names
+        .iter()
+        .map(|t| DueUpdate {
+            target: t.clone(),
+            due_at: None,
+        })
+        .collect();
+    assert_eq!(s.set_due(&cleared).await.unwrap(), names.len());
+    assert_eq!(
+        due(vec![], t0() + Duration::days(1)).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(due(vec![SlotRange::ALL], t0()).await, all);
+    // The lower half of the slots, and the upper half wrapped in two ranges.
+    let half = u32::MAX / 2;
+    let slot = |t: &str| certpilot_core::policy::scan_slot(t);
+    let lower: Vec<String> = all.iter().filter(|t| slot(t) <= half).cloned().collect();
+    let upper: Vec<String> = all.iter().filter(|t| slot(t) > half).cloned().collect();
+    assert!(!lower.is_empty() && !upper.is_empty());
+    assert_eq!(
+        due(
+            vec![SlotRange {
+                first: 0,
+                last: half
+            }],
+            t0()
+        )
+        .await,
+        lower
+    );
+    let (first, last) = (slot(&upper[0]), slot(&upper[1]));
+    let (first, last) = (first.min(last), first.max(last));
+    assert_eq!(
+        due(
+            vec![
+                SlotRange {
+                    first,
+                    last: u32::MAX
+                },
+                SlotRange { first: 0, last }
+            ],
+            t0()
+        )
+        .await,
+        all,
+        "ranges are inclusive and an endpoint is listed once"
+    );
+    // An explicit due time adds an endpoint outside the slots.
+    s.set_due(&[DueUpdate {
+        target: upper[0].clone(),
+        due_at: Some(t0() + Duration::hours(1)),
+    }])
+    .await
+    .unwrap();
+    let mut want = lower.clone();
+    want.push(upper[0].clone());
+    want.sort();
+    assert_eq!(
+        due(
+            vec![SlotRange {
+                first: 0,
+                last: half
+            }],
+            t0() + Duration::hours(1)
+        )
+        .await,
+        want
+    );
+    // Until its due time it is not due, even in its slot.
+    assert!(!due(vec![SlotRange::ALL], t0()).await.contains(&upper[0]));
     let listed = s
-        .endpoints_due(t0() + Duration::hours(4), 10)
+        .endpoints_due(&DueQuery {
+            slots: vec![],
+            now: t0() + Duration::hours(2),
+        })
         .await
         .unwrap();
-    assert_eq!(listed[1].next_scan_at, Some(t0() + Duration::hours(1)));
-    assert_eq!(listed[1].tags.get("owner").map(String::as_str), Some("x"));
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].due_at, Some(t0() + Duration::hours(1)));
+    assert_eq!(listed[0].tags.get("owner").map(String::as_str), Some("x"));
 }
 
-pub async fn scheduling_keeps_the_version_and_skips_removed_endpoints<S: Store>(s: Arc<S>) {
-    use certpilot_core::ports::ScheduleUpdate;
+pub async fn setting_due_keeps_the_version_and_skips_removed_endpoints<S: Store>(s: Arc<S>) {
+    use certpilot_core::ports::DueUpdate;
     let added = s.add_endpoint(&endpoint("kept.test", &[])).await.unwrap();
+    assert_eq!(added.due_at, Some(t0()), "a new endpoint is due at once");
     s.add_endpoint(&endpoint("gone.test", &[])).await.unwrap();
     s.remove_endpoint("gone.test:443").await.unwrap();
     let next = t0() + Duration::hours(1);
     let n = s
-        .schedule(&[
-            ScheduleUpdate {
+        .set_due(&[
+            DueUpdate {
                 target: "kept.test:443".into(),
-                next_scan_at: next,
+                due_at: Some(next),
             },
-            ScheduleUpdate {
+            DueUpdate {
                 target: "gone.test:443".into(),
-                next_scan_at: next,
+                due_at: Some(next),
             },
         ])
         .await
@@ -534,14 +599,37 @@ pub async fn scheduling_keeps_the_version_and_skips_removed_endpoints<S: Store>(
     );
     let kept = s.endpoint("kept.test:443").await.unwrap().unwrap();
     assert_eq!(kept.version, added.version, "scheduling is not an edit");
-    assert_eq!(kept.next_scan_at, Some(next));
-    // An edit after scheduling still works with the version read.
+    assert_eq!(kept.due_at, Some(next));
+    // An edit after scheduling still works with the version read, and keeps the due time.
     let mut edit = kept.clone();
     edit.tags.insert("env".into(), "prod".into());
     let edited = s.update_endpoint(&edit).await.unwrap();
-    assert_eq!(
-        edited.next_scan_at,
-        Some(next),
-        "editing tags keeps the schedule"
+    assert_eq!(edited.due_at, Some(next), "editing tags keeps the schedule");
+}
+
+pub async fn the_tick_advances_only_from_what_was_read<S: Store>(s: Arc<S>) {
+    assert_eq!(s.last_tick().await.unwrap(), None);
+    let (a, b) = (t0(), t0() + Duration::minutes(5));
+    s.advance_tick(None, a).await.unwrap();
+    assert_eq!(s.last_tick().await.unwrap(), Some(a));
+    // A second run that read "no tick" lost the race.
+    assert!(matches!(
+        s.advance_tick(None, b).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(s.last_tick().await.unwrap(), Some(a));
+    s.advance_tick(Some(a), b).await.unwrap();
+    assert!(matches!(
+        s.advance_tick(Some(a), b + Duration::minutes(5)).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(s.last_tick().await.unwrap(), Some(b));
+    // Two runs that read the same tick race; exactly one advances it.
+    let (x, y) = (s.clone(), s.clone());
+    let c = b + Duration::minutes(5);
+    let (rx, ry) = tokio::join!(
+        async move { x.advance_tick(Some(b), c).await },
+        async move { y.advance_tick(Some(b), c + Duration::SECOND).await }
     );
+    assert_eq!(rx.is_ok() as u8 + ry.is_ok() as u8, 1, "{rx:?} {ry:?}");
 }

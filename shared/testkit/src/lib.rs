@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod certs;
+pub mod clock;
 pub mod contract;
 pub mod observations;
 pub mod procs;

@@ -400,19 +400,29 @@ pub async fn closed_port() -> SocketAddr {
 /// `first_port` up (below Linux's ephemeral range, so the scanner's own connections never
 /// compete with them for ports). Ports already taken are skipped.
 pub async fn tls_many(leaf: &Leaf, count: usize, first_port: u16) -> Vec<Server> {
+    tls_on_ports(leaf, count, first_port..=u16::MAX).await
+}
+
+/// `count` TLS servers serving `leaf` on 127.0.0.1, on the first free ports among
+/// `candidates`, in order.
+pub async fn tls_on_ports(
+    leaf: &Leaf,
+    count: usize,
+    candidates: impl IntoIterator<Item = u16>,
+) -> Vec<Server> {
     let acceptor = TlsAcceptor::from(server_config(leaf, &Options::default()));
     let mut servers = Vec::with_capacity(count);
-    let mut port = first_port;
+    let mut candidates = candidates.into_iter();
     while servers.len() < count {
-        let listener = match TcpListener::bind(("127.0.0.1", port)).await {
-            Ok(l) => l,
-            Err(_) if port < u16::MAX => {
-                port += 1;
-                continue;
-            }
-            Err(e) => panic!("no free port left: {e}"),
+        let Some(port) = candidates.next() else {
+            panic!(
+                "only {} of {count} candidate ports were free",
+                servers.len()
+            );
         };
-        port = port.saturating_add(1);
+        let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await else {
+            continue;
+        };
         let acceptor = acceptor.clone();
         servers.push(spawn_accept_loop(listener, move |stream| {
             let acceptor = acceptor.clone();

@@ -1,6 +1,10 @@
 //! Counts the DynamoDB requests of one scheduled scan run: 10,000 registered endpoints of
 //! which 100 are due, against moto server, with a request-counting SDK interceptor.
 //!
+//! Due-ness comes from each endpoint's slot, so the bench picks the run's window first and
+//! then endpoints to match: 100 loopback TLS servers on ports whose slots fall in the window,
+//! and 9,900 idle names whose slots do not (those are never contacted).
+//!
 //! ```text
 //! cargo run --release -p certpilot-e2e --bin dynamo-requests
 //! ```
@@ -14,13 +18,15 @@ use std::time::Duration;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
-use certpilot_core::ports::{ScanLimits, ScheduleUpdate, Store, SystemClock};
+use certpilot_core::policy;
+use certpilot_core::ports::{Clock, ScanLimits, Store};
 use certpilot_core::services::scan::ScanService;
 use certpilot_core::services::scheduled::{ScheduleSettings, ScheduledScan};
 use certpilot_core::{Endpoint, Tags, Target};
 use certpilot_dynamodb::DynamoStore;
 use certpilot_scanner::{Deadlines, TlsProber, TrustStore};
 use certpilot_testkit::certs::Ca;
+use certpilot_testkit::clock::ManualClock;
 use certpilot_testkit::procs::Moto;
 use certpilot_testkit::servers;
 use tokio::time::Instant;
@@ -87,44 +93,59 @@ async fn main() {
     ));
     store.create_table().await.unwrap();
 
+    // One run of an hourly schedule whose previous run was 36 s earlier: 1% of the slots.
+    let interval = Duration::from_secs(3600);
+    let now = time::OffsetDateTime::now_utc();
+    let previous = now - time::Duration::seconds(36);
+    let window = policy::due_slots(Some(previous), now, interval);
+    let in_window = |key: &str| {
+        let slot = policy::scan_slot(key);
+        window.iter().any(|r| r.contains(slot))
+    };
     let ca = Ca::new("Requests Root");
     let leaf = ca.leaf(&["127.0.0.1"]).build();
-    let live = servers::tls_many(&leaf, DUE, 24_000).await;
+    let ports = (20_000..=u16::MAX).filter(|p| in_window(&format!("127.0.0.1:{p}")));
+    let live = servers::tls_on_ports(&leaf, DUE, ports).await;
     let mut targets: Vec<String> = live.iter().map(|s| s.target()).collect();
-    // The other endpoints are never due during the run, so never contacted.
-    targets.extend((0..TOTAL - DUE).map(|i| format!("idle{i}.example:443")));
+    targets.extend(
+        (0..)
+            .map(|i| format!("idle{i}.example:443"))
+            .filter(|t| !in_window(t))
+            .take(TOTAL - DUE),
+    );
     println!("registering {TOTAL} endpoints on moto…");
-    let now = time::OffsetDateTime::now_utc();
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, chunk) in targets.chunks(TOTAL / 16).enumerate() {
+    for chunk in targets.chunks(TOTAL / 16) {
         let (store, chunk) = (store.clone(), chunk.to_vec());
         tasks.spawn(async move {
-            for (j, t) in chunk.into_iter().enumerate() {
+            for t in chunk {
                 let target: Target = t.parse().unwrap();
-                let mut endpoint = Endpoint::new(target, Tags::new(), now);
-                // All but the first 100 are next due tomorrow.
-                if i > 0 || j >= DUE {
-                    endpoint.next_scan_at = Some(now + time::Duration::days(1));
-                }
+                let mut endpoint = Endpoint::new(target, Tags::new(), previous);
+                // Registered long ago and scanned since: no explicit due time.
+                endpoint.due_at = None;
                 store.add_endpoint(&endpoint).await.unwrap();
             }
         });
     }
     while tasks.join_next().await.is_some() {}
+    store.advance_tick(None, previous).await.unwrap();
     counter.take();
 
-    let clock = Arc::new(SystemClock);
+    let clock = Arc::new(ManualClock::new(now));
     let scanner = ScanService::new(
         Arc::new(TlsProber::new(TrustStore::mozilla(), Deadlines::default())),
-        clock.clone(),
+        clock.clone() as Arc<dyn Clock>,
         ScanLimits::default(),
     );
     let scheduled = ScheduledScan::new(
         store.clone(),
         scanner,
         None,
-        clock,
-        ScheduleSettings::default(),
+        clock.clone() as Arc<dyn Clock>,
+        ScheduleSettings {
+            interval,
+            ..ScheduleSettings::default()
+        },
         Duration::from_secs(15),
     );
     println!("{TOTAL} endpoints in the table, {DUE} due:");
@@ -132,31 +153,56 @@ async fn main() {
         .tick(Instant::now() + Duration::from_secs(300))
         .await
         .unwrap();
-    assert_eq!(first.scanned, DUE);
+    assert_eq!((first.due, first.scanned), (DUE, DUE), "{first:?}");
     print("first run (every observation is new)", &counter.take());
 
-    // Make the same 100 due again: nothing about them has changed.
-    let again: Vec<ScheduleUpdate> = targets[..DUE]
-        .iter()
-        .map(|t| ScheduleUpdate {
-            target: t.clone(),
-            next_scan_at: time::OffsetDateTime::now_utc() - time::Duration::SECOND,
-        })
-        .collect();
-    store.schedule(&again).await.unwrap();
+    // The same window an hour later: nothing about the 100 has changed.
+    clock.advance(time::Duration::HOUR - time::Duration::seconds(36));
+    store.advance_tick(Some(now), clock.now()).await.unwrap();
+    clock.advance(time::Duration::seconds(36));
     counter.take();
     let second = scheduled
         .tick(Instant::now() + Duration::from_secs(300))
         .await
         .unwrap();
-    assert_eq!(second.scanned, DUE);
+    assert_eq!((second.due, second.scanned), (DUE, DUE), "{second:?}");
     let counts = counter.take();
     print("next run (nothing changed)", &counts);
-    let writes = counts.get("TransactWriteItems").copied().unwrap_or(0)
-        + counts.get("PutItem").copied().unwrap_or(0)
-        + counts.get("UpdateItem").copied().unwrap_or(0)
-        + counts.get("BatchWriteItem").copied().unwrap_or(0);
+    let item_writes = |counts: &BTreeMap<String, usize>| {
+        [
+            "TransactWriteItems",
+            "PutItem",
+            "UpdateItem",
+            "BatchWriteItem",
+        ]
+        .iter()
+        .map(|op| counts.get(*op).copied().unwrap_or(0))
+        .sum::<usize>()
+    };
     println!(
-        "  write requests per unchanged run: {writes} for {DUE} endpoints; item writes per unchanged endpoint per day at an hourly interval: 24 schedule updates + at most 1 last-seen refresh"
+        "  write requests in the unchanged run: {} (the tick marker), none for the {DUE} endpoints",
+        item_writes(&counts)
+    );
+
+    // A day later the same endpoints refresh "last seen" once.
+    clock.advance(time::Duration::days(1) - time::Duration::seconds(36));
+    store
+        .advance_tick(Some(now + time::Duration::HOUR), clock.now())
+        .await
+        .unwrap();
+    clock.advance(time::Duration::seconds(36));
+    counter.take();
+    let third = scheduled
+        .tick(Instant::now() + Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(third.scanned, DUE);
+    let counts = counter.take();
+    print(
+        "a day later (nothing changed; daily last-seen refresh)",
+        &counts,
+    );
+    println!(
+        "  item writes per unchanged endpoint per day at an hourly interval: 1 (the last-seen refresh), plus 24 tick-marker writes a day for the whole table"
     );
 }

@@ -51,27 +51,35 @@ pub struct Endpoint {
     pub added_at: OffsetDateTime,
     /// Optimistic-locking version: 1 on creation, incremented by the store on every update.
     pub version: u64,
-    /// When the endpoint is next due for a scheduled scan (`None`: due now). Scheduling is
+    /// An explicit due time that overrides the endpoint's slot (see
+    /// [`policy::scan_slot`](crate::policy::scan_slot)): set when the endpoint is added (so
+    /// the next run scans it) and when a run could not finish it; cleared once it is scanned.
+    /// `None` is the usual state, and scheduled scans then write nothing for it. Scheduling is
     /// not configuration: stores change it without touching `version`.
     #[serde(default, with = "time::serde::rfc3339::option")]
-    pub next_scan_at: Option<OffsetDateTime>,
+    pub due_at: Option<OffsetDateTime>,
 }
 
 impl Endpoint {
-    /// A new, not yet stored endpoint (version 0: the store assigns 1).
+    /// A new, not yet stored endpoint (version 0: the store assigns 1), due at once.
     pub fn new(target: Target, tags: Tags, added_at: OffsetDateTime) -> Self {
         Endpoint {
             target,
             tags,
             added_at,
             version: 0,
-            next_scan_at: None,
+            due_at: Some(added_at),
         }
     }
 
     /// The key the endpoint is stored under.
     pub fn key(&self) -> String {
         self.target.to_string()
+    }
+
+    /// Its place in the scan interval.
+    pub fn slot(&self) -> u32 {
+        crate::policy::scan_slot(&self.key())
     }
 }
 

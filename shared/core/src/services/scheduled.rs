@@ -1,12 +1,21 @@
 //! The scheduled scan: what the scan function does on each EventBridge Scheduler tick and for
 //! each batch it hands itself through the work queue.
 //!
-//! 1. Query the endpoints due before now.
-//! 2. Few enough for one invocation: scan them within the time left, record what was
-//!    observed, and set each scanned endpoint's next scan time. Endpoints not started before
-//!    the time ran out stay due for the next run.
-//! 3. More than that: lease them (push their next scan time out a little so the next tick
-//!    does not queue them again), and queue them in batches for other invocations.
+//! Every endpoint has a fixed [slot](policy::scan_slot) in the scan interval, so nothing is
+//! written to schedule an endpoint that was scanned as planned. A tick:
+//!
+//! 1. Reads when the previous tick ran and lists the endpoints whose slot lies between then and
+//!    now ([`policy::due_slots`]), plus those with an explicit due time that has come (new
+//!    endpoints, unfinished work).
+//! 2. Few enough for one invocation: scans them within the time left and records what was
+//!    observed. Endpoints not started before the time ran out get an explicit due time (now),
+//!    so the next tick takes them first. An explicit due time is cleared once scanned.
+//! 3. More than that: queues them in batches for other invocations (the queue redelivers a
+//!    batch that fails, and parks a poison batch in its dead-letter queue).
+//! 4. Advances the tick marker from what it read to now. A run that crashes before this leaves
+//!    the marker where it was, and the next tick sweeps the same slots again: an endpoint may
+//!    be scanned twice (recording is idempotent), never skipped. Two runs of one tick cannot
+//!    both advance it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +26,7 @@ use tracing::info;
 use crate::model::target::ScanRequest;
 use crate::policy;
 use crate::ports::{
-    BatchEndpoint, Clock, QueueError, ScanBatch, ScheduleUpdate, Store, StoreError, WorkQueue,
+    BatchEndpoint, Clock, DueQuery, DueUpdate, QueueError, ScanBatch, Store, StoreError, WorkQueue,
 };
 use crate::services::scan::{Recorder, ScanService};
 
@@ -30,9 +39,8 @@ pub struct ScheduleSettings {
     pub max_inline: usize,
     /// Endpoints per queued batch.
     pub batch_size: usize,
-    /// Most endpoints one tick looks at (the rest are due on the next tick).
-    pub max_due: usize,
-    /// How far a queued endpoint's next scan is pushed out while its batch waits.
+    /// How far a queued endpoint's explicit due time is pushed out while its batch waits, so
+    /// that the next tick does not queue it again.
     pub lease: Duration,
     /// Time kept back at the end of an invocation for recording and returning.
     pub margin: Duration,
@@ -44,7 +52,6 @@ impl Default for ScheduleSettings {
             interval: Duration::from_secs(3600),
             max_inline: 500,
             batch_size: 200,
-            max_due: 20_000,
             lease: Duration::from_secs(900),
             margin: Duration::from_secs(5),
         }
@@ -68,6 +75,8 @@ pub struct RunSummary {
     pub batches: usize,
     /// Endpoints left due because time ran out.
     pub left_for_next_run: usize,
+    /// Whether another run of the same tick advanced the schedule first.
+    pub superseded: bool,
 }
 
 /// Why a scheduled run failed.
@@ -127,28 +136,34 @@ impl ScheduledScan {
     /// Handles a scheduler tick; `deadline` is when the invocation must have returned.
     pub async fn tick(&self, deadline: Instant) -> Result<RunSummary, ScheduledError> {
         let now = self.clock.now();
-        let due = self.store.endpoints_due(now, self.settings.max_due).await?;
+        let previous = self.store.last_tick().await?;
+        let query = DueQuery {
+            slots: policy::due_slots(previous, now, self.settings.interval),
+            now,
+        };
+        let due = self.store.endpoints_due(&query).await?;
         let endpoints: Vec<BatchEndpoint> = due
             .into_iter()
             .map(|e| BatchEndpoint {
+                clear_due: e.due_at.is_some(),
                 target: e.target,
                 tags: e.tags,
             })
             .collect();
         let count = endpoints.len();
-        match &self.queue {
+        let mut summary = match &self.queue {
             Some(queue) if count > self.settings.max_inline => {
-                let lease_until = now + self.settings.lease;
-                let leases: Vec<ScheduleUpdate> = endpoints
+                // Only endpoints with an explicit due time would be listed again by the next
+                // tick; the rest are in slots this tick sweeps.
+                let leases: Vec<DueUpdate> = endpoints
                     .iter()
-                    .map(|e| ScheduleUpdate {
+                    .filter(|e| e.clear_due)
+                    .map(|e| DueUpdate {
                         target: e.target.to_string(),
-                        next_scan_at: lease_until,
+                        due_at: Some(now + self.settings.lease),
                     })
                     .collect();
-                // Lease first: if queueing then fails, the endpoints come due again when the
-                // lease ends instead of being queued twice by the next tick.
-                self.store.schedule(&leases).await?;
+                self.store.set_due(&leases).await?;
                 let batches: Vec<ScanBatch> = endpoints
                     .chunks(self.settings.batch_size.max(1))
                     .map(|c| ScanBatch {
@@ -156,32 +171,43 @@ impl ScheduledScan {
                     })
                     .collect();
                 queue.send(&batches).await?;
-                let summary = RunSummary {
-                    due: count,
+                RunSummary {
                     queued: count,
                     batches: batches.len(),
                     ..RunSummary::default()
-                };
-                info!(?summary, "scheduled scan fanned out");
-                Ok(summary)
+                }
             }
-            _ => {
-                let mut summary = self.scan(endpoints, deadline).await?;
-                summary.due = count;
-                info!(?summary, "scheduled scan finished");
-                Ok(summary)
+            _ => self.scan(endpoints, deadline).await?,
+        };
+        summary.due = count;
+        // A clock that went back must not move the schedule back.
+        if previous.is_none_or(|p| p < now) {
+            match self.store.advance_tick(previous, now).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict { .. }) => summary.superseded = true,
+                Err(e) => return Err(e.into()),
             }
         }
+        info!(?summary, "scheduled scan finished");
+        Ok(summary)
     }
 
-    /// Scans a batch (a queued one, or a tick's) within `deadline`, records the observations
-    /// and reschedules every endpoint it scanned.
+    /// Scans a batch (a queued one, or a tick's) within `deadline` and records the
+    /// observations. Endpoints it scanned lose their explicit due time; endpoints it could not
+    /// start get one (now), so the next tick takes them.
     pub async fn scan(
         &self,
         endpoints: Vec<BatchEndpoint>,
         deadline: Instant,
     ) -> Result<RunSummary, ScheduledError> {
         let total = endpoints.len();
+        let to_clear: std::collections::BTreeSet<String> = endpoints
+            .iter()
+            .filter(|e| e.clear_due)
+            .map(|e| e.target.to_string())
+            .collect();
+        let mut unstarted: std::collections::BTreeSet<String> =
+            endpoints.iter().map(|e| e.target.to_string()).collect();
         let requests: Vec<ScanRequest> = endpoints
             .into_iter()
             .map(|e| ScanRequest {
@@ -196,8 +222,6 @@ impl ScheduledScan {
         let stop_at = deadline
             .checked_sub(self.target_timeout + self.settings.margin)
             .unwrap_or_else(Instant::now);
-        let mut scanned: std::collections::BTreeMap<String, time::OffsetDateTime> =
-            Default::default();
         let mut summary = RunSummary::default();
         let mut stopping = false;
         loop {
@@ -218,21 +242,28 @@ impl ScheduledScan {
             if obs.error.is_some() {
                 summary.failed += 1;
             }
-            let entry = scanned.entry(obs.target.clone()).or_insert(obs.scanned_at);
-            *entry = (*entry).max(obs.scanned_at);
+            unstarted.remove(&obs.target);
             recorder.push(obs).await;
         }
         recorder.finish().await?;
-        let updates: Vec<ScheduleUpdate> = scanned
-            .into_iter()
-            .map(|(target, at)| ScheduleUpdate {
-                target,
-                next_scan_at: policy::next_scan_at(at, self.settings.interval),
+        summary.left_for_next_run = unstarted.len();
+        summary.scanned = total - unstarted.len();
+        let now = self.clock.now();
+        let updates: Vec<DueUpdate> = to_clear
+            .iter()
+            .filter(|t| !unstarted.contains(*t))
+            .map(|t| DueUpdate {
+                target: t.clone(),
+                due_at: None,
             })
+            .chain(unstarted.iter().map(|t| DueUpdate {
+                target: t.clone(),
+                due_at: Some(now),
+            }))
             .collect();
-        summary.scanned = updates.len();
-        summary.left_for_next_run = total - updates.len();
-        self.store.schedule(&updates).await?;
+        if !updates.is_empty() {
+            self.store.set_due(&updates).await?;
+        }
         Ok(summary)
     }
 }

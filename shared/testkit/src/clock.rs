@@ -1,0 +1,35 @@
+//! A clock tests move by hand.
+
+use std::sync::Mutex;
+
+use certpilot_core::ports::Clock;
+use time::{Duration, OffsetDateTime};
+
+/// A [`Clock`] that stands still until [`ManualClock::advance`] moves it.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<OffsetDateTime>);
+
+impl ManualClock {
+    /// A clock reading `start`.
+    pub fn new(start: OffsetDateTime) -> Self {
+        ManualClock(Mutex::new(start))
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *now += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
