@@ -1,5 +1,6 @@
-//! The domain model: targets, endpoints and what a scan observed.
+//! The domain model: targets, endpoints, what a scan observed, and managed certificates.
 
+pub mod certificate;
 pub mod endpoint;
 pub mod observation;
 pub mod target;
