@@ -282,3 +282,322 @@ pub trait WorkQueue: Send + Sync {
     /// Queues the batches.
     async fn send(&self, batches: &[ScanBatch]) -> Result<(), QueueError>;
 }
+
+/// Managed certificates and their renewal state.
+///
+/// Contract, for every implementation:
+/// - **Keys.** A certificate is keyed by its id.
+/// - **Not found.** Reading a missing one is `Ok(None)`; updating or removing one is
+///   [`StoreError::NotFound`].
+/// - **Versions.** `add_certificate` stores version 1 ([`StoreError::AlreadyExists`] when the
+///   id exists); `update_certificate` writes the whole record only if the stored version is
+///   still `certificate.version`, stores `version + 1` and returns the stored record, else
+///   [`StoreError::Conflict`] and nothing is written. A renewal's lease and every step are
+///   written this way, so two workers can never both think they hold the lease.
+/// - **Due.** `certificates_due(before)` lists the certificates whose
+///   `renewal.next_check_at` is at or before `before`, earliest first.
+/// - **Secrets.** Records hold no private key, only SecretStore versions.
+#[async_trait]
+pub trait CertificateStore: Send + Sync {
+    /// Adds a managed certificate.
+    async fn add_certificate(
+        &self,
+        certificate: &crate::model::certificate::ManagedCertificate,
+    ) -> Result<crate::model::certificate::ManagedCertificate, StoreError>;
+
+    /// Replaces a certificate record if its stored version is still `certificate.version`.
+    async fn update_certificate(
+        &self,
+        certificate: &crate::model::certificate::ManagedCertificate,
+    ) -> Result<crate::model::certificate::ManagedCertificate, StoreError>;
+
+    /// The certificate with this id.
+    async fn certificate(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::model::certificate::ManagedCertificate>, StoreError>;
+
+    /// Every managed certificate, sorted by id.
+    async fn certificates(
+        &self,
+    ) -> Result<Vec<crate::model::certificate::ManagedCertificate>, StoreError>;
+
+    /// Stops managing a certificate (its keys stay in the SecretStore).
+    async fn remove_certificate(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Certificates to look at before `before`, earliest first.
+    async fn certificates_due(
+        &self,
+        before: OffsetDateTime,
+    ) -> Result<Vec<crate::model::certificate::ManagedCertificate>, StoreError>;
+}
+
+/// Secret bytes (a private key, ACME account credentials, an HMAC key). Its `Debug` does not
+/// show the bytes, it has no `Display`, and the bytes are overwritten when it is dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(Vec<u8>);
+
+impl SecretValue {
+    /// Wraps bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        SecretValue(bytes)
+    }
+
+    /// The bytes; the caller must not log them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The bytes as UTF-8 (PEM, JSON).
+    pub fn expose_str(&self) -> Result<&str, SecretError> {
+        std::str::from_utf8(&self.0).map_err(|_| SecretError::Backend("secret is not UTF-8".into()))
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretValue({} bytes, redacted)", self.0.len())
+    }
+}
+
+impl Drop for SecretValue {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// Which version of a secret to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretVersion {
+    /// The version in use (`AWSCURRENT`).
+    Current,
+    /// The one before it, kept for rollback (`AWSPREVIOUS`).
+    Previous,
+    /// A specific version id (for example a pending key).
+    Id(String),
+}
+
+/// Why a secret operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// No such secret or version.
+    #[error("secret not found: {0}")]
+    NotFound(String),
+    /// The backend is unavailable or throttling; try again later.
+    #[error("secret store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend refused (permissions, KMS, bad name).
+    #[error("secret store error: {0}")]
+    Backend(String),
+}
+
+/// Where private keys, ACME account credentials and API tokens live (Secrets Manager in
+/// AWS, files with mode 0600 locally).
+///
+/// Contract: `put_pending` stores a new version without making it current and returns its
+/// id; `promote` makes that version current and the former current one previous, and is
+/// idempotent (promoting the current version again changes nothing); `put_current` is both in
+/// one call; `get` returns `Ok(None)` for a missing secret or stage. Values never appear in
+/// errors or logs.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Stores a new pending version of `name`; returns its version id.
+    async fn put_pending(&self, name: &str, value: &SecretValue) -> Result<String, SecretError>;
+
+    /// Makes version `version` of `name` current, keeping the former current as previous.
+    async fn promote(&self, name: &str, version: &str) -> Result<(), SecretError>;
+
+    /// Stores a new version of `name` and makes it current; returns its version id.
+    async fn put_current(&self, name: &str, value: &SecretValue) -> Result<String, SecretError> {
+        let version = self.put_pending(name, value).await?;
+        self.promote(name, &version).await?;
+        Ok(version)
+    }
+
+    /// Reads a version of `name`, with its version id.
+    async fn get(
+        &self,
+        name: &str,
+        version: &SecretVersion,
+    ) -> Result<Option<(String, SecretValue)>, SecretError>;
+}
+
+/// A certificate as downloaded from the CA and checked against the key and the names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadedCertificate {
+    /// The full chain, PEM, leaf first.
+    pub chain_pem: String,
+    /// SHA-256 of the leaf, hex.
+    pub fingerprint: String,
+    /// Serial, hex.
+    pub serial: String,
+    /// Validity start.
+    pub not_before: OffsetDateTime,
+    /// Validity end.
+    pub not_after: OffsetDateTime,
+    /// ARI certificate identifier, when the leaf has an authority key identifier.
+    pub ari_id: Option<String>,
+    /// The profile the order was issued under, as the CA reported it.
+    pub profile: Option<String>,
+}
+
+/// A new order at the CA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewOrderInfo {
+    /// The order URL.
+    pub url: String,
+    /// The profile asked for (only when the CA offers it).
+    pub profile: Option<String>,
+    /// The certificate the order replaces (ARI), if the CA accepted `replaces`.
+    pub replaces: Option<String>,
+}
+
+/// Why the CA (or the way to it) failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssueError {
+    /// The CA's rate limit; retry after the given time.
+    #[error("rate limited by the CA: {detail}")]
+    RateLimited {
+        /// The CA's words.
+        detail: String,
+        /// When the CA said to come back, if it did.
+        retry_after: Option<Duration>,
+    },
+    /// Network failure, timeout, server error or nonces rejected too often: retry later.
+    #[error("CA unavailable: {0}")]
+    Unavailable(String),
+    /// The CA could not validate control of a name.
+    #[error("validation failed: {detail}")]
+    Validation {
+        /// The CA's words, per name when it said.
+        detail: String,
+        /// The CA's problem document (RFC 7807).
+        problem: serde_json::Value,
+    },
+    /// The order is gone or invalid (expired, deactivated): start a new one with the same key.
+    #[error("order no longer usable: {0}")]
+    OrderGone(String),
+    /// The CA refused `replaces` (already replaced, or another account): order without it.
+    #[error("the CA refused to mark the old certificate as replaced: {0}")]
+    ReplacesRefused(String),
+    /// The CA refused the request (bad names, CAA, unauthorized, malformed).
+    #[error("refused by the CA: {detail}")]
+    Rejected {
+        /// The CA's words.
+        detail: String,
+        /// The CA's problem document, when it sent one.
+        problem: Option<serde_json::Value>,
+    },
+    /// The issued certificate does not match the key or the names, or does not parse.
+    #[error("the issued certificate failed its checks: {0}")]
+    Check(String),
+    /// Configuration problem on our side (unreachable directory URL, missing EAB secret…).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl IssueError {
+    /// A short kind name for records and JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IssueError::RateLimited { .. } => "rate_limited",
+            IssueError::Unavailable(_) => "ca_unavailable",
+            IssueError::Validation { .. } => "validation",
+            IssueError::OrderGone(_) => "order_gone",
+            IssueError::ReplacesRefused(_) => "replaces_refused",
+            IssueError::Rejected { .. } => "rejected",
+            IssueError::Check(_) => "check",
+            IssueError::Config(_) => "config",
+        }
+    }
+
+    /// The CA's problem document, when there is one.
+    pub fn problem(&self) -> Option<&serde_json::Value> {
+        match self {
+            IssueError::Validation { problem, .. } => Some(problem),
+            IssueError::Rejected { problem, .. } => problem.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// How long the CA asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            IssueError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// An ACME CA as the renewal state machine sees it. Each method is one resumable step; all
+/// are idempotent for the same order, so a step interrupted by a crash can simply run again.
+#[async_trait]
+pub trait Issuer: Send + Sync {
+    /// Generates a private key (PKCS#8 PEM).
+    async fn generate_key(
+        &self,
+        key_type: crate::model::certificate::KeyType,
+    ) -> Result<SecretValue, IssueError>;
+
+    /// The CA's suggested renewal window for `cert` and when to ask again, or `None` when the
+    /// CA does not offer ARI.
+    async fn renewal_info(
+        &self,
+        spec: &crate::model::certificate::CertificateSpec,
+        cert: &crate::model::certificate::IssuedCertificate,
+    ) -> Result<Option<(crate::model::certificate::RenewalWindow, Duration)>, IssueError>;
+
+    /// Creates an order for `spec`'s names, asking for its profile when the CA offers it and
+    /// naming `replaces` when given.
+    async fn create_order(
+        &self,
+        spec: &crate::model::certificate::CertificateSpec,
+        replaces: Option<&str>,
+    ) -> Result<NewOrderInfo, IssueError>;
+
+    /// Publishes the challenge responses of every pending authorization and tells the CA
+    /// they are ready. Responses stay published until [`Issuer::await_ready`] returns; running
+    /// this again (after a crash) publishes them again without re-notifying the CA.
+    async fn publish_challenges(
+        &self,
+        spec: &crate::model::certificate::CertificateSpec,
+        order_url: &str,
+    ) -> Result<(), IssueError>;
+
+    /// Waits until the order is ready to finalize (every authorization valid), then removes
+    /// the published responses.
+    async fn await_ready(
+        &self,
+        spec: &crate::model::certificate::CertificateSpec,
+        order_url: &str,
+    ) -> Result<(), IssueError>;
+
+    /// Sends the CSR for `key` (skipped when the order is already finalized).
+    async fn finalize(
+        &self,
+        spec: &crate::model::certificate::CertificateSpec,
+        order_url: &str,
+        key: &SecretValue,
+    ) -> Result<(), IssueError>;
+
+    /// Waits for and downloads the certificate, and checks it against `key` and the names.
+    async fn download(
+        &self,
+        spec: &crate::model::certificate::CertificateSpec,
+        order_url: &str,
+        key: &SecretValue,
+    ) -> Result<DownloadedCertificate, IssueError>;
+}
+
+/// Told about every certificate issued (the deploy queue in AWS, a deploy hook locally).
+#[async_trait]
+pub trait IssuedSink: Send + Sync {
+    /// `certificate` now has a new current certificate. Must be idempotent: a crash after
+    /// this and before the renewal is marked done calls it again.
+    async fn issued(
+        &self,
+        certificate: &crate::model::certificate::ManagedCertificate,
+    ) -> Result<(), String>;
+}

@@ -6,6 +6,8 @@
 //! - `observations`: every observation, keyed by (target, address, scanned_at).
 //! - `latest`: one row per (target, address) with the newest observation and its brief
 //!   history (certificate first seen, last material change), indexed by expiry.
+//! - `certificates`: managed certificates as JSON records with a version column, indexed by
+//!   when renewal next looks at them. No private key is ever stored here.
 //!
 //! Calls run on tokio's blocking pool behind one connection; SQLite serialises writers anyway,
 //! and WAL mode lets a concurrent `certpilot inventory` read while a scan writes.
@@ -14,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use certpilot_core::model::certificate::ManagedCertificate;
 use certpilot_core::policy::{self, RecordDecision};
 use certpilot_core::ports::{
-    DueQuery, DueUpdate, InventoryEntry, InventoryQuery, Store, StoreError,
+    CertificateStore, DueQuery, DueUpdate, InventoryEntry, InventoryQuery, Store, StoreError,
 };
 use certpilot_core::{Endpoint, Observation, Tags, Target};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -52,6 +55,13 @@ CREATE TABLE IF NOT EXISTS endpoints (
 );
 CREATE INDEX IF NOT EXISTS endpoints_by_due_at ON endpoints (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS endpoints_by_slot ON endpoints (slot);
+CREATE TABLE IF NOT EXISTS certificates (
+    id            TEXT PRIMARY KEY,
+    record        TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    next_check_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS certificates_by_check ON certificates (next_check_at);
 CREATE TABLE IF NOT EXISTS scheduler (
     id        INTEGER PRIMARY KEY CHECK (id = 1),
     last_tick INTEGER NOT NULL
@@ -763,5 +773,162 @@ mod tests {
             err.contains("newer certpilot") && err.contains("future.db"),
             "{err}"
         );
+    }
+}
+
+fn certificate_from(record: &str) -> Result<ManagedCertificate, StoreError> {
+    serde_json::from_str(record).map_err(|e| corrupt("certificate", e))
+}
+
+fn certificate_json(c: &ManagedCertificate) -> Result<String, StoreError> {
+    serde_json::to_string(c)
+        .map_err(|e| StoreError::Backend(format!("certificate {:?}: {e}", c.id)))
+}
+
+fn certificate_row(
+    conn: &Connection,
+    path: &Path,
+    id: &str,
+) -> Result<Option<ManagedCertificate>, StoreError> {
+    conn.query_row("SELECT record FROM certificates WHERE id = ?1", [id], |r| {
+        r.get::<_, String>(0)
+    })
+    .optional()
+    .map_err(backend("read certificate", path))?
+    .map(|r| certificate_from(&r))
+    .transpose()
+}
+
+fn certificate_list(
+    conn: &Connection,
+    path: &Path,
+    sql: &str,
+    args: &[i64],
+) -> Result<Vec<ManagedCertificate>, StoreError> {
+    let err = backend("list certificates", path);
+    let mut stmt = conn.prepare(sql).map_err(&err)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))
+        .map_err(&err)?;
+    rows.map(|r| r.map_err(&err).and_then(|s| certificate_from(&s)))
+        .collect()
+}
+
+#[async_trait]
+impl CertificateStore for SqliteStore {
+    async fn add_certificate(
+        &self,
+        certificate: &ManagedCertificate,
+    ) -> Result<ManagedCertificate, StoreError> {
+        let mut stored = certificate.clone();
+        stored.version = 1;
+        self.with(move |conn, path| {
+            let inserted = conn
+                .execute(
+                    "INSERT OR IGNORE INTO certificates (id, record, version, next_check_at)
+                     VALUES (?1, ?2, 1, ?3)",
+                    params![
+                        stored.id,
+                        certificate_json(&stored)?,
+                        nanos(stored.renewal.next_check_at)
+                    ],
+                )
+                .map_err(backend("add certificate", path))?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists {
+                    what: format!("certificate {:?}", stored.id),
+                });
+            }
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn update_certificate(
+        &self,
+        certificate: &ManagedCertificate,
+    ) -> Result<ManagedCertificate, StoreError> {
+        let mut stored = certificate.clone();
+        stored.version = certificate.version + 1;
+        let expected = certificate.version;
+        self.with(move |conn, path| {
+            let updated = conn
+                .execute(
+                    "UPDATE certificates SET record = ?2, version = ?3, next_check_at = ?4
+                     WHERE id = ?1 AND version = ?5",
+                    params![
+                        stored.id,
+                        certificate_json(&stored)?,
+                        i64::try_from(stored.version).unwrap_or(i64::MAX),
+                        nanos(stored.renewal.next_check_at),
+                        i64::try_from(expected).unwrap_or(i64::MAX)
+                    ],
+                )
+                .map_err(backend("update certificate", path))?;
+            if updated == 1 {
+                return Ok(stored);
+            }
+            match certificate_row(conn, path, &stored.id)? {
+                None => Err(StoreError::NotFound {
+                    what: format!("certificate {:?}", stored.id),
+                }),
+                Some(_) => Err(StoreError::Conflict {
+                    what: format!("certificate {:?}", stored.id),
+                    expected,
+                }),
+            }
+        })
+        .await
+    }
+
+    async fn certificate(&self, id: &str) -> Result<Option<ManagedCertificate>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn, path| certificate_row(conn, path, &id))
+            .await
+    }
+
+    async fn certificates(&self) -> Result<Vec<ManagedCertificate>, StoreError> {
+        self.with(|conn, path| {
+            certificate_list(
+                conn,
+                path,
+                "SELECT record FROM certificates ORDER BY id",
+                &[],
+            )
+        })
+        .await
+    }
+
+    async fn remove_certificate(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn, path| {
+            let removed = conn
+                .execute("DELETE FROM certificates WHERE id = ?1", [&id])
+                .map_err(backend("remove certificate", path))?;
+            if removed == 0 {
+                return Err(StoreError::NotFound {
+                    what: format!("certificate {id:?}"),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn certificates_due(
+        &self,
+        before: OffsetDateTime,
+    ) -> Result<Vec<ManagedCertificate>, StoreError> {
+        let before = nanos(before);
+        self.with(move |conn, path| {
+            certificate_list(
+                conn,
+                path,
+                "SELECT record FROM certificates WHERE next_check_at <= ?1
+                 ORDER BY next_check_at, id",
+                &[before],
+            )
+        })
+        .await
     }
 }

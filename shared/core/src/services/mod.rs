@@ -2,5 +2,6 @@
 //! the same code.
 
 pub mod endpoints;
+pub mod renew;
 pub mod scan;
 pub mod scheduled;

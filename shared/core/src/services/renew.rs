@@ -1,0 +1,564 @@
+//! Renewing managed certificates: a crash-safe state machine under a lease.
+//!
+//! A renewal walks [`RenewalStep`]s — key generated and stored, order created, challenges
+//! published, validated, finalized, certificate stored — and persists the record after each
+//! one, with the order URL and the pending key's SecretStore version. Every write is
+//! conditional on the record's version and made while holding the record's lease, so:
+//!
+//! - killing the process at any point and running again resumes the same order with the same
+//!   key (the steps are idempotent at the CA);
+//! - two renewals started together take the lease once: the loser sees the winner's lease and
+//!   reports [`RenewOutcome::Busy`], and only one order exists.
+//!
+//! Whether to renew at all is [`crate::policy::renewal`]: ARI when the CA offers it, else a
+//! share of the lifetime, with exponential backoff after failures and a budget that keeps
+//! automatic retries from spending the CA's duplicate-certificate limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::model::certificate::{
+    IssuedCertificate, Lease, ManagedCertificate, RenewalFailure, RenewalJob, RenewalStep,
+};
+use crate::policy::renewal;
+use crate::ports::{
+    CertificateStore, Clock, IssueError, IssuedSink, Issuer, SecretError, SecretStore,
+    SecretVersion, StoreError,
+};
+
+/// Settings of the renew service.
+#[derive(Clone, Copy, Debug)]
+pub struct RenewSettings {
+    /// How long a lease lasts without being extended (each persisted step extends it).
+    pub lease: Duration,
+    /// Renewals run at once by [`RenewService::renew_due`].
+    pub concurrency: usize,
+}
+
+impl Default for RenewSettings {
+    fn default() -> Self {
+        RenewSettings {
+            lease: Duration::from_secs(600),
+            concurrency: 16,
+        }
+    }
+}
+
+/// What a renewal did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RenewOutcome {
+    /// A new certificate was issued, stored and announced.
+    Issued {
+        /// Its fingerprint.
+        fingerprint: String,
+        /// Its expiry.
+        not_after: OffsetDateTime,
+    },
+    /// Not time yet.
+    NotDue {
+        /// When it will be looked at again.
+        next_check_at: OffsetDateTime,
+    },
+    /// Renewal is due but waits (the duplicate-certificate budget is spent).
+    Deferred {
+        /// Until when.
+        until: OffsetDateTime,
+        /// Why.
+        reason: String,
+    },
+    /// Another worker holds the lease.
+    Busy {
+        /// The other worker.
+        owner: String,
+        /// Until when its lease runs.
+        until: OffsetDateTime,
+    },
+}
+
+/// Why a renewal failed. The record keeps the failure too (`renewal.last_error`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenewError {
+    /// No certificate has this id.
+    #[error("no managed certificate {0:?}")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The secret store failed.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The CA failed at a step.
+    #[error("{id}: {step}: {error}")]
+    Issue {
+        /// The certificate.
+        id: String,
+        /// The step that failed (`None`: before the first).
+        step: String,
+        /// What the CA said.
+        error: IssueError,
+    },
+    /// Announcing the new certificate failed (it is stored; announcing is retried).
+    #[error("{id}: announcing the new certificate failed: {message}")]
+    Announce {
+        /// The certificate.
+        id: String,
+        /// What failed.
+        message: String,
+    },
+    /// Another worker took the lease while this one was working (it was too slow).
+    #[error("{0}: lost the lease to another worker")]
+    LeaseLost(String),
+}
+
+/// The renew use case.
+#[derive(Clone)]
+pub struct RenewService {
+    certificates: Arc<dyn CertificateStore>,
+    secrets: Arc<dyn SecretStore>,
+    issuer: Arc<dyn Issuer>,
+    sink: Option<Arc<dyn IssuedSink>>,
+    clock: Arc<dyn Clock>,
+    owner: String,
+    settings: RenewSettings,
+}
+
+impl RenewService {
+    /// Wires the use case; `owner` identifies this worker in leases (unique per process or
+    /// invocation).
+    pub fn new(
+        certificates: Arc<dyn CertificateStore>,
+        secrets: Arc<dyn SecretStore>,
+        issuer: Arc<dyn Issuer>,
+        sink: Option<Arc<dyn IssuedSink>>,
+        clock: Arc<dyn Clock>,
+        owner: impl Into<String>,
+        settings: RenewSettings,
+    ) -> Self {
+        RenewService {
+            certificates,
+            secrets,
+            issuer,
+            sink,
+            clock,
+            owner: owner.into(),
+            settings,
+        }
+    }
+
+    /// Renews every certificate due now, `concurrency` at a time; one result per certificate.
+    pub async fn renew_due(
+        &self,
+    ) -> Result<Vec<(String, Result<RenewOutcome, RenewError>)>, RenewError> {
+        let due = self.certificates.certificates_due(self.clock.now()).await?;
+        let results = futures::stream::iter(due.into_iter().map(|c| {
+            let this = self.clone();
+            async move {
+                let result = this.renew(&c.id, false).await;
+                (c.id, result)
+            }
+        }))
+        .buffer_unordered(self.settings.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+        Ok(results)
+    }
+
+    /// Renews `id` if it is due (or resumes its renewal in flight); `force` renews now
+    /// whatever the schedule, still within the CA's duplicate limit.
+    pub async fn renew(&self, id: &str, force: bool) -> Result<RenewOutcome, RenewError> {
+        let mut cert = self.load(id).await?;
+        let now = self.clock.now();
+        if cert.renewal.job.is_none() {
+            if !force && cert.renewal.next_check_at > now {
+                return Ok(RenewOutcome::NotDue {
+                    next_check_at: cert.renewal.next_check_at,
+                });
+            }
+            if !force {
+                if let Some(next) = self.not_yet(&mut cert, now).await? {
+                    return Ok(RenewOutcome::NotDue {
+                        next_check_at: next,
+                    });
+                }
+            }
+            if let Err(until) = renewal::may_order(&cert.renewal.recent_issuances, now, force) {
+                cert.renewal.next_check_at = until;
+                self.certificates.update_certificate(&cert).await?;
+                let reason = format!(
+                    "{} certificates for these names in the last 7 days; the CA allows {}",
+                    renewal::recent_issuances(&cert.renewal.recent_issuances, now).len(),
+                    renewal::DUPLICATE_LIMIT
+                );
+                warn!(id, %until, "renewal deferred: {reason}");
+                return Ok(RenewOutcome::Deferred { until, reason });
+            }
+        }
+        let cert = match self.take_lease(cert).await? {
+            Ok(cert) => cert,
+            Err(busy) => return Ok(busy),
+        };
+        self.run(cert).await
+    }
+
+    async fn load(&self, id: &str) -> Result<ManagedCertificate, RenewError> {
+        self.certificates
+            .certificate(id)
+            .await?
+            .ok_or_else(|| RenewError::NotFound(id.to_owned()))
+    }
+
+    /// With a current certificate, asks ARI and the policy; `Some(next)` when renewal is not
+    /// due yet (the record is updated with the next check).
+    async fn not_yet(
+        &self,
+        cert: &mut ManagedCertificate,
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, RenewError> {
+        let Some(current) = cert.current.clone() else {
+            return Ok(None);
+        };
+        let ari = match self.issuer.renewal_info(&cert.spec, &current).await {
+            Ok(ari) => ari,
+            Err(e) => {
+                // ARI is advice: without it the lifetime policy still protects the cert.
+                warn!(id = %cert.id, error = %e, "renewal information unavailable");
+                None
+            }
+        };
+        let window = ari.map(|(w, _)| w);
+        let renew_at = renewal::renew_at(&current, cert.spec.renewal, window.as_ref(), &cert.id);
+        if renew_at <= now {
+            return Ok(None);
+        }
+        cert.renewal.ari_window = window;
+        cert.renewal.next_check_at =
+            renewal::next_check_at(now, renew_at, ari.is_some(), ari.map(|(_, r)| r));
+        *cert = self.certificates.update_certificate(cert).await?;
+        Ok(Some(cert.renewal.next_check_at))
+    }
+
+    /// Takes the lease with a conditional write; `Err(Busy)` when another worker holds it.
+    async fn take_lease(
+        &self,
+        mut cert: ManagedCertificate,
+    ) -> Result<Result<ManagedCertificate, RenewOutcome>, RenewError> {
+        for _ in 0..3 {
+            let now = self.clock.now();
+            if let Some(lease) = &cert.renewal.lease {
+                if lease.owner != self.owner && lease.until > now {
+                    return Ok(Err(RenewOutcome::Busy {
+                        owner: lease.owner.clone(),
+                        until: lease.until,
+                    }));
+                }
+            }
+            cert.renewal.lease = Some(self.lease_from(now));
+            match self.certificates.update_certificate(&cert).await {
+                Ok(stored) => return Ok(Ok(stored)),
+                // Someone wrote meanwhile: look again at what they wrote.
+                Err(StoreError::Conflict { .. }) => cert = self.load(&cert.id).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict {
+            what: format!("certificate {:?}", cert.id),
+            expected: cert.version,
+        }
+        .into())
+    }
+
+    fn lease_from(&self, now: OffsetDateTime) -> Lease {
+        Lease {
+            owner: self.owner.clone(),
+            until: now + self.settings.lease,
+        }
+    }
+
+    /// Persists `cert`, extending the lease. An edit made meanwhile by someone else (tags,
+    /// endpoints) is kept: the renewal state and current certificate are re-applied on top,
+    /// as long as the lease is still ours.
+    async fn save(&self, cert: &mut ManagedCertificate) -> Result<(), RenewError> {
+        for _ in 0..3 {
+            if cert.renewal.lease.is_some() {
+                cert.renewal.lease = Some(self.lease_from(self.clock.now()));
+            }
+            match self.certificates.update_certificate(cert).await {
+                Ok(stored) => {
+                    *cert = stored;
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    let mut fresh = self.load(&cert.id).await?;
+                    let ours = fresh
+                        .renewal
+                        .lease
+                        .as_ref()
+                        .is_some_and(|l| l.owner == self.owner);
+                    if !ours {
+                        return Err(RenewError::LeaseLost(cert.id.clone()));
+                    }
+                    fresh.renewal = cert.renewal.clone();
+                    fresh.current = cert.current.clone();
+                    *cert = fresh;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RenewError::LeaseLost(cert.id.clone()))
+    }
+
+    async fn run(&self, mut cert: ManagedCertificate) -> Result<RenewOutcome, RenewError> {
+        let mut published_here = false;
+        let mut new_orders = 0;
+        loop {
+            let step = cert.renewal.job.as_ref().map(|j| j.step);
+            match self.step(&mut cert, &mut published_here).await {
+                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(None) => {}
+                Err(RenewError::Issue {
+                    error: IssueError::OrderGone(why),
+                    ..
+                }) if new_orders < 2 => {
+                    // The CA dropped the order (expired, deactivated): same key, new order.
+                    warn!(id = %cert.id, %why, "order gone; creating a new one");
+                    new_orders += 1;
+                    published_here = false;
+                    if let Some(job) = cert.renewal.job.as_mut() {
+                        job.step = RenewalStep::KeyStored;
+                        job.order_url = None;
+                    }
+                    self.save(&mut cert).await?;
+                }
+                Err(e) => return Err(self.fail(cert, step, e).await),
+            }
+        }
+    }
+
+    /// Runs the step after the last one completed; `Some` when the renewal is finished.
+    async fn step(
+        &self,
+        cert: &mut ManagedCertificate,
+        published_here: &mut bool,
+    ) -> Result<Option<RenewOutcome>, RenewError> {
+        let issue = |step: &str, error: IssueError| RenewError::Issue {
+            id: cert.id.clone(),
+            step: step.to_owned(),
+            error,
+        };
+        let key_name = cert.key_secret_name();
+        let Some(job) = cert.renewal.job.clone() else {
+            let key = self
+                .issuer
+                .generate_key(cert.spec.key_type)
+                .await
+                .map_err(|e| issue("generate key", e))?;
+            // The key is safe in the SecretStore before the CA ever sees a CSR for it.
+            let key_version = self.secrets.put_pending(&key_name, &key).await?;
+            cert.renewal.job = Some(RenewalJob {
+                step: RenewalStep::KeyStored,
+                started_at: self.clock.now(),
+                key_version,
+                order_url: None,
+                profile: None,
+                replaces: None,
+            });
+            self.save(cert).await?;
+            info!(id = %cert.id, "renewal: key stored");
+            return Ok(None);
+        };
+        let order_url = job.order_url.clone().unwrap_or_default();
+        let next = match job.step {
+            RenewalStep::KeyStored => {
+                let replaces = cert.current.as_ref().and_then(|c| c.ari_id.clone());
+                let created = match self
+                    .issuer
+                    .create_order(&cert.spec, replaces.as_deref())
+                    .await
+                {
+                    Err(IssueError::ReplacesRefused(why)) if replaces.is_some() => {
+                        warn!(id = %cert.id, %why, "ordering without `replaces`");
+                        self.issuer.create_order(&cert.spec, None).await
+                    }
+                    other => other,
+                }
+                .map_err(|e| issue("create order", e))?;
+                let job = cert.renewal.job.as_mut().expect("job exists");
+                job.order_url = Some(created.url);
+                job.profile = created.profile;
+                job.replaces = created.replaces;
+                RenewalStep::OrderCreated
+            }
+            RenewalStep::OrderCreated => {
+                self.issuer
+                    .publish_challenges(&cert.spec, &order_url)
+                    .await
+                    .map_err(|e| issue("publish challenges", e))?;
+                *published_here = true;
+                RenewalStep::ChallengesPublished
+            }
+            RenewalStep::ChallengesPublished => {
+                if !*published_here {
+                    // Resumed: the responses died with the previous process.
+                    self.issuer
+                        .publish_challenges(&cert.spec, &order_url)
+                        .await
+                        .map_err(|e| issue("publish challenges", e))?;
+                }
+                self.issuer
+                    .await_ready(&cert.spec, &order_url)
+                    .await
+                    .map_err(|e| issue("validate", e))?;
+                RenewalStep::Validated
+            }
+            RenewalStep::Validated => {
+                let key = self.key(&key_name, &job.key_version).await?;
+                self.issuer
+                    .finalize(&cert.spec, &order_url, &key)
+                    .await
+                    .map_err(|e| issue("finalize", e))?;
+                RenewalStep::Finalized
+            }
+            RenewalStep::Finalized => {
+                let key = self.key(&key_name, &job.key_version).await?;
+                let got = self
+                    .issuer
+                    .download(&cert.spec, &order_url, &key)
+                    .await
+                    .map_err(|e| issue("download", e))?;
+                if let Some(asked) = &job.profile {
+                    if got.profile.as_ref().is_some_and(|p| p != asked) {
+                        return Err(issue(
+                            "download",
+                            IssueError::Check(format!(
+                                "asked for profile {asked:?}, the CA issued {:?}",
+                                got.profile
+                            )),
+                        ));
+                    }
+                }
+                let now = self.clock.now();
+                cert.current = Some(IssuedCertificate {
+                    fingerprint: got.fingerprint,
+                    serial: got.serial,
+                    not_before: got.not_before,
+                    not_after: got.not_after,
+                    issued_at: now,
+                    ari_id: got.ari_id,
+                    profile: got.profile.or(job.profile.clone()),
+                    chain_pem: got.chain_pem,
+                    key_version: job.key_version.clone(),
+                    order_url: order_url.clone(),
+                });
+                let mut recent = renewal::recent_issuances(&cert.renewal.recent_issuances, now);
+                recent.push(now);
+                cert.renewal.recent_issuances = recent;
+                RenewalStep::CertificateStored
+            }
+            RenewalStep::CertificateStored => {
+                // Idempotent: promoting the current version again changes nothing.
+                self.secrets.promote(&key_name, &job.key_version).await?;
+                if let Some(sink) = &self.sink {
+                    sink.issued(cert)
+                        .await
+                        .map_err(|message| RenewError::Announce {
+                            id: cert.id.clone(),
+                            message,
+                        })?;
+                }
+                let now = self.clock.now();
+                let current = cert.current.clone().expect("stored before this step");
+                let renew_at = renewal::renew_at(&current, cert.spec.renewal, None, &cert.id);
+                cert.renewal.job = None;
+                cert.renewal.lease = None;
+                cert.renewal.failures = 0;
+                cert.renewal.last_error = None;
+                cert.renewal.ari_window = None;
+                // Ask ARI within hours: the CA may want it sooner than the lifetime policy.
+                cert.renewal.next_check_at = renewal::next_check_at(now, renew_at, true, None);
+                self.save(cert).await?;
+                info!(id = %cert.id, fingerprint = %current.fingerprint, not_after = %current.not_after, "renewal: issued");
+                return Ok(Some(RenewOutcome::Issued {
+                    fingerprint: current.fingerprint,
+                    not_after: current.not_after,
+                }));
+            }
+        };
+        if let Some(job) = cert.renewal.job.as_mut() {
+            job.step = next;
+        }
+        self.save(cert).await?;
+        info!(id = %cert.id, step = %next, "renewal: step done");
+        Ok(None)
+    }
+
+    async fn key(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<crate::ports::SecretValue, RenewError> {
+        let found = self
+            .secrets
+            .get(name, &SecretVersion::Id(version.to_owned()))
+            .await?;
+        found.map(|(_, key)| key).ok_or_else(|| {
+            RenewError::Secret(SecretError::NotFound(format!("{name} version {version}")))
+        })
+    }
+
+    /// Records a failure on the record (backoff, the CA's problem document) and releases the
+    /// lease; returns the error for the caller.
+    async fn fail(
+        &self,
+        mut cert: ManagedCertificate,
+        step: Option<RenewalStep>,
+        error: RenewError,
+    ) -> RenewError {
+        if matches!(error, RenewError::LeaseLost(_)) {
+            return error;
+        }
+        let now = self.clock.now();
+        let (kind, problem, retry_after) = match &error {
+            RenewError::Issue { error, .. } => (
+                error.kind().to_owned(),
+                error.problem().cloned(),
+                error.retry_after(),
+            ),
+            RenewError::Store(_) => ("store".to_owned(), None, None),
+            RenewError::Secret(_) => ("secret_store".to_owned(), None, None),
+            RenewError::Announce { .. } => ("announce".to_owned(), None, None),
+            _ => ("other".to_owned(), None, None),
+        };
+        if let RenewError::Issue {
+            error: IssueError::Validation { .. },
+            ..
+        } = &error
+        {
+            // A failed validation invalidates the order: the next attempt orders again,
+            // with the same key.
+            if let Some(job) = cert.renewal.job.as_mut() {
+                job.step = RenewalStep::KeyStored;
+                job.order_url = None;
+            }
+        }
+        cert.renewal.failures = cert.renewal.failures.saturating_add(1);
+        cert.renewal.last_error = Some(RenewalFailure {
+            at: now,
+            step,
+            kind,
+            message: error.to_string(),
+            problem,
+        });
+        cert.renewal.next_check_at = now + renewal::backoff(cert.renewal.failures, retry_after);
+        cert.renewal.lease = None;
+        warn!(id = %cert.id, failures = cert.renewal.failures, next = %cert.renewal.next_check_at, error = %error, "renewal failed");
+        if let Err(e) = self.save(&mut cert).await {
+            warn!(id = %cert.id, error = %e, "could not record the failure");
+        }
+        error
+    }
+}
