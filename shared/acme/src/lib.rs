@@ -1,1 +1,629 @@
-pub fn x() {}
+//! certpilot's ACME [`Issuer`], over instant-acme.
+//!
+//! - **Accounts** are created once per (directory, contacts, EAB key) and their credentials
+//!   kept in the SecretStore; later runs restore them. External Account Binding reads its
+//!   HMAC key from the SecretStore too.
+//! - **Orders** ask for the configured profile only when the directory lists it, and name
+//!   the certificate they replace (ARI `replaces`) when there is one.
+//! - **Challenges**: HTTP-01 through the built-in responder ([`http01::Http01Responder`]) or a
+//!   web root ([`http01::Webroot`]).
+//! - **Errors**: `badNonce` is retried here beyond instant-acme's three tries; rate limits,
+//!   server errors and validation failures map to [`IssueError`] kinds the renew service acts
+//!   on, with the CA's problem document kept.
+//! - Every call to the CA is bounded by a timeout.
+
+pub mod http01;
+pub mod keys;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use certpilot_core::model::certificate::{
+    CertificateSpec, ChallengeConfig, Identifier, IssuedCertificate, KeyType, RenewalWindow,
+};
+use certpilot_core::ports::{
+    DownloadedCertificate, IssueError, Issuer, NewOrderInfo, SecretStore, SecretValue,
+    SecretVersion,
+};
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
+    NewAccount, NewOrder, OrderStatus, Problem, RetryPolicy,
+};
+use tokio::sync::Mutex;
+use tracing::{debug, info};
+
+use crate::http01::{Http01Responder, Webroot};
+
+/// How often a `badNonce` is retried on top of instant-acme's own three tries.
+const NONCE_RETRIES: usize = 10;
+
+/// Settings of the ACME issuer.
+#[derive(Clone, Debug)]
+pub struct AcmeSettings {
+    /// Bound on each call to the CA, and on waiting for validation or issuance.
+    pub timeout: Duration,
+    /// A PEM CA certificate to trust for the ACME server's own HTTPS (a private or test CA);
+    /// `None` uses the platform's trust store.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for AcmeSettings {
+    fn default() -> Self {
+        AcmeSettings {
+            timeout: Duration::from_secs(90),
+            ca_file: None,
+        }
+    }
+}
+
+/// The ACME issuer.
+pub struct AcmeIssuer {
+    secrets: Arc<dyn SecretStore>,
+    settings: AcmeSettings,
+    accounts: Mutex<HashMap<String, Account>>,
+    responders: Mutex<HashMap<String, Arc<Http01Responder>>>,
+    /// Tokens published per order, so they can be withdrawn.
+    published: std::sync::Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl std::fmt::Debug for AcmeIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeIssuer")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn problem_json(p: &Problem) -> serde_json::Value {
+    serde_json::json!({
+        "type": p.r#type,
+        "detail": p.detail,
+        "status": p.status,
+        "subproblems": p.subproblems.iter().map(|s| serde_json::json!({
+            "identifier": s.identifier.as_ref().map(|i| format!("{i:?}")),
+            "type": s.r#type,
+            "detail": s.detail,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn problem_text(p: &Problem) -> String {
+    let mut text = p.detail.clone().unwrap_or_else(|| {
+        p.r#type
+            .clone()
+            .unwrap_or_else(|| "unspecified problem".into())
+    });
+    for s in &p.subproblems {
+        text.push_str(&format!(
+            "; {}",
+            s.detail.as_deref().unwrap_or("unspecified problem")
+        ));
+    }
+    text
+}
+
+fn problem_kind(p: &Problem) -> &str {
+    p.r#type
+        .as_deref()
+        .and_then(|t| t.rsplit(':').next())
+        .unwrap_or("")
+}
+
+/// Maps an instant-acme error. `validating` marks the step where a CA's connection or DNS
+/// problem means the challenge failed rather than the CA being unreachable.
+fn map_error(e: instant_acme::Error, validating: bool) -> IssueError {
+    use instant_acme::Error as E;
+    match e {
+        E::Api(p) => {
+            let detail = problem_text(&p);
+            match problem_kind(&p) {
+                "rateLimited" => IssueError::RateLimited {
+                    detail,
+                    retry_after: None,
+                },
+                "badNonce" | "serverInternal" => IssueError::Unavailable(detail),
+                "alreadyReplaced" => IssueError::ReplacesRefused(detail),
+                "orderNotReady" => IssueError::OrderGone(detail),
+                "connection" | "dns" | "incorrectResponse" | "tls" | "unauthorized"
+                    if validating =>
+                {
+                    IssueError::Validation {
+                        detail,
+                        problem: problem_json(&p),
+                    }
+                }
+                _ if p.status.is_some_and(|s| s >= 500) => IssueError::Unavailable(detail),
+                _ if p.status == Some(404) => IssueError::OrderGone(detail),
+                _ => IssueError::Rejected {
+                    detail,
+                    problem: Some(problem_json(&p)),
+                },
+            }
+        }
+        E::Unsupported(what) => IssueError::ReplacesRefused(format!("the CA lacks {what}")),
+        E::Timeout(_) => IssueError::Unavailable("timed out waiting for the CA".into()),
+        E::Http(_) | E::Hyper(_) | E::Other(_) => IssueError::Unavailable(display_chain(&e)),
+        other => IssueError::Unavailable(display_chain(&other)),
+    }
+}
+
+fn is_bad_nonce(e: &instant_acme::Error) -> bool {
+    matches!(e, instant_acme::Error::Api(p) if problem_kind(p) == "badNonce")
+}
+
+fn display_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn acme_identifiers(names: &[Identifier]) -> Vec<instant_acme::Identifier> {
+    names
+        .iter()
+        .map(|n| match n {
+            Identifier::Dns(d) => instant_acme::Identifier::Dns(d.clone()),
+            Identifier::Ip(ip) => instant_acme::Identifier::Ip(*ip),
+        })
+        .collect()
+}
+
+impl AcmeIssuer {
+    /// An issuer keeping account credentials in `secrets`.
+    pub fn new(secrets: Arc<dyn SecretStore>, settings: AcmeSettings) -> Self {
+        AcmeIssuer {
+            secrets,
+            settings,
+            accounts: Mutex::default(),
+            responders: Mutex::default(),
+            published: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Runs one CA call under the timeout, retrying `badNonce` beyond instant-acme's tries.
+    async fn call<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, instant_acme::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, instant_acme::Error>>,
+    {
+        let mut tries = 0;
+        loop {
+            let result = tokio::time::timeout(self.settings.timeout, f())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(instant_acme::Error::Other(
+                        format!(
+                            "{what}: no answer from the CA within {:?}",
+                            self.settings.timeout
+                        )
+                        .into(),
+                    ))
+                });
+            match result {
+                Err(e) if is_bad_nonce(&e) && tries < NONCE_RETRIES => {
+                    tries += 1;
+                    debug!(what, tries, "badNonce; retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn builder(&self) -> Result<instant_acme::AccountBuilder, IssueError> {
+        match &self.settings.ca_file {
+            Some(path) => Account::builder_with_root(path)
+                .map_err(|e| IssueError::Config(format!("ACME CA file {}: {e}", path.display()))),
+            None => Account::builder().map_err(|e| {
+                IssueError::Config(format!("cannot load the platform trust store: {e}"))
+            }),
+        }
+    }
+
+    /// The account for `spec`'s issuer: cached, else restored from the SecretStore, else
+    /// created (with EAB when configured) and stored.
+    async fn account(&self, spec: &CertificateSpec) -> Result<Account, IssueError> {
+        let name = spec.issuer.account_secret_name();
+        // Held across creation so that concurrent renewals create one account, not several.
+        let mut accounts = self.accounts.lock().await;
+        if let Some(a) = accounts.get(&name) {
+            return Ok(a.clone());
+        }
+        let stored = self
+            .secrets
+            .get(&name, &SecretVersion::Current)
+            .await
+            .map_err(|e| IssueError::Config(format!("reading ACME account {name}: {e}")))?;
+        let account = match stored {
+            Some((_, value)) => {
+                let credentials: AccountCredentials = serde_json::from_slice(value.expose())
+                    .map_err(|e| IssueError::Config(format!("ACME account {name}: {e}")))?;
+                self.call("restore account", || {
+                    let builder = self
+                        .builder()
+                        .map_err(|e| instant_acme::Error::Other(e.to_string().into()));
+                    let credentials = credentials_clone(&credentials);
+                    async move { builder?.from_credentials(credentials?).await }
+                })
+                .await
+                .map_err(|e| map_error(e, false))?
+            }
+            None => {
+                let eab = match &spec.issuer.eab {
+                    Some(eab) => {
+                        let (_, hmac) = self
+                            .secrets
+                            .get(&eab.hmac_secret, &SecretVersion::Current)
+                            .await
+                            .map_err(|e| IssueError::Config(format!("EAB key: {e}")))?
+                            .ok_or_else(|| {
+                                IssueError::Config(format!(
+                                    "EAB HMAC key {:?} is not in the secret store",
+                                    eab.hmac_secret
+                                ))
+                            })?;
+                        let text = hmac
+                            .expose_str()
+                            .map_err(|e| IssueError::Config(format!("EAB HMAC key: {e}")))?;
+                        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .decode(text.trim().trim_end_matches('='))
+                            .map_err(|e| {
+                                IssueError::Config(format!(
+                                    "EAB HMAC key {:?} is not base64url: {e}",
+                                    eab.hmac_secret
+                                ))
+                            })?;
+                        Some(ExternalAccountKey::new(eab.key_id.clone(), &bytes))
+                    }
+                    None => None,
+                };
+                let contact: Vec<&str> = spec.issuer.contact.iter().map(String::as_str).collect();
+                let new = NewAccount {
+                    contact: &contact,
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                };
+                let (account, credentials) = self
+                    .call("create account", || {
+                        let b = self.builder();
+                        let new = &new;
+                        let eab = eab.as_ref();
+                        let directory = spec.issuer.directory.clone();
+                        async move {
+                            match b {
+                                Ok(b) => b.create(new, directory, eab).await,
+                                Err(e) => Err(instant_acme::Error::Other(e.to_string().into())),
+                            }
+                        }
+                    })
+                    .await
+                    .map_err(|e| map_error(e, false))?;
+                let json = serde_json::to_vec(&credentials)
+                    .map_err(|e| IssueError::Config(format!("ACME account credentials: {e}")))?;
+                self.secrets
+                    .put_current(&name, &SecretValue::new(json))
+                    .await
+                    .map_err(|e| IssueError::Config(format!("storing ACME account: {e}")))?;
+                info!(directory = %spec.issuer.directory, account = account.id(), "ACME account created");
+                account
+            }
+        };
+        accounts.insert(name, account.clone());
+        Ok(account)
+    }
+
+    async fn responder(&self, listen: &str) -> Result<Arc<Http01Responder>, IssueError> {
+        let mut responders = self.responders.lock().await;
+        if let Some(r) = responders.get(listen) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(
+            Http01Responder::bind(listen)
+                .await
+                .map_err(|e| IssueError::Config(e.to_string()))?,
+        );
+        responders.insert(listen.to_owned(), r.clone());
+        Ok(r)
+    }
+
+    async fn publish_token(
+        &self,
+        spec: &CertificateSpec,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<(), IssueError> {
+        match &spec.challenge {
+            ChallengeConfig::Http01Listen { listen } => {
+                self.responder(listen)
+                    .await?
+                    .insert(token, key_authorization);
+                Ok(())
+            }
+            ChallengeConfig::Http01Webroot { webroot } => Webroot::new(webroot)
+                .insert(token, key_authorization)
+                .await
+                .map_err(|e| IssueError::Config(format!("web root: {e}"))),
+            ChallengeConfig::Dns01 { .. } => Err(IssueError::Config(
+                "DNS-01 providers are not part of this build yet; use HTTP-01".into(),
+            )),
+        }
+    }
+
+    async fn withdraw(&self, spec: &CertificateSpec, order_url: &str) {
+        let tokens = self
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(order_url)
+            .unwrap_or_default();
+        for token in tokens {
+            match &spec.challenge {
+                ChallengeConfig::Http01Listen { listen } => {
+                    if let Some(r) = self.responders.lock().await.get(listen) {
+                        r.remove(&token);
+                    }
+                }
+                ChallengeConfig::Http01Webroot { webroot } => {
+                    Webroot::new(webroot).remove(&token).await;
+                }
+                ChallengeConfig::Dns01 { .. } => {}
+            }
+        }
+    }
+
+    fn challenge_type(spec: &CertificateSpec) -> ChallengeType {
+        match spec.challenge {
+            ChallengeConfig::Dns01 { .. } => ChallengeType::Dns01,
+            _ => ChallengeType::Http01,
+        }
+    }
+
+    /// The first failed challenge's problem, for a validation error the owner can act on.
+    async fn validation_failure(
+        &self,
+        order: &mut instant_acme::Order,
+    ) -> Result<IssueError, IssueError> {
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let authz = authz.map_err(|e| map_error(e, true))?;
+            for c in &authz.challenges {
+                if let Some(p) = &c.error {
+                    return Ok(IssueError::Validation {
+                        detail: format!("{:?}: {}", authz.identifier(), problem_text(p)),
+                        problem: problem_json(p),
+                    });
+                }
+            }
+        }
+        Ok(IssueError::Validation {
+            detail: "the CA marked the order invalid".into(),
+            problem: serde_json::json!({ "detail": "order invalid" }),
+        })
+    }
+}
+
+fn parse_ari_id(id: &str) -> Result<instant_acme::CertificateIdentifier<'static>, IssueError> {
+    let quoted = serde_json::Value::String(id.to_owned()).to_string();
+    serde_json::from_str::<instant_acme::CertificateIdentifier<'_>>(&quoted)
+        .map(|c| c.into_owned())
+        .map_err(|e| IssueError::Config(format!("stored ARI id {id:?}: {e}")))
+}
+
+fn credentials_clone(c: &AccountCredentials) -> Result<AccountCredentials, instant_acme::Error> {
+    Ok(serde_json::from_value(serde_json::to_value(c)?)?)
+}
+
+#[async_trait]
+impl Issuer for AcmeIssuer {
+    async fn generate_key(&self, key_type: KeyType) -> Result<SecretValue, IssueError> {
+        // RSA 4096 takes long enough to stall the runtime's other tasks.
+        tokio::task::spawn_blocking(move || keys::generate(key_type))
+            .await
+            .map_err(|e| IssueError::Config(format!("key generation failed: {e}")))?
+    }
+
+    async fn renewal_info(
+        &self,
+        spec: &CertificateSpec,
+        cert: &IssuedCertificate,
+    ) -> Result<Option<(RenewalWindow, Duration)>, IssueError> {
+        let Some(id) = &cert.ari_id else {
+            return Ok(None);
+        };
+        let account = self.account(spec).await?;
+        let id = parse_ari_id(id)?;
+        match self
+            .call("renewal info", || account.renewal_info(&id))
+            .await
+        {
+            Ok((info, retry_after)) => Ok(Some((
+                RenewalWindow {
+                    start: info.suggested_window.start,
+                    end: info.suggested_window.end,
+                },
+                retry_after,
+            ))),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(map_error(e, false)),
+        }
+    }
+
+    async fn create_order(
+        &self,
+        spec: &CertificateSpec,
+        replaces: Option<&str>,
+    ) -> Result<NewOrderInfo, IssueError> {
+        let account = self.account(spec).await?;
+        let identifiers = acme_identifiers(&spec.names);
+        let profile = spec
+            .issuer
+            .profile
+            .as_deref()
+            .filter(|wanted| account.profiles().any(|p| p.name == *wanted));
+        if let (Some(wanted), None) = (&spec.issuer.profile, profile) {
+            info!(profile = %wanted, "the CA does not offer this profile; ordering without it");
+        }
+        let replaced: Option<instant_acme::CertificateIdentifier<'static>> = match replaces {
+            Some(id) => Some(parse_ari_id(id)?),
+            None => None,
+        };
+        let order = self
+            .call("new order", || {
+                let mut new = NewOrder::new(&identifiers);
+                if let Some(p) = profile {
+                    new = new.profile(p);
+                }
+                if let Some(r) = &replaced {
+                    new = new.replaces(r.clone());
+                }
+                let account = account.clone();
+                async move { account.new_order(&new).await }
+            })
+            .await
+            .map_err(|e| map_error(e, false))?;
+        Ok(NewOrderInfo {
+            url: order.url().to_owned(),
+            profile: profile.map(str::to_owned),
+            replaces: replaces.map(str::to_owned),
+        })
+    }
+
+    async fn publish_challenges(
+        &self,
+        spec: &CertificateSpec,
+        order_url: &str,
+    ) -> Result<(), IssueError> {
+        let account = self.account(spec).await?;
+        let mut order = self
+            .call("read order", || account.order(order_url.to_owned()))
+            .await
+            .map_err(|e| map_error(e, false))?;
+        match order.state().status {
+            OrderStatus::Pending => {}
+            OrderStatus::Invalid => {
+                return Err(self.validation_failure(&mut order).await?);
+            }
+            // Ready, processing or valid: nothing left to prove.
+            _ => return Ok(()),
+        }
+        let kind = Self::challenge_type(spec);
+        let mut tokens = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(|e| map_error(e, true))?;
+            if authz.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            let identifier = format!("{:?}", authz.identifier());
+            let Some(mut challenge) = authz.challenge(kind.clone()) else {
+                return Err(IssueError::Rejected {
+                    detail: format!("the CA offers no {kind:?} challenge for {identifier}"),
+                    problem: None,
+                });
+            };
+            let key_authorization = challenge.key_authorization();
+            self.publish_token(spec, &challenge.token, key_authorization.as_str())
+                .await?;
+            tokens.push(challenge.token.clone());
+            if challenge.status == instant_acme::ChallengeStatus::Pending {
+                challenge
+                    .set_ready()
+                    .await
+                    .map_err(|e| map_error(e, true))?;
+            }
+        }
+        self.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(order_url.to_owned())
+            .or_default()
+            .extend(tokens);
+        Ok(())
+    }
+
+    async fn await_ready(&self, spec: &CertificateSpec, order_url: &str) -> Result<(), IssueError> {
+        let account = self.account(spec).await?;
+        let result = async {
+            let mut order = self
+                .call("read order", || account.order(order_url.to_owned()))
+                .await
+                .map_err(|e| map_error(e, true))?;
+            let retries = RetryPolicy::new()
+                .initial_delay(Duration::from_millis(100))
+                .backoff(1.5)
+                .timeout(self.settings.timeout);
+            let status = order
+                .poll_ready(&retries)
+                .await
+                .map_err(|e| map_error(e, true))?;
+            match status {
+                OrderStatus::Ready | OrderStatus::Processing | OrderStatus::Valid => Ok(()),
+                _ => Err(self.validation_failure(&mut order).await?),
+            }
+        }
+        .await;
+        self.withdraw(spec, order_url).await;
+        result
+    }
+
+    async fn finalize(
+        &self,
+        spec: &CertificateSpec,
+        order_url: &str,
+        key: &SecretValue,
+    ) -> Result<(), IssueError> {
+        let account = self.account(spec).await?;
+        let mut order = self
+            .call("read order", || account.order(order_url.to_owned()))
+            .await
+            .map_err(|e| map_error(e, false))?;
+        match order.state().status {
+            OrderStatus::Ready => {}
+            // Finalized before a crash: nothing to send again.
+            OrderStatus::Processing | OrderStatus::Valid => return Ok(()),
+            OrderStatus::Invalid => {
+                return Err(IssueError::OrderGone("the order is invalid".into()));
+            }
+            OrderStatus::Pending => {
+                return Err(IssueError::OrderGone(
+                    "the order is not validated yet".into(),
+                ));
+            }
+        }
+        let csr = keys::csr(&spec.names, key)?;
+        order
+            .finalize_csr(&csr)
+            .await
+            .map_err(|e| map_error(e, false))
+    }
+
+    async fn download(
+        &self,
+        spec: &CertificateSpec,
+        order_url: &str,
+        key: &SecretValue,
+    ) -> Result<DownloadedCertificate, IssueError> {
+        let account = self.account(spec).await?;
+        let mut order = self
+            .call("read order", || account.order(order_url.to_owned()))
+            .await
+            .map_err(|e| map_error(e, false))?;
+        let retries = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(100))
+            .backoff(1.5)
+            .timeout(self.settings.timeout);
+        let chain = order
+            .poll_certificate(&retries)
+            .await
+            .map_err(|e| map_error(e, false))?;
+        let profile = order.state().profile.clone();
+        keys::check(&chain, &spec.names, key, profile)
+    }
+}
