@@ -40,6 +40,8 @@ use crate::http01::{Http01Responder, Webroot};
 
 /// How often a `badNonce` is retried on top of instant-acme's own three tries.
 const NONCE_RETRIES: usize = 10;
+/// Marks an [`IssueError::Unavailable`] that was a `badNonce`, so a whole step is retried.
+const BAD_NONCE: &str = "badNonce: ";
 
 /// Settings of the ACME issuer.
 #[derive(Clone, Debug)]
@@ -125,7 +127,8 @@ fn map_error(e: instant_acme::Error, validating: bool) -> IssueError {
                     detail,
                     retry_after: None,
                 },
-                "badNonce" | "serverInternal" => IssueError::Unavailable(detail),
+                "badNonce" => IssueError::Unavailable(format!("{BAD_NONCE}{detail}")),
+                "serverInternal" => IssueError::Unavailable(detail),
                 "alreadyReplaced" => IssueError::ReplacesRefused(detail),
                 "orderNotReady" => IssueError::OrderGone(detail),
                 "connection" | "dns" | "incorrectResponse" | "tls" | "unauthorized"
@@ -420,42 +423,8 @@ fn credentials_clone(c: &AccountCredentials) -> Result<AccountCredentials, insta
     Ok(serde_json::from_value(serde_json::to_value(c)?)?)
 }
 
-#[async_trait]
-impl Issuer for AcmeIssuer {
-    async fn generate_key(&self, key_type: KeyType) -> Result<SecretValue, IssueError> {
-        // RSA 4096 takes long enough to stall the runtime's other tasks.
-        tokio::task::spawn_blocking(move || keys::generate(key_type))
-            .await
-            .map_err(|e| IssueError::Config(format!("key generation failed: {e}")))?
-    }
-
-    async fn renewal_info(
-        &self,
-        spec: &CertificateSpec,
-        cert: &IssuedCertificate,
-    ) -> Result<Option<(RenewalWindow, Duration)>, IssueError> {
-        let Some(id) = &cert.ari_id else {
-            return Ok(None);
-        };
-        let account = self.account(spec).await?;
-        let id = parse_ari_id(id)?;
-        match self
-            .call("renewal info", || account.renewal_info(&id))
-            .await
-        {
-            Ok((info, retry_after)) => Ok(Some((
-                RenewalWindow {
-                    start: info.suggested_window.start,
-                    end: info.suggested_window.end,
-                },
-                retry_after,
-            ))),
-            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
-            Err(e) => Err(map_error(e, false)),
-        }
-    }
-
-    async fn create_order(
+impl AcmeIssuer {
+    async fn create_order_once(
         &self,
         spec: &CertificateSpec,
         replaces: Option<&str>,
@@ -495,7 +464,7 @@ impl Issuer for AcmeIssuer {
         })
     }
 
-    async fn publish_challenges(
+    async fn publish_challenges_once(
         &self,
         spec: &CertificateSpec,
         order_url: &str,
@@ -548,7 +517,11 @@ impl Issuer for AcmeIssuer {
         Ok(())
     }
 
-    async fn await_ready(&self, spec: &CertificateSpec, order_url: &str) -> Result<(), IssueError> {
+    async fn await_ready_once(
+        &self,
+        spec: &CertificateSpec,
+        order_url: &str,
+    ) -> Result<(), IssueError> {
         let account = self.account(spec).await?;
         let result = async {
             let mut order = self
@@ -573,7 +546,7 @@ impl Issuer for AcmeIssuer {
         result
     }
 
-    async fn finalize(
+    async fn finalize_once(
         &self,
         spec: &CertificateSpec,
         order_url: &str,
@@ -604,7 +577,7 @@ impl Issuer for AcmeIssuer {
             .map_err(|e| map_error(e, false))
     }
 
-    async fn download(
+    async fn download_once(
         &self,
         spec: &CertificateSpec,
         order_url: &str,
@@ -625,5 +598,107 @@ impl Issuer for AcmeIssuer {
             .map_err(|e| map_error(e, false))?;
         let profile = order.state().profile.clone();
         keys::check(&chain, &spec.names, key, profile)
+    }
+}
+
+#[async_trait]
+impl Issuer for AcmeIssuer {
+    async fn generate_key(&self, key_type: KeyType) -> Result<SecretValue, IssueError> {
+        // RSA 4096 takes long enough to stall the runtime's other tasks.
+        tokio::task::spawn_blocking(move || keys::generate(key_type))
+            .await
+            .map_err(|e| IssueError::Config(format!("key generation failed: {e}")))?
+    }
+
+    async fn renewal_info(
+        &self,
+        spec: &CertificateSpec,
+        cert: &IssuedCertificate,
+    ) -> Result<Option<(RenewalWindow, Duration)>, IssueError> {
+        let Some(id) = &cert.ari_id else {
+            return Ok(None);
+        };
+        let account = self.account(spec).await?;
+        let id = parse_ari_id(id)?;
+        match self
+            .call("renewal info", || account.renewal_info(&id))
+            .await
+        {
+            Ok((info, retry_after)) => Ok(Some((
+                RenewalWindow {
+                    start: info.suggested_window.start,
+                    end: info.suggested_window.end,
+                },
+                retry_after,
+            ))),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(map_error(e, false)),
+        }
+    }
+
+    async fn create_order(
+        &self,
+        spec: &CertificateSpec,
+        replaces: Option<&str>,
+    ) -> Result<NewOrderInfo, IssueError> {
+        self.retry_nonce(|| self.create_order_once(spec, replaces))
+            .await
+    }
+
+    async fn publish_challenges(
+        &self,
+        spec: &CertificateSpec,
+        order_url: &str,
+    ) -> Result<(), IssueError> {
+        self.retry_nonce(|| self.publish_challenges_once(spec, order_url))
+            .await
+    }
+
+    async fn await_ready(&self, spec: &CertificateSpec, order_url: &str) -> Result<(), IssueError> {
+        self.retry_nonce(|| self.await_ready_once(spec, order_url))
+            .await
+    }
+
+    async fn finalize(
+        &self,
+        spec: &CertificateSpec,
+        order_url: &str,
+        key: &SecretValue,
+    ) -> Result<(), IssueError> {
+        self.retry_nonce(|| self.finalize_once(spec, order_url, key))
+            .await
+    }
+
+    async fn download(
+        &self,
+        spec: &CertificateSpec,
+        order_url: &str,
+        key: &SecretValue,
+    ) -> Result<DownloadedCertificate, IssueError> {
+        self.retry_nonce(|| self.download_once(spec, order_url, key))
+            .await
+    }
+}
+
+impl AcmeIssuer {
+    /// Runs a whole step again when a `badNonce` got through instant-acme's retries: every
+    /// step is idempotent at the CA.
+    async fn retry_nonce<T, F, Fut>(&self, mut step: F) -> Result<T, IssueError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, IssueError>>,
+    {
+        let mut tries = 0;
+        loop {
+            match step().await {
+                Err(IssueError::Unavailable(why))
+                    if why.starts_with(BAD_NONCE) && tries < NONCE_RETRIES =>
+                {
+                    tries += 1;
+                    debug!(tries, "badNonce; running the step again");
+                }
+                other => return other,
+            }
+        }
     }
 }

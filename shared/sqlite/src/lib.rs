@@ -645,137 +645,6 @@ impl Store for SqliteStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn fresh() -> (SqliteStore, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path().join("nested/certpilot.db")).expect("open");
-        (store, dir)
-    }
-
-    certpilot_testkit::store_contract!(fresh);
-
-    #[tokio::test]
-    async fn data_survives_reopening_the_file() {
-        let (store, dir) = fresh().await;
-        let target: Target = "shop.test".parse().unwrap();
-        store
-            .add_endpoint(&Endpoint::new(
-                target,
-                Tags::new(),
-                OffsetDateTime::UNIX_EPOCH,
-            ))
-            .await
-            .unwrap();
-        drop(store);
-        let again = SqliteStore::open(dir.path().join("nested/certpilot.db")).unwrap();
-        assert_eq!(again.endpoints().await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_version_2_file_keeps_its_next_scan_times_as_due_times() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v2.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE endpoints (target TEXT PRIMARY KEY, tags TEXT NOT NULL,
-                 added_at INTEGER NOT NULL, version INTEGER NOT NULL, next_scan_at INTEGER);
-             CREATE INDEX endpoints_by_due ON endpoints (next_scan_at);
-             INSERT INTO endpoints VALUES ('a.test:443', '{}', 0, 1, 5000000000);
-             INSERT INTO endpoints VALUES ('b.test:443', '{}', 0, 2, NULL);
-             PRAGMA user_version = 2;",
-        )
-        .unwrap();
-        drop(conn);
-        let store = SqliteStore::open(&path).unwrap();
-        let listed = store.endpoints().await.unwrap();
-        assert_eq!(
-            listed.iter().map(|e| e.due_at).collect::<Vec<_>>(),
-            vec![
-                Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(5)),
-                None
-            ]
-        );
-        let due = store
-            .endpoints_due(&certpilot_core::ports::DueQuery {
-                slots: vec![],
-                now: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(5),
-            })
-            .await
-            .unwrap();
-        assert_eq!(due.len(), 1);
-        drop(store);
-        // Opening again does not migrate twice.
-        assert_eq!(
-            SqliteStore::open(&path)
-                .unwrap()
-                .endpoints()
-                .await
-                .unwrap()
-                .len(),
-            2
-        );
-    }
-
-    #[tokio::test]
-    async fn a_version_1_file_is_migrated_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v1.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE endpoints (target TEXT PRIMARY KEY, tags TEXT NOT NULL,
-                 added_at INTEGER NOT NULL, version INTEGER NOT NULL);
-             CREATE TABLE latest (target TEXT NOT NULL, address TEXT NOT NULL,
-                 scanned_at INTEGER NOT NULL, not_after INTEGER, record TEXT NOT NULL,
-                 last_cert TEXT, cert_first_seen INTEGER, last_changed INTEGER NOT NULL,
-                 PRIMARY KEY (target, address)) WITHOUT ROWID;
-             INSERT INTO endpoints VALUES ('shop.test:443', '{\"owner\":\"payments\"}', 0, 3);
-             PRAGMA user_version = 1;",
-        )
-        .unwrap();
-        drop(conn);
-        let store = SqliteStore::open(&path).unwrap();
-        let e = store.endpoint("shop.test:443").await.unwrap().unwrap();
-        assert_eq!((e.version, e.due_at), (3, None));
-        assert_eq!(e.tags.get("owner").map(String::as_str), Some("payments"));
-        // Its slot was computed during the migration: a window around it finds it.
-        let slot = e.slot();
-        let due = |first: u32, last: u32| {
-            let store = store.clone();
-            async move {
-                store
-                    .endpoints_due(&certpilot_core::ports::DueQuery {
-                        slots: vec![certpilot_core::policy::SlotRange { first, last }],
-                        now: OffsetDateTime::UNIX_EPOCH,
-                    })
-                    .await
-                    .unwrap()
-                    .len()
-            }
-        };
-        assert_eq!(due(slot, slot).await, 1);
-        if slot > 0 {
-            assert_eq!(due(0, slot - 1).await, 0);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_file_from_a_newer_version_is_refused_with_advice() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("future.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", 99).unwrap();
-        drop(conn);
-        let err = SqliteStore::open(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("newer certpilot") && err.contains("future.db"),
-            "{err}"
-        );
-    }
-}
-
 fn certificate_from(record: &str) -> Result<ManagedCertificate, StoreError> {
     serde_json::from_str(record).map_err(|e| corrupt("certificate", e))
 }
@@ -930,5 +799,136 @@ impl CertificateStore for SqliteStore {
             )
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn fresh() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path().join("nested/certpilot.db")).expect("open");
+        (store, dir)
+    }
+
+    certpilot_testkit::store_contract!(fresh);
+
+    #[tokio::test]
+    async fn data_survives_reopening_the_file() {
+        let (store, dir) = fresh().await;
+        let target: Target = "shop.test".parse().unwrap();
+        store
+            .add_endpoint(&Endpoint::new(
+                target,
+                Tags::new(),
+                OffsetDateTime::UNIX_EPOCH,
+            ))
+            .await
+            .unwrap();
+        drop(store);
+        let again = SqliteStore::open(dir.path().join("nested/certpilot.db")).unwrap();
+        assert_eq!(again.endpoints().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_version_2_file_keeps_its_next_scan_times_as_due_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE endpoints (target TEXT PRIMARY KEY, tags TEXT NOT NULL,
+                 added_at INTEGER NOT NULL, version INTEGER NOT NULL, next_scan_at INTEGER);
+             CREATE INDEX endpoints_by_due ON endpoints (next_scan_at);
+             INSERT INTO endpoints VALUES ('a.test:443', '{}', 0, 1, 5000000000);
+             INSERT INTO endpoints VALUES ('b.test:443', '{}', 0, 2, NULL);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        let listed = store.endpoints().await.unwrap();
+        assert_eq!(
+            listed.iter().map(|e| e.due_at).collect::<Vec<_>>(),
+            vec![
+                Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(5)),
+                None
+            ]
+        );
+        let due = store
+            .endpoints_due(&certpilot_core::ports::DueQuery {
+                slots: vec![],
+                now: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(5),
+            })
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1);
+        drop(store);
+        // Opening again does not migrate twice.
+        assert_eq!(
+            SqliteStore::open(&path)
+                .unwrap()
+                .endpoints()
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE endpoints (target TEXT PRIMARY KEY, tags TEXT NOT NULL,
+                 added_at INTEGER NOT NULL, version INTEGER NOT NULL);
+             CREATE TABLE latest (target TEXT NOT NULL, address TEXT NOT NULL,
+                 scanned_at INTEGER NOT NULL, not_after INTEGER, record TEXT NOT NULL,
+                 last_cert TEXT, cert_first_seen INTEGER, last_changed INTEGER NOT NULL,
+                 PRIMARY KEY (target, address)) WITHOUT ROWID;
+             INSERT INTO endpoints VALUES ('shop.test:443', '{\"owner\":\"payments\"}', 0, 3);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        let e = store.endpoint("shop.test:443").await.unwrap().unwrap();
+        assert_eq!((e.version, e.due_at), (3, None));
+        assert_eq!(e.tags.get("owner").map(String::as_str), Some("payments"));
+        // Its slot was computed during the migration: a window around it finds it.
+        let slot = e.slot();
+        let due = |first: u32, last: u32| {
+            let store = store.clone();
+            async move {
+                store
+                    .endpoints_due(&certpilot_core::ports::DueQuery {
+                        slots: vec![certpilot_core::policy::SlotRange { first, last }],
+                        now: OffsetDateTime::UNIX_EPOCH,
+                    })
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        };
+        assert_eq!(due(slot, slot).await, 1);
+        if slot > 0 {
+            assert_eq!(due(0, slot - 1).await, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_from_a_newer_version_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("future.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("newer certpilot") && err.contains("future.db"),
+            "{err}"
+        );
     }
 }

@@ -119,10 +119,36 @@ pub struct Pebble {
     pub listen: SocketAddr,
 }
 
+/// How to run Pebble.
+#[derive(Clone, Debug, Default)]
+pub struct PebbleOptions {
+    /// Port HTTP-01 challenges are validated against.
+    pub http_port: u16,
+    /// Port TLS-ALPN-01 challenges are validated against.
+    pub tls_port: u16,
+    /// DNS server Pebble resolves names with (pebble-challtestsrv).
+    pub dns_server: Option<SocketAddr>,
+    /// Percentage of valid nonces Pebble rejects with `badNonce` (`PEBBLE_WFE_NONCEREJECT`).
+    pub nonce_reject: u8,
+    /// External Account Binding keys (key id, base64url HMAC); any makes EAB required.
+    pub eab: Vec<(String, String)>,
+    /// Validity of the default profile's certificates, in seconds (90 days when 0).
+    pub validity_secs: u64,
+}
+
 impl Pebble {
     /// Starts Pebble on free loopback ports. HTTP-01 challenges are validated against
     /// `http_port`, TLS-ALPN-01 against `tls_port`.
     pub fn start(http_port: u16, tls_port: u16) -> Pebble {
+        Self::start_with(&PebbleOptions {
+            http_port,
+            tls_port,
+            ..PebbleOptions::default()
+        })
+    }
+
+    /// Starts Pebble with `options`.
+    pub fn start_with(options: &PebbleOptions) -> Pebble {
         let program = locate("CERTPILOT_PEBBLE", "pebble");
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = Ca::new("Pebble HTTPS test CA");
@@ -133,18 +159,29 @@ impl Pebble {
         std::fs::write(&key, leaf.key_pem()).expect("write key");
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let management: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let validity = if options.validity_secs == 0 {
+            7_776_000
+        } else {
+            options.validity_secs
+        };
+        let eab: serde_json::Map<String, serde_json::Value> = options
+            .eab
+            .iter()
+            .map(|(kid, hmac)| (kid.clone(), serde_json::Value::String(hmac.clone())))
+            .collect();
         let config = serde_json::json!({
             "pebble": {
                 "listenAddress": listen.to_string(),
                 "managementListenAddress": management.to_string(),
                 "certificate": cert,
                 "privateKey": key,
-                "httpPort": http_port,
-                "tlsPort": tls_port,
+                "httpPort": options.http_port,
+                "tlsPort": options.tls_port,
                 "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
+                "externalAccountBindingRequired": !eab.is_empty(),
+                "externalAccountMACKeys": eab,
                 "profiles": {
-                    "default": { "description": "The profile you know and love", "validityPeriod": 7_776_000 },
+                    "default": { "description": "The profile you know and love", "validityPeriod": validity },
                     "shortlived": { "description": "A short-lived cert profile", "validityPeriod": 518_400 }
                 }
             }
@@ -153,8 +190,14 @@ impl Pebble {
         std::fs::write(&config_path, config.to_string()).expect("write config");
         let mut command = Command::new(&program);
         command.arg("-config").arg(&config_path);
+        if let Some(dns) = options.dns_server {
+            command.arg("-dnsserver").arg(dns.to_string());
+        }
         // Pebble otherwise sleeps up to 15 s before each validation to mimic load.
         command.env("PEBBLE_VA_NOSLEEP", "1");
+        command.env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject.to_string());
+        // Pebble reuses valid authorizations by default; each test order should validate.
+        command.env("PEBBLE_AUTHZREUSE", "0");
         let guard = start_listening(command, "pebble", listen, Duration::from_secs(20));
         Pebble {
             _guard: guard,
@@ -163,6 +206,44 @@ impl Pebble {
             management,
             tls_ca_pem: ca.root_pem(),
             listen,
+        }
+    }
+}
+
+/// pebble-challtestsrv as a DNS server that answers every A query with 127.0.0.1, so Pebble
+/// validates any name against loopback.
+pub struct ChallTestSrv {
+    _guard: ChildGuard,
+    /// Its DNS address (UDP and TCP).
+    pub dns: SocketAddr,
+    /// Its management API.
+    pub management: SocketAddr,
+}
+
+impl ChallTestSrv {
+    /// Starts it on free loopback ports, DNS only.
+    pub fn start() -> ChallTestSrv {
+        let program = locate("CERTPILOT_CHALLTESTSRV", "pebble-challtestsrv");
+        let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let management: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut command = Command::new(&program);
+        command
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", ""])
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .arg("-dnsserver")
+            .arg(dns.to_string())
+            .arg("-management")
+            .arg(management.to_string());
+        let guard = start_listening(
+            command,
+            "pebble-challtestsrv",
+            management,
+            Duration::from_secs(20),
+        );
+        ChallTestSrv {
+            _guard: guard,
+            dns,
+            management,
         }
     }
 }

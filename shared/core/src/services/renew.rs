@@ -173,18 +173,17 @@ impl RenewService {
     pub async fn renew(&self, id: &str, force: bool) -> Result<RenewOutcome, RenewError> {
         let mut cert = self.load(id).await?;
         let now = self.clock.now();
+        // Also holds for a renewal in flight that failed: it waits out its backoff.
+        if !force && cert.renewal.next_check_at > now {
+            return Ok(RenewOutcome::NotDue {
+                next_check_at: cert.renewal.next_check_at,
+            });
+        }
         if cert.renewal.job.is_none() {
-            if !force && cert.renewal.next_check_at > now {
+            if !force && let Some(next) = self.not_yet(&mut cert, now).await? {
                 return Ok(RenewOutcome::NotDue {
-                    next_check_at: cert.renewal.next_check_at,
+                    next_check_at: next,
                 });
-            }
-            if !force {
-                if let Some(next) = self.not_yet(&mut cert, now).await? {
-                    return Ok(RenewOutcome::NotDue {
-                        next_check_at: next,
-                    });
-                }
             }
             if let Err(until) = renewal::may_order(&cert.renewal.recent_issuances, now, force) {
                 cert.renewal.next_check_at = until;
@@ -249,13 +248,14 @@ impl RenewService {
     ) -> Result<Result<ManagedCertificate, RenewOutcome>, RenewError> {
         for _ in 0..3 {
             let now = self.clock.now();
-            if let Some(lease) = &cert.renewal.lease {
-                if lease.owner != self.owner && lease.until > now {
-                    return Ok(Err(RenewOutcome::Busy {
-                        owner: lease.owner.clone(),
-                        until: lease.until,
-                    }));
-                }
+            if let Some(lease) = &cert.renewal.lease
+                && lease.owner != self.owner
+                && lease.until > now
+            {
+                return Ok(Err(RenewOutcome::Busy {
+                    owner: lease.owner.clone(),
+                    until: lease.until,
+                }));
             }
             cert.renewal.lease = Some(self.lease_from(now));
             match self.certificates.update_certificate(&cert).await {
@@ -430,16 +430,16 @@ impl RenewService {
                     .download(&cert.spec, &order_url, &key)
                     .await
                     .map_err(|e| issue("download", e))?;
-                if let Some(asked) = &job.profile {
-                    if got.profile.as_ref().is_some_and(|p| p != asked) {
-                        return Err(issue(
-                            "download",
-                            IssueError::Check(format!(
-                                "asked for profile {asked:?}, the CA issued {:?}",
-                                got.profile
-                            )),
-                        ));
-                    }
+                if let Some(asked) = &job.profile
+                    && got.profile.as_ref().is_some_and(|p| p != asked)
+                {
+                    return Err(issue(
+                        "download",
+                        IssueError::Check(format!(
+                            "asked for profile {asked:?}, the CA issued {:?}",
+                            got.profile
+                        )),
+                    ));
                 }
                 let now = self.clock.now();
                 cert.current = Some(IssuedCertificate {
