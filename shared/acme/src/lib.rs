@@ -149,24 +149,15 @@ fn map_error(e: instant_acme::Error, validating: bool) -> IssueError {
         }
         E::Unsupported(what) => IssueError::ReplacesRefused(format!("the CA lacks {what}")),
         E::Timeout(_) => IssueError::Unavailable("timed out waiting for the CA".into()),
-        E::Http(_) | E::Hyper(_) | E::Other(_) => IssueError::Unavailable(display_chain(&e)),
-        other => IssueError::Unavailable(display_chain(&other)),
+        E::Http(_) | E::Hyper(_) | E::Other(_) => {
+            IssueError::Unavailable(certpilot_core::error_chain(&e))
+        }
+        other => IssueError::Unavailable(certpilot_core::error_chain(&other)),
     }
 }
 
 fn is_bad_nonce(e: &instant_acme::Error) -> bool {
     matches!(e, instant_acme::Error::Api(p) if problem_kind(p) == "badNonce")
-}
-
-fn display_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn acme_identifiers(names: &[Identifier]) -> Vec<instant_acme::Identifier> {
@@ -218,6 +209,28 @@ impl AcmeIssuer {
                 other => return other,
             }
         }
+    }
+
+    /// The order at `order_url`, read through `spec`'s account.
+    async fn order(
+        &self,
+        spec: &CertificateSpec,
+        order_url: &str,
+        validating: bool,
+    ) -> Result<instant_acme::Order, IssueError> {
+        let account = self.account(spec).await?;
+        self.call("read order", || account.order(order_url.to_owned()))
+            .await
+            .map_err(|e| map_error(e, validating))
+    }
+
+    /// How to poll an order: quickly at first (a local or fast CA answers in milliseconds),
+    /// within the issuer's timeout.
+    fn polling(&self) -> RetryPolicy {
+        RetryPolicy::new()
+            .initial_delay(Duration::from_millis(100))
+            .backoff(1.5)
+            .timeout(self.settings.timeout)
     }
 
     fn builder(&self) -> Result<instant_acme::AccountBuilder, IssueError> {
@@ -469,11 +482,7 @@ impl AcmeIssuer {
         spec: &CertificateSpec,
         order_url: &str,
     ) -> Result<(), IssueError> {
-        let account = self.account(spec).await?;
-        let mut order = self
-            .call("read order", || account.order(order_url.to_owned()))
-            .await
-            .map_err(|e| map_error(e, false))?;
+        let mut order = self.order(spec, order_url, false).await?;
         match order.state().status {
             OrderStatus::Pending => {}
             OrderStatus::Invalid => {
@@ -522,18 +531,10 @@ impl AcmeIssuer {
         spec: &CertificateSpec,
         order_url: &str,
     ) -> Result<(), IssueError> {
-        let account = self.account(spec).await?;
         let result = async {
-            let mut order = self
-                .call("read order", || account.order(order_url.to_owned()))
-                .await
-                .map_err(|e| map_error(e, true))?;
-            let retries = RetryPolicy::new()
-                .initial_delay(Duration::from_millis(100))
-                .backoff(1.5)
-                .timeout(self.settings.timeout);
+            let mut order = self.order(spec, order_url, true).await?;
             let status = order
-                .poll_ready(&retries)
+                .poll_ready(&self.polling())
                 .await
                 .map_err(|e| map_error(e, true))?;
             match status {
@@ -552,11 +553,7 @@ impl AcmeIssuer {
         order_url: &str,
         key: &SecretValue,
     ) -> Result<(), IssueError> {
-        let account = self.account(spec).await?;
-        let mut order = self
-            .call("read order", || account.order(order_url.to_owned()))
-            .await
-            .map_err(|e| map_error(e, false))?;
+        let mut order = self.order(spec, order_url, false).await?;
         match order.state().status {
             OrderStatus::Ready => {}
             // Finalized before a crash: nothing to send again.
@@ -583,17 +580,9 @@ impl AcmeIssuer {
         order_url: &str,
         key: &SecretValue,
     ) -> Result<DownloadedCertificate, IssueError> {
-        let account = self.account(spec).await?;
-        let mut order = self
-            .call("read order", || account.order(order_url.to_owned()))
-            .await
-            .map_err(|e| map_error(e, false))?;
-        let retries = RetryPolicy::new()
-            .initial_delay(Duration::from_millis(100))
-            .backoff(1.5)
-            .timeout(self.settings.timeout);
+        let mut order = self.order(spec, order_url, false).await?;
         let chain = order
-            .poll_certificate(&retries)
+            .poll_certificate(&self.polling())
             .await
             .map_err(|e| map_error(e, false))?;
         let profile = order.state().profile.clone();

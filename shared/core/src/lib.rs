@@ -20,3 +20,16 @@ pub use model::{
         parse_targets_file,
     },
 };
+
+/// An error and its sources, joined with `": "` — transport errors (TLS, DNS, timeouts)
+/// carry their real cause several sources deep, and an operator needs to see it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -235,7 +235,7 @@ where
     );
     // Service errors carry a code and a message; transport errors only their source chain.
     let detail = if code.is_empty() {
-        display_chain(&e)
+        certpilot_core::error_chain(&e)
     } else {
         format!("{code} {}", e.message().unwrap_or_default())
     };
@@ -245,17 +245,6 @@ where
     } else {
         StoreError::Backend(text)
     }
-}
-
-fn display_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn is_conditional_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
