@@ -12,6 +12,12 @@ Exit status:
   1  usage or runtime error (bad arguments, unreadable file, store failure)
   2  --fail-within: a result failed, is expired, or expires within the window";
 
+const RENEW_EXIT_CODES: &str = "\
+Exit status:
+  0  every certificate named or due was issued, or is not due yet
+  1  usage or runtime error (bad arguments, store or secret store failure)
+  2  a renewal failed (the error is recorded; `certificates show ID` has the CA's problem)";
+
 /// Keeps an inventory of TLS endpoints and the certificates they serve.
 #[derive(Debug, Parser)]
 #[command(name = "certpilot", version, after_help = EXIT_CODES)]
@@ -21,6 +27,12 @@ pub struct Cli {
     /// configuration, `AWS_ENDPOINT_URL` included).
     #[arg(long, global = true, env = "CERTPILOT_STORE", value_name = "STORE")]
     pub store: Option<String>,
+
+    /// Where private keys and ACME accounts live: `files:DIR` (default: `secrets/` beside the
+    /// SQLite file, mode 0700) or `secretsmanager` (AWS Secrets Manager, the default with a
+    /// DynamoDB store).
+    #[arg(long, global = true, env = "CERTPILOT_SECRETS", value_name = "SECRETS")]
+    pub secrets: Option<String>,
 
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -42,6 +54,12 @@ pub enum Command {
     Endpoints(EndpointsCommand),
     /// Show the latest observation of every endpoint and address.
     Inventory(InventoryArgs),
+    /// Manage certificates issued through ACME: add, list, show, remove, export.
+    #[command(subcommand)]
+    Certificates(CertificatesCommand),
+    /// Issue or renew managed certificates (those due, or the ones named).
+    #[command(after_help = RENEW_EXIT_CODES)]
+    Renew(Box<RenewArgs>),
     /// Create the store if needed (a DynamoDB table for local or development use).
     Init,
 }
@@ -138,6 +156,196 @@ pub struct InventoryArgs {
     /// Only certificates expiring within DURATION from now (expired ones included).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub expiring_within: Option<Duration>,
+
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+/// `certpilot certificates …`.
+#[derive(Debug, Subcommand)]
+pub enum CertificatesCommand {
+    /// Start managing a certificate; `certpilot renew` issues it.
+    Add(Box<CertificateAddArgs>),
+    /// List managed certificates.
+    List {
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Show one certificate's record as JSON (never its key).
+    Show {
+        /// The certificate id.
+        id: String,
+    },
+    /// Stop managing a certificate (its keys stay in the secret store).
+    Remove {
+        /// The certificate id.
+        id: String,
+    },
+    /// Write cert.pem, chain.pem, fullchain.pem and privkey.pem (mode 0600) into DIR.
+    Export {
+        /// The certificate id.
+        id: String,
+        /// The directory to write into (created when missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// Key types on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KeyTypeArg {
+    /// ECDSA on P-256 (default).
+    EcdsaP256,
+    /// ECDSA on P-384.
+    EcdsaP384,
+    /// RSA 2048.
+    Rsa2048,
+    /// RSA 3072.
+    Rsa3072,
+    /// RSA 4096.
+    Rsa4096,
+}
+
+/// DNS-01 providers on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DnsArg {
+    /// AWS Route 53 (credentials from the standard AWS configuration).
+    Route53,
+    /// RFC 2136 dynamic update, signed with TSIG.
+    Rfc2136,
+}
+
+/// `certpilot certificates add`.
+#[derive(Debug, Args)]
+pub struct CertificateAddArgs {
+    /// The names: DNS names, `*.wildcards` (DNS-01 only) or IP addresses (HTTP-01 only).
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// The certificate's id (default: its first name).
+    #[arg(long)]
+    pub id: Option<String>,
+
+    /// The key type.
+    #[arg(long, value_enum, default_value = "ecdsa-p256")]
+    pub key_type: KeyTypeArg,
+
+    /// The ACME directory URL.
+    #[arg(
+        long,
+        env = "CERTPILOT_ACME_DIRECTORY",
+        default_value = "https://acme-v02.api.letsencrypt.org/directory"
+    )]
+    pub directory: String,
+
+    /// Account contact, `mailto:you@example.com` (repeatable).
+    #[arg(long, value_name = "MAILTO")]
+    pub contact: Vec<String>,
+
+    /// External Account Binding key id, for CAs that require one (ZeroSSL, Google Trust
+    /// Services, SSL.com, DigiCert, Sectigo).
+    #[arg(long, requires = "eab_hmac_file", value_name = "KID")]
+    pub eab_kid: Option<String>,
+
+    /// File holding the EAB HMAC key (base64url); it is moved into the secret store.
+    #[arg(long, requires = "eab_kid", value_name = "FILE")]
+    pub eab_hmac_file: Option<PathBuf>,
+
+    /// Certificate profile to ask for (`tlsserver`, `shortlived`) when the CA offers it.
+    #[arg(long)]
+    pub profile: Option<String>,
+
+    /// HTTP-01 through certpilot's own responder on this address (the default, on
+    /// 0.0.0.0:80; or behind a proxy forwarding `/.well-known/acme-challenge/`).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["webroot", "dns"])]
+    pub http_listen: Option<String>,
+
+    /// HTTP-01 by writing tokens under DIR/.well-known/acme-challenge/ for a web server.
+    #[arg(long, value_name = "DIR", conflicts_with = "dns")]
+    pub webroot: Option<PathBuf>,
+
+    /// DNS-01 through a DNS provider.
+    #[arg(long, value_enum)]
+    pub dns: Option<DnsArg>,
+
+    /// Route 53 hosted zone id (default: found from the names).
+    #[arg(long, value_name = "ZONE_ID")]
+    pub route53_zone: Option<String>,
+
+    /// RFC 2136: the primary server, `host:port`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub rfc2136_server: Option<String>,
+
+    /// RFC 2136: the zone to update.
+    #[arg(long, value_name = "ZONE")]
+    pub rfc2136_zone: Option<String>,
+
+    /// RFC 2136: the TSIG key name.
+    #[arg(long, value_name = "NAME")]
+    pub tsig_key_name: Option<String>,
+
+    /// RFC 2136: file holding the TSIG secret (base64, HMAC-SHA256); it is moved into the
+    /// secret store.
+    #[arg(long, value_name = "FILE")]
+    pub tsig_secret_file: Option<PathBuf>,
+
+    /// Renew this many days before expiry instead of the CA's advice or a third of the
+    /// lifetime.
+    #[arg(long, value_name = "DAYS")]
+    pub renew_days_before: Option<u32>,
+
+    /// An endpoint that should serve this certificate (repeatable).
+    #[arg(long, value_name = "TARGET")]
+    pub endpoint: Vec<String>,
+
+    /// A key=value tag (repeatable): owner, environment…
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: Vec<String>,
+}
+
+/// `certpilot renew`.
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// Certificates to renew (they are renewed only if due, unless --force).
+    #[arg(value_name = "ID", conflicts_with = "due")]
+    pub ids: Vec<String>,
+
+    /// Renew every certificate that is due (the default with no ids).
+    #[arg(long)]
+    pub due: bool,
+
+    /// Renew now whatever the schedule (still within the CA's duplicate limit).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Run this shell command after each issuance, with CERTPILOT_ID, CERTPILOT_NAMES,
+    /// CERTPILOT_FINGERPRINT, CERTPILOT_NOT_AFTER and CERTPILOT_LIVE_DIR in its environment
+    /// (e.g. `systemctl reload nginx`). A failing hook is retried on the next run.
+    #[arg(long, value_name = "CMD")]
+    pub deploy_hook: Option<String>,
+
+    /// After each issuance, export the certificate into DIR/ID/ (fullchain.pem, privkey.pem…)
+    /// before the deploy hook runs.
+    #[arg(long, value_name = "DIR")]
+    pub live_dir: Option<PathBuf>,
+
+    /// How long the deploy hook may run.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub hook_timeout: Duration,
+
+    /// Also trust this PEM CA for the ACME server's HTTPS (a private or test CA).
+    #[arg(long, env = "CERTPILOT_ACME_CA_FILE", value_name = "PEM")]
+    pub acme_ca_file: Option<PathBuf>,
+
+    /// Bound on each call to the CA and on each wait for validation or issuance.
+    #[arg(long, default_value = "90s", value_parser = parse_duration, value_name = "DURATION")]
+    pub acme_timeout: Duration,
+
+    /// Renewals in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
 
     /// Output format.
     #[arg(long, value_enum)]

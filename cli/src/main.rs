@@ -4,6 +4,7 @@
 //! both to the core services. See `certpilot --help` for the exit codes.
 
 mod args;
+mod certificates;
 mod output;
 
 use std::io::IsTerminal;
@@ -11,13 +12,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use certpilot_core::ports::{Clock, InventoryQuery, ScanLimits, Store, StoreError, SystemClock};
+use certpilot_aws::SecretsManagerStore;
+use certpilot_core::ports::{
+    CertificateStore, Clock, InventoryQuery, ScanLimits, SecretError, SecretStore, Store,
+    StoreError, SystemClock,
+};
 use certpilot_core::services::endpoints::{Registration, register, registered_requests};
+use certpilot_core::services::renew::RenewError;
 use certpilot_core::services::scan::{Recorder, ScanService};
 use certpilot_core::{
     ScanRequest, Target, TargetsFileError, parse_tag, parse_targets_file, policy,
 };
 use certpilot_dynamodb::DynamoStore;
+use certpilot_files::FileSecretStore;
 use certpilot_scanner::{Deadlines, TlsProber, TrustError, TrustStore};
 use certpilot_sqlite::SqliteStore;
 use clap::Parser;
@@ -31,7 +38,7 @@ const EXIT_ATTENTION: u8 = 2;
 
 /// Everything that ends a command with exit status 1.
 #[derive(Debug, thiserror::Error)]
-enum CliError {
+pub(crate) enum CliError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
@@ -45,6 +52,10 @@ enum CliError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Renew(#[from] RenewError),
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -100,6 +111,14 @@ fn init_logging(verbose: u8) {
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let store = open_store(cli.store.as_deref()).await?;
     match cli.command {
+        Command::Certificates(cmd) => {
+            let secrets = open_secrets(cli.secrets.as_deref(), &store).await?;
+            certificates::certificates(store.certificates()?, secrets, cmd).await
+        }
+        Command::Renew(args) => {
+            let secrets = open_secrets(cli.secrets.as_deref(), &store).await?;
+            certificates::renew(store.certificates()?, secrets, *args).await
+        }
         Command::Init => {
             store.init().await?;
             eprintln!("store ready: {}", store.describe());
@@ -122,6 +141,14 @@ impl OpenedStore {
         match self {
             OpenedStore::Sqlite(s) => s.clone(),
             OpenedStore::Dynamo(d) => d.clone(),
+        }
+    }
+
+    /// The store as a [`CertificateStore`].
+    fn certificates(&self) -> Result<Arc<dyn CertificateStore>, CliError> {
+        match self {
+            OpenedStore::Sqlite(s) => Ok(s.clone()),
+            OpenedStore::Dynamo(d) => Ok(d.clone()),
         }
     }
 
@@ -178,6 +205,30 @@ async fn open_store(spec: Option<&str>) -> Result<OpenedStore, CliError> {
     Ok(OpenedStore::Sqlite(Arc::new(SqliteStore::open(&path)?)))
 }
 
+/// Opens the secret store named by `--secrets` / `CERTPILOT_SECRETS`, or the default that goes
+/// with the store: files beside the SQLite database, Secrets Manager beside DynamoDB.
+async fn open_secrets(
+    spec: Option<&str>,
+    store: &OpenedStore,
+) -> Result<Arc<dyn SecretStore>, CliError> {
+    match spec {
+        None | Some("") => match store {
+            OpenedStore::Sqlite(s) => {
+                let dir = s.path().parent().unwrap_or(Path::new(".")).join("secrets");
+                Ok(Arc::new(FileSecretStore::new(dir)))
+            }
+            OpenedStore::Dynamo(_) => Ok(Arc::new(SecretsManagerStore::from_env().await)),
+        },
+        Some("secretsmanager") => Ok(Arc::new(SecretsManagerStore::from_env().await)),
+        Some(spec) => match spec.split_once(':') {
+            Some(("files", dir)) if !dir.is_empty() => Ok(Arc::new(FileSecretStore::new(dir))),
+            _ => Err(CliError::Usage(format!(
+                "--secrets {spec:?}: expected files:DIR or secretsmanager"
+            ))),
+        },
+    }
+}
+
 fn valid_table_name(name: &str) -> bool {
     (3..=255).contains(&name.len())
         && name
@@ -192,7 +243,7 @@ fn default_store_path() -> Result<PathBuf, CliError> {
     Ok(base.join("certpilot").join("certpilot.db"))
 }
 
-fn format_or_default(format: Option<Format>) -> Format {
+pub(crate) fn format_or_default(format: Option<Format>) -> Format {
     format.unwrap_or(if std::io::stdout().is_terminal() {
         Format::Table
     } else {
@@ -211,7 +262,7 @@ fn read_file(path: &Path) -> Result<String, CliError> {
     })
 }
 
-fn parse_target(text: &str) -> Result<Target, CliError> {
+pub(crate) fn parse_target(text: &str) -> Result<Target, CliError> {
     text.parse()
         .map_err(|e: certpilot_core::TargetError| CliError::Usage(e.to_string()))
 }

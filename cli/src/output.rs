@@ -404,6 +404,58 @@ fn truncate(s: &str, width: usize) -> String {
     }
 }
 
+/// Writes small record sets (certificates, renewal results) in `format`: each record as table
+/// cells under `header`, or as its JSON object. Tables are aligned over all records, so the
+/// records are collected first; they are few.
+pub fn write_records(
+    format: Format,
+    header: &[&str],
+    records: impl Iterator<Item = (Vec<String>, Value)>,
+) -> io::Result<()> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    match format {
+        Format::Json => {
+            for (_, json) in records {
+                writeln!(out, "{json}")?;
+            }
+        }
+        Format::Csv => {
+            csv_record(&mut out, header)?;
+            for (cells, _) in records {
+                csv_record(&mut out, &cells)?;
+            }
+        }
+        Format::Table => {
+            let rows: Vec<Vec<String>> = records.map(|(cells, _)| cells).collect();
+            let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+            for row in &rows {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+            let line = |cells: Vec<String>| {
+                let last = cells.len().saturating_sub(1);
+                cells
+                    .into_iter()
+                    .zip(&widths)
+                    .enumerate()
+                    .map(|(i, (c, w))| if i == last { c } else { format!("{c:<w$}") })
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            };
+            writeln!(
+                out,
+                "{}",
+                line(header.iter().map(|h| h.to_uppercase()).collect())
+            )?;
+            for row in rows {
+                writeln!(out, "{}", line(row))?;
+            }
+        }
+    }
+    out.flush()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

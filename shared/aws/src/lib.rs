@@ -2,6 +2,12 @@
 //!
 //! - [`SqsQueue`]: the [`WorkQueue`] on an SQS queue. Permissions: `sqs:SendMessage` on the
 //!   queue (SendMessageBatch is authorised by it).
+//! - [`SecretsManagerStore`]: the [`SecretStore`](certpilot_core::ports::SecretStore) on
+//!   Secrets Manager, keys staged `AWSPENDING` → `AWSCURRENT` → `AWSPREVIOUS`.
+
+mod secrets;
+
+pub use secrets::{DEFAULT_PREFIX, SecretsManagerStore};
 
 use std::time::Duration;
 

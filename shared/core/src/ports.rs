@@ -396,7 +396,8 @@ pub enum SecretError {
 /// AWS, files with mode 0600 locally).
 ///
 /// Contract: `put_pending` stores a new version without making it current and returns its
-/// id; `promote` makes that version current and the former current one previous, and is
+/// id (except that a secret's very first version may be current at once: Secrets Manager does
+/// that, which is why keys are always read by version id); `promote` makes that version current and the former current one previous, and is
 /// idempotent (promoting the current version again changes nothing); `put_current` is both in
 /// one call; `get` returns `Ok(None)` for a missing secret or stage. Values never appear in
 /// errors or logs.

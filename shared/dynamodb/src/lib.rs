@@ -8,6 +8,7 @@
 //! | latest observation | `EP#<target>` | `LATEST#<address>` | `inventory`: `gsi2pk` = `INV#<shard>`, `gsi2sk` = `<notAfter, s, 12 digits, or 9…9>#<target>#<address>` |
 //! | history | `EP#<target>` | `OBS#<scanned_at, ns, 20 digits>#<address>` | — (expires through the `expires_at` TTL) |
 //! | tick marker | `SCHEDULE` | `#TICK` | — |
+//! | managed certificate | `CERT#<id>` | `#CERT` | `due`: `gsi1pk` = `RENEW` (module `certificates`) |
 //!
 //! Every access is a `GetItem`, `BatchGetItem` or a `Query` on a key or an index — never a
 //! `Scan`. The indexes are sharded so that 100,000 endpoints do not all write one index
@@ -32,6 +33,8 @@
 //! `dynamodb:GetItem`, `BatchGetItem`, `Query`, `PutItem`, `UpdateItem`, `DeleteItem`,
 //! `TransactWriteItems` on the table and its indexes; `CreateTable`/`DescribeTable` only for
 //! [`DynamoStore::create_table`].
+
+mod certificates;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The Store contract suite against a real DynamoDB API: moto server, one table per test.
+//! The Store and CertificateStore contract suites against a real DynamoDB API: moto server, one table per test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,3 +34,4 @@ async fn fresh() -> (DynamoStore, ()) {
 }
 
 certpilot_testkit::store_contract!(fresh);
+certpilot_testkit::certificate_store_contract!(fresh);

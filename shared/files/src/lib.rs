@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use certpilot_core::ports::{SecretError, SecretStore, SecretValue, SecretVersion};
 
+pub mod live;
+
 /// Secrets in files under one root directory.
 #[derive(Clone, Debug)]
 pub struct FileSecretStore {
@@ -178,6 +180,13 @@ impl SecretStore for FileSecretStore {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    async fn fresh() -> (FileSecretStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (FileSecretStore::new(dir.path().join("secrets")), dir)
+    }
+
+    certpilot_testkit::secret_store_contract!(fresh);
 
     fn value(s: &str) -> SecretValue {
         SecretValue::new(s.as_bytes().to_vec())

@@ -5,6 +5,7 @@
 //! - [`procs`]: Pebble and moto server as child processes, killed on drop.
 //! - [`observations`]: observation builders for store and policy tests.
 //! - [`contract`] and [`store_contract!`]: the suite every `Store` implementation passes.
+//! - [`renewal_contract`]: the suites of `CertificateStore` and `SecretStore`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -13,4 +14,5 @@ pub mod clock;
 pub mod contract;
 pub mod observations;
 pub mod procs;
+pub mod renewal_contract;
 pub mod servers;

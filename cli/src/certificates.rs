@@ -1,0 +1,560 @@
+//! `certpilot certificates …` and `certpilot renew`: managed certificates on the CLI.
+//!
+//! Wiring only: the renewal itself is [`RenewService`]; this module builds the spec from the
+//! flags, opens the secret store, and after each issuance exports the live files and runs the
+//! deploy hook (the local [`IssuedSink`]).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use certpilot_acme::{AcmeIssuer, AcmeSettings};
+use certpilot_core::model::certificate::{
+    AcmeIssuer as IssuerConfig, CertificateSpec, ChallengeConfig, DnsProviderConfig,
+    ExternalAccountBinding, Identifier, KeyType, ManagedCertificate, RenewalPolicy,
+    validate_certificate_id,
+};
+use certpilot_core::ports::{
+    CertificateStore, Clock, IssuedSink, SecretStore, SecretValue, SecretVersion, StoreError,
+    SystemClock,
+};
+use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService, RenewSettings};
+use certpilot_core::{Tags, parse_tag};
+use certpilot_files::live::export_live;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::CliError;
+use crate::args::{CertificateAddArgs, CertificatesCommand, DnsArg, KeyTypeArg, RenewArgs};
+use crate::output::write_records;
+
+/// Exit status when a renewal failed.
+const EXIT_RENEWAL_FAILED: u8 = 2;
+
+fn usage(text: impl Into<String>) -> CliError {
+    CliError::Usage(text.into())
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// Reads a secret from a file given on the command line (never from argv, where `ps` shows
+/// it), trimmed of surrounding whitespace.
+fn read_secret_file(flag: &str, path: &Path) -> Result<SecretValue, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::File {
+        path: format!("{flag} {}", path.display()),
+        source,
+    })?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(usage(format!(
+            "{flag} {}: the file is empty",
+            path.display()
+        )));
+    }
+    Ok(SecretValue::new(trimmed.as_bytes().to_vec()))
+}
+
+fn key_type(arg: KeyTypeArg) -> KeyType {
+    match arg {
+        KeyTypeArg::EcdsaP256 => KeyType::EcdsaP256,
+        KeyTypeArg::EcdsaP384 => KeyType::EcdsaP384,
+        KeyTypeArg::Rsa2048 => KeyType::Rsa2048,
+        KeyTypeArg::Rsa3072 => KeyType::Rsa3072,
+        KeyTypeArg::Rsa4096 => KeyType::Rsa4096,
+    }
+}
+
+/// Secrets named on the command line, to store once the spec is known to be valid.
+struct PendingSecrets(Vec<(String, SecretValue)>);
+
+fn challenge(
+    args: &CertificateAddArgs,
+    secrets: &mut PendingSecrets,
+) -> Result<ChallengeConfig, CliError> {
+    let rfc2136_flags = [
+        ("--rfc2136-server", args.rfc2136_server.is_some()),
+        ("--rfc2136-zone", args.rfc2136_zone.is_some()),
+        ("--tsig-key-name", args.tsig_key_name.is_some()),
+        ("--tsig-secret-file", args.tsig_secret_file.is_some()),
+    ];
+    if args.dns != Some(DnsArg::Rfc2136)
+        && let Some((flag, _)) = rfc2136_flags.iter().find(|(_, set)| *set)
+    {
+        return Err(usage(format!("{flag} needs --dns rfc2136")));
+    }
+    if args.dns != Some(DnsArg::Route53) && args.route53_zone.is_some() {
+        return Err(usage("--route53-zone needs --dns route53"));
+    }
+    Ok(match args.dns {
+        Some(DnsArg::Route53) => ChallengeConfig::Dns01 {
+            provider: DnsProviderConfig::Route53 {
+                zone_id: args.route53_zone.clone(),
+            },
+        },
+        Some(DnsArg::Rfc2136) => {
+            let missing: Vec<&str> = rfc2136_flags
+                .iter()
+                .filter(|(_, set)| !set)
+                .map(|(flag, _)| *flag)
+                .collect();
+            if !missing.is_empty() {
+                return Err(usage(format!(
+                    "--dns rfc2136 also needs {}",
+                    missing.join(", ")
+                )));
+            }
+            let (Some(server), Some(zone), Some(key_name), Some(file)) = (
+                &args.rfc2136_server,
+                &args.rfc2136_zone,
+                &args.tsig_key_name,
+                &args.tsig_secret_file,
+            ) else {
+                unreachable!("checked above");
+            };
+            let key_secret = format!("tsig/{}", key_name.trim_end_matches('.'));
+            secrets.0.push((
+                key_secret.clone(),
+                read_secret_file("--tsig-secret-file", file)?,
+            ));
+            ChallengeConfig::Dns01 {
+                provider: DnsProviderConfig::Rfc2136 {
+                    server: server.clone(),
+                    zone: zone.clone(),
+                    key_name: key_name.clone(),
+                    key_secret,
+                },
+            }
+        }
+        None => match &args.webroot {
+            Some(webroot) => ChallengeConfig::Http01Webroot {
+                webroot: webroot.clone(),
+            },
+            None => ChallengeConfig::Http01Listen {
+                listen: args
+                    .http_listen
+                    .clone()
+                    .unwrap_or_else(|| "0.0.0.0:80".into()),
+            },
+        },
+    })
+}
+
+/// Builds the spec from `certificates add` flags; the secrets it names are returned to be
+/// stored only once everything else is valid.
+fn spec_from_args(
+    args: &CertificateAddArgs,
+) -> Result<(String, CertificateSpec, PendingSecrets), CliError> {
+    let mut secrets = PendingSecrets(Vec::new());
+    let names = args
+        .names
+        .iter()
+        .map(|n| n.parse::<Identifier>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| usage(e.to_string()))?;
+    let eab = match (&args.eab_kid, &args.eab_hmac_file) {
+        (Some(kid), Some(file)) => {
+            let hmac_secret = format!("eab-hmac/{kid}");
+            if hmac_secret.contains(|c: char| !(c.is_ascii_alphanumeric() || "-_./".contains(c))) {
+                return Err(usage(format!(
+                    "--eab-kid {kid:?}: expected letters, digits, '-', '_' or '.'"
+                )));
+            }
+            secrets.0.push((
+                hmac_secret.clone(),
+                read_secret_file("--eab-hmac-file", file)?,
+            ));
+            Some(ExternalAccountBinding {
+                key_id: kid.clone(),
+                hmac_secret,
+            })
+        }
+        _ => None,
+    };
+    let mut tags = Tags::new();
+    for tag in &args.tag {
+        let (k, v) = parse_tag(tag).map_err(|e| usage(e.to_string()))?;
+        tags.insert(k, v);
+    }
+    let endpoints = args
+        .endpoint
+        .iter()
+        .map(|t| crate::parse_target(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let spec = CertificateSpec {
+        names,
+        key_type: key_type(args.key_type),
+        issuer: IssuerConfig {
+            directory: args.directory.clone(),
+            contact: args.contact.clone(),
+            eab,
+            profile: args.profile.clone(),
+        },
+        challenge: challenge(args, &mut secrets)?,
+        renewal: match args.renew_days_before {
+            Some(0) => return Err(usage("--renew-days-before must be at least 1")),
+            Some(days) => RenewalPolicy::DaysBefore { days },
+            None => RenewalPolicy::Auto,
+        },
+        tags,
+        endpoints,
+    };
+    spec.validate().map_err(|e| usage(e.to_string()))?;
+    let id = args.id.clone().unwrap_or_else(|| spec.default_id());
+    validate_certificate_id(&id).map_err(|e| usage(format!("--id: {e}")))?;
+    Ok((id, spec, secrets))
+}
+
+/// Runs `certpilot certificates …`.
+pub async fn certificates(
+    store: Arc<dyn CertificateStore>,
+    secrets: Arc<dyn SecretStore>,
+    cmd: CertificatesCommand,
+) -> Result<ExitCode, CliError> {
+    match cmd {
+        CertificatesCommand::Add(args) => {
+            let (id, spec, pending) = spec_from_args(&args)?;
+            if store.certificate(&id).await?.is_some() {
+                return Err(usage(format!(
+                    "certificate {id:?} is already managed; remove it first or choose another --id"
+                )));
+            }
+            for (name, value) in &pending.0 {
+                secrets.put_current(name, value).await?;
+            }
+            let cert = ManagedCertificate::new(id.clone(), spec, SystemClock.now());
+            match store.add_certificate(&cert).await {
+                Ok(_) => {}
+                Err(StoreError::AlreadyExists { .. }) => {
+                    return Err(usage(format!(
+                        "certificate {id:?} is already managed; remove it first or choose another --id"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            eprintln!("added {id}; `certpilot renew` issues it");
+        }
+        CertificatesCommand::List { format } => {
+            let list = store.certificates().await?;
+            let rows: Vec<CertificateRow> = list.iter().map(CertificateRow::of).collect();
+            write_records(
+                crate::format_or_default(format),
+                &CertificateRow::HEADER,
+                rows.iter().map(|r| (r.cells(), r.json())),
+            )?;
+        }
+        CertificatesCommand::Show { id } => {
+            let cert = find(store.as_ref(), &id).await?;
+            // The record holds no key, only SecretStore versions: safe to print whole.
+            let text = serde_json::to_string_pretty(&cert)
+                .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+            println!("{text}");
+        }
+        CertificatesCommand::Remove { id } => {
+            find(store.as_ref(), &id).await?;
+            store.remove_certificate(&id).await?;
+            eprintln!("removed {id} (its keys stay in the secret store)");
+        }
+        CertificatesCommand::Export { id, dir } => {
+            let cert = find(store.as_ref(), &id).await?;
+            let files = export(secrets.as_ref(), &cert, &dir).await?;
+            eprintln!(
+                "exported {id} to {} (privkey.pem is mode 0600)",
+                files.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn find(store: &dyn CertificateStore, id: &str) -> Result<ManagedCertificate, CliError> {
+    store.certificate(id).await?.ok_or_else(|| {
+        usage(format!(
+            "no managed certificate {id:?}; `certpilot certificates list` shows them"
+        ))
+    })
+}
+
+/// Writes the current certificate and its key into `dir`.
+async fn export(
+    secrets: &dyn SecretStore,
+    cert: &ManagedCertificate,
+    dir: &Path,
+) -> Result<PathBuf, CliError> {
+    let Some(current) = &cert.current else {
+        return Err(usage(format!(
+            "{} has not been issued yet; run `certpilot renew {}`",
+            cert.id, cert.id
+        )));
+    };
+    let name = cert.key_secret_name();
+    let (_, key) = secrets
+        .get(&name, &SecretVersion::Id(current.key_version.clone()))
+        .await?
+        .ok_or_else(|| {
+            usage(format!(
+                "{}: its key (version {}) is missing from the secret store",
+                cert.id, current.key_version
+            ))
+        })?;
+    let dir = dir.to_owned();
+    let chain = current.chain_pem.clone();
+    let written = tokio::task::spawn_blocking(move || export_live(&dir, &chain, &key).map(|_| dir))
+        .await
+        .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+    written.map_err(|e| CliError::Output(std::io::Error::other(e)))
+}
+
+/// One line of `certificates list`.
+struct CertificateRow {
+    id: String,
+    names: String,
+    state: &'static str,
+    not_after: Option<OffsetDateTime>,
+    next_check: OffsetDateTime,
+    last_error: Option<String>,
+}
+
+impl CertificateRow {
+    const HEADER: [&'static str; 6] = [
+        "id",
+        "names",
+        "state",
+        "not_after",
+        "next_check",
+        "last_error",
+    ];
+
+    fn of(c: &ManagedCertificate) -> Self {
+        let state = match (&c.current, &c.renewal.job, &c.renewal.last_error) {
+            (_, _, Some(_)) => "failing",
+            (_, Some(_), None) => "renewing",
+            (None, None, None) => "pending",
+            (Some(_), None, None) => "issued",
+        };
+        CertificateRow {
+            id: c.id.clone(),
+            names: c.spec.name_set().join(","),
+            state,
+            not_after: c.current.as_ref().map(|i| i.not_after),
+            next_check: c.renewal.next_check_at,
+            last_error: c.renewal.last_error.as_ref().map(|e| e.message.clone()),
+        }
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.names.clone(),
+            self.state.into(),
+            self.not_after.map(rfc3339).unwrap_or_default(),
+            rfc3339(self.next_check),
+            self.last_error.clone().unwrap_or_default(),
+        ]
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "id": self.id,
+            "names": self.names.split(',').collect::<Vec<_>>(),
+            "state": self.state,
+            "not_after": self.not_after.map(rfc3339),
+            "next_check": rfc3339(self.next_check),
+            "last_error": self.last_error,
+        })
+    }
+}
+
+/// The local [`IssuedSink`]: exports the live files, then runs the deploy hook.
+struct LocalSink {
+    secrets: Arc<dyn SecretStore>,
+    live_dir: Option<PathBuf>,
+    hook: Option<String>,
+    hook_timeout: Duration,
+}
+
+#[async_trait]
+impl IssuedSink for LocalSink {
+    async fn issued(&self, cert: &ManagedCertificate) -> Result<(), String> {
+        let live = match &self.live_dir {
+            Some(dir) => Some(
+                export(self.secrets.as_ref(), cert, &dir.join(&cert.id))
+                    .await
+                    .map_err(|e| format!("exporting to the live directory: {e}"))?,
+            ),
+            None => None,
+        };
+        let Some(hook) = &self.hook else {
+            return Ok(());
+        };
+        let current = cert.current.as_ref().ok_or("no current certificate")?;
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(hook)
+            .env("CERTPILOT_ID", &cert.id)
+            .env("CERTPILOT_NAMES", cert.spec.name_set().join(" "))
+            .env("CERTPILOT_FINGERPRINT", &current.fingerprint)
+            .env("CERTPILOT_NOT_AFTER", rfc3339(current.not_after))
+            .env(
+                "CERTPILOT_LIVE_DIR",
+                live.as_deref().map(Path::as_os_str).unwrap_or_default(),
+            )
+            .stdin(std::process::Stdio::null())
+            // stdout is ours (JSON rows): the hook's output goes to stderr.
+            .stdout(std::io::stderr())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("deploy hook {hook:?}: cannot start: {e}"))?;
+        match tokio::time::timeout(self.hook_timeout, child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(format!("deploy hook {hook:?} failed: {status}")),
+            Ok(Err(e)) => Err(format!("deploy hook {hook:?}: {e}")),
+            Err(_) => {
+                let _ = child.kill().await;
+                Err(format!(
+                    "deploy hook {hook:?} still running after {:?}; killed",
+                    self.hook_timeout
+                ))
+            }
+        }
+    }
+}
+
+/// Runs `certpilot renew`.
+pub async fn renew(
+    store: Arc<dyn CertificateStore>,
+    secrets: Arc<dyn SecretStore>,
+    args: RenewArgs,
+) -> Result<ExitCode, CliError> {
+    if let Some(path) = &args.acme_ca_file
+        && !path.is_file()
+    {
+        return Err(usage(format!(
+            "--acme-ca-file {}: no such file",
+            path.display()
+        )));
+    }
+    let issuer = Arc::new(AcmeIssuer::new(
+        secrets.clone(),
+        AcmeSettings {
+            timeout: args.acme_timeout,
+            ca_file: args.acme_ca_file.clone(),
+        },
+    ));
+    let sink: Option<Arc<dyn IssuedSink>> = (args.deploy_hook.is_some() || args.live_dir.is_some())
+        .then(|| {
+            Arc::new(LocalSink {
+                secrets: secrets.clone(),
+                live_dir: args.live_dir.clone(),
+                hook: args.deploy_hook.clone(),
+                hook_timeout: args.hook_timeout,
+            }) as Arc<dyn IssuedSink>
+        });
+    let owner = format!("cli:{}:{}", hostname(), std::process::id());
+    let service = RenewService::new(
+        store.clone(),
+        secrets,
+        issuer,
+        sink,
+        Arc::new(SystemClock),
+        owner,
+        RenewSettings {
+            concurrency: usize::from(args.concurrency),
+            ..RenewSettings::default()
+        },
+    );
+    let results = if args.ids.is_empty() {
+        service.renew_due().await?
+    } else {
+        let mut results = Vec::new();
+        for id in &args.ids {
+            find(store.as_ref(), id).await?;
+        }
+        for id in &args.ids {
+            results.push((id.clone(), service.renew(id, args.force).await));
+        }
+        results
+    };
+    let mut failed = 0;
+    let rows: Vec<(Vec<String>, serde_json::Value)> = results
+        .iter()
+        .map(|(id, result)| {
+            if result.is_err() {
+                failed += 1;
+            }
+            renew_row(id, result)
+        })
+        .collect();
+    if rows.is_empty() {
+        eprintln!("nothing due");
+    }
+    write_records(
+        crate::format_or_default(args.format),
+        &["id", "outcome", "detail"],
+        rows.into_iter(),
+    )?;
+    if failed > 0 {
+        eprintln!("certpilot: {failed} of {} renewals failed", results.len());
+        return Ok(ExitCode::from(EXIT_RENEWAL_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn renew_row(
+    id: &str,
+    result: &Result<RenewOutcome, RenewError>,
+) -> (Vec<String>, serde_json::Value) {
+    let (outcome, detail, extra) = match result {
+        Ok(RenewOutcome::Issued {
+            fingerprint,
+            not_after,
+        }) => (
+            "issued",
+            format!("expires {}, sha256 {fingerprint}", rfc3339(*not_after)),
+            json!({"fingerprint": fingerprint, "not_after": rfc3339(*not_after)}),
+        ),
+        Ok(RenewOutcome::NotDue { next_check_at }) => (
+            "not_due",
+            format!("next check {}", rfc3339(*next_check_at)),
+            json!({"next_check": rfc3339(*next_check_at)}),
+        ),
+        Ok(RenewOutcome::Deferred { until, reason }) => (
+            "deferred",
+            format!("until {}: {reason}", rfc3339(*until)),
+            json!({"until": rfc3339(*until), "reason": reason}),
+        ),
+        Ok(RenewOutcome::Busy { owner, until }) => (
+            "busy",
+            format!("{owner} holds the lease until {}", rfc3339(*until)),
+            json!({"owner": owner, "until": rfc3339(*until)}),
+        ),
+        Err(e) => {
+            let problem = match e {
+                RenewError::Issue { error, .. } => error.problem().cloned(),
+                _ => None,
+            };
+            (
+                "failed",
+                e.to_string(),
+                json!({"error": e.to_string(), "problem": problem}),
+            )
+        }
+    };
+    let mut object = json!({"id": id, "outcome": outcome});
+    if let (Some(o), Some(extra)) = (object.as_object_mut(), extra.as_object()) {
+        o.extend(extra.clone());
+    }
+    (vec![id.to_owned(), outcome.to_owned(), detail], object)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}

@@ -1,0 +1,297 @@
+//! `certpilot certificates …` and `certpilot renew` end to end: the real binary, a real
+//! Pebble (rejecting 30% of nonces) with pebble-challtestsrv as its DNS, the built-in HTTP-01
+//! responder, a SQLite file and 0600 key files.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use certpilot_testkit::procs::{ChallTestSrv, Pebble, PebbleOptions, free_port};
+use serde_json::Value;
+
+struct Env {
+    _dns: ChallTestSrv,
+    pebble: Pebble,
+    http_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn start() -> Env {
+        let dns = ChallTestSrv::start();
+        let http_port = free_port();
+        let pebble = Pebble::start_with(&PebbleOptions {
+            http_port,
+            tls_port: free_port(),
+            dns_server: Some(dns.dns),
+            nonce_reject: 30,
+            ..PebbleOptions::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pebble-ca.pem"), &pebble.tls_ca_pem).unwrap();
+        Env {
+            _dns: dns,
+            pebble,
+            http_port,
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_certpilot"))
+            .args(args)
+            .env(
+                "CERTPILOT_STORE",
+                format!("sqlite:{}", self.path("state/certpilot.db").display()),
+            )
+            .env("CERTPILOT_ACME_DIRECTORY", &self.pebble.directory_url)
+            .env("CERTPILOT_ACME_CA_FILE", self.path("pebble-ca.pem"))
+            .env_remove("CERTPILOT_SECRETS")
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .output()
+            .await
+            .expect("certpilot runs")
+    }
+
+    async fn add(&self, names: &[&str], extra: &[&str]) -> Output {
+        let listen = format!("127.0.0.1:{}", self.http_port);
+        let mut args = vec!["certificates", "add"];
+        args.extend_from_slice(names);
+        if !extra.contains(&"--dns") {
+            args.extend_from_slice(&["--http-listen", &listen]);
+        }
+        args.extend_from_slice(&["--contact", "mailto:ops@certpilot.test"]);
+        args.extend_from_slice(extra);
+        self.run(&args).await
+    }
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_then_renew_due_issues_exports_and_runs_the_deploy_hook() {
+    let env = Env::start();
+    let added = env
+        .add(
+            &["shop.certpilot.test", "127.0.0.1"],
+            &["--tag", "owner=payments"],
+        )
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert!(stderr(&added).contains("added shop.certpilot.test"));
+
+    let live = env.path("live");
+    let hook_log = env.path("hook.log");
+    let hook = format!(
+        "echo \"$CERTPILOT_ID|$CERTPILOT_NAMES|$CERTPILOT_FINGERPRINT|$CERTPILOT_LIVE_DIR\" >> {}",
+        hook_log.display()
+    );
+    let live_arg = live.display().to_string();
+    let renewed = env
+        .run(&[
+            "renew",
+            "--due",
+            "--format",
+            "json",
+            "--live-dir",
+            &live_arg,
+            "--deploy-hook",
+            &hook,
+        ])
+        .await;
+    assert!(renewed.status.success(), "{}", stderr(&renewed));
+    let rows = json_lines(&renewed);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["id"], "shop.certpilot.test");
+    assert_eq!(rows[0]["outcome"], "issued", "{rows:?}");
+    let fingerprint = rows[0]["fingerprint"].as_str().unwrap().to_owned();
+
+    // The live directory holds the chain and the key, the key readable by its owner only.
+    let dir = live.join("shop.certpilot.test");
+    let fullchain = std::fs::read_to_string(dir.join("fullchain.pem")).unwrap();
+    assert!(
+        fullchain.matches("BEGIN CERTIFICATE").count() >= 2,
+        "leaf and intermediate"
+    );
+    assert_eq!(mode(&dir.join("privkey.pem")), 0o600);
+    let key = std::fs::read_to_string(dir.join("privkey.pem")).unwrap();
+    assert!(key.contains("PRIVATE KEY"));
+
+    // The hook ran once, after the export, with the facts in its environment.
+    let log = std::fs::read_to_string(&hook_log).unwrap();
+    assert_eq!(
+        log.trim(),
+        format!(
+            "shop.certpilot.test|127.0.0.1 shop.certpilot.test|{fingerprint}|{}",
+            dir.display()
+        )
+    );
+
+    // The record is listed as issued, shows no key, and nothing is due any more.
+    let list = env.run(&["certificates", "list", "--format", "json"]).await;
+    let listed = json_lines(&list);
+    assert_eq!(listed[0]["state"], "issued");
+    let shown = env
+        .run(&["certificates", "show", "shop.certpilot.test"])
+        .await;
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains(&fingerprint));
+    assert!(!text.contains("PRIVATE KEY"), "no key in the record");
+    let key_body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(!text.contains(&key_body));
+    let again = env.run(&["renew", "--due", "--format", "json"]).await;
+    assert!(again.status.success());
+    assert!(json_lines(&again).is_empty());
+    assert!(stderr(&again).contains("nothing due"));
+
+    // An explicit export writes the same certificate and key elsewhere.
+    let exported = env.path("exported");
+    let exported_arg = exported.display().to_string();
+    let out = env
+        .run(&[
+            "certificates",
+            "export",
+            "shop.certpilot.test",
+            "--dir",
+            &exported_arg,
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(exported.join("fullchain.pem")).unwrap(),
+        fullchain
+    );
+    assert_eq!(mode(&exported.join("privkey.pem")), 0o600);
+    // Keys at rest are 0600 files in 0700 directories beside the database.
+    let secrets = env.path("state/secrets/certificate-key/shop.certpilot.test");
+    assert_eq!(mode(&secrets), 0o700);
+    for entry in std::fs::read_dir(&secrets).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "secret") {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_deploy_hook_is_reported_and_retried_without_a_new_order() {
+    let env = Env::start();
+    assert!(env.add(&["api.certpilot.test"], &[]).await.status.success());
+    let marker = env.path("hook-may-succeed");
+    let hook = format!("test -e {}", marker.display());
+
+    let failed = env
+        .run(&["renew", "--due", "--format", "json", "--deploy-hook", &hook])
+        .await;
+    assert_eq!(failed.status.code(), Some(2), "{}", stderr(&failed));
+    let rows = json_lines(&failed);
+    assert_eq!(rows[0]["outcome"], "failed");
+    assert!(
+        rows[0]["error"].as_str().unwrap().contains("deploy hook"),
+        "{rows:?}"
+    );
+    let shown: Value = serde_json::from_slice(
+        &env.run(&["certificates", "show", "api.certpilot.test"])
+            .await
+            .stdout,
+    )
+    .unwrap();
+    let issued = shown["current"]["fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(shown["renewal"]["last_error"]["kind"], "announce");
+
+    // Once the hook can succeed, a forced run finishes the same renewal: same certificate.
+    std::fs::write(&marker, "").unwrap();
+    let retried = env
+        .run(&[
+            "renew",
+            "api.certpilot.test",
+            "--force",
+            "--format",
+            "json",
+            "--deploy-hook",
+            &hook,
+        ])
+        .await;
+    assert!(retried.status.success(), "{}", stderr(&retried));
+    let rows = json_lines(&retried);
+    assert_eq!(rows[0]["outcome"], "issued");
+    assert_eq!(rows[0]["fingerprint"], issued.as_str(), "no second order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_certificate_input_is_named_and_nothing_is_stored() {
+    let env = Env::start();
+    let cases: &[(&[&str], &[&str], &str)] = &[
+        (
+            &["*.certpilot.test"],
+            &[],
+            "wildcard names can only be validated with DNS-01",
+        ),
+        (&["shop..test"], &[], "shop..test"),
+        (&["shop.certpilot.test"], &["--contact", "ops@x"], "mailto:"),
+        (&["shop.certpilot.test"], &["--id", "../etc"], "--id"),
+        (
+            &["shop.certpilot.test"],
+            &["--dns", "rfc2136", "--rfc2136-server", "127.0.0.1:53"],
+            "--dns rfc2136 also needs --rfc2136-zone, --tsig-key-name, --tsig-secret-file",
+        ),
+        (
+            &["shop.certpilot.test"],
+            &["--eab-kid", "kid-1", "--eab-hmac-file", "/nonexistent/hmac"],
+            "--eab-hmac-file /nonexistent/hmac",
+        ),
+    ];
+    for (names, extra, expected) in cases {
+        let out = env.add(names, extra).await;
+        assert_eq!(out.status.code(), Some(1), "{names:?} {extra:?}");
+        assert!(
+            stderr(&out).contains(expected),
+            "{names:?} {extra:?}: {}",
+            stderr(&out)
+        );
+    }
+    let list = env.run(&["certificates", "list", "--format", "json"]).await;
+    assert!(json_lines(&list).is_empty(), "nothing half-stored");
+    assert!(
+        env.add(&["shop.certpilot.test"], &[])
+            .await
+            .status
+            .success()
+    );
+    let twice = env.add(&["shop.certpilot.test"], &[]).await;
+    assert_eq!(twice.status.code(), Some(1));
+    assert!(stderr(&twice).contains("already managed"));
+    let missing = env.run(&["renew", "nope"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("no managed certificate \"nope\""));
+    let unissued = env
+        .run(&[
+            "certificates",
+            "export",
+            "shop.certpilot.test",
+            "--dir",
+            "/tmp/x",
+        ])
+        .await;
+    assert!(stderr(&unissued).contains("has not been issued yet"));
+}
