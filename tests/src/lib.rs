@@ -31,3 +31,17 @@ pub fn moto_dynamodb_config(endpoint_url: &str) -> aws_sdk_dynamodb::config::Bui
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
 }
+
+/// The shared AWS configuration for a moto server at `endpoint_url` (moto's dummy
+/// credentials, us-east-1), for any service's client.
+pub fn moto_sdk_config(endpoint_url: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint_url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"),
+        ))
+        .timeout_config(certpilot_dynamodb::default_timeouts())
+        .build()
+}

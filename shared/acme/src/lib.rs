@@ -6,7 +6,10 @@
 //! - **Orders** ask for the configured profile only when the directory lists it, and name
 //!   the certificate they replace (ARI `replaces`) when there is one.
 //! - **Challenges**: HTTP-01 through the built-in responder ([`http01::Http01Responder`]) or a
-//!   web root ([`http01::Webroot`]).
+//!   web root ([`http01::Webroot`]); DNS-01 through the [`DnsProvider`]s given with
+//!   [`AcmeIssuer::with_dns`] (Route 53, RFC 2136). Every DNS record of an order is published
+//!   and in sync before the CA is told to validate any of them; wildcard names validate
+//!   through `_acme-challenge.<base name>`.
 //! - **Errors**: `badNonce` is retried here beyond instant-acme's three tries; rate limits,
 //!   server errors and validation failures map to [`IssueError`] kinds the renew service acts
 //!   on, with the CA's problem document kept.
@@ -26,8 +29,8 @@ use certpilot_core::model::certificate::{
     CertificateSpec, ChallengeConfig, Identifier, IssuedCertificate, KeyType, RenewalWindow,
 };
 use certpilot_core::ports::{
-    DownloadedCertificate, IssueError, Issuer, NewOrderInfo, SecretStore, SecretValue,
-    SecretVersion,
+    DnsProvider, DownloadedCertificate, IssueError, Issuer, NewOrderInfo, SecretStore, SecretValue,
+    SecretVersion, TxtRecord,
 };
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
@@ -70,6 +73,10 @@ pub struct AcmeIssuer {
     responders: Mutex<HashMap<String, Arc<Http01Responder>>>,
     /// Tokens published per order, so they can be withdrawn.
     published: std::sync::Mutex<HashMap<String, Vec<String>>>,
+    /// DNS-01 providers by kind (`route53`, `rfc2136`).
+    dns: HashMap<&'static str, Arc<dyn DnsProvider>>,
+    /// DNS records published per order, so they can be withdrawn.
+    published_dns: std::sync::Mutex<HashMap<String, Vec<TxtRecord>>>,
 }
 
 impl std::fmt::Debug for AcmeIssuer {
@@ -179,7 +186,35 @@ impl AcmeIssuer {
             accounts: Mutex::default(),
             responders: Mutex::default(),
             published: std::sync::Mutex::default(),
+            dns: HashMap::new(),
+            published_dns: std::sync::Mutex::default(),
         }
+    }
+
+    /// Answers DNS-01 challenges of certificates whose provider is of `kind` (`route53`,
+    /// `rfc2136`) through `provider`.
+    pub fn with_dns(mut self, kind: &'static str, provider: Arc<dyn DnsProvider>) -> Self {
+        self.dns.insert(kind, provider);
+        self
+    }
+
+    fn dns_provider(
+        &self,
+        spec: &CertificateSpec,
+    ) -> Result<Option<Arc<dyn DnsProvider>>, IssueError> {
+        let ChallengeConfig::Dns01 { provider } = &spec.challenge else {
+            return Ok(None);
+        };
+        self.dns
+            .get(provider.kind())
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| {
+                IssueError::Config(format!(
+                    "DNS-01 through {} is not configured in this process",
+                    provider.kind()
+                ))
+            })
     }
 
     /// Runs one CA call under the timeout, retrying `badNonce` beyond instant-acme's tries.
@@ -367,12 +402,26 @@ impl AcmeIssuer {
                 .await
                 .map_err(|e| IssueError::Config(format!("web root: {e}"))),
             ChallengeConfig::Dns01 { .. } => Err(IssueError::Config(
-                "DNS-01 providers are not part of this build yet; use HTTP-01".into(),
+                "DNS-01 records are published per order, not per token".into(),
             )),
         }
     }
 
     async fn withdraw(&self, spec: &CertificateSpec, order_url: &str) {
+        let records = self
+            .published_dns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(order_url)
+            .unwrap_or_default();
+        if let (ChallengeConfig::Dns01 { provider }, Ok(Some(dns))) =
+            (&spec.challenge, self.dns_provider(spec))
+            && !records.is_empty()
+            && let Err(e) = dns.withdraw(provider, &records).await
+        {
+            // Stale challenge records are harmless; the next order overwrites or adds.
+            tracing::warn!(error = %e, "could not remove DNS-01 records");
+        }
         let tokens = self
             .published
             .lock()
@@ -491,6 +540,11 @@ impl AcmeIssuer {
             // Ready, processing or valid: nothing left to prove.
             _ => return Ok(()),
         }
+        if let Some(dns) = self.dns_provider(spec)? {
+            return self
+                .publish_dns(spec, dns.as_ref(), order_url, &mut order)
+                .await;
+        }
         let kind = Self::challenge_type(spec);
         let mut tokens = Vec::new();
         let mut authorizations = order.authorizations();
@@ -523,6 +577,68 @@ impl AcmeIssuer {
             .entry(order_url.to_owned())
             .or_default()
             .extend(tokens);
+        Ok(())
+    }
+
+    /// DNS-01: publishes every pending authorization's record and waits for the provider to
+    /// have them in sync, then tells the CA — so no validation races the DNS.
+    async fn publish_dns(
+        &self,
+        spec: &CertificateSpec,
+        dns: &dyn DnsProvider,
+        order_url: &str,
+        order: &mut instant_acme::Order,
+    ) -> Result<(), IssueError> {
+        let ChallengeConfig::Dns01 { provider } = &spec.challenge else {
+            return Ok(());
+        };
+        let mut records = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(|e| map_error(e, true))?;
+            if authz.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            let name = match authz.identifier().identifier {
+                instant_acme::Identifier::Dns(d) => d.clone(),
+                other => {
+                    return Err(IssueError::Config(format!(
+                        "{other:?} cannot be validated with DNS-01"
+                    )));
+                }
+            };
+            let Some(challenge) = authz.challenge(ChallengeType::Dns01) else {
+                return Err(IssueError::Rejected {
+                    detail: format!("the CA offers no DNS-01 challenge for {name}"),
+                    problem: None,
+                });
+            };
+            records.push(TxtRecord {
+                name: format!("_acme-challenge.{}", name.trim_start_matches("*.")),
+                value: challenge.key_authorization().dns_value(),
+            });
+        }
+        drop(authorizations);
+        if records.is_empty() {
+            return Ok(());
+        }
+        dns.publish(provider, &records).await?;
+        self.published_dns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(order_url.to_owned(), records);
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(|e| map_error(e, true))?;
+            if let Some(mut challenge) = authz.challenge(ChallengeType::Dns01)
+                && challenge.status == instant_acme::ChallengeStatus::Pending
+            {
+                challenge
+                    .set_ready()
+                    .await
+                    .map_err(|e| map_error(e, true))?;
+            }
+        }
         Ok(())
     }
 

@@ -5,8 +5,15 @@
 //! - [`SecretsManagerStore`]: the [`SecretStore`](certpilot_core::ports::SecretStore) on
 //!   Secrets Manager, keys staged `AWSPENDING` → `AWSCURRENT` → `AWSPREVIOUS`.
 
+//! - [`Route53Dns`]: the [`DnsProvider`](certpilot_core::ports::DnsProvider) for DNS-01 on
+//!   Route 53.
+//! - [`SqsIssuedSink`]: the [`IssuedSink`](certpilot_core::ports::IssuedSink) on the deploy
+//!   queue.
+
+mod route53;
 mod secrets;
 
+pub use route53::Route53Dns;
 pub use secrets::{DEFAULT_PREFIX, SecretsManagerStore};
 
 use std::time::Duration;
@@ -15,7 +22,8 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use certpilot_core::ports::{QueueError, ScanBatch, WorkQueue};
+use certpilot_core::model::certificate::{IssuedMessage, ManagedCertificate};
+use certpilot_core::ports::{IssuedSink, QueueError, ScanBatch, WorkQueue};
 
 /// Most entries SQS takes in one SendMessageBatch.
 const SQS_BATCH: usize = 10;
@@ -110,6 +118,49 @@ impl WorkQueue for SqsQueue {
                 )));
             }
         }
+        Ok(())
+    }
+}
+
+/// The [`IssuedSink`] on the deploy queue: one [`IssuedMessage`] (JSON) per issuance. The
+/// renew service calls it again after a crash, so a message may be sent twice; the deploy
+/// consumer is idempotent. Permissions: `sqs:SendMessage` on the queue.
+#[derive(Clone, Debug)]
+pub struct SqsIssuedSink {
+    client: Client,
+    url: String,
+}
+
+impl SqsIssuedSink {
+    /// A sink sending to the queue at `url`.
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        SqsIssuedSink {
+            client,
+            url: url.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl IssuedSink for SqsIssuedSink {
+    async fn issued(&self, certificate: &ManagedCertificate) -> Result<(), String> {
+        let message = IssuedMessage::of(certificate)
+            .ok_or_else(|| format!("{}: no current certificate to announce", certificate.id))?;
+        let body = serde_json::to_string(&message).map_err(|e| e.to_string())?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "sqs {}: SendMessage: {} {}",
+                    self.url,
+                    e.code().unwrap_or_default(),
+                    e.message().unwrap_or(&certpilot_core::error_chain(&e))
+                )
+            })?;
         Ok(())
     }
 }

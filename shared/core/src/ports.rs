@@ -592,6 +592,38 @@ pub trait Issuer: Send + Sync {
     ) -> Result<DownloadedCertificate, IssueError>;
 }
 
+/// A DNS-01 TXT record: `_acme-challenge.<name>` and the key authorization digest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxtRecord {
+    /// The fully qualified record name, without the trailing dot.
+    pub name: String,
+    /// The record's value (unquoted).
+    pub value: String,
+}
+
+/// A DNS service that DNS-01 challenges are answered through (Route 53, an RFC 2136 primary).
+///
+/// Contract: `publish` returns only once every authoritative server answers the records (Route
+/// 53: the change is `INSYNC`; RFC 2136: the servers are queried), so the CA can be told to
+/// validate; several records with one name (a name and its wildcard) are all published.
+/// `withdraw` removes exactly those records and treats already-missing ones as removed.
+#[async_trait]
+pub trait DnsProvider: Send + Sync {
+    /// Publishes `records` for a certificate configured with `config`.
+    async fn publish(
+        &self,
+        config: &crate::model::certificate::DnsProviderConfig,
+        records: &[TxtRecord],
+    ) -> Result<(), IssueError>;
+
+    /// Removes `records`.
+    async fn withdraw(
+        &self,
+        config: &crate::model::certificate::DnsProviderConfig,
+        records: &[TxtRecord],
+    ) -> Result<(), IssueError>;
+}
+
 /// Told about every certificate issued (the deploy queue in AWS, a deploy hook locally).
 #[async_trait]
 pub trait IssuedSink: Send + Sync {

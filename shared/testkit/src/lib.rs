@@ -12,6 +12,7 @@
 pub mod certs;
 pub mod clock;
 pub mod contract;
+pub mod dns;
 pub mod observations;
 pub mod procs;
 pub mod renewal_contract;

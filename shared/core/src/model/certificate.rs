@@ -290,6 +290,16 @@ pub enum DnsProviderConfig {
     },
 }
 
+impl DnsProviderConfig {
+    /// The provider's kind, as in the `kind` field of its JSON form.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DnsProviderConfig::Route53 { .. } => "route53",
+            DnsProviderConfig::Rfc2136 { .. } => "rfc2136",
+        }
+    }
+}
+
 /// When to renew.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -600,6 +610,40 @@ impl ManagedCertificate {
     /// The SecretStore name of its private key.
     pub fn key_secret_name(&self) -> String {
         format!("certificate-key/{}", self.id)
+    }
+}
+
+/// The announcement of an issuance: the deploy queue's message body. Carries what a deployer
+/// needs to find and check the certificate, never the key (only its SecretStore version).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedMessage {
+    /// The managed certificate's id.
+    pub id: String,
+    /// SHA-256 of the new leaf, hex: what endpoints must serve once deployed.
+    pub fingerprint: String,
+    /// Its serial, hex.
+    pub serial: String,
+    /// Its expiry.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// The SecretStore version of its key.
+    pub key_version: String,
+    /// Its names.
+    pub names: Vec<String>,
+}
+
+impl IssuedMessage {
+    /// The message for `cert`'s current certificate, if it has one.
+    pub fn of(cert: &ManagedCertificate) -> Option<IssuedMessage> {
+        let current = cert.current.as_ref()?;
+        Some(IssuedMessage {
+            id: cert.id.clone(),
+            fingerprint: current.fingerprint.clone(),
+            serial: current.serial.clone(),
+            not_after: current.not_after,
+            key_version: current.key_version.clone(),
+            names: cert.spec.name_set(),
+        })
     }
 }
 

@@ -1,0 +1,201 @@
+//! DNS-01 through Route 53: the Route 53 provider writes to moto; a DNS server standing in for
+//! Route 53's nameservers answers Pebble from moto's records at the moment it asks. Pebble
+//! rejects 30% of nonces.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_route53::types::{
+    Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+};
+use certpilot_acme::{AcmeIssuer, AcmeSettings};
+use certpilot_aws::Route53Dns;
+use certpilot_core::Tags;
+use certpilot_core::model::certificate::{
+    AcmeIssuer as IssuerConfig, CertificateSpec, ChallengeConfig, DnsProviderConfig, KeyType,
+    ManagedCertificate, RenewalPolicy,
+};
+use certpilot_core::ports::{CertificateStore, SystemClock};
+use certpilot_core::services::renew::{RenewOutcome, RenewService, RenewSettings};
+use certpilot_files::FileSecretStore;
+use certpilot_sqlite::SqliteStore;
+use certpilot_testkit::dns::TxtServer;
+use certpilot_testkit::procs::{Pebble, PebbleOptions, free_port, shared_moto};
+
+async fn txt_values(client: &aws_sdk_route53::Client, zone: &str, name: &str) -> Vec<String> {
+    let out = client
+        .list_resource_record_sets()
+        .hosted_zone_id(zone)
+        .start_record_name(name)
+        .start_record_type(RrType::Txt)
+        .max_items(1)
+        .send()
+        .await
+        .unwrap();
+    out.resource_record_sets()
+        .iter()
+        .filter(|s| s.name().trim_end_matches('.') == name && *s.r#type() == RrType::Txt)
+        .flat_map(|s| {
+            s.resource_records()
+                .iter()
+                .map(|r| r.value().trim_matches('"').to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_certificate_is_issued_through_route53_and_the_records_are_cleaned_up() {
+    let config = certpilot_e2e::moto_sdk_config(&shared_moto().endpoint_url);
+    let route53 = aws_sdk_route53::Client::new(&config);
+    let domain = format!("r53-{}.certpilot.test", std::process::id());
+    let zone = route53
+        .create_hosted_zone()
+        .name(&domain)
+        .caller_reference(&domain)
+        .send()
+        .await
+        .unwrap()
+        .hosted_zone()
+        .unwrap()
+        .id()
+        .trim_start_matches("/hostedzone/")
+        .to_owned();
+    // Someone else's record at the same name must survive our publish and withdraw.
+    let challenge_name = format!("_acme-challenge.{domain}");
+    route53
+        .change_resource_record_sets()
+        .hosted_zone_id(&zone)
+        .change_batch(
+            ChangeBatch::builder()
+                .changes(
+                    Change::builder()
+                        .action(ChangeAction::Create)
+                        .resource_record_set(
+                            ResourceRecordSet::builder()
+                                .name(&challenge_name)
+                                .r#type(RrType::Txt)
+                                .ttl(60)
+                                .resource_records(
+                                    ResourceRecord::builder()
+                                        .value("\"keep-me\"")
+                                        .build()
+                                        .unwrap(),
+                                )
+                                .build()
+                                .unwrap(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let lookup_client = route53.clone();
+    let lookup_zone = zone.clone();
+    let nameserver = TxtServer::start(Arc::new(move |name| {
+        let client = lookup_client.clone();
+        let zone = lookup_zone.clone();
+        Box::pin(async move { txt_values(&client, &zone, &name).await })
+    }))
+    .await;
+    let pebble = Pebble::start_with(&PebbleOptions {
+        http_port: free_port(),
+        tls_port: free_port(),
+        dns_server: Some(nameserver.addr),
+        nonce_reject: 30,
+        ..PebbleOptions::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("pebble-ca.pem");
+    std::fs::write(&ca_file, &pebble.tls_ca_pem).unwrap();
+
+    let secrets = Arc::new(FileSecretStore::new(dir.path().join("secrets")));
+    let issuer = AcmeIssuer::new(
+        secrets.clone(),
+        AcmeSettings {
+            timeout: Duration::from_secs(30),
+            ca_file: Some(ca_file),
+        },
+    )
+    .with_dns(
+        "route53",
+        Arc::new(Route53Dns::new(route53.clone(), Duration::from_secs(30))),
+    );
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let spec = CertificateSpec {
+        names: vec![
+            format!("*.{domain}").parse().unwrap(),
+            domain.parse().unwrap(),
+        ],
+        key_type: KeyType::EcdsaP384,
+        issuer: IssuerConfig {
+            directory: pebble.directory_url.clone(),
+            contact: vec![],
+            eab: None,
+            profile: None,
+        },
+        // The zone is found from the names.
+        challenge: ChallengeConfig::Dns01 {
+            provider: DnsProviderConfig::Route53 { zone_id: None },
+        },
+        renewal: RenewalPolicy::Auto,
+        tags: Tags::new(),
+        endpoints: vec![],
+    };
+    spec.validate().unwrap();
+    store
+        .add_certificate(&ManagedCertificate::new(
+            "wildcard".into(),
+            spec,
+            time::OffsetDateTime::now_utc(),
+        ))
+        .await
+        .unwrap();
+    let renew = RenewService::new(
+        store.clone(),
+        secrets,
+        Arc::new(issuer),
+        None,
+        Arc::new(SystemClock),
+        "dns-test",
+        RenewSettings::default(),
+    );
+    let outcome = renew.renew("wildcard", false).await.unwrap();
+    assert!(
+        matches!(outcome, RenewOutcome::Issued { .. }),
+        "{outcome:?}"
+    );
+
+    let cert = store.certificate("wildcard").await.unwrap().unwrap();
+    let chain = cert.current.unwrap().chain_pem;
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(chain.as_bytes())
+        .map(|c: rustls_pki_types::CertificateDer<'static>| c)
+        .unwrap();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let sans: Vec<String> = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert!(
+        sans.contains(&format!("DNSName({})", format!("*.{domain}"))),
+        "{sans:?}"
+    );
+    assert!(sans.contains(&format!("DNSName({domain})")), "{sans:?}");
+
+    // Our challenge values are gone; the other value stayed.
+    assert_eq!(
+        txt_values(&route53, &zone, &challenge_name).await,
+        ["keep-me"]
+    );
+}
