@@ -593,8 +593,8 @@ impl AcmeIssuer {
             return Ok(());
         };
         let mut records = Vec::new();
-        let mut authorizations = order.authorizations();
-        while let Some(authz) = authorizations.next().await {
+        let mut pending = order.authorizations();
+        while let Some(authz) = pending.next().await {
             let mut authz = authz.map_err(|e| map_error(e, true))?;
             if authz.status != AuthorizationStatus::Pending {
                 continue;
@@ -618,7 +618,6 @@ impl AcmeIssuer {
                 value: challenge.key_authorization().dns_value(),
             });
         }
-        drop(authorizations);
         if records.is_empty() {
             return Ok(());
         }
