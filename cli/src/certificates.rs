@@ -529,6 +529,11 @@ fn renew_row(
             format!("until {}: {reason}", rfc3339(*until)),
             json!({"until": rfc3339(*until), "reason": reason}),
         ),
+        Ok(RenewOutcome::Postponed) => (
+            "postponed",
+            "not started: too little time left".to_owned(),
+            json!({}),
+        ),
         Ok(RenewOutcome::Busy { owner, until }) => (
             "busy",
             format!("{owner} holds the lease until {}", rfc3339(*until)),

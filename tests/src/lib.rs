@@ -45,3 +45,95 @@ pub fn moto_sdk_config(endpoint_url: &str) -> aws_config::SdkConfig {
         .timeout_config(certpilot_dynamodb::default_timeouts())
         .build()
 }
+
+/// `cargo lambda watch` serving the workspace's functions with `env`, killed as a process
+/// group on drop. AWS settings go in exactly as a deployed function gets them.
+pub struct LambdaWatch {
+    child: std::process::Child,
+    port: String,
+    cargo_lambda: std::path::PathBuf,
+}
+
+impl LambdaWatch {
+    /// Starts `cargo lambda watch` with the AWS environment for moto at `endpoint_url` and
+    /// the extra `env` pairs.
+    pub fn start(endpoint_url: &str, env: &[(&str, String)]) -> LambdaWatch {
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let cargo_lambda =
+            certpilot_testkit::procs::locate("CERTPILOT_CARGO_LAMBDA", "cargo-lambda");
+        let port = certpilot_testkit::procs::free_port().to_string();
+        let mut all: Vec<(String, String)> = vec![
+            ("AWS_ENDPOINT_URL".into(), endpoint_url.into()),
+            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+        ];
+        all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let mut watch = Command::new(&cargo_lambda);
+        watch.args([
+            "lambda",
+            "watch",
+            "--invoke-port",
+            &port,
+            "--ignore-changes",
+            "--quiet",
+        ]);
+        for (k, v) in &all {
+            watch.args(["--env-var", &format!("{k}={v}")]);
+            watch.env(k, v);
+        }
+        watch
+            .env_remove("AWS_PROFILE")
+            .current_dir(certpilot_testkit::procs::workspace_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        LambdaWatch {
+            child: watch.spawn().expect("cargo lambda watch starts"),
+            port,
+            cargo_lambda,
+        }
+    }
+
+    /// Invokes `function` with `payload` (JSON), retrying while the function compiles (the
+    /// first invoke builds it), and returns its JSON answer.
+    pub async fn invoke(&self, function: &str, payload: &serde_json::Value) -> serde_json::Value {
+        let started = std::time::Instant::now();
+        loop {
+            let out = tokio::process::Command::new(&self.cargo_lambda)
+                .args(["lambda", "invoke", function, "--invoke-port", &self.port])
+                .args(["--data-ascii", &payload.to_string()])
+                .current_dir(certpilot_testkit::procs::workspace_root())
+                .output()
+                .await
+                .expect("cargo lambda invoke runs");
+            if out.status.success() {
+                return serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                    panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+                });
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // A function error is an answer, not a build in progress.
+            assert!(
+                !stderr.contains("errorType") && !stderr.contains("error_type"),
+                "{function} failed: {stderr}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(900),
+                "invoke kept failing: {stderr}"
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+impl Drop for LambdaWatch {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}

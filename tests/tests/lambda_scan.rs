@@ -3,38 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use certpilot_core::ports::{InventoryQuery, Store};
 use certpilot_core::services::endpoints::register;
 use certpilot_core::{Tags, Target};
 use certpilot_dynamodb::DynamoStore;
 use certpilot_testkit::certs::Ca;
-use certpilot_testkit::procs::{free_port, locate, shared_moto, workspace_root};
+use certpilot_testkit::procs::{shared_moto, workspace_root};
 use certpilot_testkit::servers;
-
-/// `cargo lambda watch` and the function it runs, killed as a process group on drop.
-struct Watch(Child);
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0.id())])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn aws_env(cmd: &mut Command, endpoint: &str) {
-    // The standard AWS configuration, exactly as a deployed function gets it.
-    cmd.env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scan_function_records_observations_in_dynamodb() {
@@ -60,77 +35,18 @@ async fn the_scan_function_records_observations_in_dynamodb() {
         .unwrap();
     }
 
-    let cargo_lambda = locate("CERTPILOT_CARGO_LAMBDA", "cargo-lambda");
-    let port = free_port().to_string();
-    let mut watch = Command::new(&cargo_lambda);
-    watch
-        .args([
-            "lambda",
-            "watch",
-            "--invoke-port",
-            &port,
-            "--ignore-changes",
-            "--quiet",
-        ])
-        .args(["--env-var", &format!("CERTPILOT_TABLE={table}")])
-        .args([
-            "--env-var",
-            &format!("AWS_ENDPOINT_URL={}", moto.endpoint_url),
-        ])
-        .args([
-            "--env-var",
-            "AWS_ACCESS_KEY_ID=testing",
-            "--env-var",
-            "AWS_SECRET_ACCESS_KEY=testing",
-        ])
-        .args([
-            "--env-var",
-            "AWS_REGION=us-east-1",
-            "--env-var",
-            "CERTPILOT_TARGET_TIMEOUT=5s",
-        ])
-        .current_dir(workspace_root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0);
-    aws_env(&mut watch, &moto.endpoint_url);
-    watch.env("CERTPILOT_TABLE", &table);
-    let _watch = Watch(watch.spawn().expect("cargo lambda watch starts"));
-
-    // The first invoke compiles the function; later ones are quick.
-    let started = Instant::now();
-    let output = loop {
-        let out = tokio::process::Command::new(&cargo_lambda)
-            .args([
-                "lambda",
-                "invoke",
-                "scan",
-                "--invoke-port",
-                &port,
-                "--data-file",
-            ])
-            .arg(workspace_root().join("infra/events/scheduled.json"))
-            .current_dir(workspace_root())
-            .output()
-            .await
-            .unwrap();
-        if out.status.success() {
-            break out;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "invoke kept failing: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not a JSON summary ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    });
+    let watch = certpilot_e2e::LambdaWatch::start(
+        &moto.endpoint_url,
+        &[
+            ("CERTPILOT_TABLE", table.clone()),
+            ("CERTPILOT_TARGET_TIMEOUT", "5s".into()),
+        ],
+    );
+    let tick: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace_root().join("infra/events/scheduled.json")).unwrap(),
+    )
+    .unwrap();
+    let summary = watch.invoke("scan", &tick).await;
     assert_eq!(summary["due"], 2, "{summary}");
     assert_eq!(summary["scanned"], 2, "{summary}");
     assert_eq!(summary["failed"], 1, "{summary}");

@@ -13,6 +13,8 @@
 mod route53;
 mod secrets;
 
+pub mod lambda;
+
 pub use route53::Route53Dns;
 pub use secrets::{DEFAULT_PREFIX, SecretsManagerStore};
 

@@ -99,12 +99,18 @@ impl SecretsManagerStore {
             .timeout_config(certpilot_dynamodb::default_timeouts())
             .load()
             .await;
+        Self::from_config(&config)
+    }
+
+    /// A store through an already loaded AWS configuration; the prefix and key as in
+    /// [`SecretsManagerStore::from_env`].
+    pub fn from_config(config: &aws_config::SdkConfig) -> Self {
         let prefix =
             std::env::var("CERTPILOT_SECRETS_PREFIX").unwrap_or_else(|_| DEFAULT_PREFIX.into());
         let kms = std::env::var("CERTPILOT_SECRETS_KMS_KEY")
             .ok()
             .filter(|k| !k.is_empty());
-        Self::new(Client::new(&config), prefix, kms)
+        Self::new(Client::new(config), prefix, kms)
     }
 
     fn id(&self, name: &str) -> String {

@@ -37,6 +37,9 @@ pub struct RenewSettings {
     pub lease: Duration,
     /// Renewals run at once by [`RenewService::renew_due`].
     pub concurrency: usize,
+    /// Time one renewal may need to finish: [`RenewService::renew_due_until`] starts no
+    /// renewal with less than this left before its deadline.
+    pub renewal_budget: Duration,
 }
 
 impl Default for RenewSettings {
@@ -44,6 +47,7 @@ impl Default for RenewSettings {
         RenewSettings {
             lease: Duration::from_secs(600),
             concurrency: 16,
+            renewal_budget: Duration::from_secs(180),
         }
     }
 }
@@ -70,6 +74,8 @@ pub enum RenewOutcome {
         /// Why.
         reason: String,
     },
+    /// Not started: too little time was left before the caller's deadline. It stays due.
+    Postponed,
     /// Another worker holds the lease.
     Busy {
         /// The other worker.
@@ -154,10 +160,25 @@ impl RenewService {
     pub async fn renew_due(
         &self,
     ) -> Result<Vec<(String, Result<RenewOutcome, RenewError>)>, RenewError> {
+        self.renew_due_until(None).await
+    }
+
+    /// Like [`RenewService::renew_due`], but starts no renewal once less than the renewal
+    /// budget is left before `deadline` (a Lambda invocation's end): those are
+    /// [`RenewOutcome::Postponed`] and stay due for the next run. A renewal cut short anyway
+    /// resumes from its last persisted step.
+    pub async fn renew_due_until(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Vec<(String, Result<RenewOutcome, RenewError>)>, RenewError> {
         let due = self.certificates.certificates_due(self.clock.now()).await?;
+        let budget = self.settings.renewal_budget;
         let results = futures::stream::iter(due.into_iter().map(|c| {
             let this = self.clone();
             async move {
+                if deadline.is_some_and(|d| tokio::time::Instant::now() + budget > d) {
+                    return (c.id, Ok(RenewOutcome::Postponed));
+                }
                 let result = this.renew(&c.id, false).await;
                 (c.id, result)
             }
