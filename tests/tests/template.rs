@@ -67,3 +67,33 @@ fn the_table_in_the_template_matches_the_one_the_store_creates() {
         assert!(template.contains(attr), "attribute {attr} missing");
     }
 }
+
+#[test]
+fn every_function_crate_is_deployed_and_every_deployed_binary_exists() {
+    let root = workspace_root();
+    let template = std::fs::read_to_string(root.join("infra/template.yaml")).unwrap();
+    let mut crates = 0;
+    for entry in std::fs::read_dir(root.join("functions")).unwrap() {
+        let dir = entry.unwrap().path();
+        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        crates += 1;
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            template.contains(&format!("CodeUri: ../functions/{name}")),
+            "functions/{name} is not in the template"
+        );
+        let bin = manifest
+            .split("[[bin]]")
+            .nth(1)
+            .and_then(|b| b.lines().find(|l| l.starts_with("name")))
+            .and_then(|l| l.split('"').nth(1))
+            .unwrap();
+        assert!(
+            template.contains(&format!("Binary: {bin}")),
+            "binary {bin} of functions/{name} is not built by the template"
+        );
+    }
+    assert!(crates >= 2, "scan and renew at least");
+}
