@@ -4,6 +4,7 @@
 #     emulator), cfn-lint and the SAM CLI (template validation)
 #   - Pebble >= 2.5 (ACME test server with ARI and profiles) from Debian unstable, pinned at
 #     low priority so nothing else on the machine is upgraded from it
+#   - Knot DNS from Debian (the RFC 2136 server of the DNS-01 tests)
 # then checks formatting and lints, and runs the whole Rust test suite.
 #
 # Environment: CERTPILOT_TEST_ENV (default ./.test-env) holds the virtualenv;
@@ -69,8 +70,19 @@ ensure_pebble() {
     pebble_ok || { echo "pebble >= 2.5 could not be installed" >&2; exit 1; }
 }
 
+# Knot DNS: the RFC 2136 server the DNS-01 tests update (and Pebble validates against).
+ensure_knot() {
+    if command -v knotd >/dev/null 2>&1 || [ -x /usr/sbin/knotd ]; then
+        return
+    fi
+    say "installing knot (Knot DNS) from Debian"
+    apt_install --no-install-recommends knot
+}
+
 ensure_python_tools
 ensure_pebble
+ensure_knot
+export CERTPILOT_KNOTD="$(command -v knotd || echo /usr/sbin/knotd)"
 export CERTPILOT_MOTO_SERVER="$TEST_ENV/venv/bin/moto_server"
 export CERTPILOT_CARGO_LAMBDA="$TEST_ENV/venv/bin/cargo-lambda"
 export CERTPILOT_CFN_LINT="$TEST_ENV/venv/bin/cfn-lint"

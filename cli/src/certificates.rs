@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use certpilot_acme::rfc2136::Rfc2136Dns;
 use certpilot_acme::{AcmeIssuer, AcmeSettings};
+use certpilot_aws::LazyRoute53Dns;
 use certpilot_core::model::certificate::{
     AcmeIssuer as IssuerConfig, CertificateSpec, ChallengeConfig, DnsProviderConfig,
     ExternalAccountBinding, Identifier, KeyType, ManagedCertificate, RenewalPolicy,
@@ -30,6 +32,9 @@ use time::format_description::well_known::Rfc3339;
 use crate::CliError;
 use crate::args::{CertificateAddArgs, CertificatesCommand, DnsArg, KeyTypeArg, RenewArgs};
 use crate::output::write_records;
+
+/// How long DNS-01 records may take to reach every authoritative server.
+const DNS_PROPAGATION: Duration = Duration::from_secs(120);
 
 /// Exit status when a renewal failed.
 const EXIT_RENEWAL_FAILED: u8 = 2;
@@ -440,13 +445,24 @@ pub async fn renew(
             path.display()
         )));
     }
-    let issuer = Arc::new(AcmeIssuer::new(
-        secrets.clone(),
-        AcmeSettings {
-            timeout: args.acme_timeout,
-            ca_file: args.acme_ca_file.clone(),
-        },
-    ));
+    let issuer = Arc::new(
+        AcmeIssuer::new(
+            secrets.clone(),
+            AcmeSettings {
+                timeout: args.acme_timeout,
+                ca_file: args.acme_ca_file.clone(),
+            },
+        )
+        .with_dns("route53", Arc::new(LazyRoute53Dns::new(DNS_PROPAGATION)))
+        .with_dns(
+            "rfc2136",
+            Arc::new(Rfc2136Dns::new(
+                secrets.clone(),
+                Duration::from_secs(10),
+                DNS_PROPAGATION,
+            )),
+        ),
+    );
     let sink: Option<Arc<dyn IssuedSink>> = (args.deploy_hook.is_some() || args.live_dir.is_some())
         .then(|| {
             Arc::new(LocalSink {

@@ -7,7 +7,8 @@
 //! `CERTPILOT_SECRETS_PREFIX` (`certpilot/`), `CERTPILOT_SECRETS_KMS_KEY`,
 //! `CERTPILOT_CONCURRENCY` (8), `CERTPILOT_ACME_TIMEOUT` (60s), `CERTPILOT_ACME_CA_FILE`,
 //! `CERTPILOT_DNS_SYNC_TIMEOUT` (2m), `CERTPILOT_RENEWAL_BUDGET` (3m). DNS-01 goes through
-//! Route 53; HTTP-01 through a web root (for example an EFS mount the web servers share).
+//! Route 53 or RFC 2136 (a function in a VPC reaching the primary); HTTP-01 through a web
+//! root (for example an EFS mount the web servers share).
 //! AWS access follows the standard configuration.
 
 mod config;
@@ -15,6 +16,7 @@ mod handler;
 
 use std::sync::Arc;
 
+use certpilot_acme::rfc2136::Rfc2136Dns;
 use certpilot_acme::{AcmeIssuer, AcmeSettings};
 use certpilot_aws::{Route53Dns, SecretsManagerStore, SqsIssuedSink};
 use certpilot_core::ports::{IssuedSink, SystemClock};
@@ -35,6 +37,11 @@ async fn main() -> Result<(), Error> {
         &config.table,
     ));
     let secrets = Arc::new(SecretsManagerStore::from_config(&aws));
+    let rfc2136 = Rfc2136Dns::new(
+        secrets.clone(),
+        std::time::Duration::from_secs(10),
+        config.dns_sync_timeout,
+    );
     let issuer = AcmeIssuer::new(
         secrets.clone(),
         AcmeSettings {
@@ -48,7 +55,8 @@ async fn main() -> Result<(), Error> {
             aws_sdk_route53::Client::new(&aws),
             config.dns_sync_timeout,
         )),
-    );
+    )
+    .with_dns("rfc2136", Arc::new(rfc2136));
     let sink = config.deploy_queue_url.as_ref().map(|url| {
         Arc::new(SqsIssuedSink::new(aws_sdk_sqs::Client::new(&aws), url)) as Arc<dyn IssuedSink>
     });

@@ -17,6 +17,7 @@
 
 pub mod http01;
 pub mod keys;
+pub mod rfc2136;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -15,7 +15,7 @@ mod secrets;
 
 pub mod lambda;
 
-pub use route53::Route53Dns;
+pub use route53::{LazyRoute53Dns, Route53Dns};
 pub use secrets::{DEFAULT_PREFIX, SecretsManagerStore};
 
 use std::time::Duration;

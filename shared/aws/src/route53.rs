@@ -293,6 +293,56 @@ impl DnsProvider for Route53Dns {
     }
 }
 
+/// A [`Route53Dns`] configured from the environment on first use, so that a process whose
+/// certificates never use Route 53 never loads AWS settings (which can probe the instance
+/// metadata service off AWS).
+#[derive(Debug)]
+pub struct LazyRoute53Dns {
+    sync_timeout: Duration,
+    inner: tokio::sync::OnceCell<Route53Dns>,
+}
+
+impl LazyRoute53Dns {
+    /// A provider waiting up to `sync_timeout` for changes to propagate.
+    pub fn new(sync_timeout: Duration) -> Self {
+        LazyRoute53Dns {
+            sync_timeout,
+            inner: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn get(&self) -> &Route53Dns {
+        self.inner
+            .get_or_init(|| async {
+                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .timeout_config(certpilot_dynamodb::default_timeouts())
+                    .load()
+                    .await;
+                Route53Dns::new(Client::new(&config), self.sync_timeout)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl DnsProvider for LazyRoute53Dns {
+    async fn publish(
+        &self,
+        config: &DnsProviderConfig,
+        records: &[TxtRecord],
+    ) -> Result<(), IssueError> {
+        self.get().await.publish(config, records).await
+    }
+
+    async fn withdraw(
+        &self,
+        config: &DnsProviderConfig,
+        records: &[TxtRecord],
+    ) -> Result<(), IssueError> {
+        self.get().await.withdraw(config, records).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

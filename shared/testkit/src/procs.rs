@@ -248,6 +248,68 @@ impl ChallTestSrv {
     }
 }
 
+/// Knot DNS as the authoritative server of one zone that accepts RFC 2136 updates signed with
+/// one TSIG key (HMAC-SHA256).
+pub struct Knot {
+    _guard: ChildGuard,
+    _dir: tempfile::TempDir,
+    /// Its DNS address (UDP and TCP).
+    pub dns: SocketAddr,
+    /// The zone it serves.
+    pub zone: String,
+    /// The TSIG key's name.
+    pub key_name: String,
+    /// The TSIG key's secret, base64.
+    pub key_secret: String,
+}
+
+impl Knot {
+    /// Starts knotd on a free loopback port, serving `zone` with a fresh random TSIG key.
+    pub fn start(zone: &str) -> Knot {
+        let program = locate("CERTPILOT_KNOTD", "knotd");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret).expect("randomness");
+        let key_secret = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(secret)
+        };
+        let key_name = "certpilot-test.".to_owned();
+        let d = dir.path().display();
+        let config = format!(
+            "server:\n    listen: {ip}@{port}\n    rundir: {d}\n\n\
+             database:\n    storage: {d}\n\n\
+             control:\n    listen: {d}/knot.sock\n\n\
+             log:\n  - target: stderr\n    any: warning\n\n\
+             key:\n  - id: {key_name}\n    algorithm: hmac-sha256\n    secret: {key_secret}\n\n\
+             acl:\n  - id: certpilot-update\n    key: {key_name}\n    action: update\n\n\
+             zone:\n  - domain: {zone}\n    storage: {d}\n    file: zone.txt\n    acl: certpilot-update\n    zonefile-sync: -1\n",
+            ip = dns.ip(),
+            port = dns.port(),
+        );
+        std::fs::write(dir.path().join("knot.conf"), config).expect("write knot.conf");
+        std::fs::write(
+            dir.path().join("zone.txt"),
+            format!(
+                "$ORIGIN {zone}.\n$TTL 60\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\nns1 A 127.0.0.1\n"
+            ),
+        )
+        .expect("write zone");
+        let mut command = Command::new(&program);
+        command.arg("-c").arg(dir.path().join("knot.conf"));
+        let guard = start_listening(command, "knotd", dns, Duration::from_secs(20));
+        Knot {
+            _guard: guard,
+            _dir: dir,
+            dns,
+            zone: zone.to_owned(),
+            key_name,
+            key_secret,
+        }
+    }
+}
+
 /// One moto server for a whole test binary, started on first use.
 ///
 /// A static is never dropped, so the server runs under a shell that kills it when its
