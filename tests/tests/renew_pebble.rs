@@ -33,6 +33,12 @@ struct Ca {
 
 impl Ca {
     fn start() -> Ca {
+        Self::start_with(PebbleOptions::default())
+    }
+
+    /// Pebble with `options` (EAB keys, validity), on fresh ports, resolving through
+    /// pebble-challtestsrv and rejecting 30% of nonces.
+    fn start_with(options: PebbleOptions) -> Ca {
         let dns = ChallTestSrv::start();
         let http_port = free_port();
         let pebble = Pebble::start_with(&PebbleOptions {
@@ -40,7 +46,7 @@ impl Ca {
             tls_port: free_port(),
             dns_server: Some(dns.dns),
             nonce_reject: 30,
-            ..PebbleOptions::default()
+            ..options
         });
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pebble-ca.pem"), &pebble.tls_ca_pem).unwrap();
@@ -395,4 +401,141 @@ async fn a_refused_validation_is_recorded_with_the_cas_problem_and_backs_off() {
         renew.renew("refused", false).await.unwrap(),
         RenewOutcome::NotDue { .. }
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_requiring_external_account_binding_issues_only_with_the_right_key() {
+    use base64::Engine as _;
+    let hmac = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32]);
+    let ca = Ca::start_with(PebbleOptions {
+        eab: vec![("kid-1".into(), hmac.clone())],
+        ..PebbleOptions::default()
+    });
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let secrets = ca.secrets();
+    let renew = service(
+        store.clone(),
+        secrets.clone(),
+        ca.issuer(secrets.clone()),
+        Arc::new(SystemClock),
+        "eab",
+    );
+
+    // Without a binding the CA refuses the account, and says so.
+    add(
+        store.as_ref(),
+        "unbound",
+        ca.spec(&["unbound.certpilot.test"]),
+    )
+    .await;
+    let err = renew.renew("unbound", false).await.unwrap_err();
+    assert!(err.to_string().contains("externalAccountBinding"), "{err}");
+
+    // With the binding named and its HMAC in the secret store, the account is made once and
+    // the certificate issued.
+    secrets
+        .put_current(
+            "eab-hmac/kid-1",
+            &certpilot_core::ports::SecretValue::new(hmac.into_bytes()),
+        )
+        .await
+        .unwrap();
+    let mut spec = ca.spec(&["bound.certpilot.test"]);
+    spec.issuer.eab = Some(certpilot_core::model::certificate::ExternalAccountBinding {
+        key_id: "kid-1".into(),
+        hmac_secret: "eab-hmac/kid-1".into(),
+    });
+    add(store.as_ref(), "bound", spec.clone()).await;
+    let outcome = renew.renew("bound", false).await.unwrap();
+    assert!(
+        matches!(outcome, RenewOutcome::Issued { .. }),
+        "{outcome:?}"
+    );
+    let account = secrets
+        .get(&spec.issuer.account_secret_name(), &SecretVersion::Current)
+        .await
+        .unwrap();
+    assert!(account.is_some(), "the bound account is kept for reuse");
+
+    // A binding whose HMAC is not the CA's is refused.
+    secrets
+        .put_current(
+            "eab-hmac/kid-2",
+            &certpilot_core::ports::SecretValue::new(
+                b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_vec(),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut wrong = ca.spec(&["wrong.certpilot.test"]);
+    wrong.issuer.eab = Some(certpilot_core::model::certificate::ExternalAccountBinding {
+        key_id: "kid-2".into(),
+        hmac_secret: "eab-hmac/kid-2".into(),
+    });
+    add(store.as_ref(), "wrong", wrong).await;
+    assert!(renew.renew("wrong", false).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_is_asked_for_only_when_offered_and_six_day_certificates_renew_at_half_life() {
+    let ca = Ca::start();
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let secrets = ca.secrets();
+    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let renew = service(
+        store.clone(),
+        secrets.clone(),
+        ca.issuer(secrets.clone()),
+        clock.clone(),
+        "profiles",
+    );
+    let mut short = ca.spec(&["short.certpilot.test"]);
+    short.issuer.profile = Some("shortlived".into());
+    add(store.as_ref(), "short", short).await;
+    let mut unknown = ca.spec(&["plain.certpilot.test"]);
+    unknown.issuer.profile = Some("no-such-profile".into());
+    add(store.as_ref(), "plain", unknown).await;
+    clock.set(time::OffsetDateTime::now_utc());
+    let results = renew.renew_due().await.unwrap();
+    assert_eq!(results.len(), 2);
+    for (id, result) in results {
+        assert!(
+            matches!(result, Ok(RenewOutcome::Issued { .. })),
+            "{id}: {result:?}"
+        );
+    }
+
+    let short = store.certificate("short").await.unwrap().unwrap();
+    let current = short.current.clone().unwrap();
+    assert_eq!(current.profile.as_deref(), Some("shortlived"));
+    let lifetime = current.not_after - current.not_before;
+    assert!(lifetime <= time::Duration::days(7), "{lifetime}");
+    // The profile the CA does not offer is dropped: the default 90-day certificate.
+    let plain = store
+        .certificate("plain")
+        .await
+        .unwrap()
+        .unwrap()
+        .current
+        .unwrap();
+    assert_ne!(plain.profile.as_deref(), Some("no-such-profile"));
+    assert!(plain.not_after - plain.not_before > time::Duration::days(30));
+
+    // Day 1 of 6: not due. Past half of its life (and inside Pebble's ARI window): renewed.
+    clock.advance(time::Duration::days(1));
+    assert!(matches!(
+        renew.renew("short", false).await.unwrap(),
+        RenewOutcome::NotDue { .. }
+    ));
+    clock.set(current.not_after - time::Duration::hours(30));
+    let outcome = renew.renew("short", false).await.unwrap();
+    let RenewOutcome::Issued { fingerprint, .. } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_ne!(fingerprint, current.fingerprint);
+    let renewed = store.certificate("short").await.unwrap().unwrap();
+    assert_eq!(
+        renewed.current.unwrap().profile.as_deref(),
+        Some("shortlived")
+    );
 }

@@ -25,6 +25,16 @@ impl ManualClock {
     }
 }
 
+impl ManualClock {
+    /// Sets the clock to `at`.
+    pub fn set(&self, at: OffsetDateTime) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+    }
+}
+
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
         *self
