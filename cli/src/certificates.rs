@@ -488,14 +488,10 @@ pub async fn renew(
     let results = if args.ids.is_empty() {
         service.renew_due().await?
     } else {
-        let mut results = Vec::new();
         for id in &args.ids {
             find(store.as_ref(), id).await?;
         }
-        for id in &args.ids {
-            results.push((id.clone(), service.renew(id, args.force).await));
-        }
-        results
+        service.renew_all(args.ids.clone(), args.force).await
     };
     let mut failed = 0;
     let rows: Vec<(Vec<String>, serde_json::Value)> = results

@@ -172,21 +172,40 @@ impl RenewService {
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Vec<(String, Result<RenewOutcome, RenewError>)>, RenewError> {
         let due = self.certificates.certificates_due(self.clock.now()).await?;
+        let ids = due.into_iter().map(|c| c.id).collect();
+        Ok(self.renew_many(ids, false, deadline).await)
+    }
+
+    /// Renews each of `ids` (if due, or whatever the schedule with `force`), `concurrency` at
+    /// a time; one result per id, in the order they finish.
+    pub async fn renew_all(
+        &self,
+        ids: Vec<String>,
+        force: bool,
+    ) -> Vec<(String, Result<RenewOutcome, RenewError>)> {
+        self.renew_many(ids, force, None).await
+    }
+
+    async fn renew_many(
+        &self,
+        ids: Vec<String>,
+        force: bool,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Vec<(String, Result<RenewOutcome, RenewError>)> {
         let budget = self.settings.renewal_budget;
-        let results = futures::stream::iter(due.into_iter().map(|c| {
+        futures::stream::iter(ids.into_iter().map(|id| {
             let this = self.clone();
             async move {
                 if deadline.is_some_and(|d| tokio::time::Instant::now() + budget > d) {
-                    return (c.id, Ok(RenewOutcome::Postponed));
+                    return (id, Ok(RenewOutcome::Postponed));
                 }
-                let result = this.renew(&c.id, false).await;
-                (c.id, result)
+                let result = this.renew(&id, force).await;
+                (id, result)
             }
         }))
         .buffer_unordered(self.settings.concurrency.max(1))
         .collect::<Vec<_>>()
-        .await;
-        Ok(results)
+        .await
     }
 
     /// Renews `id` if it is due (or resumes its renewal in flight); `force` renews now
@@ -401,8 +420,14 @@ impl RenewService {
                     .create_order(&cert.spec, replaces.as_deref())
                     .await
                 {
-                    Err(IssueError::ReplacesRefused(why)) if replaces.is_some() => {
-                        warn!(id = %cert.id, %why, "ordering without `replaces`");
+                    // `replaces` is advice to the CA (it exempts the renewal from some rate
+                    // limits); an order naming it that fails for any reason but a rate limit
+                    // is tried once without it rather than failing the renewal. Pebble, for
+                    // one, cannot always look the replaced certificate up under load.
+                    Err(e)
+                        if replaces.is_some() && !matches!(e, IssueError::RateLimited { .. }) =>
+                    {
+                        warn!(id = %cert.id, error = %e, "ordering without `replaces`");
                         self.issuer.create_order(&cert.spec, None).await
                     }
                     other => other,
