@@ -132,8 +132,8 @@ fn map_error(e: instant_acme::Error, validating: bool) -> IssueError {
             let detail = problem_text(&p);
             match problem_kind(&p) {
                 "rateLimited" => IssueError::RateLimited {
+                    retry_after: retry_after_in(&detail, time::OffsetDateTime::now_utc()),
                     detail,
-                    retry_after: None,
                 },
                 "badNonce" => IssueError::Unavailable(format!("{BAD_NONCE}{detail}")),
                 "serverInternal" => IssueError::Unavailable(detail),
@@ -162,6 +162,27 @@ fn map_error(e: instant_acme::Error, validating: bool) -> IssueError {
         }
         other => IssueError::Unavailable(certpilot_core::error_chain(&other)),
     }
+}
+
+/// The wait a rate-limit problem names in its text. instant-acme does not surface the HTTP
+/// `Retry-After` header, but Let's Encrypt writes the time into the detail too: "…, retry
+/// after 2025-02-10 21:07:52 UTC: see https://…" or "retry after 2025-02-10T21:07:52Z".
+fn retry_after_in(detail: &str, now: time::OffsetDateTime) -> Option<Duration> {
+    use time::format_description::well_known::Rfc3339;
+    let lower = detail.to_ascii_lowercase();
+    let at = lower.find("retry after ")? + "retry after ".len();
+    let rest = &detail[at..];
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let stamp = match words.as_slice() {
+        [date, clock, zone, ..] if zone.trim_end_matches([':', ',', '.']) == "UTC" => {
+            format!("{date}T{}Z", clock.trim_end_matches([':', ',', '.']))
+        }
+        [first, ..] => first.trim_end_matches([':', ',', '.']).to_owned(),
+        [] => return None,
+    };
+    let when = time::OffsetDateTime::parse(&stamp, &Rfc3339).ok()?;
+    let wait = when - now;
+    (wait > time::Duration::ZERO).then(|| Duration::from_secs(wait.whole_seconds().unsigned_abs()))
 }
 
 fn is_bad_nonce(e: &instant_acme::Error) -> bool {
@@ -805,5 +826,34 @@ impl AcmeIssuer {
                 other => return other,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_waits_are_read_from_the_cas_words() {
+        let now = time::macros::datetime!(2025-02-10 20:07:52 UTC);
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(
+            retry_after_in(
+                "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, retry after 2025-02-10 21:07:52 UTC: see https://letsencrypt.org/docs/rate-limits/",
+                now
+            ),
+            hour
+        );
+        assert_eq!(
+            retry_after_in("Rate limited; retry after 2025-02-10T21:07:52Z.", now),
+            hour
+        );
+        assert_eq!(retry_after_in("too many new orders recently", now), None);
+        assert_eq!(
+            retry_after_in("retry after 2025-02-10T19:00:00Z", now),
+            None,
+            "past"
+        );
+        assert_eq!(retry_after_in("retry after soon", now), None);
     }
 }
