@@ -18,6 +18,12 @@ Exit status:
   1  usage or runtime error (bad arguments, store or secret store failure)
   2  a renewal failed (the error is recorded; `certificates show ID` has the CA's problem)";
 
+const VERIFY_EXIT_CODES: &str = "\
+Exit status:
+  0  every address of every endpoint serves the certificate
+  1  usage or runtime error (unknown id, not issued yet, no endpoints, store failure)
+  2  an endpoint does not serve it by the deadline (not_serving)";
+
 /// Keeps an inventory of TLS endpoints and the certificates they serve.
 #[derive(Debug, Parser)]
 #[command(name = "certpilot", version, after_help = EXIT_CODES)]
@@ -60,6 +66,9 @@ pub enum Command {
     /// Issue or renew managed certificates (those due, or the ones named).
     #[command(after_help = RENEW_EXIT_CODES)]
     Renew(Box<RenewArgs>),
+    /// Prove by handshake that every endpoint of a certificate serves its current version.
+    #[command(after_help = VERIFY_EXIT_CODES)]
+    Verify(VerifyArgs),
     /// Create the store if needed (a DynamoDB table for local or development use).
     Init,
 }
@@ -346,6 +355,33 @@ pub struct RenewArgs {
     /// Renewals in flight at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
+
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+/// `certpilot verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The certificate id.
+    pub id: String,
+
+    /// Keep checking endpoints not yet serving it for this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub deadline: Duration,
+
+    /// Time between two rounds of handshakes.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Duration,
+
+    /// Connect to ADDR for HOST:PORT while sending SNI HOST (repeatable): check one node.
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub resolve: Vec<ResolveOverride>,
+
+    /// Also trust the CA certificates in this PEM file (for the recorded validation).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Vec<PathBuf>,
 
     /// Output format.
     #[arg(long, value_enum)]

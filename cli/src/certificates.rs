@@ -13,30 +13,36 @@ use async_trait::async_trait;
 use certpilot_acme::rfc2136::Rfc2136Dns;
 use certpilot_acme::{AcmeIssuer, AcmeSettings};
 use certpilot_aws::LazyRoute53Dns;
+use certpilot_core::ScanRequest;
 use certpilot_core::model::certificate::{
     AcmeIssuer as IssuerConfig, CertificateSpec, ChallengeConfig, DnsProviderConfig,
     ExternalAccountBinding, Identifier, KeyType, ManagedCertificate, RenewalPolicy,
     validate_certificate_id,
 };
 use certpilot_core::ports::{
-    CertificateStore, Clock, IssuedSink, SecretStore, SecretValue, SecretVersion, StoreError,
-    SystemClock,
+    CertificateStore, Clock, IssuedSink, ScanLimits, SecretStore, SecretValue, SecretVersion,
+    Store, StoreError, SystemClock,
 };
 use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService, RenewSettings};
+use certpilot_core::services::scan::{Recorder, ScanService};
+use certpilot_core::services::verify::{Verdict, VerifyService, VerifySettings};
 use certpilot_core::{Tags, parse_tag};
 use certpilot_files::live::export_live;
+use certpilot_scanner::{Deadlines, TlsProber, TrustStore};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::CliError;
-use crate::args::{CertificateAddArgs, CertificatesCommand, DnsArg, KeyTypeArg, RenewArgs};
+use crate::args::{
+    CertificateAddArgs, CertificatesCommand, DnsArg, KeyTypeArg, RenewArgs, VerifyArgs,
+};
 use crate::output::write_records;
 
 /// How long DNS-01 records may take to reach every authoritative server.
 const DNS_PROPAGATION: Duration = Duration::from_secs(120);
 
-/// Exit status when a renewal failed.
+/// Exit status when a renewal failed or an endpoint does not serve the certificate.
 const EXIT_RENEWAL_FAILED: u8 = 2;
 
 fn usage(text: impl Into<String>) -> CliError {
@@ -429,6 +435,115 @@ impl IssuedSink for LocalSink {
             }
         }
     }
+}
+
+/// Runs `certpilot verify`: handshakes with every endpoint of the certificate until each
+/// serves its current version, records what was seen, and exits 2 on `not_serving`.
+pub async fn verify(
+    certificates: Arc<dyn CertificateStore>,
+    store: Arc<dyn Store>,
+    args: VerifyArgs,
+) -> Result<ExitCode, CliError> {
+    let cert = find(certificates.as_ref(), &args.id).await?;
+    let Some(current) = &cert.current else {
+        return Err(usage(format!(
+            "{} has not been issued yet; run `certpilot renew {}`",
+            cert.id, cert.id
+        )));
+    };
+    if cert.spec.endpoints.is_empty() {
+        return Err(usage(format!(
+            "{} lists no endpoints to verify; add it again with --endpoint HOST:PORT",
+            cert.id
+        )));
+    }
+    let mut trust = TrustStore::mozilla();
+    for path in &args.ca_file {
+        trust.add_pem_file(path)?;
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let scanner = ScanService::new(
+        Arc::new(TlsProber::new(trust, Deadlines::default())),
+        clock,
+        ScanLimits {
+            concurrency: 64,
+            target_timeout: Duration::from_secs(15),
+        },
+    );
+    let requests = cert
+        .spec
+        .endpoints
+        .iter()
+        .map(|t| ScanRequest::new(t.clone()).with_overrides(&args.resolve))
+        .collect();
+    let checks = VerifyService::new(scanner)
+        .verify(
+            &current.fingerprint,
+            requests,
+            VerifySettings {
+                deadline: args.deadline,
+                interval: args.interval,
+            },
+        )
+        .await;
+    // What the handshakes saw is inventory like any scan.
+    let mut recorder = Recorder::new(store);
+    for check in &checks {
+        recorder.push(check.observation.clone()).await;
+    }
+    recorder.finish().await?;
+    let failing = checks.iter().filter(|c| !c.is_verified()).count();
+    write_records(
+        crate::format_or_default(args.format),
+        &["target", "address", "verdict", "detail"],
+        checks.iter().map(|c| {
+            let detail = match &c.verdict {
+                Verdict::Verified => format!("serves {}", current.fingerprint),
+                Verdict::NotServing {
+                    serving: Some(other),
+                    since,
+                    ..
+                } => format!("serves {other} instead (seen since {})", rfc3339(*since)),
+                Verdict::NotServing {
+                    error: Some(error),
+                    since,
+                    ..
+                } => format!("{error} (since {})", rfc3339(*since)),
+                Verdict::NotServing { since, .. } => {
+                    format!("no certificate (since {})", rfc3339(*since))
+                }
+            };
+            let mut json = serde_json::to_value(c).unwrap_or_default();
+            if let Some(o) = json.as_object_mut() {
+                o.insert("id".into(), json!(cert.id));
+                o.insert("expected".into(), json!(current.fingerprint));
+            }
+            let verdict = if c.is_verified() {
+                "verified"
+            } else {
+                "not_serving"
+            };
+            (
+                vec![
+                    c.target.clone(),
+                    c.address.clone().unwrap_or_default(),
+                    verdict.to_owned(),
+                    detail,
+                ],
+                json,
+            )
+        }),
+    )?;
+    if failing > 0 {
+        eprintln!(
+            "certpilot: {failing} of {} endpoint addresses do not serve {} ({})",
+            checks.len(),
+            cert.id,
+            current.fingerprint
+        );
+        return Ok(ExitCode::from(EXIT_RENEWAL_FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `certpilot renew`.

@@ -115,6 +115,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let secrets = open_secrets(cli.secrets.as_deref(), &store).await?;
             certificates::certificates(store.certificates()?, secrets, cmd).await
         }
+        Command::Verify(args) => {
+            certificates::verify(store.certificates()?, store.port(), args).await
+        }
         Command::Renew(args) => {
             let secrets = open_secrets(cli.secrets.as_deref(), &store).await?;
             certificates::renew(store.certificates()?, secrets, *args).await

@@ -295,3 +295,102 @@ async fn bad_certificate_input_is_named_and_nothing_is_stored() {
         .await;
     assert!(stderr(&unissued).contains("has not been issued yet"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_an_endpoint_still_serving_the_old_certificate_and_then_the_fix() {
+    use certpilot_testkit::certs::{Ca, Leaf};
+    use certpilot_testkit::servers;
+
+    let env = Env::start();
+    // The endpoint: a name that resolves nowhere, pinned to loopback with --resolve, so the
+    // handshake sends SNI shop.certpilot.test like a client would.
+    let port = free_port();
+    let endpoint = format!("shop.certpilot.test:{port}");
+    assert!(
+        env.add(&["shop.certpilot.test"], &["--endpoint", &endpoint])
+            .await
+            .status
+            .success()
+    );
+    let live = env.path("live");
+    let live_arg = live.display().to_string();
+    let renewed = env
+        .run(&[
+            "renew",
+            "--due",
+            "--format",
+            "json",
+            "--live-dir",
+            &live_arg,
+        ])
+        .await;
+    assert!(renewed.status.success(), "{}", stderr(&renewed));
+    let fingerprint = json_lines(&renewed)[0]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resolve = format!("shop.certpilot.test:{port}:127.0.0.1");
+
+    // The outage: the renewal succeeded, but the endpoint still serves the old certificate.
+    let old = Ca::new("Old CA").leaf(&["shop.certpilot.test"]).build();
+    let stale = servers::tls_on_ports(&old, 1, [port]).await;
+    let out = env
+        .run(&[
+            "verify",
+            "shop.certpilot.test",
+            "--resolve",
+            &resolve,
+            "--deadline",
+            "3s",
+            "--interval",
+            "1s",
+            "--format",
+            "json",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let rows = json_lines(&out);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["verdict"], "not_serving");
+    assert_eq!(rows[0]["target"], endpoint.as_str());
+    assert_eq!(rows[0]["address"], format!("127.0.0.1:{port}").as_str());
+    assert_eq!(rows[0]["serving"], old.fingerprint().as_str());
+    assert_eq!(rows[0]["expected"], fingerprint.as_str());
+    assert!(rows[0]["since"].is_string());
+    assert!(stderr(&out).contains("do not serve shop.certpilot.test"));
+    drop(stale);
+    // The old server's listener closes once its task is gone.
+    for _ in 0..100 {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Installed: the endpoint serves the files certpilot wrote, and verify says so.
+    let dir = live.join("shop.certpilot.test");
+    let issued = Leaf::from_pem(
+        &std::fs::read_to_string(dir.join("fullchain.pem")).unwrap(),
+        &std::fs::read_to_string(dir.join("privkey.pem")).unwrap(),
+    );
+    let _fixed = servers::tls_on_ports(&issued, 1, [port]).await;
+    let out = env
+        .run(&[
+            "verify",
+            "shop.certpilot.test",
+            "--resolve",
+            &resolve,
+            "--format",
+            "json",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&out)[0]["verdict"], "verified");
+    // What verify saw is in the inventory.
+    let inventory = env.run(&["inventory", "--format", "json"]).await;
+    let seen = json_lines(&inventory);
+    assert_eq!(
+        seen[0]["certificate"]["fingerprint_sha256"],
+        fingerprint.as_str()
+    );
+}

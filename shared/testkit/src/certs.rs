@@ -278,6 +278,22 @@ pub struct Leaf {
 }
 
 impl Leaf {
+    /// A leaf from files a server would be given: the full chain (leaf first) and a PKCS#8
+    /// key, both PEM — to serve a certificate certpilot issued.
+    pub fn from_pem(fullchain_pem: &str, key_pem: &str) -> Leaf {
+        use rustls_pki_types::pem::PemObject;
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(fullchain_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("PEM certificates");
+        let key = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes()).expect("a PKCS#8 key");
+        Leaf {
+            cert: chain.first().expect("at least the leaf").clone(),
+            chain,
+            key,
+        }
+    }
+
     /// The leaf, DER.
     pub fn der(&self) -> CertificateDer<'static> {
         self.cert.clone()

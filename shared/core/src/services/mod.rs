@@ -5,3 +5,4 @@ pub mod endpoints;
 pub mod renew;
 pub mod scan;
 pub mod scheduled;
+pub mod verify;
