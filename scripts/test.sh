@@ -16,6 +16,8 @@ TEST_ENV="${CERTPILOT_TEST_ENV:-$ROOT/.test-env}"
 # Pinned so that every run tests against the same servers and linters.
 PY_TOOLS=("moto[server]==5.2.5" "cargo-lambda==1.9.2" "cfn-lint==1.58.0" "aws-sam-cli==1.170.0")
 export DEBIAN_FRONTEND=noninteractive
+# A one-off build gains nothing from incremental state, which would double the disk it uses.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 say() { printf '==> %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -137,3 +137,67 @@ impl Drop for LambdaWatch {
         let _ = self.child.wait();
     }
 }
+
+/// The TXT values Route 53 (moto) holds at `name` in `zone`, unquoted.
+pub async fn route53_txt_values(
+    client: &aws_sdk_route53::Client,
+    zone: &str,
+    name: &str,
+) -> Vec<String> {
+    use aws_sdk_route53::types::RrType;
+    let out = client
+        .list_resource_record_sets()
+        .hosted_zone_id(zone)
+        .start_record_name(name)
+        .start_record_type(RrType::Txt)
+        .max_items(1)
+        .send()
+        .await
+        .expect("ListResourceRecordSets");
+    out.resource_record_sets()
+        .iter()
+        .filter(|s| s.name().trim_end_matches('.') == name && *s.r#type() == RrType::Txt)
+        .flat_map(|s| {
+            s.resource_records()
+                .iter()
+                .map(|r| r.value().trim_matches('"').to_owned())
+        })
+        .collect()
+}
+
+/// Route 53's nameservers as the CA sees them: a DNS server answering TXT questions from
+/// moto's records in `zone` at the moment it is asked.
+pub async fn route53_nameserver(
+    client: &aws_sdk_route53::Client,
+    zone: &str,
+) -> certpilot_testkit::dns::TxtServer {
+    let (client, zone) = (client.clone(), zone.to_owned());
+    certpilot_testkit::dns::TxtServer::start(std::sync::Arc::new(move |name: String| {
+        let (client, zone) = (client.clone(), zone.clone());
+        Box::pin(async move { route53_txt_values(&client, &zone, &name).await })
+    }))
+    .await
+}
+
+/// Pebble validating against the DNS server at `dns` and rejecting 30% of nonces, with its
+/// HTTPS CA written to `<dir>/pebble-ca.pem` (returned) in a fresh directory.
+pub fn pebble_resolving_through(
+    dns: std::net::SocketAddr,
+) -> (
+    certpilot_testkit::procs::Pebble,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    use certpilot_testkit::procs::{Pebble, PebbleOptions, free_port};
+    let pebble = Pebble::start_with(&PebbleOptions {
+        http_port: free_port(),
+        tls_port: free_port(),
+        dns_server: Some(dns),
+        nonce_reject: 30,
+        ..PebbleOptions::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("pebble-ca.pem");
+    std::fs::write(&ca_file, &pebble.tls_ca_pem).expect("write the CA");
+    (pebble, dir, ca_file)
+}

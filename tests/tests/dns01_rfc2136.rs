@@ -20,7 +20,7 @@ use certpilot_core::ports::{
 use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService, RenewSettings};
 use certpilot_files::FileSecretStore;
 use certpilot_sqlite::SqliteStore;
-use certpilot_testkit::procs::{Knot, Pebble, PebbleOptions, free_port};
+use certpilot_testkit::procs::Knot;
 
 const ZONE: &str = "rfc2136.certpilot.test";
 
@@ -36,16 +36,7 @@ fn provider(knot: &Knot) -> DnsProviderConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wildcard_certificate_is_issued_through_signed_dynamic_updates() {
     let knot = Knot::start(ZONE);
-    let pebble = Pebble::start_with(&PebbleOptions {
-        http_port: free_port(),
-        tls_port: free_port(),
-        dns_server: Some(knot.dns),
-        nonce_reject: 30,
-        ..PebbleOptions::default()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("pebble-ca.pem");
-    std::fs::write(&ca_file, &pebble.tls_ca_pem).unwrap();
+    let (pebble, dir, ca_file) = certpilot_e2e::pebble_resolving_through(knot.dns);
     let secrets = Arc::new(FileSecretStore::new(dir.path().join("secrets")));
     secrets
         .put_current(

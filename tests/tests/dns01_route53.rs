@@ -21,29 +21,7 @@ use certpilot_core::ports::{CertificateStore, SystemClock};
 use certpilot_core::services::renew::{RenewOutcome, RenewService, RenewSettings};
 use certpilot_files::FileSecretStore;
 use certpilot_sqlite::SqliteStore;
-use certpilot_testkit::dns::TxtServer;
-use certpilot_testkit::procs::{Pebble, PebbleOptions, free_port, shared_moto};
-
-async fn txt_values(client: &aws_sdk_route53::Client, zone: &str, name: &str) -> Vec<String> {
-    let out = client
-        .list_resource_record_sets()
-        .hosted_zone_id(zone)
-        .start_record_name(name)
-        .start_record_type(RrType::Txt)
-        .max_items(1)
-        .send()
-        .await
-        .unwrap();
-    out.resource_record_sets()
-        .iter()
-        .filter(|s| s.name().trim_end_matches('.') == name && *s.r#type() == RrType::Txt)
-        .flat_map(|s| {
-            s.resource_records()
-                .iter()
-                .map(|r| r.value().trim_matches('"').to_owned())
-        })
-        .collect()
-}
+use certpilot_testkit::procs::shared_moto;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wildcard_certificate_is_issued_through_route53_and_the_records_are_cleaned_up() {
@@ -96,24 +74,8 @@ async fn a_wildcard_certificate_is_issued_through_route53_and_the_records_are_cl
         .await
         .unwrap();
 
-    let lookup_client = route53.clone();
-    let lookup_zone = zone.clone();
-    let nameserver = TxtServer::start(Arc::new(move |name| {
-        let client = lookup_client.clone();
-        let zone = lookup_zone.clone();
-        Box::pin(async move { txt_values(&client, &zone, &name).await })
-    }))
-    .await;
-    let pebble = Pebble::start_with(&PebbleOptions {
-        http_port: free_port(),
-        tls_port: free_port(),
-        dns_server: Some(nameserver.addr),
-        nonce_reject: 30,
-        ..PebbleOptions::default()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("pebble-ca.pem");
-    std::fs::write(&ca_file, &pebble.tls_ca_pem).unwrap();
+    let nameserver = certpilot_e2e::route53_nameserver(&route53, &zone).await;
+    let (pebble, dir, ca_file) = certpilot_e2e::pebble_resolving_through(nameserver.addr);
 
     let secrets = Arc::new(FileSecretStore::new(dir.path().join("secrets")));
     let issuer = AcmeIssuer::new(
@@ -192,7 +154,7 @@ async fn a_wildcard_certificate_is_issued_through_route53_and_the_records_are_cl
 
     // Our challenge values are gone; the other value stayed.
     assert_eq!(
-        txt_values(&route53, &zone, &challenge_name).await,
+        certpilot_e2e::route53_txt_values(&route53, &zone, &challenge_name).await,
         ["keep-me"]
     );
 }

@@ -4,9 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
-use aws_sdk_route53::types::RrType;
 use certpilot_core::Tags;
 use certpilot_core::model::certificate::{
     AcmeIssuer as IssuerConfig, CertificateSpec, ChallengeConfig, DnsProviderConfig, IssuedMessage,
@@ -14,8 +11,7 @@ use certpilot_core::model::certificate::{
 };
 use certpilot_core::ports::{CertificateStore, SecretStore, SecretVersion};
 use certpilot_dynamodb::DynamoStore;
-use certpilot_testkit::dns::TxtServer;
-use certpilot_testkit::procs::{Pebble, PebbleOptions, free_port, shared_moto, workspace_root};
+use certpilot_testkit::procs::{shared_moto, workspace_root};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate() {
@@ -48,41 +44,8 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
         .id()
         .to_owned();
 
-    // Route 53's nameservers, as Pebble sees them: moto's records at the moment it asks.
-    let (client, lookup_zone) = (route53.clone(), zone.clone());
-    let nameserver = TxtServer::start(Arc::new(move |name: String| {
-        let (client, zone) = (client.clone(), lookup_zone.clone());
-        Box::pin(async move {
-            let out = client
-                .list_resource_record_sets()
-                .hosted_zone_id(zone)
-                .start_record_name(&name)
-                .start_record_type(RrType::Txt)
-                .send()
-                .await
-                .unwrap();
-            out.resource_record_sets()
-                .iter()
-                .filter(|s| s.name().trim_end_matches('.') == name && *s.r#type() == RrType::Txt)
-                .flat_map(|s| {
-                    s.resource_records()
-                        .iter()
-                        .map(|r| r.value().trim_matches('"').to_owned())
-                })
-                .collect()
-        })
-    }))
-    .await;
-    let pebble = Pebble::start_with(&PebbleOptions {
-        http_port: free_port(),
-        tls_port: free_port(),
-        dns_server: Some(nameserver.addr),
-        nonce_reject: 30,
-        ..PebbleOptions::default()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("pebble-ca.pem");
-    std::fs::write(&ca_file, &pebble.tls_ca_pem).unwrap();
+    let nameserver = certpilot_e2e::route53_nameserver(&route53, &zone).await;
+    let (pebble, _dir, ca_file) = certpilot_e2e::pebble_resolving_through(nameserver.addr);
 
     // What `certpilot --store dynamodb:TABLE certificates add …` stores.
     let spec = CertificateSpec {
