@@ -6,3 +6,6 @@ pub mod renew;
 pub mod scan;
 pub mod scheduled;
 pub mod verify;
+
+#[cfg(test)]
+mod test_support;

@@ -318,32 +318,7 @@ mod tests {
     }
 
     fn served(now: time::OffsetDateTime) -> Served {
-        Served {
-            tls: TlsInfo {
-                version: "TLSv1.3".into(),
-                cipher: "TLS13_AES_128_GCM_SHA256".into(),
-            },
-            certificate: CertificateInfo {
-                subject: "CN=a".into(),
-                issuer: "CN=ca".into(),
-                sans: vec!["a".into()],
-                serial: "01".into(),
-                not_before: now - time::Duration::days(1),
-                not_after: now + time::Duration::days(10),
-                fingerprint_sha256: "ab".into(),
-                key: KeyInfo {
-                    kind: "EC".into(),
-                    bits: 256,
-                    curve: Some("P-256".into()),
-                },
-                signature_algorithm: "ecdsa-with-SHA256".into(),
-            },
-            chain: vec![],
-            validation: Validation {
-                trusted: true,
-                problems: vec![],
-            },
-        }
+        crate::services::test_support::served(now, "ab")
     }
 
     fn request(s: &str) -> ScanRequest {

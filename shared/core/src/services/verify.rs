@@ -134,3 +134,148 @@ impl VerifyService {
         checks.into_values().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::model::observation::{ErrorKind, ProbeError, Served};
+    use crate::ports::{FixedClock, Prober, ScanLimits};
+
+    /// Two load-balancer nodes per name. `slow.test`'s second node takes three rounds to
+    /// pick the new certificate up; `stuck.test`'s never does; `gone.test` does not resolve.
+    #[derive(Default)]
+    struct Fleet {
+        slow_probes: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Prober for Fleet {
+        async fn resolve(&self, request: &ScanRequest) -> Result<Vec<SocketAddr>, ProbeError> {
+            match request.target.host.to_string().as_str() {
+                "gone.test" => Err(ProbeError::new(ErrorKind::Dns, "NXDOMAIN")),
+                _ => Ok(vec![
+                    SocketAddr::from(([10, 0, 0, 1], 443)),
+                    SocketAddr::from(([10, 0, 0, 2], 443)),
+                ]),
+            }
+        }
+
+        async fn probe(
+            &self,
+            request: &ScanRequest,
+            address: SocketAddr,
+            now: OffsetDateTime,
+        ) -> Result<Served, ProbeError> {
+            let second_node = address.ip().to_string() == "10.0.0.2";
+            let fingerprint = match request.target.host.to_string().as_str() {
+                "slow.test" if second_node => {
+                    let n = self.slow_probes.fetch_add(1, Ordering::SeqCst);
+                    if n < 2 { "old" } else { "new" }
+                }
+                "stuck.test" if second_node => "old",
+                _ => "new",
+            };
+            Ok(crate::services::test_support::served(now, fingerprint))
+        }
+    }
+
+    fn service() -> VerifyService {
+        VerifyService::new(ScanService::new(
+            Arc::new(Fleet::default()),
+            Arc::new(FixedClock(datetime!(2026-11-22 12:00 UTC))),
+            ScanLimits {
+                concurrency: 8,
+                target_timeout: Duration::from_secs(5),
+            },
+        ))
+    }
+
+    fn requests(names: &[&str]) -> Vec<ScanRequest> {
+        names
+            .iter()
+            .map(|n| ScanRequest::new(n.parse().expect("valid target")))
+            .collect()
+    }
+
+    fn verdicts(checks: &[EndpointCheck]) -> Vec<(String, String, bool)> {
+        checks
+            .iter()
+            .map(|c| {
+                (
+                    c.target.clone(),
+                    c.address.clone().unwrap_or_default(),
+                    c.is_verified(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_node_is_checked_until_it_serves_the_new_certificate() {
+        let settings = VerifySettings {
+            deadline: Duration::from_secs(60),
+            interval: Duration::from_secs(5),
+        };
+        let checks = service()
+            .verify("new", requests(&["fast.test", "slow.test"]), settings)
+            .await;
+        assert_eq!(
+            verdicts(&checks),
+            [
+                ("fast.test:443".into(), "10.0.0.1:443".into(), true),
+                ("fast.test:443".into(), "10.0.0.2:443".into(), true),
+                ("slow.test:443".into(), "10.0.0.1:443".into(), true),
+                ("slow.test:443".into(), "10.0.0.2:443".into(), true),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_still_serving_the_old_certificate_is_named_with_what_it_serves() {
+        let settings = VerifySettings {
+            deadline: Duration::from_secs(20),
+            interval: Duration::from_secs(5),
+        };
+        let started = tokio::time::Instant::now();
+        let checks = service()
+            .verify("new", requests(&["stuck.test", "gone.test"]), settings)
+            .await;
+        assert!(
+            started.elapsed() <= Duration::from_secs(20),
+            "gave up at the deadline"
+        );
+        let stuck = checks
+            .iter()
+            .find(|c| c.address.as_deref() == Some("10.0.0.2:443"))
+            .expect("the stuck node");
+        assert_eq!(
+            stuck.verdict,
+            Verdict::NotServing {
+                serving: Some("old".into()),
+                error: None,
+                since: datetime!(2026-11-22 12:00 UTC),
+            }
+        );
+        assert!(
+            checks
+                .iter()
+                .any(|c| c.address.as_deref() == Some("10.0.0.1:443") && c.is_verified())
+        );
+        let gone = checks
+            .iter()
+            .find(|c| c.target == "gone.test:443")
+            .expect("the unresolvable endpoint");
+        assert!(
+            matches!(&gone.verdict, Verdict::NotServing { serving: None, error: Some(e), .. } if e.contains("NXDOMAIN")),
+            "{:?}",
+            gone.verdict
+        );
+    }
+}
