@@ -264,9 +264,7 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::observation::{
-        CertificateInfo, KeyInfo, Served, Status, TlsInfo, Validation,
-    };
+    use crate::model::observation::{Served, Status};
     use crate::ports::FixedClock;
     use async_trait::async_trait;
     use std::sync::atomic::AtomicUsize;
