@@ -138,6 +138,22 @@ impl Drop for LambdaWatch {
     }
 }
 
+/// Creates a public hosted zone for `domain` in Route 53 (moto); returns its id.
+pub async fn route53_zone(client: &aws_sdk_route53::Client, domain: &str) -> String {
+    client
+        .create_hosted_zone()
+        .name(domain)
+        .caller_reference(domain)
+        .send()
+        .await
+        .expect("CreateHostedZone")
+        .hosted_zone()
+        .expect("the zone")
+        .id()
+        .trim_start_matches("/hostedzone/")
+        .to_owned()
+}
+
 /// The TXT values Route 53 (moto) holds at `name` in `zone`, unquoted.
 pub async fn route53_txt_values(
     client: &aws_sdk_route53::Client,

@@ -28,18 +28,7 @@ async fn a_wildcard_certificate_is_issued_through_route53_and_the_records_are_cl
     let config = certpilot_e2e::moto_sdk_config(&shared_moto().endpoint_url);
     let route53 = aws_sdk_route53::Client::new(&config);
     let domain = format!("r53-{}.certpilot.test", std::process::id());
-    let zone = route53
-        .create_hosted_zone()
-        .name(&domain)
-        .caller_reference(&domain)
-        .send()
-        .await
-        .unwrap()
-        .hosted_zone()
-        .unwrap()
-        .id()
-        .trim_start_matches("/hostedzone/")
-        .to_owned();
+    let zone = certpilot_e2e::route53_zone(&route53, &domain).await;
     // Someone else's record at the same name must survive our publish and withdraw.
     let challenge_name = format!("_acme-challenge.{domain}");
     route53

@@ -32,17 +32,7 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
         .unwrap();
     let route53 = aws_sdk_route53::Client::new(&aws);
     let domain = format!("fn-{run}.certpilot.test");
-    let zone = route53
-        .create_hosted_zone()
-        .name(&domain)
-        .caller_reference(&domain)
-        .send()
-        .await
-        .unwrap()
-        .hosted_zone()
-        .unwrap()
-        .id()
-        .to_owned();
+    let zone = certpilot_e2e::route53_zone(&route53, &domain).await;
 
     let nameserver = certpilot_e2e::route53_nameserver(&route53, &zone).await;
     let (pebble, _dir, ca_file) = certpilot_e2e::pebble_resolving_through(nameserver.addr);

@@ -3,13 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A setting that is missing or malformed; the function refuses to start.
-#[derive(Debug, thiserror::Error)]
-#[error("{name}: {reason}")]
-pub struct ConfigError {
-    name: &'static str,
-    reason: String,
-}
+use certpilot_aws::lambda::{ConfigError, count, duration, required, var};
 
 /// Everything the function reads from its environment.
 #[derive(Debug)]
@@ -23,36 +17,10 @@ pub struct Config {
     pub renewal_budget: Duration,
 }
 
-fn var(name: &'static str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn duration(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
-    var(name).map_or(Ok(default), |v| {
-        humantime::parse_duration(&v).map_err(|e| ConfigError {
-            name,
-            reason: format!("{v:?} is not a duration such as 2m or 90s: {e}"),
-        })
-    })
-}
-
-fn count(name: &'static str, default: usize) -> Result<usize, ConfigError> {
-    var(name).map_or(Ok(default), |v| match v.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(ConfigError {
-            name,
-            reason: format!("{v:?} is not a positive whole number"),
-        }),
-    })
-}
-
 impl Config {
     /// Reads the settings, naming the first one that is wrong.
     pub fn from_env() -> Result<Config, ConfigError> {
-        let table = var("CERTPILOT_TABLE").ok_or(ConfigError {
-            name: "CERTPILOT_TABLE",
-            reason: "required: the DynamoDB table name".into(),
-        })?;
+        let table = required("CERTPILOT_TABLE", "the DynamoDB table name")?;
         let acme_ca_file = var("CERTPILOT_ACME_CA_FILE").map(PathBuf::from);
         if let Some(path) = &acme_ca_file
             && !path.is_file()

@@ -28,10 +28,7 @@ use lambda_runtime::{Error, service_fn};
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = config::Config::from_env()?;
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(certpilot_dynamodb::default_timeouts())
-        .load()
-        .await;
+    let aws = certpilot_dynamodb::load_aws_config().await;
     let store = Arc::new(DynamoStore::new(
         certpilot_dynamodb::Client::new(&aws),
         &config.table,

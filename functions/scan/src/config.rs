@@ -2,15 +2,8 @@
 
 use std::time::Duration;
 
+use certpilot_aws::lambda::{ConfigError, count, duration, required, var};
 use certpilot_core::services::scheduled::ScheduleSettings;
-
-/// A setting that is missing or malformed; the function refuses to start.
-#[derive(Debug, thiserror::Error)]
-#[error("{name}: {reason}")]
-pub struct ConfigError {
-    name: &'static str,
-    reason: String,
-}
 
 /// Everything the function reads from its environment.
 #[derive(Debug)]
@@ -22,36 +15,10 @@ pub struct Config {
     pub schedule: ScheduleSettings,
 }
 
-fn var(name: &'static str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn duration(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
-    var(name).map_or(Ok(default), |v| {
-        humantime::parse_duration(&v).map_err(|e| ConfigError {
-            name,
-            reason: format!("{v:?} is not a duration such as 1h or 90s: {e}"),
-        })
-    })
-}
-
-fn count(name: &'static str, default: usize) -> Result<usize, ConfigError> {
-    var(name).map_or(Ok(default), |v| match v.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(ConfigError {
-            name,
-            reason: format!("{v:?} is not a positive whole number"),
-        }),
-    })
-}
-
 impl Config {
     /// Reads the settings, naming the first one that is wrong.
     pub fn from_env() -> Result<Config, ConfigError> {
-        let table = var("CERTPILOT_TABLE").ok_or(ConfigError {
-            name: "CERTPILOT_TABLE",
-            reason: "required: the DynamoDB table name".into(),
-        })?;
+        let table = required("CERTPILOT_TABLE", "the DynamoDB table name")?;
         let defaults = ScheduleSettings::default();
         Ok(Config {
             table,

@@ -24,12 +24,9 @@ use lambda_runtime::{Error, service_fn};
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = config::Config::from_env()?;
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(certpilot_dynamodb::default_timeouts())
-        .load()
-        .await;
+    let aws = certpilot_dynamodb::load_aws_config().await;
     let store = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb_client(&aws),
+        certpilot_dynamodb::Client::new(&aws),
         &config.table,
     ));
     let queue = config.queue_url.as_ref().map(|url| {
@@ -52,8 +49,4 @@ async fn main() -> Result<(), Error> {
     );
     let handler = handler::Handler::new(scheduled, config.target_timeout);
     lambda_runtime::run(service_fn(|event| handler.handle(event))).await
-}
-
-fn aws_sdk_dynamodb_client(config: &aws_config::SdkConfig) -> certpilot_dynamodb::Client {
-    certpilot_dynamodb::Client::new(config)
 }

@@ -1,4 +1,5 @@
-//! What every certpilot Lambda function needs from its invocation context.
+//! What every certpilot Lambda function needs: its invocation's deadline, and settings read
+//! from the environment at cold start with errors that name the setting.
 
 use std::time::Duration;
 
@@ -24,6 +25,50 @@ fn remaining_ms(deadline: u64, now_ms: u64) -> u64 {
     }
 }
 
+/// A setting that is missing or malformed; the function refuses to start.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub name: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The variable's value, `None` when unset or blank.
+pub fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A required variable.
+pub fn required(name: &'static str, what: &str) -> Result<String, ConfigError> {
+    var(name).ok_or_else(|| ConfigError {
+        name,
+        reason: format!("required: {what}"),
+    })
+}
+
+/// A duration such as `90s` or `1h`, or `default` when unset.
+pub fn duration(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    var(name).map_or(Ok(default), |v| {
+        humantime::parse_duration(&v).map_err(|e| ConfigError {
+            name,
+            reason: format!("{v:?} is not a duration such as 1h or 90s: {e}"),
+        })
+    })
+}
+
+/// A positive whole number, or `default` when unset.
+pub fn count(name: &'static str, default: usize) -> Result<usize, ConfigError> {
+    var(name).map_or(Ok(default), |v| match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError {
+            name,
+            reason: format!("{v:?} is not a positive whole number"),
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +79,19 @@ mod tests {
         assert_eq!(remaining_ms(now + 900_000, now), 900_000);
         assert_eq!(remaining_ms(now - 5, now), 0);
         assert_eq!(remaining_ms(600_000, now), 600_000);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        // Names no test process sets: the environment is shared by the whole binary.
+        assert_eq!(
+            duration("CERTPILOT_TEST_UNSET_DURATION", Duration::from_secs(5)).unwrap(),
+            Duration::from_secs(5)
+        );
+        let err = required("CERTPILOT_TEST_UNSET_TABLE", "the table").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CERTPILOT_TEST_UNSET_TABLE: required: the table"
+        );
     }
 }

@@ -13,6 +13,22 @@
 mod route53;
 mod secrets;
 
+/// An SDK error's code (empty for transport failures: timeouts, refused connections) and a
+/// one-line detail: the service's code and message, or the transport error's causes.
+fn describe_sdk_error<E, R>(e: &aws_sdk_sqs::error::SdkError<E, R>) -> (String, String)
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let code = e.code().unwrap_or_default().to_owned();
+    let detail = if code.is_empty() {
+        certpilot_core::error_chain(e)
+    } else {
+        format!("{code} {}", e.message().unwrap_or_default())
+    };
+    (code, detail)
+}
+
 pub mod lambda;
 
 pub use route53::{LazyRoute53Dns, Route53Dns};
@@ -85,18 +101,12 @@ impl WorkQueue for SqsQueue {
                     .send()
                     .await
                     .map_err(|e| {
-                        let text = format!(
-                            "sqs {}: SendMessageBatch: {} {}",
-                            self.url,
-                            e.code().unwrap_or_default(),
-                            e.message().unwrap_or(&e.to_string())
-                        );
-                        match e.code() {
-                            Some(
-                                "AWS.SimpleQueueService.NonExistentQueue"
-                                | "AccessDenied"
-                                | "QueueDoesNotExist",
-                            ) => QueueError::Rejected(text),
+                        let (code, detail) = describe_sdk_error(&e);
+                        let text = format!("sqs {}: SendMessageBatch: {detail}", self.url);
+                        match code.as_str() {
+                            "AWS.SimpleQueueService.NonExistentQueue"
+                            | "AccessDenied"
+                            | "QueueDoesNotExist" => QueueError::Rejected(text),
                             _ => QueueError::Unavailable(text),
                         }
                     })?;
@@ -157,10 +167,9 @@ impl IssuedSink for SqsIssuedSink {
             .await
             .map_err(|e| {
                 format!(
-                    "sqs {}: SendMessage: {} {}",
+                    "sqs {}: SendMessage: {}",
                     self.url,
-                    e.code().unwrap_or_default(),
-                    e.message().unwrap_or(&certpilot_core::error_chain(&e))
+                    describe_sdk_error(&e).1
                 )
             })?;
         Ok(())

@@ -45,12 +45,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    let code = e.code().unwrap_or_default().to_owned();
-    let detail = if code.is_empty() {
-        certpilot_core::error_chain(&e)
-    } else {
-        format!("{code} {}", e.message().unwrap_or_default())
-    };
+    let (code, detail) = crate::describe_sdk_error(&e);
     let text = format!("route53: {operation}: {detail}");
     match code.as_str() {
         "Throttling"
@@ -314,10 +309,7 @@ impl LazyRoute53Dns {
     async fn get(&self) -> &Route53Dns {
         self.inner
             .get_or_init(|| async {
-                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .timeout_config(certpilot_dynamodb::default_timeouts())
-                    .load()
-                    .await;
+                let config = certpilot_dynamodb::load_aws_config().await;
                 Route53Dns::new(Client::new(&config), self.sync_timeout)
             })
             .await

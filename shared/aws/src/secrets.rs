@@ -49,23 +49,12 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    let code = e.code().unwrap_or_default().to_owned();
-    let detail = if code.is_empty() {
-        certpilot_core::error_chain(&e)
-    } else {
-        format!("{code} {}", e.message().unwrap_or_default())
-    };
+    let (code, detail) = crate::describe_sdk_error(&e);
     let text = format!("secretsmanager {name}: {operation}: {detail}");
     match code.as_str() {
         "ResourceNotFoundException" => SecretError::NotFound(text),
-        "ThrottlingException" | "InternalServiceError" | "ServiceUnavailable" => {
-            SecretError::Unavailable(text)
-        }
-        "" if matches!(
-            e,
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
-        ) =>
-        {
+        // No code: the request never got an answer (timeout, connection); try again later.
+        "" | "ThrottlingException" | "InternalServiceError" | "ServiceUnavailable" => {
             SecretError::Unavailable(text)
         }
         _ => SecretError::Backend(text),
@@ -95,11 +84,7 @@ impl SecretsManagerStore {
     /// on every call; `CERTPILOT_SECRETS_PREFIX` and `CERTPILOT_SECRETS_KMS_KEY` override the
     /// prefix and the key.
     pub async fn from_env() -> Self {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .timeout_config(certpilot_dynamodb::default_timeouts())
-            .load()
-            .await;
-        Self::from_config(&config)
+        Self::from_config(&certpilot_dynamodb::load_aws_config().await)
     }
 
     /// A store through an already loaded AWS configuration; the prefix and key as in

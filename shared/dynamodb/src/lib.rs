@@ -282,11 +282,7 @@ impl DynamoStore {
     /// A store on `table`, configured from the environment the standard way (region,
     /// credentials, `AWS_ENDPOINT_URL`…), with timeouts on every call.
     pub async fn from_env(table: impl Into<String>) -> Self {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .timeout_config(default_timeouts())
-            .load()
-            .await;
-        Self::new(Client::new(&config), table)
+        Self::new(Client::new(&load_aws_config().await), table)
     }
 
     /// The table's name.
@@ -494,6 +490,15 @@ impl DynamoStore {
 enum TransactFailure {
     Cancelled(Vec<String>),
     Other(StoreError),
+}
+
+/// The AWS configuration every certpilot client uses: the standard sources (region,
+/// credentials, `AWS_ENDPOINT_URL`…) with [`default_timeouts`] on every call.
+pub async fn load_aws_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(default_timeouts())
+        .load()
+        .await
 }
 
 /// Timeouts for every AWS call: a stalled connection never hangs a scan or a Lambda.
