@@ -213,6 +213,7 @@ fn spec_from_args(
         },
         tags,
         endpoints,
+        deployments: Vec::new(),
     };
     spec.validate().map_err(|e| usage(e.to_string()))?;
     let id = args.id.clone().unwrap_or_else(|| spec.default_id());

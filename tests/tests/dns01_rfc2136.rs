@@ -100,6 +100,7 @@ async fn a_wildcard_certificate_is_issued_through_signed_dynamic_updates() {
         renewal: RenewalPolicy::Auto,
         tags: Tags::new(),
         endpoints: vec![],
+        deployments: Vec::new(),
     };
     spec.validate().unwrap();
     store

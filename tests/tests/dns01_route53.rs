@@ -98,6 +98,7 @@ async fn a_wildcard_certificate_is_issued_through_route53_and_the_records_are_cl
         renewal: RenewalPolicy::Auto,
         tags: Tags::new(),
         endpoints: vec![],
+        deployments: Vec::new(),
     };
     spec.validate().unwrap();
     store

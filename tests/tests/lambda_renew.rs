@@ -56,6 +56,7 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
         renewal: RenewalPolicy::Auto,
         tags: Tags::new(),
         endpoints: vec![],
+        deployments: Vec::new(),
     };
     store
         .add_certificate(&ManagedCertificate::new(

@@ -74,6 +74,7 @@ impl Ca {
             renewal: RenewalPolicy::Auto,
             tags: Tags::new(),
             endpoints: Vec::new(),
+            deployments: Vec::new(),
         }
     }
 

@@ -79,6 +79,7 @@ pub fn managed(name: &str, check_in: Duration) -> ManagedCertificate {
         renewal: RenewalPolicy::Auto,
         tags: Tags::new(),
         endpoints: vec![],
+        deployments: Vec::new(),
     };
     let mut c = ManagedCertificate::new(spec.default_id(), spec, t0());
     c.renewal.next_check_at = t0() + check_in;

@@ -14,6 +14,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::model::deploy::{Deployment, DeploymentRecord, DeploymentStatus};
 use crate::model::endpoint::Tags;
 use crate::model::target::Target;
 
@@ -335,6 +336,9 @@ pub struct CertificateSpec {
     /// The endpoints that should serve this certificate.
     #[serde(default)]
     pub endpoints: Vec<Target>,
+    /// Where it is installed after each issuance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployments: Vec<Deployment>,
 }
 
 impl CertificateSpec {
@@ -378,6 +382,13 @@ impl CertificateSpec {
                     "a contact must be mailto:someone@example.com",
                 ));
             }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for d in &self.deployments {
+            if !names.insert(d.name.as_str()) {
+                return Err(spec_error(&d.name, "two deployments have this name"));
+            }
+            d.validate(&self.endpoints)?;
         }
         Ok(())
     }
@@ -582,6 +593,12 @@ pub struct ManagedCertificate {
     /// The certificate issued last, once there is one.
     #[serde(default)]
     pub current: Option<IssuedCertificate>,
+    /// The one before it: what a rollback puts back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<IssuedCertificate>,
+    /// What certpilot last did at each deployment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployments: Vec<DeploymentRecord>,
     /// Renewal bookkeeping.
     pub renewal: RenewalState,
 }
@@ -595,6 +612,8 @@ impl ManagedCertificate {
             created_at: now,
             version: 0,
             current: None,
+            previous: None,
+            deployments: Vec::new(),
             renewal: RenewalState {
                 next_check_at: now,
                 job: None,
@@ -605,6 +624,23 @@ impl ManagedCertificate {
                 ari_window: None,
             },
         }
+    }
+
+    /// The record of the deployment named `name`.
+    pub fn deployment_record(&self, name: &str) -> Option<&DeploymentRecord> {
+        self.deployments.iter().find(|r| r.name == name)
+    }
+
+    /// Whether every deployment serves the current certificate: only then is a renewal done.
+    pub fn is_deployed(&self) -> bool {
+        let Some(current) = &self.current else {
+            return self.spec.deployments.is_empty();
+        };
+        self.spec.deployments.iter().all(|d| {
+            self.deployment_record(&d.name).is_some_and(|r| {
+                r.status == DeploymentStatus::Verified && r.fingerprint == current.fingerprint
+            })
+        })
     }
 
     /// The SecretStore name of its private key.
@@ -683,6 +719,7 @@ mod tests {
             renewal: RenewalPolicy::Auto,
             tags: Tags::new(),
             endpoints: Vec::new(),
+            deployments: Vec::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The domain model: targets, endpoints, what a scan observed, and managed certificates.
 
 pub mod certificate;
+pub mod deploy;
 pub mod endpoint;
 pub mod observation;
 pub mod target;

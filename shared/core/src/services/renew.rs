@@ -488,6 +488,9 @@ impl RenewService {
                     ));
                 }
                 let now = self.clock.now();
+                if cert.current.is_some() {
+                    cert.previous = cert.current.take();
+                }
                 cert.current = Some(IssuedCertificate {
                     fingerprint: got.fingerprint,
                     serial: got.serial,

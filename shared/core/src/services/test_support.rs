@@ -31,3 +31,117 @@ pub fn served(now: time::OffsetDateTime, fingerprint: &str) -> Served {
         },
     }
 }
+
+/// Certificates in memory, with the store's optimistic versioning.
+#[derive(Default)]
+pub struct MemoryCertificates(
+    pub  std::sync::Mutex<
+        std::collections::BTreeMap<String, crate::model::certificate::ManagedCertificate>,
+    >,
+);
+
+#[async_trait::async_trait]
+impl crate::ports::CertificateStore for MemoryCertificates {
+    async fn add_certificate(
+        &self,
+        c: &crate::model::certificate::ManagedCertificate,
+    ) -> Result<crate::model::certificate::ManagedCertificate, crate::ports::StoreError> {
+        let mut stored = c.clone();
+        stored.version = 1;
+        self.0
+            .lock()
+            .expect("lock")
+            .insert(c.id.clone(), stored.clone());
+        Ok(stored)
+    }
+
+    async fn update_certificate(
+        &self,
+        c: &crate::model::certificate::ManagedCertificate,
+    ) -> Result<crate::model::certificate::ManagedCertificate, crate::ports::StoreError> {
+        let mut map = self.0.lock().expect("lock");
+        let old = map
+            .get(&c.id)
+            .ok_or_else(|| crate::ports::StoreError::NotFound { what: c.id.clone() })?;
+        if old.version != c.version {
+            return Err(crate::ports::StoreError::Conflict {
+                what: c.id.clone(),
+                expected: c.version,
+            });
+        }
+        let mut stored = c.clone();
+        stored.version += 1;
+        map.insert(c.id.clone(), stored.clone());
+        Ok(stored)
+    }
+
+    async fn certificate(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::model::certificate::ManagedCertificate>, crate::ports::StoreError>
+    {
+        Ok(self.0.lock().expect("lock").get(id).cloned())
+    }
+
+    async fn certificates(
+        &self,
+    ) -> Result<Vec<crate::model::certificate::ManagedCertificate>, crate::ports::StoreError> {
+        Ok(self.0.lock().expect("lock").values().cloned().collect())
+    }
+
+    async fn remove_certificate(&self, id: &str) -> Result<(), crate::ports::StoreError> {
+        self.0.lock().expect("lock").remove(id);
+        Ok(())
+    }
+
+    async fn certificates_due(
+        &self,
+        before: time::OffsetDateTime,
+    ) -> Result<Vec<crate::model::certificate::ManagedCertificate>, crate::ports::StoreError> {
+        Ok(self
+            .0
+            .lock()
+            .expect("lock")
+            .values()
+            .filter(|c| c.renewal.next_check_at <= before)
+            .cloned()
+            .collect())
+    }
+}
+
+/// Secrets in memory: every version readable by id.
+#[derive(Default)]
+pub struct MemorySecrets(pub std::sync::Mutex<Vec<(String, String, crate::ports::SecretValue)>>);
+
+#[async_trait::async_trait]
+impl crate::ports::SecretStore for MemorySecrets {
+    async fn put_pending(
+        &self,
+        name: &str,
+        value: &crate::ports::SecretValue,
+    ) -> Result<String, crate::ports::SecretError> {
+        let mut all = self.0.lock().expect("lock");
+        let version = format!("v{}", all.len() + 1);
+        all.push((name.to_owned(), version.clone(), value.clone()));
+        Ok(version)
+    }
+
+    async fn promote(&self, _name: &str, _version: &str) -> Result<(), crate::ports::SecretError> {
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        name: &str,
+        version: &crate::ports::SecretVersion,
+    ) -> Result<Option<(String, crate::ports::SecretValue)>, crate::ports::SecretError> {
+        let all = self.0.lock().expect("lock");
+        Ok(match version {
+            crate::ports::SecretVersion::Id(id) => all
+                .iter()
+                .find(|(n, v, _)| n == name && v == id)
+                .map(|(_, v, s)| (v.clone(), s.clone())),
+            _ => None,
+        })
+    }
+}
