@@ -15,7 +15,7 @@ mod secrets;
 
 /// An SDK error's code (empty for transport failures: timeouts, refused connections) and a
 /// one-line detail: the service's code and message, or the transport error's causes.
-fn describe_sdk_error<E, R>(e: &aws_sdk_sqs::error::SdkError<E, R>) -> (String, String)
+pub fn describe_sdk_error<E, R>(e: &aws_sdk_sqs::error::SdkError<E, R>) -> (String, String)
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,

@@ -431,3 +431,54 @@ pub async fn tls_on_ports(
     }
     servers
 }
+
+/// A TLS server whose certificate is replaced while it runs: the data plane of a load
+/// balancer or CDN in tests, following (or, frozen, not following) what its API was told.
+pub struct Swappable {
+    server: Server,
+    current: Arc<std::sync::RwLock<Option<Arc<CertifiedKey>>>>,
+}
+
+#[derive(Debug)]
+struct SwappableCert(Arc<std::sync::RwLock<Option<Arc<CertifiedKey>>>>);
+
+impl ResolvesServerCert for SwappableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.read().ok()?.clone()
+    }
+}
+
+impl Swappable {
+    /// Starts it with no certificate (handshakes fail until [`Swappable::serve`]).
+    pub async fn start() -> Swappable {
+        let current = Arc::new(std::sync::RwLock::new(None));
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions supported")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(SwappableCert(current.clone())));
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let server = spawn_accept_loop(listen(false).await, move |stream| {
+            let acceptor = acceptor.clone();
+            async move { tls_session(&acceptor, stream).await }
+        });
+        Swappable { server, current }
+    }
+
+    /// Serves `leaf` from the next handshake on.
+    pub fn serve(&self, leaf: &Leaf) {
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let key = provider
+            .key_provider
+            .load_private_key(leaf.private_key())
+            .expect("test key loads");
+        *self.current.write().expect("lock") =
+            Some(Arc::new(CertifiedKey::new(leaf.chain.clone(), key)));
+    }
+
+    /// The server (address, target).
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+}

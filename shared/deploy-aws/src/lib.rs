@@ -1,0 +1,254 @@
+//! certpilot's AWS deploy targets.
+//!
+//! Every target here serves a certificate from ACM, so each has the same two halves: an
+//! [`acm::Acm`] import (re-imported over the same ARN on renewal, which keeps every
+//! association; a new ARN when the key type changes) and a [`Binder`] that points the target
+//! at that ARN. Each deployment imports into its own ACM certificate: rolling one deployment
+//! back then never changes what another one serves.
+//!
+//! | kind | module | settings | IAM actions |
+//! |---|---|---|---|
+//! | `acm-import` | [`acm`] | `region`, `certificate_arn` (adopt) | `acm:ImportCertificate`, `acm:GetCertificate`, `acm:AddTagsToCertificate` |
+//! | `elbv2-listener` | [`elbv2`] | `listener_arn`, `sni` | the ACM ones, `elasticloadbalancing:DescribeListeners`, `DescribeListenerCertificates`, `ModifyListener`, `AddListenerCertificates`, `RemoveListenerCertificates` |
+//! | `cloudfront` | [`cloudfront`] | `distribution_id` (ACM in `us-east-1`) | the ACM ones, `cloudfront:GetDistributionConfig`, `cloudfront:UpdateDistribution` |
+//! | `api-gateway` | [`apigateway`] | `domain_name`, `region`, `api` (`rest`/`http`) | the ACM ones, `apigateway:GET` and `apigateway:PATCH` on `/domainnames/*` (REST and HTTP) |
+//!
+//! Any deployment can name `role_arn`: its calls are then made with that role's credentials
+//! (`sts:AssumeRole`), for targets in other accounts.
+
+pub mod acm;
+pub mod apigateway;
+pub mod cloudfront;
+pub mod elbv2;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use certpilot_core::model::deploy::{Deployment, TargetConfig};
+use certpilot_core::ports::{
+    Bound, DeployError, DeployRequest, DeployTarget, DeployTargets, Deployed,
+};
+use tokio::sync::Mutex;
+
+use crate::acm::Acm;
+
+/// Points a target at an ACM certificate.
+#[async_trait]
+pub trait Binder: Send + Sync {
+    /// The ACM certificates bound now, the default one first.
+    async fn bound(&self) -> Result<Vec<String>, DeployError>;
+
+    /// Binds `arn`; returns what it replaced when that was a different certificate.
+    /// `managed` is the ARN certpilot bound here last time (an SNI list may hold others).
+    async fn bind(&self, arn: &str, managed: Option<&str>) -> Result<Option<String>, DeployError>;
+
+    /// Drops `replaced` once `arn` is served (SNI lists; nothing where a bind replaces).
+    async fn release(&self, _arn: &str, _replaced: &str) -> Result<(), DeployError> {
+        Ok(())
+    }
+
+    /// Undoes [`Binder::bind`]: `replaced` is bound again instead of `arn`.
+    async fn restore(&self, arn: &str, replaced: &str) -> Result<(), DeployError>;
+}
+
+/// A plain ACM import: nothing to bind.
+struct ImportOnly;
+
+#[async_trait]
+impl Binder for ImportOnly {
+    async fn bound(&self) -> Result<Vec<String>, DeployError> {
+        Ok(Vec::new())
+    }
+    async fn bind(&self, _arn: &str, _managed: Option<&str>) -> Result<Option<String>, DeployError> {
+        Ok(None)
+    }
+    async fn restore(&self, _arn: &str, _replaced: &str) -> Result<(), DeployError> {
+        Ok(())
+    }
+}
+
+/// An ACM import plus a binder: the shape of every AWS target.
+pub struct AcmBacked {
+    acm: Acm,
+    binder: Box<dyn Binder>,
+    /// An imported certificate to re-import over (adopted by an `acm-import` deployment).
+    adopt: Option<String>,
+}
+
+impl AcmBacked {
+    /// The ARN to import into: the one recorded (or adopted) unless the key type changed,
+    /// which ACM cannot re-import over.
+    fn reuse(&self, request: &DeployRequest<'_>) -> Option<String> {
+        let recorded = request.record.and_then(|r| {
+            let same_key = r.key_type.is_none_or(|k| k == request.certificate.key_type);
+            r.certificate_arn.clone().filter(|_| same_key)
+        });
+        recorded.or_else(|| self.adopt.clone())
+    }
+}
+
+#[async_trait]
+impl DeployTarget for AcmBacked {
+    async fn bound(&self) -> Result<Bound, DeployError> {
+        let mut certificates = self.binder.bound().await?;
+        if certificates.is_empty() {
+            certificates.extend(self.adopt.clone());
+        }
+        let mut fingerprints = Vec::new();
+        for arn in &certificates {
+            fingerprints.extend(self.acm.fingerprint(arn).await?);
+        }
+        Ok(Bound {
+            certificates,
+            fingerprints,
+        })
+    }
+
+    async fn deploy(&self, request: DeployRequest<'_>) -> Result<Deployed, DeployError> {
+        let managed = request.record.and_then(|r| r.certificate_arn.clone());
+        let arn = self
+            .acm
+            .import(request.id, request.certificate, self.reuse(&request).as_deref())
+            .await?;
+        let replaced = self.binder.bind(&arn, managed.as_deref()).await?;
+        Ok(Deployed {
+            certificate_arn: Some(arn),
+            replaced,
+        })
+    }
+
+    async fn finish(&self, deployed: &Deployed) -> Result<(), DeployError> {
+        match (&deployed.certificate_arn, &deployed.replaced) {
+            (Some(arn), Some(replaced)) => self.binder.release(arn, replaced).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn roll_back(
+        &self,
+        request: DeployRequest<'_>,
+        deployed: Option<&Deployed>,
+    ) -> Result<(), DeployError> {
+        let reused = self.reuse(&request);
+        if let Some(d) = deployed {
+            if let (Some(arn), Some(replaced)) = (&d.certificate_arn, &d.replaced) {
+                self.binder.restore(arn, replaced).await?;
+            }
+            if d.certificate_arn.is_some() && d.certificate_arn != reused {
+                // A fresh ARN: nothing else uses it, and the old one was never touched.
+                return Ok(());
+            }
+        }
+        // The ARN in use was re-imported (or may have been): ACM keeps no history, so the
+        // previous certificate and key are imported over it again.
+        match (reused, request.previous) {
+            (Some(arn), Some(previous)) => {
+                self.acm.import(request.id, previous, Some(&arn)).await?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Builds targets from deployments, with one SDK configuration per (role, region).
+pub struct AwsDeployTargets {
+    base: SdkConfig,
+    configs: Mutex<HashMap<(Option<String>, String), SdkConfig>>,
+}
+
+impl AwsDeployTargets {
+    /// Targets reached with `base`'s credentials, endpoint and timeouts (roles are assumed
+    /// from them).
+    pub fn new(base: SdkConfig) -> Arc<Self> {
+        Arc::new(AwsDeployTargets {
+            base,
+            configs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configuration for `region`, with `role`'s credentials when given. Assumed-role
+    /// credentials are cached and refreshed by the provider.
+    pub async fn config(&self, role: Option<&str>, region: &str) -> SdkConfig {
+        let key = (role.map(str::to_owned), region.to_owned());
+        let mut configs = self.configs.lock().await;
+        if let Some(c) = configs.get(&key) {
+            return c.clone();
+        }
+        let mut builder = self
+            .base
+            .to_builder()
+            .region(aws_config::Region::new(region.to_owned()));
+        if let Some(role) = role {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("certpilot-deploy")
+                .configure(&self.base)
+                .build()
+                .await;
+            builder = builder.credentials_provider(
+                aws_sdk_acm::config::SharedCredentialsProvider::new(provider),
+            );
+        }
+        let config = builder.build();
+        configs.insert(key, config.clone());
+        config
+    }
+}
+
+#[async_trait]
+impl DeployTargets for AwsDeployTargets {
+    async fn target(&self, d: &Deployment) -> Result<Box<dyn DeployTarget>, DeployError> {
+        let region = d
+            .target
+            .region()
+            .map_err(|e| DeployError::Config(e.to_string()))?;
+        let config = self.config(d.role_arn.as_deref(), &region).await;
+        let acm = Acm::new(aws_sdk_acm::Client::new(&config));
+        let (binder, adopt): (Box<dyn Binder>, Option<String>) = match &d.target {
+            TargetConfig::AcmImport {
+                certificate_arn, ..
+            } => (Box::new(ImportOnly), certificate_arn.clone()),
+            TargetConfig::Elbv2Listener { listener_arn, sni } => (
+                Box::new(elbv2::Listener::new(
+                    aws_sdk_elasticloadbalancingv2::Client::new(&config),
+                    listener_arn.clone(),
+                    *sni,
+                )),
+                None,
+            ),
+            TargetConfig::Cloudfront { distribution_id } => (
+                Box::new(cloudfront::Distribution::new(
+                    aws_sdk_cloudfront::Client::new(&config),
+                    distribution_id.clone(),
+                )),
+                None,
+            ),
+            TargetConfig::ApiGateway {
+                domain_name, api, ..
+            } => (
+                apigateway::domain(&config, domain_name.clone(), *api),
+                None,
+            ),
+        };
+        Ok(Box::new(AcmBacked {
+            acm,
+            binder,
+            adopt,
+        }))
+    }
+}
+
+/// A target API error, named by service, operation and resource.
+pub(crate) fn refused<E, R>(
+    what: &str,
+    e: &aws_sdk_acm::error::SdkError<E, R>,
+) -> DeployError
+where
+    E: aws_sdk_acm::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let (_, detail) = certpilot_aws::describe_sdk_error(e);
+    DeployError::Target(format!("{what}: {detail}"))
+}
