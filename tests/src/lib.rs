@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+pub mod estate;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends `request` on `stream` and reads the whole response (the server closes, or 10 s).
@@ -43,6 +45,9 @@ pub fn moto_sdk_config(endpoint_url: &str) -> aws_config::SdkConfig {
             aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"),
         ))
         .timeout_config(certpilot_dynamodb::default_timeouts())
+        // What `aws_config::load` supplies; assumed-role credentials need both.
+        .time_source(aws_smithy_async::time::SystemTimeSource::new())
+        .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
         .build()
 }
 

@@ -93,7 +93,14 @@ pub fn split_chain(chain_pem: &str) -> Option<(String, String)> {
     let at = chain_pem.find(END)? + END.len();
     let leaf = format!("{}\n", chain_pem[..at].trim());
     let rest = chain_pem[at..].trim();
-    Some((leaf, if rest.is_empty() { String::new() } else { format!("{rest}\n") }))
+    Some((
+        leaf,
+        if rest.is_empty() {
+            String::new()
+        } else {
+            format!("{rest}\n")
+        },
+    ))
 }
 
 /// SHA-256 of the first certificate in `pem`, hex.
@@ -113,8 +120,14 @@ mod tests {
     fn a_chain_splits_into_leaf_and_intermediates() {
         let chain = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n";
         let (leaf, rest) = split_chain(chain).expect("split");
-        assert_eq!(leaf, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
-        assert_eq!(rest, "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n");
+        assert_eq!(
+            leaf,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        );
+        assert_eq!(
+            rest,
+            "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n"
+        );
         let (_, none) = split_chain(&leaf).expect("split");
         assert!(none.is_empty());
         assert!(split_chain("no pem").is_none());

@@ -126,7 +126,11 @@ impl Binder for HttpDomain {
     async fn bind(&self, arn: &str, _managed: Option<&str>) -> Result<Option<String>, DeployError> {
         let mut configs = self.configurations().await?;
         let current = configs.first().and_then(|c| c.certificate_arn.clone());
-        if configs.iter().all(|c| c.certificate_arn.as_deref() == Some(arn)) && !configs.is_empty() {
+        if configs
+            .iter()
+            .all(|c| c.certificate_arn.as_deref() == Some(arn))
+            && !configs.is_empty()
+        {
             return Ok(None);
         }
         for c in &mut configs {

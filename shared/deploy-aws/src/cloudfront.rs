@@ -45,9 +45,10 @@ impl Distribution {
 
     async fn switch(&self, arn: &str) -> Result<Option<String>, DeployError> {
         let (mut config, etag) = self.read().await?;
-        let mut viewer = config.viewer_certificate.clone().unwrap_or_else(|| {
-            aws_sdk_cloudfront::types::ViewerCertificate::builder().build()
-        });
+        let mut viewer = config
+            .viewer_certificate
+            .clone()
+            .unwrap_or_else(|| aws_sdk_cloudfront::types::ViewerCertificate::builder().build());
         let current = viewer.acm_certificate_arn.clone().filter(|a| !a.is_empty());
         if current.as_deref() == Some(arn) {
             return Ok(None);

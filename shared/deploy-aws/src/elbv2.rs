@@ -37,9 +37,10 @@ impl Listener {
             .send()
             .await
             .map_err(|e| refused(&format!("elbv2 DescribeListeners {}", self.arn), &e))?;
-        let listener = out.listeners().first().ok_or_else(|| {
-            DeployError::Target(format!("elbv2 listener {} not found", self.arn))
-        })?;
+        let listener = out
+            .listeners()
+            .first()
+            .ok_or_else(|| DeployError::Target(format!("elbv2 listener {} not found", self.arn)))?;
         Ok(listener
             .certificates()
             .first()
@@ -130,9 +131,7 @@ impl Binder for Listener {
                 .certificates(certificate(arn))
                 .send()
                 .await
-                .map_err(|e| {
-                    refused(&format!("elbv2 AddListenerCertificates {}", self.arn), &e)
-                })?;
+                .map_err(|e| refused(&format!("elbv2 AddListenerCertificates {}", self.arn), &e))?;
             info!(listener = %self.arn, certificate = %arn, "elbv2: SNI certificate added");
         }
         // Only the certificate certpilot put there is replaced: others in the list belong

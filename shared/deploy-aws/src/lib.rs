@@ -8,12 +8,13 @@
 //!
 //! | kind | module | settings | IAM actions |
 //! |---|---|---|---|
-//! | `acm-import` | [`acm`] | `region`, `certificate_arn` (adopt) | `acm:ImportCertificate`, `acm:GetCertificate`, `acm:AddTagsToCertificate` |
+//! | `acm-import` | [`acm`] | `region` | `acm:ImportCertificate`, `acm:GetCertificate`, `acm:AddTagsToCertificate` |
 //! | `elbv2-listener` | [`elbv2`] | `listener_arn`, `sni` | the ACM ones, `elasticloadbalancing:DescribeListeners`, `DescribeListenerCertificates`, `ModifyListener`, `AddListenerCertificates`, `RemoveListenerCertificates` |
 //! | `cloudfront` | [`cloudfront`] | `distribution_id` (ACM in `us-east-1`) | the ACM ones, `cloudfront:GetDistributionConfig`, `cloudfront:UpdateDistribution` |
 //! | `api-gateway` | [`apigateway`] | `domain_name`, `region`, `api` (`rest`/`http`) | the ACM ones, `apigateway:GET` and `apigateway:PATCH` on `/domainnames/*` (REST and HTTP) |
 //!
-//! Any deployment can name `role_arn`: its calls are then made with that role's credentials
+//! Any deployment can name `certificate_arn` to adopt an imported certificate (re-import over
+//! it instead of importing a new one), and `role_arn`: its calls are then made with that role's credentials
 //! (`sts:AssumeRole`), for targets in other accounts.
 
 pub mod acm;
@@ -61,7 +62,11 @@ impl Binder for ImportOnly {
     async fn bound(&self) -> Result<Vec<String>, DeployError> {
         Ok(Vec::new())
     }
-    async fn bind(&self, _arn: &str, _managed: Option<&str>) -> Result<Option<String>, DeployError> {
+    async fn bind(
+        &self,
+        _arn: &str,
+        _managed: Option<&str>,
+    ) -> Result<Option<String>, DeployError> {
         Ok(None)
     }
     async fn restore(&self, _arn: &str, _replaced: &str) -> Result<(), DeployError> {
@@ -73,8 +78,10 @@ impl Binder for ImportOnly {
 pub struct AcmBacked {
     acm: Acm,
     binder: Box<dyn Binder>,
-    /// An imported certificate to re-import over (adopted by an `acm-import` deployment).
+    /// An imported certificate to re-import over (adopted by the deployment).
     adopt: Option<String>,
+    /// What this target imported into last, so that `bound` can read a plain import back.
+    imported: std::sync::Mutex<Option<String>>,
 }
 
 impl AcmBacked {
@@ -94,7 +101,8 @@ impl DeployTarget for AcmBacked {
     async fn bound(&self) -> Result<Bound, DeployError> {
         let mut certificates = self.binder.bound().await?;
         if certificates.is_empty() {
-            certificates.extend(self.adopt.clone());
+            let imported = self.imported.lock().ok().and_then(|i| i.clone());
+            certificates.extend(imported.or_else(|| self.adopt.clone()));
         }
         let mut fingerprints = Vec::new();
         for arn in &certificates {
@@ -110,8 +118,15 @@ impl DeployTarget for AcmBacked {
         let managed = request.record.and_then(|r| r.certificate_arn.clone());
         let arn = self
             .acm
-            .import(request.id, request.certificate, self.reuse(&request).as_deref())
+            .import(
+                request.id,
+                request.certificate,
+                self.reuse(&request).as_deref(),
+            )
             .await?;
+        if let Ok(mut imported) = self.imported.lock() {
+            *imported = Some(arn.clone());
+        }
         let replaced = self.binder.bind(&arn, managed.as_deref()).await?;
         Ok(Deployed {
             certificate_arn: Some(arn),
@@ -206,45 +221,34 @@ impl DeployTargets for AwsDeployTargets {
             .map_err(|e| DeployError::Config(e.to_string()))?;
         let config = self.config(d.role_arn.as_deref(), &region).await;
         let acm = Acm::new(aws_sdk_acm::Client::new(&config));
-        let (binder, adopt): (Box<dyn Binder>, Option<String>) = match &d.target {
-            TargetConfig::AcmImport {
-                certificate_arn, ..
-            } => (Box::new(ImportOnly), certificate_arn.clone()),
-            TargetConfig::Elbv2Listener { listener_arn, sni } => (
-                Box::new(elbv2::Listener::new(
-                    aws_sdk_elasticloadbalancingv2::Client::new(&config),
-                    listener_arn.clone(),
-                    *sni,
-                )),
-                None,
-            ),
-            TargetConfig::Cloudfront { distribution_id } => (
+        let binder: Box<dyn Binder> = match &d.target {
+            TargetConfig::AcmImport { .. } => Box::new(ImportOnly),
+            TargetConfig::Elbv2Listener { listener_arn, sni } => Box::new(elbv2::Listener::new(
+                aws_sdk_elasticloadbalancingv2::Client::new(&config),
+                listener_arn.clone(),
+                *sni,
+            )),
+            TargetConfig::Cloudfront { distribution_id } => {
                 Box::new(cloudfront::Distribution::new(
                     aws_sdk_cloudfront::Client::new(&config),
                     distribution_id.clone(),
-                )),
-                None,
-            ),
+                ))
+            }
             TargetConfig::ApiGateway {
                 domain_name, api, ..
-            } => (
-                apigateway::domain(&config, domain_name.clone(), *api),
-                None,
-            ),
+            } => apigateway::domain(&config, domain_name.clone(), *api),
         };
         Ok(Box::new(AcmBacked {
             acm,
             binder,
-            adopt,
+            adopt: d.certificate_arn.clone(),
+            imported: std::sync::Mutex::new(None),
         }))
     }
 }
 
 /// A target API error, named by service, operation and resource.
-pub(crate) fn refused<E, R>(
-    what: &str,
-    e: &aws_sdk_acm::error::SdkError<E, R>,
-) -> DeployError
+pub(crate) fn refused<E, R>(what: &str, e: &aws_sdk_acm::error::SdkError<E, R>) -> DeployError
 where
     E: aws_sdk_acm::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,

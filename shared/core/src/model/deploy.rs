@@ -29,14 +29,10 @@ pub enum ApiGatewayApi {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum TargetConfig {
     /// Import into ACM for users certpilot does not bind itself. Re-imports go over the same
-    /// ARN, which keeps every association; `certificate_arn` adopts an imported certificate
-    /// that already exists.
+    /// ARN, which keeps every association.
     AcmImport {
         /// The region to import into.
         region: String,
-        /// An existing imported certificate to re-import over.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        certificate_arn: Option<String>,
     },
     /// An ALB or NLB HTTPS/TLS listener.
     Elbv2Listener {
@@ -126,6 +122,11 @@ pub struct Deployment {
     /// The target.
     #[serde(flatten)]
     pub target: TargetConfig,
+    /// An imported ACM certificate to re-import over instead of importing a new one: adopts
+    /// a certificate that is already bound where certpilot does not bind (other listeners,
+    /// stacks that name the ARN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_arn: Option<String>,
     /// A role to assume for this target (another account).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
@@ -170,6 +171,11 @@ impl Deployment {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
             return Err(bad(&region, "not an AWS region name"));
+        }
+        if let Some(arn) = &self.certificate_arn {
+            if arn_region(arn)? != region || !arn.contains(":certificate/") {
+                return Err(bad(arn, &format!("not an ACM certificate ARN in {region}")));
+            }
         }
         if let Some(role) = &self.role_arn {
             if !role.starts_with("arn:") || !role.contains(":role/") {
@@ -264,6 +270,7 @@ mod tests {
         Deployment {
             name: "edge".into(),
             target,
+            certificate_arn: None,
             role_arn: None,
             endpoints: vec!["shop.example.com".parse().expect("target")],
             verify_deadline_secs: None,
@@ -305,7 +312,6 @@ mod tests {
 
         let mut d = deployment(TargetConfig::AcmImport {
             region: "eu-west-1".into(),
-            certificate_arn: None,
         });
         d.role_arn = Some("deployer".into());
         assert_eq!(d.validate(&[]).expect_err("role").input, "deployer");

@@ -698,6 +698,7 @@ mod tests {
                         .into(),
                     sni: true,
                 },
+                certificate_arn: None,
                 role_arn: None,
                 endpoints: vec![format!("{name}.example.com").parse().expect("target")],
                 verify_deadline_secs: Some(0),

@@ -1,0 +1,495 @@
+//! Deploying to every AWS target kind on moto (ACM import, ELBv2 default and SNI listeners,
+//! CloudFront, REST and HTTP API domains, one through an assumed role), with real TLS servers
+//! standing in for each data plane, and the outage itself: the API takes the new certificate,
+//! the endpoint keeps serving the old one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certpilot_core::Tags;
+use certpilot_core::model::certificate::{
+    AcmeIssuer as IssuerConfig, CertificateSpec, ChallengeConfig, IssuedCertificate, KeyType,
+    ManagedCertificate, RenewalPolicy,
+};
+use certpilot_core::model::deploy::{ApiGatewayApi, Deployment, DeploymentStatus, TargetConfig};
+use certpilot_core::ports::{
+    CertificateStore, Clock, DeployTargets, ScanLimits, SecretStore, SecretValue, SystemClock,
+};
+use certpilot_core::services::deploy::{DeployService, DeploySettings};
+use certpilot_core::services::scan::ScanService;
+use certpilot_core::services::verify::{Verdict, VerifyService};
+use certpilot_deploy_aws::AwsDeployTargets;
+use certpilot_e2e::estate::Estate;
+use certpilot_files::FileSecretStore;
+use certpilot_scanner::{Deadlines, TlsProber, TrustStore};
+use certpilot_sqlite::SqliteStore;
+use certpilot_testkit::certs::{Ca, KeyKind, Leaf};
+use certpilot_testkit::procs::shared_moto;
+
+const NAME: &str = "checkout.example.test";
+
+struct World {
+    estate: Estate,
+    store: Arc<SqliteStore>,
+    secrets: Arc<FileSecretStore>,
+    service: DeployService,
+    ca: Ca,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new(run: &str) -> World {
+        let moto = shared_moto();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join(format!("{run}.db"))).unwrap());
+        let secrets = Arc::new(FileSecretStore::new(dir.path().join("secrets")));
+        let estate = Estate::new(&moto.endpoint_url);
+        let ca = Ca::new("Deploy Test CA");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.root_pem()).unwrap();
+        let mut trust = TrustStore::mozilla();
+        trust.add_pem_file(&ca_file).unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let scanner = ScanService::new(
+            Arc::new(TlsProber::new(trust, Deadlines::default())),
+            clock.clone(),
+            ScanLimits {
+                concurrency: 16,
+                target_timeout: Duration::from_secs(5),
+            },
+        );
+        let targets: Arc<dyn DeployTargets> = AwsDeployTargets::new(estate.aws.clone());
+        let service = DeployService::new(
+            store.clone(),
+            secrets.clone(),
+            targets,
+            VerifyService::new(scanner),
+            clock,
+            DeploySettings {
+                interval: Duration::from_millis(200),
+                max_deadline: None,
+            },
+        );
+        World {
+            estate,
+            store,
+            secrets,
+            service,
+            ca,
+            _dir: dir,
+        }
+    }
+
+    fn leaf(&self, kind: KeyKind) -> Leaf {
+        let leaf = self.ca.leaf(&[NAME]).key(kind).build();
+        self.estate.keyring.remember(&leaf);
+        leaf
+    }
+
+    /// What a renewal leaves behind: `leaf` current, the former current previous, the key in
+    /// the secret store under the version the record names.
+    async fn issue(&self, id: &str, leaf: &Leaf, key_type: KeyType) {
+        let version = self
+            .secrets
+            .put_current(
+                &format!("certificate-key/{id}"),
+                &SecretValue::new(leaf.key_pem().into_bytes()),
+            )
+            .await
+            .unwrap();
+        let mut cert = self.store.certificate(id).await.unwrap().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        cert.previous = cert.current.take();
+        cert.spec.key_type = key_type;
+        cert.current = Some(IssuedCertificate {
+            fingerprint: leaf.fingerprint(),
+            serial: "01".into(),
+            not_before: now,
+            not_after: now + time::Duration::days(90),
+            issued_at: now,
+            ari_id: None,
+            profile: None,
+            chain_pem: leaf.chain_pem(),
+            key_version: version,
+            order_url: "https://ca.example/order/1".into(),
+        });
+        self.store.update_certificate(&cert).await.unwrap();
+    }
+
+    async fn add(&self, id: &str, deployments: Vec<Deployment>) {
+        let spec = CertificateSpec {
+            names: vec![NAME.parse().unwrap()],
+            key_type: KeyType::EcdsaP256,
+            issuer: IssuerConfig {
+                directory: "https://acme.example/dir".into(),
+                contact: vec![],
+                eab: None,
+                profile: None,
+            },
+            challenge: ChallengeConfig::Http01Listen {
+                listen: "0.0.0.0:80".into(),
+            },
+            renewal: RenewalPolicy::Auto,
+            tags: Tags::new(),
+            endpoints: vec![],
+            deployments,
+        };
+        spec.validate().unwrap();
+        let cert = ManagedCertificate::new(id.into(), spec, time::OffsetDateTime::now_utc());
+        self.store.add_certificate(&cert).await.unwrap();
+    }
+}
+
+fn deployment(name: &str, target: TargetConfig, endpoint: &str) -> Deployment {
+    Deployment {
+        name: name.into(),
+        target,
+        certificate_arn: None,
+        role_arn: None,
+        endpoints: vec![endpoint.parse().unwrap()],
+        verify_deadline_secs: Some(10),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_target_kind_ends_up_serving_each_renewal_and_keeps_its_settings() {
+    let w = World::new("kinds");
+    let run = std::process::id();
+    let legacy = w.leaf(KeyKind::EcdsaP256);
+    let legacy_arn = w.estate.import(&legacy).await;
+    // API Gateway domains already name an imported certificate, which certpilot adopts.
+    let rest_arn = w.estate.import(&legacy).await;
+    let http_arn = w.estate.import(&legacy).await;
+
+    let default_listener = w.estate.listener(&format!("shop-{run}"), &legacy_arn).await;
+    let sni_listener = w
+        .estate
+        .listener(&format!("shop-sni-{run}"), &legacy_arn)
+        .await;
+    let distribution = w
+        .estate
+        .distribution(&legacy_arn, &format!("cf-{run}"))
+        .await;
+    let (rest, http) = (
+        format!("api-{run}.example.test"),
+        format!("http-{run}.example.test"),
+    );
+    w.estate.rest_domain(&rest, &rest_arn).await;
+    w.estate.http_domain(&http, &http_arn).await;
+    let config_before = w.estate.distribution_config(&distribution).await;
+
+    let planes = [
+        w.estate.follow_listener(&default_listener, false).await,
+        w.estate.follow_listener(&sni_listener, true).await,
+        w.estate.follow_distribution(&distribution).await,
+        w.estate.follow_rest_domain(&rest).await,
+        w.estate.follow_http_domain(&http).await,
+    ];
+    let mut deployments = vec![
+        deployment(
+            "alb",
+            TargetConfig::Elbv2Listener {
+                listener_arn: default_listener.clone(),
+                sni: false,
+            },
+            &planes[0].endpoint(),
+        ),
+        deployment(
+            "alb-sni",
+            TargetConfig::Elbv2Listener {
+                listener_arn: sni_listener.clone(),
+                sni: true,
+            },
+            &planes[1].endpoint(),
+        ),
+        deployment(
+            "cdn",
+            TargetConfig::Cloudfront {
+                distribution_id: distribution.clone(),
+            },
+            &planes[2].endpoint(),
+        ),
+        deployment(
+            "rest-api",
+            TargetConfig::ApiGateway {
+                domain_name: rest.clone(),
+                region: "us-east-1".into(),
+                api: ApiGatewayApi::Rest,
+            },
+            &planes[3].endpoint(),
+        ),
+        deployment(
+            "http-api",
+            TargetConfig::ApiGateway {
+                domain_name: http.clone(),
+                region: "us-east-1".into(),
+                api: ApiGatewayApi::Http,
+            },
+            &planes[4].endpoint(),
+        ),
+        Deployment {
+            endpoints: vec![],
+            ..deployment(
+                "acm",
+                TargetConfig::AcmImport {
+                    region: "eu-west-1".into(),
+                },
+                "unused:443",
+            )
+        },
+    ];
+    deployments[2].role_arn = Some("arn:aws:iam::123456789012:role/cdn-deployer".into());
+    deployments[3].certificate_arn = Some(rest_arn.clone());
+    deployments[4].certificate_arn = Some(http_arn.clone());
+    w.add("checkout", deployments).await;
+
+    // First issuance: every target moves from the team's certificate to certpilot's.
+    let first = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    for t in &report.targets {
+        assert!(
+            t.checks.iter().all(|c| c.verdict == Verdict::Verified),
+            "{t:?}"
+        );
+    }
+    let cert = w.store.certificate("checkout").await.unwrap().unwrap();
+    assert!(cert.is_deployed());
+    let arn_of = |name: &str| {
+        cert.deployment_record(name)
+            .unwrap()
+            .certificate_arn
+            .clone()
+            .unwrap()
+    };
+    let alb_arn = arn_of("alb");
+    assert_ne!(alb_arn, legacy_arn, "certpilot imports its own certificate");
+    assert!(arn_of("acm").contains(":eu-west-1:"), "{}", arn_of("acm"));
+    assert_eq!(
+        arn_of("rest-api"),
+        rest_arn,
+        "the adopted ARN is re-imported"
+    );
+    assert_eq!(
+        w.estate.acm_fingerprint(&rest_arn).await,
+        first.fingerprint()
+    );
+    // SNI: certpilot's certificate was added beside the team's, which stays: only what
+    // certpilot put in the list is ever removed from it.
+    let sni = w
+        .estate
+        .elb
+        .describe_listener_certificates()
+        .listener_arn(&sni_listener)
+        .send()
+        .await
+        .unwrap();
+    let sni_arns: Vec<_> = sni
+        .certificates()
+        .iter()
+        .filter_map(|c| c.certificate_arn.clone())
+        .collect();
+    assert!(sni_arns.contains(&arn_of("alb-sni")), "{sni_arns:?}");
+    let config_after = w.estate.distribution_config(&distribution).await;
+    let viewer = config_after.viewer_certificate.clone().unwrap();
+    assert_eq!(
+        viewer.acm_certificate_arn.as_deref(),
+        Some(arn_of("cdn").as_str())
+    );
+    assert_eq!(
+        viewer.minimum_protocol_version,
+        config_before
+            .viewer_certificate
+            .as_ref()
+            .unwrap()
+            .minimum_protocol_version,
+        "every other viewer setting is kept"
+    );
+    assert_eq!(config_after.comment, config_before.comment);
+    assert_eq!(config_after.origins, config_before.origins);
+
+    // A redelivered deploy of the same certificate changes nothing.
+    let again = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(again.targets.iter().all(|t| t.unchanged), "{again:?}");
+
+    // Renewal: re-imported over the same ARNs, so no target needed rebinding; SNI ends
+    // with only certpilot's current entry beside the team's.
+    let second = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &second, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    let cert = w.store.certificate("checkout").await.unwrap().unwrap();
+    for name in ["alb", "alb-sni", "cdn", "rest-api", "http-api", "acm"] {
+        let rec = cert.deployment_record(name).unwrap();
+        assert_eq!(rec.status, DeploymentStatus::Verified, "{name}");
+        assert_eq!(rec.holding.as_deref(), Some(second.fingerprint().as_str()));
+    }
+    assert_eq!(
+        cert.deployment_record("alb").unwrap().certificate_arn,
+        Some(alb_arn.clone())
+    );
+    assert_eq!(
+        w.estate.acm_fingerprint(&alb_arn).await,
+        second.fingerprint()
+    );
+
+    // A key-type change: ACM cannot re-import over a different key algorithm, so a new ARN
+    // is imported and the listener rebound to it.
+    let rsa = w.leaf(KeyKind::Rsa2048);
+    w.issue("checkout", &rsa, KeyType::Rsa2048).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    let cert = w.store.certificate("checkout").await.unwrap().unwrap();
+    let rsa_arn = cert
+        .deployment_record("alb")
+        .unwrap()
+        .certificate_arn
+        .clone()
+        .unwrap();
+    assert_ne!(rsa_arn, alb_arn);
+    assert_eq!(
+        w.estate.acm_fingerprint(&alb_arn).await,
+        second.fingerprint(),
+        "the old ARN is untouched"
+    );
+    let listener = w
+        .estate
+        .elb
+        .describe_listeners()
+        .listener_arns(&default_listener)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listener.listeners()[0].certificates()[0]
+            .certificate_arn
+            .as_deref(),
+        Some(rsa_arn.as_str())
+    );
+    drop(planes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_keeps_the_old_certificate_is_not_serving_and_the_previous_is_put_back() {
+    let w = World::new("outage");
+    let run = std::process::id();
+    let legacy = w.leaf(KeyKind::EcdsaP256);
+    let legacy_arn = w.estate.import(&legacy).await;
+    let listener = w
+        .estate
+        .listener(&format!("outage-{run}"), &legacy_arn)
+        .await;
+    let distribution = w
+        .estate
+        .distribution(&legacy_arn, &format!("outage-cf-{run}"))
+        .await;
+    let alb = w.estate.follow_listener(&listener, false).await;
+    let cdn = w.estate.follow_distribution(&distribution).await;
+    w.add(
+        "checkout",
+        vec![
+            deployment(
+                "alb",
+                TargetConfig::Elbv2Listener {
+                    listener_arn: listener.clone(),
+                    sni: false,
+                },
+                &alb.endpoint(),
+            ),
+            deployment(
+                "cdn",
+                TargetConfig::Cloudfront {
+                    distribution_id: distribution.clone(),
+                },
+                &cdn.endpoint(),
+            ),
+        ],
+    )
+    .await;
+    let first = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    assert!(
+        w.service
+            .deploy("checkout", None, false)
+            .await
+            .unwrap()
+            .is_verified()
+    );
+    let alb_arn = w
+        .store
+        .certificate("checkout")
+        .await
+        .unwrap()
+        .unwrap()
+        .deployment_record("alb")
+        .unwrap()
+        .certificate_arn
+        .clone()
+        .unwrap();
+
+    // The renewal succeeds and the load balancer's API takes it, but its nodes never pick it up.
+    alb.freeze();
+    let renewed = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &renewed, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(!report.is_verified());
+    let bad = &report.targets[0];
+    assert_eq!(bad.status, DeploymentStatus::NotServing);
+    assert_eq!(bad.rolled_back, Some(true));
+    let check = &bad.checks[0];
+    match &check.verdict {
+        Verdict::NotServing { serving, .. } => {
+            assert_eq!(serving.as_deref(), Some(first.fingerprint().as_str()))
+        }
+        other => panic!("expected not_serving, got {other:?}"),
+    }
+    let detail = bad.detail.as_deref().unwrap();
+    assert!(
+        detail.contains(&alb.endpoint()) && detail.contains(&first.fingerprint()),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("previous certificate was put back"),
+        "{detail}"
+    );
+    // ACM cannot roll back a re-import: the previous certificate was imported over it again.
+    assert_eq!(
+        w.estate.acm_fingerprint(&alb_arn).await,
+        first.fingerprint()
+    );
+    assert_eq!(report.targets[1].status, DeploymentStatus::Verified);
+
+    let cert = w.store.certificate("checkout").await.unwrap().unwrap();
+    assert!(
+        !cert.is_deployed(),
+        "a renewal not served everywhere is not done"
+    );
+    assert_eq!(w.service.pending().await.unwrap(), ["checkout"]);
+
+    // Once the nodes follow again, the next deploy finishes the job.
+    alb.thaw();
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    assert!(report.targets[1].unchanged);
+    assert_eq!(
+        w.estate.acm_fingerprint(&alb_arn).await,
+        renewed.fingerprint()
+    );
+
+    // By hand: everything back to the previous certificate, and left there.
+    let rolled = w.service.roll_back("checkout", None).await.unwrap();
+    assert!(
+        rolled
+            .iter()
+            .all(|t| t.status == DeploymentStatus::RolledBack),
+        "{rolled:?}"
+    );
+    assert_eq!(
+        w.estate.acm_fingerprint(&alb_arn).await,
+        first.fingerprint()
+    );
+    assert!(w.service.pending().await.unwrap().is_empty());
+}
