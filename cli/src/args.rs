@@ -69,6 +69,13 @@ pub enum Command {
     /// Prove by handshake that every endpoint of a certificate serves its current version.
     #[command(after_help = VERIFY_EXIT_CODES)]
     Verify(VerifyArgs),
+    /// Install a certificate's current version at each of its deployments (ACM, load
+    /// balancers, CloudFront, API Gateway) and prove each serves it; rolls back those that
+    /// do not.
+    #[command(after_help = VERIFY_EXIT_CODES)]
+    Deploy(DeployArgs),
+    /// Put the previous certificate back at a certificate's deployments.
+    Rollback(RollbackArgs),
     /// Create the store if needed (a DynamoDB table for local or development use).
     Init,
 }
@@ -312,6 +319,13 @@ pub struct CertificateAddArgs {
     /// A key=value tag (repeatable): owner, environment…
     #[arg(long, value_name = "KEY=VALUE")]
     pub tag: Vec<String>,
+
+    /// Where to install it after each issuance (repeatable): `KIND:key=value,…`, KIND one
+    /// of acm-import (region), elbv2-listener (listener-arn, sni), cloudfront
+    /// (distribution-id), api-gateway (domain-name, region, api=rest|http); any may add
+    /// name, endpoint (repeatable), verify-deadline, certificate-arn (adopt) and role-arn.
+    #[arg(long, value_name = "SPEC")]
+    pub deploy: Vec<String>,
 }
 
 /// `certpilot renew`.
@@ -356,6 +370,15 @@ pub struct RenewArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
 
+    /// Do not deploy after issuing (by default each certificate's deployments get it and must
+    /// prove they serve it; certificates not yet served everywhere are deployed again).
+    #[arg(long)]
+    pub no_deploy: bool,
+
+    /// How deploys are verified.
+    #[command(flatten)]
+    pub verify: DeployVerifyArgs,
+
     /// Output format.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -382,6 +405,57 @@ pub struct VerifyArgs {
     /// Also trust the CA certificates in this PEM file (for the recorded validation).
     #[arg(long, value_name = "PEM")]
     pub ca_file: Vec<PathBuf>,
+
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+/// How a deploy proves the certificate is served.
+#[derive(Clone, Debug, Args)]
+pub struct DeployVerifyArgs {
+    /// Time between two rounds of handshakes with a deployment's endpoints.
+    #[arg(long = "verify-interval", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Duration,
+
+    /// Wait at most this long for any deployment (each kind has its own deadline: load
+    /// balancers 2m, API Gateway 10m, CloudFront 25m).
+    #[arg(long = "verify-max-deadline", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_deadline: Option<Duration>,
+
+    /// Also trust the CA certificates in this PEM file (for the recorded validation).
+    #[arg(long = "verify-ca-file", value_name = "PEM")]
+    pub ca_files: Vec<PathBuf>,
+}
+
+/// `certpilot deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The certificate id.
+    pub id: String,
+
+    /// Deploy again where it is already verified.
+    #[arg(long)]
+    pub force: bool,
+
+    /// How deploys are verified.
+    #[command(flatten)]
+    pub verify: DeployVerifyArgs,
+
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+/// `certpilot rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The certificate id.
+    pub id: String,
+
+    /// Only this deployment.
+    #[arg(long, value_name = "NAME")]
+    pub deployment: Option<String>,
 
     /// Output format.
     #[arg(long, value_enum)]

@@ -43,9 +43,9 @@ use crate::output::write_records;
 const DNS_PROPAGATION: Duration = Duration::from_secs(120);
 
 /// Exit status when a renewal failed or an endpoint does not serve the certificate.
-const EXIT_RENEWAL_FAILED: u8 = 2;
+pub(crate) const EXIT_RENEWAL_FAILED: u8 = 2;
 
-fn usage(text: impl Into<String>) -> CliError {
+pub(crate) fn usage(text: impl Into<String>) -> CliError {
     CliError::Usage(text.into())
 }
 
@@ -213,7 +213,11 @@ fn spec_from_args(
         },
         tags,
         endpoints,
-        deployments: Vec::new(),
+        deployments: args
+            .deploy
+            .iter()
+            .map(|d| crate::deploy::parse_deploy_spec(d))
+            .collect::<Result<_, _>>()?,
     };
     spec.validate().map_err(|e| usage(e.to_string()))?;
     let id = args.id.clone().unwrap_or_else(|| spec.default_id());
@@ -283,7 +287,10 @@ pub async fn certificates(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn find(store: &dyn CertificateStore, id: &str) -> Result<ManagedCertificate, CliError> {
+pub(crate) async fn find(
+    store: &dyn CertificateStore,
+    id: &str,
+) -> Result<ManagedCertificate, CliError> {
     store.certificate(id).await?.ok_or_else(|| {
         usage(format!(
             "no managed certificate {id:?}; `certpilot certificates list` shows them"
@@ -589,6 +596,7 @@ pub async fn renew(
             }) as Arc<dyn IssuedSink>
         });
     let owner = format!("cli:{}:{}", hostname(), std::process::id());
+    let secrets_for_deploy = secrets.clone();
     let service = RenewService::new(
         store.clone(),
         secrets,
@@ -627,11 +635,62 @@ pub async fn renew(
         &["id", "outcome", "detail"],
         rows.into_iter(),
     )?;
+    let deployed = if args.no_deploy {
+        ExitCode::SUCCESS
+    } else {
+        deploy_after_renew(store, secrets_for_deploy, &results, &args).await?
+    };
     if failed > 0 {
         eprintln!("certpilot: {failed} of {} renewals failed", results.len());
         return Ok(ExitCode::from(EXIT_RENEWAL_FAILED));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(deployed)
+}
+
+/// Deploys what was just issued, and whatever is not yet served everywhere (a deploy that
+/// failed last run), to each certificate's deployments.
+async fn deploy_after_renew(
+    store: Arc<dyn CertificateStore>,
+    secrets: Arc<dyn SecretStore>,
+    results: &[(String, Result<RenewOutcome, RenewError>)],
+    args: &RenewArgs,
+) -> Result<ExitCode, CliError> {
+    let mut ids: Vec<String> = results
+        .iter()
+        .filter(|(_, r)| matches!(r, Ok(RenewOutcome::Issued { .. })))
+        .map(|(id, _)| id.clone())
+        .collect();
+    for cert in store.certificates().await? {
+        let named = args.ids.is_empty() || args.ids.contains(&cert.id);
+        if named && cert.current.is_some() && !cert.is_deployed() && !ids.contains(&cert.id) {
+            ids.push(cert.id);
+        }
+    }
+    let mut with_targets = Vec::new();
+    for id in ids {
+        if store
+            .certificate(&id)
+            .await?
+            .is_some_and(|c| !c.spec.deployments.is_empty())
+        {
+            with_targets.push(id);
+        }
+    }
+    if with_targets.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let service = crate::deploy::service(store, secrets, &args.verify).await?;
+    let mut reports = Vec::new();
+    for id in &with_targets {
+        match service.deploy(id, None, false).await {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!("certpilot: deploying {id}: {e}");
+                return Ok(ExitCode::from(EXIT_RENEWAL_FAILED));
+            }
+        }
+    }
+    crate::deploy::report_deploys(&reports, args.format)
 }
 
 fn renew_row(

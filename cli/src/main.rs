@@ -5,6 +5,7 @@
 
 mod args;
 mod certificates;
+mod deploy;
 mod output;
 
 use std::io::IsTerminal;
@@ -117,6 +118,14 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Verify(args) => {
             certificates::verify(store.certificates()?, store.port(), args).await
+        }
+        Command::Deploy(args) => {
+            let secrets = open_secrets(cli.secrets.as_deref(), &store).await?;
+            deploy::deploy(store.certificates()?, secrets, args).await
+        }
+        Command::Rollback(args) => {
+            let secrets = open_secrets(cli.secrets.as_deref(), &store).await?;
+            deploy::rollback(store.certificates()?, secrets, args).await
         }
         Command::Renew(args) => {
             let secrets = open_secrets(cli.secrets.as_deref(), &store).await?;

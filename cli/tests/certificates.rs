@@ -12,6 +12,8 @@ use certpilot_testkit::procs::{ChallTestSrv, Pebble, PebbleOptions, free_port};
 use serde_json::Value;
 
 struct Env {
+    /// Extra environment for the binary (AWS settings for moto).
+    extra_env: Vec<(String, String)>,
     _dns: ChallTestSrv,
     pebble: Pebble,
     http_port: u16,
@@ -32,6 +34,7 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pebble-ca.pem"), &pebble.tls_ca_pem).unwrap();
         Env {
+            extra_env: Vec::new(),
             _dns: dns,
             pebble,
             http_port,
@@ -55,6 +58,7 @@ impl Env {
             .env_remove("CERTPILOT_SECRETS")
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
+            .envs(self.extra_env.iter().cloned())
             .output()
             .await
             .expect("certpilot runs")
@@ -393,4 +397,143 @@ async fn verify_reports_an_endpoint_still_serving_the_old_certificate_and_then_t
         seen[0]["certificate"]["fingerprint_sha256"],
         fingerprint.as_str()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_deploys_to_aws_targets_proves_them_and_rolls_back_an_endpoint_that_keeps_the_old_one()
+ {
+    use certpilot_e2e::estate::Estate;
+    use certpilot_testkit::certs::Ca;
+
+    let mut env = Env::start();
+    let moto = certpilot_testkit::procs::shared_moto();
+    env.extra_env = vec![
+        ("AWS_ENDPOINT_URL".into(), moto.endpoint_url.clone()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+    ];
+    let estate = Estate::new(&moto.endpoint_url);
+    estate.keyring.watch_keys(&env.path("state"));
+    let legacy = Ca::new("Team CA").leaf(&["pay.certpilot.test"]).build();
+    let legacy_arn = estate.import(&legacy).await;
+    let run = std::process::id();
+    let listener = estate.listener(&format!("cli-{run}"), &legacy_arn).await;
+    let distribution = estate
+        .distribution(&legacy_arn, &format!("cli-cf-{run}"))
+        .await;
+    let alb = estate.follow_listener(&listener, false).await;
+    let cdn = estate.follow_distribution(&distribution).await;
+
+    let alb_spec = format!(
+        "elbv2-listener:name=alb,listener-arn={listener},endpoint={},verify-deadline=15s",
+        alb.endpoint()
+    );
+    let cdn_spec = format!(
+        "cloudfront:name=cdn,distribution-id={distribution},endpoint={},verify-deadline=15s",
+        cdn.endpoint()
+    );
+    let added = env
+        .add(
+            &["pay.certpilot.test"],
+            &["--deploy", &alb_spec, "--deploy", &cdn_spec],
+        )
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    let bad = env
+        .add(
+            &["bad.certpilot.test"],
+            &["--deploy", "cloudfront:distribution=E1"],
+        )
+        .await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("cloudfront has no setting \"distribution\""),
+        "{}",
+        stderr(&bad)
+    );
+
+    let renew = |extra: &'static [&'static str]| {
+        let mut args = vec!["renew", "--format", "json", "--verify-interval", "200ms"];
+        args.extend_from_slice(extra);
+        args
+    };
+    // Issued by Pebble, installed on both targets, served by both: done.
+    let out = env.run(&renew(&["--due"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = json_lines(&out);
+    assert_eq!(rows[0]["outcome"], "issued", "{rows:?}");
+    let first = rows[0]["fingerprint"].as_str().unwrap().to_owned();
+    let deployed: Vec<_> = rows.iter().filter(|r| r.get("name").is_some()).collect();
+    assert_eq!(deployed.len(), 2, "{rows:?}");
+    for r in &deployed {
+        assert_eq!(r["status"], "verified", "{r}");
+        assert_eq!(r["fingerprint"], first.as_str());
+    }
+
+    // The outage: renewed, the listener's API takes it, its nodes keep the old one.
+    alb.freeze();
+    let out = env.run(&renew(&["pay.certpilot.test", "--force"])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let rows = json_lines(&out);
+    let second = rows[0]["fingerprint"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    let alb_row = rows.iter().find(|r| r["name"] == "alb").unwrap();
+    assert_eq!(alb_row["status"], "not_serving", "{alb_row}");
+    assert_eq!(alb_row["rolled_back"], true);
+    assert_eq!(alb_row["checks"][0]["serving"], first.as_str());
+    assert!(
+        alb_row["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&alb.endpoint())
+    );
+    assert!(
+        stderr(&out).contains("do not serve the new certificate"),
+        "{}",
+        stderr(&out)
+    );
+    let cdn_row = rows.iter().find(|r| r["name"] == "cdn").unwrap();
+    assert_eq!(cdn_row["status"], "verified");
+
+    // Fixed: the next run deploys what is not yet served, without a new order.
+    alb.thaw();
+    let out = env.run(&renew(&["--due"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = json_lines(&out);
+    let alb_row = rows.iter().find(|r| r["name"] == "alb").unwrap();
+    assert_eq!(alb_row["status"], "verified", "{rows:?}");
+    assert_eq!(alb_row["fingerprint"], second.as_str());
+    assert!(
+        rows.iter()
+            .all(|r| r.get("outcome") != Some(&serde_json::json!("issued")))
+    );
+
+    // `deploy` has nothing left to do; `rollback` puts the first certificate back.
+    let out = env
+        .run(&["deploy", "pay.certpilot.test", "--format", "json"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(json_lines(&out).iter().all(|r| r["unchanged"] == true));
+    let out = env
+        .run(&["rollback", "pay.certpilot.test", "--format", "json"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        json_lines(&out)
+            .iter()
+            .all(|r| r["status"] == "rolled_back")
+    );
+    let bound = estate
+        .elb
+        .describe_listeners()
+        .listener_arns(&listener)
+        .send()
+        .await
+        .unwrap();
+    let arn = bound.listeners()[0].certificates()[0]
+        .certificate_arn
+        .clone()
+        .unwrap();
+    assert_eq!(estate.acm_fingerprint(&arn).await, first);
 }

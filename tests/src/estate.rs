@@ -18,26 +18,69 @@ use certpilot_testkit::servers::Swappable;
 use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
 
-/// Keys by leaf fingerprint: what the data plane was given at import.
+/// The keys a data plane was given at import: certificates the test made itself, and any key
+/// in the directories named (a secret store's files), matched to a certificate by public key.
 #[derive(Clone, Default)]
-pub struct Keyring(Arc<Mutex<HashMap<String, Leaf>>>);
+pub struct Keyring {
+    leaves: Arc<Mutex<HashMap<String, Leaf>>>,
+    key_dirs: Arc<Mutex<Vec<std::path::PathBuf>>>,
+}
 
 impl Keyring {
     /// Remembers `leaf` (chain and key) under its fingerprint.
     pub fn remember(&self, leaf: &Leaf) {
-        self.0.lock().unwrap().insert(
+        self.leaves.lock().unwrap().insert(
             leaf.fingerprint(),
             Leaf::from_pem(&leaf.chain_pem(), &leaf.key_pem()),
         );
     }
 
-    fn get(&self, fingerprint: &str) -> Option<Leaf> {
-        self.0
-            .lock()
-            .unwrap()
-            .get(fingerprint)
-            .map(|l| Leaf::from_pem(&l.chain_pem(), &l.key_pem()))
+    /// Also looks for keys in the files under `dir`.
+    pub fn watch_keys(&self, dir: &std::path::Path) {
+        self.key_dirs.lock().unwrap().push(dir.to_owned());
     }
+
+    /// What to serve for the certificate `chain_pem` (leaf first).
+    fn get(&self, chain_pem: &str) -> Option<Leaf> {
+        let fingerprint = certpilot_deploy_aws::acm::pem_fingerprint(chain_pem)?;
+        if let Some(l) = self.leaves.lock().unwrap().get(&fingerprint) {
+            return Some(Leaf::from_pem(&l.chain_pem(), &l.key_pem()));
+        }
+        let (_, block) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes()).ok()?;
+        let cert = block.parse_x509().ok()?;
+        let spki = cert.tbs_certificate.subject_pki.raw.to_vec();
+        let dirs = self.key_dirs.lock().unwrap().clone();
+        for dir in dirs {
+            for key_pem in key_files(&dir) {
+                let Ok(pair) = rcgen::KeyPair::from_pem(&key_pem) else {
+                    continue;
+                };
+                if rcgen::PublicKeyData::subject_public_key_info(&pair) == spki {
+                    return Some(Leaf::from_pem(chain_pem, &key_pem));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Every PKCS#8 key PEM in the files under `dir`.
+fn key_files(dir: &std::path::Path) -> Vec<String> {
+    let mut keys = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return keys;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            keys.extend(key_files(&path));
+        } else if let Ok(text) = std::fs::read_to_string(&path)
+            && text.contains("-----BEGIN PRIVATE KEY-----")
+        {
+            keys.push(text);
+        }
+    }
+    keys
 }
 
 /// A data-plane stand-in: serves what its control plane names until frozen.
@@ -299,8 +342,7 @@ impl Estate {
                 if sni {
                     certs
                         .iter()
-                        .filter(|c| c.is_default != Some(true))
-                        .next_back()
+                        .rfind(|c| c.is_default != Some(true))
                         .and_then(|c| c.certificate_arn.clone())
                 } else {
                     let out = elb
@@ -388,11 +430,15 @@ impl Estate {
                 let Ok(out) = acm.get_certificate().certificate_arn(&arn).send().await else {
                     return;
                 };
-                let fingerprint = out
-                    .certificate
-                    .as_deref()
-                    .and_then(certpilot_deploy_aws::acm::pem_fingerprint);
-                if let Some(leaf) = fingerprint.and_then(|fp| keyring.get(&fp)) {
+                let Some(leaf_pem) = out.certificate else {
+                    return;
+                };
+                let chain = format!(
+                    "{}\n{}",
+                    leaf_pem.trim(),
+                    out.certificate_chain.unwrap_or_default()
+                );
+                if let Some(leaf) = keyring.get(&chain) {
                     p.serve(&leaf);
                 }
             }

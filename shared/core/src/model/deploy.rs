@@ -172,18 +172,18 @@ impl Deployment {
         {
             return Err(bad(&region, "not an AWS region name"));
         }
-        if let Some(arn) = &self.certificate_arn {
-            if arn_region(arn)? != region || !arn.contains(":certificate/") {
-                return Err(bad(arn, &format!("not an ACM certificate ARN in {region}")));
-            }
+        if let Some(arn) = &self.certificate_arn
+            && (arn_region(arn)? != region || !arn.contains(":certificate/"))
+        {
+            return Err(bad(arn, &format!("not an ACM certificate ARN in {region}")));
         }
-        if let Some(role) = &self.role_arn {
-            if !role.starts_with("arn:") || !role.contains(":role/") {
-                return Err(bad(
-                    role,
-                    "a role is an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
-                ));
-            }
+        if let Some(role) = &self.role_arn
+            && (!role.starts_with("arn:") || !role.contains(":role/"))
+        {
+            return Err(bad(
+                role,
+                "a role is an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
+            ));
         }
         match &self.target {
             TargetConfig::Elbv2Listener { listener_arn, .. }

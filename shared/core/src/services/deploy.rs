@@ -223,13 +223,13 @@ impl DeployService {
             .previous
             .clone()
             .ok_or_else(|| DeployServiceError::NoPrevious(id.to_owned()))?;
-        if let Some(name) = only {
-            if !cert.spec.deployments.iter().any(|d| d.name == name) {
-                return Err(DeployServiceError::NoDeployment {
-                    id: id.to_owned(),
-                    name: name.to_owned(),
-                });
-            }
+        if let Some(name) = only
+            && !cert.spec.deployments.iter().any(|d| d.name == name)
+        {
+            return Err(DeployServiceError::NoDeployment {
+                id: id.to_owned(),
+                name: name.to_owned(),
+            });
         }
         let material = self.material(&cert, &current).await?;
         let previous = self.material(&cert, &previous_cert).await?;
