@@ -52,7 +52,7 @@ impl Handler {
             .as_millis();
         tracing::info!(request_id = %event.context.request_id, remaining_ms, deadline = event.context.deadline, "invocation");
         let payload = event.payload;
-        if is_sqs(&payload) {
+        if certpilot_aws::lambda::is_sqs(&payload) {
             let sqs: SqsEvent = serde_json::from_value(payload)
                 .map_err(|e| FunctionError::Event(format!("SQS event: {e}")))?;
             let response = self.batches(sqs, deadline).await;
@@ -96,29 +96,5 @@ impl Handler {
             response.add_failure(id);
         }
         response
-    }
-}
-
-fn is_sqs(payload: &Value) -> bool {
-    payload["Records"]
-        .as_array()
-        .and_then(|r| r.first())
-        .is_some_and(|r| r["eventSource"] == "aws:sqs")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqs_events_are_told_from_ticks() {
-        let sqs = serde_json::json!({"Records": [{"eventSource": "aws:sqs", "body": "{}"}]});
-        assert!(is_sqs(&sqs));
-        assert!(!is_sqs(
-            &serde_json::json!({"detail-type": "Scheduled Event"})
-        ));
-        assert!(!is_sqs(
-            &serde_json::json!({"Records": [{"eventSource": "aws:s3"}]})
-        ));
     }
 }

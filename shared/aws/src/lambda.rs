@@ -95,3 +95,29 @@ mod tests {
         );
     }
 }
+
+/// Whether a Lambda payload is an SQS batch (an event source mapping) rather than a
+/// scheduler tick or a direct invocation.
+pub fn is_sqs(payload: &serde_json::Value) -> bool {
+    payload["Records"]
+        .as_array()
+        .and_then(|r| r.first())
+        .is_some_and(|r| r["eventSource"] == "aws:sqs")
+}
+
+#[cfg(test)]
+mod sqs_tests {
+    use super::is_sqs;
+
+    #[test]
+    fn sqs_events_are_told_from_ticks() {
+        let sqs = serde_json::json!({"Records": [{"eventSource": "aws:sqs", "body": "{}"}]});
+        assert!(is_sqs(&sqs));
+        assert!(!is_sqs(
+            &serde_json::json!({"detail-type": "Scheduled Event"})
+        ));
+        assert!(!is_sqs(
+            &serde_json::json!({"Records": [{"eventSource": "aws:s3"}]})
+        ));
+    }
+}

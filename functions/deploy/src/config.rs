@@ -1,0 +1,29 @@
+//! The function's settings, read once at cold start.
+
+use std::time::Duration;
+
+use certpilot_aws::lambda::{ConfigError, duration, required};
+
+/// Everything the function reads from its environment.
+#[derive(Debug)]
+pub struct Config {
+    pub table: String,
+    pub verify_interval: Duration,
+    pub verify_max_deadline: Duration,
+    pub probe_timeout: Duration,
+}
+
+impl Config {
+    /// Reads the settings, naming the first one that is wrong.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Ok(Config {
+            table: required("CERTPILOT_TABLE", "the DynamoDB table name")?,
+            verify_interval: duration("CERTPILOT_VERIFY_INTERVAL", Duration::from_secs(10))?,
+            verify_max_deadline: duration(
+                "CERTPILOT_VERIFY_MAX_DEADLINE",
+                Duration::from_secs(10 * 60),
+            )?,
+            probe_timeout: duration("CERTPILOT_PROBE_TIMEOUT", Duration::from_secs(10))?,
+        })
+    }
+}

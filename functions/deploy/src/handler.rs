@@ -1,0 +1,179 @@
+//! Decoding events and encoding answers: all the handler does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use certpilot_core::model::certificate::IssuedMessage;
+use certpilot_core::ports::{CertificateStore, Clock, DeployTargets, SecretStore};
+use certpilot_core::services::deploy::{
+    DeployReport, DeployService, DeployServiceError, DeploySettings,
+};
+use certpilot_core::services::verify::VerifyService;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+
+/// A failed invocation, typed so Lambda's diagnostics say whether a retry can help.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    #[error(transparent)]
+    Deploy(#[from] DeployServiceError),
+    #[error("event: {0}")]
+    Event(String),
+}
+
+impl From<FunctionError> for Diagnostic {
+    fn from(e: FunctionError) -> Diagnostic {
+        Diagnostic {
+            error_type: "DeployFailed".into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// What a scheduler tick did.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    verified: usize,
+    not_verified: usize,
+    failed: usize,
+    reports: Vec<DeployReport>,
+}
+
+/// Holds what every invocation needs.
+pub struct Handler {
+    store: Arc<dyn CertificateStore>,
+    secrets: Arc<dyn SecretStore>,
+    targets: Arc<dyn DeployTargets>,
+    verifier: VerifyService,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+    max_deadline: Duration,
+}
+
+/// Time kept back at the end of an invocation to record outcomes and answer.
+const MARGIN: Duration = Duration::from_secs(20);
+
+impl Handler {
+    pub fn new(
+        store: Arc<dyn CertificateStore>,
+        secrets: Arc<dyn SecretStore>,
+        targets: Arc<dyn DeployTargets>,
+        verifier: VerifyService,
+        clock: Arc<dyn Clock>,
+        config: &Config,
+    ) -> Self {
+        Handler {
+            store,
+            secrets,
+            targets,
+            verifier,
+            clock,
+            interval: config.verify_interval,
+            max_deadline: config.verify_max_deadline,
+        }
+    }
+
+    /// The service for one invocation: verification never waits past its end.
+    fn service(&self, deadline: Instant) -> DeployService {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(MARGIN);
+        DeployService::new(
+            self.store.clone(),
+            self.secrets.clone(),
+            self.targets.clone(),
+            self.verifier.clone(),
+            self.clock.clone(),
+            DeploySettings {
+                interval: self.interval,
+                max_deadline: Some(self.max_deadline.min(left)),
+            },
+        )
+    }
+
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, FunctionError> {
+        let deadline = certpilot_aws::lambda::invocation_deadline(event.context.deadline);
+        info!(request_id = %event.context.request_id, "invocation");
+        let service = self.service(deadline);
+        if certpilot_aws::lambda::is_sqs(&event.payload) {
+            let sqs: SqsEvent = serde_json::from_value(event.payload)
+                .map_err(|e| FunctionError::Event(format!("SQS event: {e}")))?;
+            let response = messages(&service, sqs).await;
+            return serde_json::to_value(response).map_err(|e| FunctionError::Event(e.to_string()));
+        }
+        let mut summary = Summary::default();
+        for id in service.pending().await? {
+            match service.deploy(&id, None, false).await {
+                Ok(r) if r.is_verified() => {
+                    summary.verified += 1;
+                    summary.reports.push(r);
+                }
+                Ok(r) => {
+                    summary.not_verified += 1;
+                    summary.reports.push(r);
+                }
+                Err(e) => {
+                    error!(%id, error = %e, "deploy failed");
+                    summary.failed += 1;
+                }
+            }
+        }
+        info!(verified = summary.verified, not_verified = summary.not_verified, failed = summary.failed, "summary");
+        serde_json::to_value(summary).map_err(|e| FunctionError::Event(e.to_string()))
+    }
+}
+
+/// Deploys each message's certificate; a message is reported failed (delivered again later)
+/// when it cannot be read or its certificate is not served everywhere.
+async fn messages(service: &DeployService, event: SqsEvent) -> SqsBatchResponse {
+    let mut failures = Vec::new();
+    for record in event.records {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let message: IssuedMessage = match record.body.as_deref().map(serde_json::from_str) {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                warn!(%message_id, error = %e, "unreadable issued message");
+                failures.push(message_id);
+                continue;
+            }
+            None => {
+                warn!(%message_id, "empty message");
+                failures.push(message_id);
+                continue;
+            }
+        };
+        match service
+            .deploy(&message.id, Some(&message.fingerprint), false)
+            .await
+        {
+            Ok(report) if report.is_verified() => {
+                info!(id = %report.id, fingerprint = %report.fingerprint, unchanged = report.targets.iter().all(|t| t.unchanged), "deployed and verified");
+            }
+            Ok(report) => {
+                for t in report.targets.iter().filter(|t| t.status.as_str() != "verified") {
+                    error!(id = %report.id, deployment = %t.name, kind = %t.kind, status = t.status.as_str(), detail = t.detail.as_deref().unwrap_or_default(), "not served");
+                }
+                failures.push(message_id);
+            }
+            Err(DeployServiceError::NotFound(id)) => {
+                // Removed since it was issued: nothing to deploy, ever.
+                warn!(%id, "certificate no longer managed; message dropped");
+            }
+            Err(e) => {
+                error!(id = %message.id, error = %e, "deploy failed");
+                failures.push(message_id);
+            }
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    for id in failures {
+        response.add_failure(id);
+    }
+    response
+}
