@@ -1,6 +1,10 @@
-//! The real renew function under `cargo lambda watch`, invoked with the sample scheduled
-//! event, against moto (DynamoDB, Secrets Manager, Route 53, SQS) and Pebble (30% of nonces
-//! rejected), with DNS-01 through Route 53 and a nameserver answering from moto's records.
+//! The real renew and deploy functions under `cargo lambda watch`, against moto (DynamoDB,
+//! Secrets Manager, Route 53, SQS, ACM, ELBv2, CloudFront, API Gateway) and Pebble (30% of
+//! nonces rejected): the renew function issues through DNS-01 in Route 53 (a nameserver
+//! answers Pebble from moto's records) and announces the certificate; the deploy function
+//! takes that very message, installs the certificate on a load balancer, a distribution and an
+//! API domain (TLS servers stand in for their data planes) and proves each serves it; a node
+//! that keeps the old certificate makes the message fail and the record say `not_serving`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,9 +13,27 @@ use certpilot_core::model::certificate::{
     AcmeIssuer as IssuerConfig, CertificateSpec, ChallengeConfig, DnsProviderConfig, IssuedMessage,
     KeyType, ManagedCertificate, RenewalPolicy,
 };
+use certpilot_core::model::deploy::{ApiGatewayApi, Deployment, DeploymentStatus, TargetConfig};
 use certpilot_core::ports::{CertificateStore, SecretStore, SecretVersion};
 use certpilot_dynamodb::DynamoStore;
+use certpilot_e2e::estate::Estate;
+use certpilot_testkit::certs::{Ca, Leaf};
 use certpilot_testkit::procs::{shared_moto, workspace_root};
+
+/// The event SQS hands the deploy function for `message`.
+fn sqs_event(message: &aws_sdk_sqs::types::Message) -> serde_json::Value {
+    serde_json::json!({"Records": [{
+        "messageId": message.message_id().unwrap(),
+        "receiptHandle": message.receipt_handle().unwrap(),
+        "body": message.body().unwrap(),
+        "attributes": {},
+        "messageAttributes": {},
+        "md5OfBody": message.md5_of_body().unwrap_or_default(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:deploy",
+        "awsRegion": "us-east-1"
+    }]})
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate() {
@@ -33,6 +55,59 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
     let route53 = aws_sdk_route53::Client::new(&aws);
     let domain = format!("fn-{run}.certpilot.test");
     let zone = certpilot_e2e::route53_zone(&route53, &domain).await;
+
+    // Where the certificate is installed: a load balancer, a distribution, a REST API domain
+    // (bound to an ARN certpilot adopts), each with a TLS server standing in for its data plane.
+    let estate = Estate::new(&moto.endpoint_url);
+    let legacy = Ca::new("Team CA").leaf(&[&domain]).build();
+    let legacy_arn = estate.import(&legacy).await;
+    let adopted_arn = estate.import(&legacy).await;
+    let listener = estate.listener(&format!("fn-{run}"), &legacy_arn).await;
+    let distribution = estate
+        .distribution(&legacy_arn, &format!("fn-cf-{run}"))
+        .await;
+    let api_domain = format!("api.{domain}");
+    estate.rest_domain(&api_domain, &adopted_arn).await;
+    let alb = estate.follow_listener(&listener, false).await;
+    let cdn = estate.follow_distribution(&distribution).await;
+    let api = estate.follow_rest_domain(&api_domain).await;
+    let deployment = |name: &str, target: TargetConfig, endpoint: String| Deployment {
+        name: name.into(),
+        target,
+        certificate_arn: None,
+        role_arn: None,
+        endpoints: vec![endpoint.parse().unwrap()],
+        verify_deadline_secs: Some(10),
+    };
+    let deployments = vec![
+        deployment(
+            "alb",
+            TargetConfig::Elbv2Listener {
+                listener_arn: listener.clone(),
+                sni: false,
+            },
+            alb.endpoint(),
+        ),
+        deployment(
+            "cdn",
+            TargetConfig::Cloudfront {
+                distribution_id: distribution.clone(),
+            },
+            cdn.endpoint(),
+        ),
+        Deployment {
+            certificate_arn: Some(adopted_arn.clone()),
+            ..deployment(
+                "api",
+                TargetConfig::ApiGateway {
+                    domain_name: api_domain.clone(),
+                    region: "us-east-1".into(),
+                    api: ApiGatewayApi::Rest,
+                },
+                api.endpoint(),
+            )
+        },
+    ];
 
     let nameserver = certpilot_e2e::route53_nameserver(&route53, &zone).await;
     let (pebble, _dir, ca_file) = certpilot_e2e::pebble_resolving_through(nameserver.addr);
@@ -56,7 +131,7 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
         renewal: RenewalPolicy::Auto,
         tags: Tags::new(),
         endpoints: vec![],
-        deployments: Vec::new(),
+        deployments,
     };
     store
         .add_certificate(&ManagedCertificate::new(
@@ -76,6 +151,8 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
             ("CERTPILOT_SECRETS_PREFIX", prefix.clone()),
             ("CERTPILOT_ACME_CA_FILE", ca_file.display().to_string()),
             ("CERTPILOT_ACME_TIMEOUT", "30s".into()),
+            ("CERTPILOT_VERIFY_INTERVAL", "200ms".into()),
+            ("CERTPILOT_VERIFY_MAX_DEADLINE", "10s".into()),
         ],
     );
     let tick: serde_json::Value = serde_json::from_str(
@@ -122,6 +199,43 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
     assert_eq!(message.id, "shop");
     assert_eq!(message.fingerprint, fingerprint);
     assert_eq!(message.key_version, current.key_version);
+    assert!(!cert.is_deployed(), "issued is not yet done");
+
+    // The deploy function takes the message: every target serves the certificate.
+    estate.keyring.remember(&Leaf::from_pem(
+        &current.chain_pem,
+        key.expose_str().unwrap(),
+    ));
+    let event = sqs_event(&messages[0]);
+    let answer = watch.invoke("deploy", &event).await;
+    assert_eq!(
+        answer["batchItemFailures"],
+        serde_json::json!([]),
+        "{answer}"
+    );
+    let cert = store.certificate("shop").await.unwrap().unwrap();
+    assert!(cert.is_deployed(), "{:?}", cert.deployments);
+    assert_eq!(
+        estate.acm_fingerprint(&adopted_arn).await,
+        fingerprint,
+        "the adopted ARN was re-imported"
+    );
+    // Delivered again: nothing changes, nothing fails.
+    let answer = watch.invoke("deploy", &event).await;
+    assert_eq!(
+        answer["batchItemFailures"],
+        serde_json::json!([]),
+        "{answer}"
+    );
+    assert_eq!(
+        store
+            .certificate("shop")
+            .await
+            .unwrap()
+            .unwrap()
+            .deployments,
+        cert.deployments
+    );
 
     // The next tick has nothing to do.
     let again = watch.invoke("renew", &tick).await;
@@ -141,4 +255,62 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
         .unwrap()
         .unwrap();
     assert_eq!(previous, key, "the former key is kept as AWSPREVIOUS");
+
+    // The outage, through the functions: the new certificate is issued and its message
+    // delivered, the load balancer's API takes it, its nodes keep serving the first one.
+    alb.freeze();
+    let renewed = store.certificate("shop").await.unwrap().unwrap();
+    let renewed_current = renewed.current.clone().unwrap();
+    let (_, renewed_key) = secrets
+        .get("certificate-key/shop", &SecretVersion::Current)
+        .await
+        .unwrap()
+        .unwrap();
+    estate.keyring.remember(&Leaf::from_pem(
+        &renewed_current.chain_pem,
+        renewed_key.expose_str().unwrap(),
+    ));
+    let received = sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let message = received
+        .messages()
+        .iter()
+        .find(|m| m.body().unwrap().contains(&renewed_current.fingerprint))
+        .expect("the forced renewal's message");
+    let answer = watch.invoke("deploy", &sqs_event(message)).await;
+    assert_eq!(
+        answer["batchItemFailures"][0]["itemIdentifier"],
+        message.message_id().unwrap(),
+        "a renewal not served is retried: {answer}"
+    );
+    let cert = store.certificate("shop").await.unwrap().unwrap();
+    assert!(!cert.is_deployed());
+    let alb_record = cert.deployment_record("alb").unwrap();
+    assert_eq!(alb_record.status, DeploymentStatus::NotServing);
+    assert!(
+        alb_record.detail.as_deref().unwrap().contains(fingerprint),
+        "names what the endpoint serves instead: {alb_record:?}"
+    );
+    assert_eq!(
+        cert.deployment_record("cdn").unwrap().status,
+        DeploymentStatus::Verified
+    );
+
+    // Once the nodes follow again, the scheduled sweep finishes the job.
+    alb.thaw();
+    let swept = watch.invoke("deploy", &tick).await;
+    assert_eq!(swept["verified"], 1, "{swept}");
+    assert!(
+        store
+            .certificate("shop")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_deployed()
+    );
 }

@@ -124,7 +124,12 @@ impl Handler {
                 }
             }
         }
-        info!(verified = summary.verified, not_verified = summary.not_verified, failed = summary.failed, "summary");
+        info!(
+            verified = summary.verified,
+            not_verified = summary.not_verified,
+            failed = summary.failed,
+            "summary"
+        );
         serde_json::to_value(summary).map_err(|e| FunctionError::Event(e.to_string()))
     }
 }
@@ -156,7 +161,11 @@ async fn messages(service: &DeployService, event: SqsEvent) -> SqsBatchResponse 
                 info!(id = %report.id, fingerprint = %report.fingerprint, unchanged = report.targets.iter().all(|t| t.unchanged), "deployed and verified");
             }
             Ok(report) => {
-                for t in report.targets.iter().filter(|t| t.status.as_str() != "verified") {
+                for t in report
+                    .targets
+                    .iter()
+                    .filter(|t| t.status.as_str() != "verified")
+                {
                     error!(id = %report.id, deployment = %t.name, kind = %t.kind, status = t.status.as_str(), detail = t.detail.as_deref().unwrap_or_default(), "not served");
                 }
                 failures.push(message_id);
