@@ -493,3 +493,48 @@ async fn an_endpoint_that_keeps_the_old_certificate_is_not_serving_and_the_previ
     );
     assert!(w.service.pending().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sni_certificate_that_is_not_served_is_taken_off_the_listener_again() {
+    let w = World::new("sni-outage");
+    let run = std::process::id();
+    let legacy = w.leaf(KeyKind::EcdsaP256);
+    let legacy_arn = w.estate.import(&legacy).await;
+    let listener = w
+        .estate
+        .listener(&format!("sni-out-{run}"), &legacy_arn)
+        .await;
+    let plane = w.estate.follow_listener(&listener, true).await;
+    plane.freeze();
+    w.add(
+        "checkout",
+        vec![deployment(
+            "alb-sni",
+            TargetConfig::Elbv2Listener {
+                listener_arn: listener.clone(),
+                sni: true,
+            },
+            &plane.endpoint(),
+        )],
+    )
+    .await;
+    let first = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert_eq!(report.targets[0].status, DeploymentStatus::NotServing);
+    assert_eq!(report.targets[0].rolled_back, Some(true));
+    let listed = w
+        .estate
+        .elb
+        .describe_listener_certificates()
+        .listener_arn(&listener)
+        .send()
+        .await
+        .unwrap();
+    let arns: Vec<_> = listed
+        .certificates()
+        .iter()
+        .filter_map(|c| c.certificate_arn.clone())
+        .collect();
+    assert_eq!(arns, [legacy_arn], "only the team's certificate is left");
+}

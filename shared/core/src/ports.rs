@@ -679,6 +679,9 @@ pub struct Deployed {
     /// What was bound before, when the deploy bound a different certificate (to remove after
     /// verification, or to bind again on rollback).
     pub replaced: Option<String>,
+    /// Whether the certificate was bound beside others (added to an SNI list) rather than in
+    /// place of one: a rollback removes it.
+    pub added: bool,
 }
 
 /// Why a deploy, read or rollback failed.

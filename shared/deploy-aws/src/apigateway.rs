@@ -13,7 +13,7 @@ use certpilot_core::model::deploy::ApiGatewayApi;
 use certpilot_core::ports::DeployError;
 use tracing::info;
 
-use crate::{Binder, refused};
+use crate::{Bind, Binder, refused};
 
 /// The binder for `domain_name` of `api`.
 pub fn domain(config: &SdkConfig, domain_name: String, api: ApiGatewayApi) -> Box<dyn Binder> {
@@ -64,10 +64,10 @@ impl Binder for RestDomain {
         Ok(self.current().await?.1.into_iter().collect())
     }
 
-    async fn bind(&self, arn: &str, _managed: Option<&str>) -> Result<Option<String>, DeployError> {
+    async fn bind(&self, arn: &str, _managed: Option<&str>) -> Result<Bind, DeployError> {
         let (path, current) = self.current().await?;
         if current.as_deref() == Some(arn) {
-            return Ok(None);
+            return Ok(Bind::default());
         }
         self.client
             .update_domain_name()
@@ -83,11 +83,17 @@ impl Binder for RestDomain {
             .await
             .map_err(|e| refused(&format!("apigateway UpdateDomainName {}", self.name), &e))?;
         info!(domain = %self.name, certificate = %arn, "apigateway: certificate switched");
-        Ok(current)
+        Ok(Bind {
+            replaced: current,
+            added: false,
+        })
     }
 
-    async fn restore(&self, _arn: &str, replaced: &str) -> Result<(), DeployError> {
-        self.bind(replaced, None).await.map(|_| ())
+    async fn restore(&self, _arn: &str, bind: &Bind) -> Result<(), DeployError> {
+        match &bind.replaced {
+            Some(replaced) => self.bind(replaced, None).await.map(|_| ()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -123,7 +129,7 @@ impl Binder for HttpDomain {
             .collect())
     }
 
-    async fn bind(&self, arn: &str, _managed: Option<&str>) -> Result<Option<String>, DeployError> {
+    async fn bind(&self, arn: &str, _managed: Option<&str>) -> Result<Bind, DeployError> {
         let mut configs = self.configurations().await?;
         let current = configs.first().and_then(|c| c.certificate_arn.clone());
         if configs
@@ -131,7 +137,7 @@ impl Binder for HttpDomain {
             .all(|c| c.certificate_arn.as_deref() == Some(arn))
             && !configs.is_empty()
         {
-            return Ok(None);
+            return Ok(Bind::default());
         }
         for c in &mut configs {
             c.certificate_arn = Some(arn.to_owned());
@@ -150,10 +156,16 @@ impl Binder for HttpDomain {
             .await
             .map_err(|e| refused(&format!("apigatewayv2 UpdateDomainName {}", self.name), &e))?;
         info!(domain = %self.name, certificate = %arn, "apigatewayv2: certificate switched");
-        Ok(current)
+        Ok(Bind {
+            replaced: current,
+            added: false,
+        })
     }
 
-    async fn restore(&self, _arn: &str, replaced: &str) -> Result<(), DeployError> {
-        self.bind(replaced, None).await.map(|_| ())
+    async fn restore(&self, _arn: &str, bind: &Bind) -> Result<(), DeployError> {
+        match &bind.replaced {
+            Some(replaced) => self.bind(replaced, None).await.map(|_| ()),
+            None => Ok(()),
+        }
     }
 }

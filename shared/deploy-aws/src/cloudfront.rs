@@ -12,7 +12,7 @@ use aws_sdk_cloudfront::types::{DistributionConfig, SslSupportMethod};
 use certpilot_core::ports::DeployError;
 use tracing::info;
 
-use crate::{Binder, refused};
+use crate::{Bind, Binder, refused};
 
 /// One distribution.
 pub struct Distribution {
@@ -92,11 +92,17 @@ impl Binder for Distribution {
             .collect())
     }
 
-    async fn bind(&self, arn: &str, _managed: Option<&str>) -> Result<Option<String>, DeployError> {
-        self.switch(arn).await
+    async fn bind(&self, arn: &str, _managed: Option<&str>) -> Result<Bind, DeployError> {
+        Ok(Bind {
+            replaced: self.switch(arn).await?,
+            added: false,
+        })
     }
 
-    async fn restore(&self, _arn: &str, replaced: &str) -> Result<(), DeployError> {
-        self.switch(replaced).await.map(|_| ())
+    async fn restore(&self, _arn: &str, bind: &Bind) -> Result<(), DeployError> {
+        match &bind.replaced {
+            Some(replaced) => self.switch(replaced).await.map(|_| ()),
+            None => Ok(()),
+        }
     }
 }

@@ -14,7 +14,7 @@ use aws_sdk_elasticloadbalancingv2::types::Certificate;
 use certpilot_core::ports::DeployError;
 use tracing::info;
 
-use crate::{Binder, refused};
+use crate::{Bind, Binder, refused};
 
 /// One listener.
 pub struct Listener {
@@ -114,17 +114,21 @@ impl Binder for Listener {
         Ok(all)
     }
 
-    async fn bind(&self, arn: &str, managed: Option<&str>) -> Result<Option<String>, DeployError> {
+    async fn bind(&self, arn: &str, managed: Option<&str>) -> Result<Bind, DeployError> {
         if !self.sni {
             let current = self.default_certificate().await?;
             if current.as_deref() == Some(arn) {
-                return Ok(None);
+                return Ok(Bind::default());
             }
             self.set_default(arn).await?;
-            return Ok(current);
+            return Ok(Bind {
+                replaced: current,
+                added: false,
+            });
         }
         let listed = self.sni_certificates().await?;
-        if !listed.iter().any(|a| a == arn) {
+        let added = !listed.iter().any(|a| a == arn);
+        if added {
             self.client
                 .add_listener_certificates()
                 .listener_arn(&self.arn)
@@ -136,9 +140,12 @@ impl Binder for Listener {
         }
         // Only the certificate certpilot put there is replaced: others in the list belong
         // to other names.
-        Ok(managed
-            .filter(|m| *m != arn && listed.iter().any(|a| a == m))
-            .map(str::to_owned))
+        Ok(Bind {
+            replaced: managed
+                .filter(|m| *m != arn && listed.iter().any(|a| a == m))
+                .map(str::to_owned),
+            added,
+        })
     }
 
     async fn release(&self, _arn: &str, replaced: &str) -> Result<(), DeployError> {
@@ -148,12 +155,17 @@ impl Binder for Listener {
         Ok(())
     }
 
-    async fn restore(&self, arn: &str, replaced: &str) -> Result<(), DeployError> {
+    async fn restore(&self, arn: &str, bind: &Bind) -> Result<(), DeployError> {
         if self.sni {
             // The replaced certificate was never removed: dropping the new one is enough.
-            self.remove(arn).await
-        } else {
+            if bind.added {
+                self.remove(arn).await?;
+            }
+            Ok(())
+        } else if let Some(replaced) = &bind.replaced {
             self.set_default(replaced).await
+        } else {
+            Ok(())
         }
     }
 }

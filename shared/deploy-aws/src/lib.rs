@@ -41,17 +41,27 @@ pub trait Binder: Send + Sync {
     /// The ACM certificates bound now, the default one first.
     async fn bound(&self) -> Result<Vec<String>, DeployError>;
 
-    /// Binds `arn`; returns what it replaced when that was a different certificate.
-    /// `managed` is the ARN certpilot bound here last time (an SNI list may hold others).
-    async fn bind(&self, arn: &str, managed: Option<&str>) -> Result<Option<String>, DeployError>;
+    /// Binds `arn`. `managed` is the ARN certpilot bound here last time (an SNI list may hold
+    /// others).
+    async fn bind(&self, arn: &str, managed: Option<&str>) -> Result<Bind, DeployError>;
 
     /// Drops `replaced` once `arn` is served (SNI lists; nothing where a bind replaces).
     async fn release(&self, _arn: &str, _replaced: &str) -> Result<(), DeployError> {
         Ok(())
     }
 
-    /// Undoes [`Binder::bind`]: `replaced` is bound again instead of `arn`.
-    async fn restore(&self, arn: &str, replaced: &str) -> Result<(), DeployError>;
+    /// Undoes [`Binder::bind`]: `arn` is removed where it was `added`, `replaced` is bound
+    /// again where it was replaced.
+    async fn restore(&self, arn: &str, bind: &Bind) -> Result<(), DeployError>;
+}
+
+/// What [`Binder::bind`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bind {
+    /// The certificate bound before, when a different one was.
+    pub replaced: Option<String>,
+    /// Whether `arn` was added beside the others (an SNI list).
+    pub added: bool,
 }
 
 /// A plain ACM import: nothing to bind.
@@ -62,14 +72,10 @@ impl Binder for ImportOnly {
     async fn bound(&self) -> Result<Vec<String>, DeployError> {
         Ok(Vec::new())
     }
-    async fn bind(
-        &self,
-        _arn: &str,
-        _managed: Option<&str>,
-    ) -> Result<Option<String>, DeployError> {
-        Ok(None)
+    async fn bind(&self, _arn: &str, _managed: Option<&str>) -> Result<Bind, DeployError> {
+        Ok(Bind::default())
     }
-    async fn restore(&self, _arn: &str, _replaced: &str) -> Result<(), DeployError> {
+    async fn restore(&self, _arn: &str, _bind: &Bind) -> Result<(), DeployError> {
         Ok(())
     }
 }
@@ -127,10 +133,11 @@ impl DeployTarget for AcmBacked {
         if let Ok(mut imported) = self.imported.lock() {
             *imported = Some(arn.clone());
         }
-        let replaced = self.binder.bind(&arn, managed.as_deref()).await?;
+        let bind = self.binder.bind(&arn, managed.as_deref()).await?;
         Ok(Deployed {
             certificate_arn: Some(arn),
-            replaced,
+            replaced: bind.replaced,
+            added: bind.added,
         })
     }
 
@@ -148,8 +155,12 @@ impl DeployTarget for AcmBacked {
     ) -> Result<(), DeployError> {
         let reused = self.reuse(&request);
         if let Some(d) = deployed {
-            if let (Some(arn), Some(replaced)) = (&d.certificate_arn, &d.replaced) {
-                self.binder.restore(arn, replaced).await?;
+            if let Some(arn) = &d.certificate_arn {
+                let bind = Bind {
+                    replaced: d.replaced.clone(),
+                    added: d.added,
+                };
+                self.binder.restore(arn, &bind).await?;
             }
             if d.certificate_arn.is_some() && d.certificate_arn != reused {
                 // A fresh ARN: nothing else uses it, and the old one was never touched.

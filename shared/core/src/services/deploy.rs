@@ -605,6 +605,7 @@ mod tests {
             Ok(Deployed {
                 certificate_arn: Some("arn:acm:new".into()),
                 replaced: Some("arn:acm:old".into()),
+                added: false,
             })
         }
         async fn finish(&self, d: &Deployed) -> Result<(), DeployError> {
