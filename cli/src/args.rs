@@ -320,6 +320,12 @@ pub struct CertificateAddArgs {
     #[arg(long, value_name = "KEY=VALUE")]
     pub tag: Vec<String>,
 
+    /// Have AWS Certificate Manager issue it in this region instead of the ACME CA (needs
+    /// `--dns route53`: ACM validates through CNAME records certpilot writes there). ACM keeps
+    /// the key and renews the certificate; certpilot follows the request and watches it.
+    #[arg(long, value_name = "REGION", conflicts_with_all = ["eab_kid", "profile", "http_listen", "webroot"])]
+    pub acm_region: Option<String>,
+
     /// Where to install it after each issuance (repeatable): `KIND:key=value,…`, KIND one
     /// of acm-import (region), elbv2-listener (listener-arn, sni), cloudfront
     /// (distribution-id), api-gateway (domain-name, region, api=rest|http); any may add

@@ -23,6 +23,7 @@ use certpilot_core::ports::{
     CertificateStore, Clock, IssuedSink, ScanLimits, SecretStore, SecretValue, SecretVersion,
     Store, StoreError, SystemClock,
 };
+use certpilot_core::services::acm::AcmService;
 use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService, RenewSettings};
 use certpilot_core::services::scan::{Recorder, ScanService};
 use certpilot_core::services::verify::{Verdict, VerifyService, VerifySettings};
@@ -213,6 +214,10 @@ fn spec_from_args(
         },
         tags,
         endpoints,
+        acm: args
+            .acm_region
+            .clone()
+            .map(|region| certpilot_core::model::certificate::AcmIssuance { region }),
         deployments: args
             .deploy
             .iter()
@@ -597,6 +602,14 @@ pub async fn renew(
         });
     let owner = format!("cli:{}:{}", hostname(), std::process::id());
     let secrets_for_deploy = secrets.clone();
+    // ACM keeps its keys: nothing to export, so the local sink is not told.
+    let acm = AcmService::new(
+        store.clone(),
+        Arc::new(certpilot_deploy_aws::acm::AcmIssuer::from_environment()),
+        Arc::new(LazyRoute53Dns::new(DNS_PROPAGATION)),
+        None,
+        Arc::new(SystemClock),
+    );
     let service = RenewService::new(
         store.clone(),
         secrets,
@@ -608,7 +621,8 @@ pub async fn renew(
             concurrency: usize::from(args.concurrency),
             ..RenewSettings::default()
         },
-    );
+    )
+    .with_acm(acm);
     let results = if args.ids.is_empty() {
         service.renew_due().await?
     } else {

@@ -264,6 +264,29 @@ async fn bad_certificate_input_is_named_and_nothing_is_stored() {
             &["--eab-kid", "kid-1", "--eab-hmac-file", "/nonexistent/hmac"],
             "--eab-hmac-file /nonexistent/hmac",
         ),
+        (
+            &["shop.certpilot.test"],
+            &[
+                "--acm-region",
+                "us-east-1",
+                "--dns",
+                "rfc2136",
+                "--rfc2136-server",
+                "127.0.0.1:53",
+                "--rfc2136-zone",
+                "certpilot.test",
+                "--tsig-key-name",
+                "k",
+                "--tsig-secret-file",
+                "/etc/hostname",
+            ],
+            "ACM validates by DNS: its CNAME records are written through Route 53",
+        ),
+        (
+            &["shop.certpilot.test"],
+            &["--deploy", "elbv2-listener:listener-arn=shop-lb"],
+            "deployment \"elbv2-listener\": not an ARN",
+        ),
     ];
     for (names, extra, expected) in cases {
         let out = env.add(names, extra).await;

@@ -135,6 +135,7 @@ impl World {
             tags: Tags::new(),
             endpoints: vec![],
             deployments,
+            acm: None,
         };
         spec.validate().unwrap();
         let cert = ManagedCertificate::new(id.into(), spec, time::OffsetDateTime::now_utc());

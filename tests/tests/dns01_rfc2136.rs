@@ -101,6 +101,7 @@ async fn a_wildcard_certificate_is_issued_through_signed_dynamic_updates() {
         tags: Tags::new(),
         endpoints: vec![],
         deployments: Vec::new(),
+        acm: None,
     };
     spec.validate().unwrap();
     store

@@ -99,6 +99,7 @@ async fn a_wildcard_certificate_is_issued_through_route53_and_the_records_are_cl
         tags: Tags::new(),
         endpoints: vec![],
         deployments: Vec::new(),
+        acm: None,
     };
     spec.validate().unwrap();
     store

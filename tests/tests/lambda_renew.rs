@@ -132,6 +132,7 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
         tags: Tags::new(),
         endpoints: vec![],
         deployments,
+        acm: None,
     };
     store
         .add_certificate(&ManagedCertificate::new(

@@ -75,6 +75,7 @@ impl Ca {
             tags: Tags::new(),
             endpoints: Vec::new(),
             deployments: Vec::new(),
+            acm: None,
         }
     }
 

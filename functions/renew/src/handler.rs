@@ -123,7 +123,27 @@ impl Handler {
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, FunctionError> {
         let deadline = certpilot_aws::lambda::invocation_deadline(event.context.deadline);
         let mut summary = Summary::default();
-        if event.payload.get("ids").is_some() {
+        if event.payload["source"] == "aws.acm" {
+            // "ACM Certificate Approaching Expiration" and its kin name the certificate by
+            // ARN: look at it now instead of at the next scheduled check.
+            let arns: Vec<String> = event.payload["resources"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for arn in arns {
+                match self.renew.renew_acm_arn(&arn).await {
+                    Ok(Some((id, outcome))) => summary.add(id, Ok(outcome)),
+                    Ok(None) => {
+                        info!(%arn, "ACM event about a certificate certpilot does not manage")
+                    }
+                    Err(e) => summary.add(arn, Err(e)),
+                }
+            }
+        } else if event.payload.get("ids").is_some() {
             let request: RenewRequest = serde_json::from_value(event.payload)
                 .map_err(|e| FunctionError::Event(format!("renew request: {e}")))?;
             for id in request.ids {

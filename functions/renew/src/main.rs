@@ -1,7 +1,9 @@
 //! The renew function. An EventBridge Scheduler tick renews every managed certificate that is
 //! due (bounded concurrency, no renewal started without time to finish it); an event
-//! `{"ids": ["shop"], "force": true}` renews those certificates. Each issuance is announced
-//! on the deploy queue.
+//! `{"ids": ["shop"], "force": true}` renews those certificates; an ACM event (source
+//! `aws.acm`, such as "ACM Certificate Approaching Expiration") checks the certificates it
+//! names at once. Certificates issued by ACM are requested, followed to `ISSUED` and watched
+//! (validation records, managed renewal). Each issuance is announced on the deploy queue.
 //!
 //! Settings (environment): `CERTPILOT_TABLE` (required), `CERTPILOT_DEPLOY_QUEUE_URL`,
 //! `CERTPILOT_SECRETS_PREFIX` (`certpilot/`), `CERTPILOT_SECRETS_KMS_KEY`,
@@ -20,7 +22,9 @@ use certpilot_acme::rfc2136::Rfc2136Dns;
 use certpilot_acme::{AcmeIssuer, AcmeSettings};
 use certpilot_aws::{Route53Dns, SecretsManagerStore, SqsIssuedSink};
 use certpilot_core::ports::{IssuedSink, SystemClock};
+use certpilot_core::services::acm::AcmService;
 use certpilot_core::services::renew::{RenewService, RenewSettings};
+use certpilot_deploy_aws::acm::AcmIssuer;
 use certpilot_dynamodb::DynamoStore;
 use lambda_runtime::{Error, service_fn};
 
@@ -62,6 +66,16 @@ async fn main() -> Result<(), Error> {
         std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
             .unwrap_or_else(|_| std::process::id().to_string())
     );
+    let acm = AcmService::new(
+        store.clone(),
+        Arc::new(AcmIssuer::new(aws.clone())),
+        Arc::new(Route53Dns::new(
+            aws_sdk_route53::Client::new(&aws),
+            config.dns_sync_timeout,
+        )),
+        sink.clone(),
+        Arc::new(SystemClock),
+    );
     let renew = RenewService::new(
         store,
         secrets,
@@ -74,7 +88,8 @@ async fn main() -> Result<(), Error> {
             renewal_budget: config.renewal_budget,
             ..RenewSettings::default()
         },
-    );
+    )
+    .with_acm(acm);
     let handler = handler::Handler::new(renew);
     lambda_runtime::run(service_fn(|event| handler.handle(event))).await
 }

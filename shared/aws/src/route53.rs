@@ -24,7 +24,7 @@ use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
 };
 use certpilot_core::model::certificate::DnsProviderConfig;
-use certpilot_core::ports::{DnsProvider, IssueError, TxtRecord};
+use certpilot_core::ports::{CnameProvider, CnameRecord, DnsProvider, IssueError, TxtRecord};
 use tokio::sync::Mutex;
 use tracing::info;
 
@@ -229,6 +229,87 @@ impl Route53Dns {
     }
 }
 
+impl Route53Dns {
+    /// The CNAME target at `name` in `zone`, if any.
+    async fn cname(&self, zone: &str, name: &str) -> Result<Option<String>, IssueError> {
+        let out = self
+            .client
+            .list_resource_record_sets()
+            .hosted_zone_id(zone)
+            .start_record_name(name)
+            .start_record_type(RrType::Cname)
+            .max_items(1)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ListResourceRecordSets", e))?;
+        Ok(out
+            .resource_record_sets()
+            .iter()
+            .find(|set| {
+                set.name().trim_end_matches('.').eq_ignore_ascii_case(name)
+                    && *set.r#type() == RrType::Cname
+            })
+            .and_then(|set| set.resource_records().first())
+            .map(|r| r.value().trim_end_matches('.').to_owned()))
+    }
+}
+
+#[async_trait]
+impl CnameProvider for Route53Dns {
+    async fn publish_cnames(
+        &self,
+        config: &DnsProviderConfig,
+        records: &[CnameRecord],
+    ) -> Result<(), IssueError> {
+        let build = |e: aws_sdk_route53::error::BuildError| IssueError::Config(e.to_string());
+        let mut per_zone: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+        for r in records {
+            let zone = self.zone(config, &r.name).await?;
+            let set = ResourceRecordSet::builder()
+                .name(&r.name)
+                .r#type(RrType::Cname)
+                .ttl(300)
+                .resource_records(
+                    ResourceRecord::builder()
+                        .value(&r.value)
+                        .build()
+                        .map_err(build)?,
+                )
+                .build()
+                .map_err(build)?;
+            per_zone.entry(zone).or_default().push(
+                Change::builder()
+                    .action(ChangeAction::Upsert)
+                    .resource_record_set(set)
+                    .build()
+                    .map_err(build)?,
+            );
+        }
+        for (zone, changes) in per_zone {
+            let count = changes.len();
+            self.apply(&zone, changes).await?;
+            info!(zone = %zone, names = count, "route53: ACM validation records in sync");
+        }
+        Ok(())
+    }
+
+    async fn missing_cnames(
+        &self,
+        config: &DnsProviderConfig,
+        records: &[CnameRecord],
+    ) -> Result<Vec<CnameRecord>, IssueError> {
+        let mut missing = Vec::new();
+        for r in records {
+            let zone = self.zone(config, &r.name).await?;
+            let value = self.cname(&zone, &r.name).await?;
+            if !value.is_some_and(|v| v.eq_ignore_ascii_case(r.value.trim_end_matches('.'))) {
+                missing.push(r.clone());
+            }
+        }
+        Ok(missing)
+    }
+}
+
 #[async_trait]
 impl DnsProvider for Route53Dns {
     async fn publish(
@@ -332,6 +413,25 @@ impl DnsProvider for LazyRoute53Dns {
         records: &[TxtRecord],
     ) -> Result<(), IssueError> {
         self.get().await.withdraw(config, records).await
+    }
+}
+
+#[async_trait]
+impl CnameProvider for LazyRoute53Dns {
+    async fn publish_cnames(
+        &self,
+        config: &DnsProviderConfig,
+        records: &[CnameRecord],
+    ) -> Result<(), IssueError> {
+        self.get().await.publish_cnames(config, records).await
+    }
+
+    async fn missing_cnames(
+        &self,
+        config: &DnsProviderConfig,
+        records: &[CnameRecord],
+    ) -> Result<Vec<CnameRecord>, IssueError> {
+        self.get().await.missing_cnames(config, records).await
     }
 }
 

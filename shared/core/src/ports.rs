@@ -624,6 +624,72 @@ pub trait DnsProvider: Send + Sync {
     ) -> Result<(), IssueError>;
 }
 
+/// A DNS record ACM validation asks for (`_x.name.` CNAME `_y.acm-validations.aws.`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CnameRecord {
+    /// The record name, without the trailing dot.
+    pub name: String,
+    /// Its target, without the trailing dot.
+    pub value: String,
+}
+
+/// A DNS service that can hold ACM's validation CNAME records (Route 53).
+///
+/// Contract: `publish_cnames` creates or updates the records and returns once they are in
+/// sync; `missing_cnames` lists those not (or no longer) in the zone with their value.
+#[async_trait]
+pub trait CnameProvider: Send + Sync {
+    /// Writes `records`.
+    async fn publish_cnames(
+        &self,
+        config: &crate::model::certificate::DnsProviderConfig,
+        records: &[CnameRecord],
+    ) -> Result<(), IssueError>;
+
+    /// Those of `records` the zone does not hold.
+    async fn missing_cnames(
+        &self,
+        config: &crate::model::certificate::DnsProviderConfig,
+        records: &[CnameRecord],
+    ) -> Result<Vec<CnameRecord>, IssueError>;
+}
+
+/// What ACM says about a certificate it issues.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmDescription {
+    /// `PENDING_VALIDATION`, `ISSUED`, `FAILED`, `VALIDATION_TIMED_OUT`, `EXPIRED`, `REVOKED`…
+    pub status: String,
+    /// Why it failed, when it did.
+    pub failure_reason: Option<String>,
+    /// The validation records it asks for (empty until ACM has made them).
+    pub validation: Vec<CnameRecord>,
+    /// Its managed renewal's status (`PENDING_AUTO_RENEWAL`, `PENDING_VALIDATION`, `SUCCESS`,
+    /// `FAILED`), once one has started.
+    pub renewal_status: Option<String>,
+    /// Why the managed renewal is stuck, when ACM says.
+    pub renewal_reason: Option<String>,
+    /// The certificate, once issued.
+    pub issued: Option<DownloadedCertificate>,
+}
+
+/// AWS Certificate Manager as an issuer: requests are asynchronous, so each call only starts
+/// or reads; nothing waits.
+#[async_trait]
+pub trait AcmCertificates: Send + Sync {
+    /// Requests a public certificate with DNS validation; `token` makes a retried request
+    /// return the same ARN.
+    async fn request(
+        &self,
+        region: &str,
+        names: &[String],
+        key_type: crate::model::certificate::KeyType,
+        token: &str,
+    ) -> Result<String, IssueError>;
+
+    /// Reads a requested certificate.
+    async fn describe(&self, region: &str, arn: &str) -> Result<AcmDescription, IssueError>;
+}
+
 /// Told about every certificate issued (the deploy queue in AWS, a deploy hook locally).
 #[async_trait]
 pub trait IssuedSink: Send + Sync {
@@ -644,8 +710,10 @@ pub struct DeployMaterial {
     pub key_type: crate::model::certificate::KeyType,
     /// Leaf first, then the intermediates, PEM.
     pub chain_pem: String,
-    /// The private key, PKCS#8 PEM.
+    /// The private key, PKCS#8 PEM (empty when ACM issued it and keeps the key).
     pub key: SecretValue,
+    /// The ACM certificate, when ACM issued it: targets bind it as it is.
+    pub acm_arn: Option<String>,
 }
 
 /// One deploy: the certificate to install, the one to put back on rollback, and what was

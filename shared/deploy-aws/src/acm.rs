@@ -7,8 +7,12 @@
 
 use aws_sdk_acm::Client;
 use aws_sdk_acm::primitives::Blob;
-use aws_sdk_acm::types::Tag;
-use certpilot_core::ports::{DeployError, DeployMaterial};
+use aws_sdk_acm::types::{KeyAlgorithm, Tag, ValidationMethod};
+use certpilot_core::model::certificate::KeyType;
+use certpilot_core::ports::{
+    AcmCertificates, AcmDescription, CnameRecord, DeployError, DeployMaterial,
+    DownloadedCertificate, IssueError,
+};
 use tracing::info;
 
 use crate::refused;
@@ -85,6 +89,185 @@ impl Acm {
             .map_err(|e| refused(&format!("acm GetCertificate {arn}"), &e))?;
         Ok(out.certificate.as_deref().and_then(pem_fingerprint))
     }
+}
+
+/// ACM as an issuer: public certificates validated by DNS, requested in any region.
+///
+/// IAM: `acm:RequestCertificate`, `acm:DescribeCertificate`, `acm:GetCertificate`.
+pub struct AcmIssuer {
+    base: tokio::sync::OnceCell<aws_config::SdkConfig>,
+}
+
+impl AcmIssuer {
+    /// ACM reached with `base`'s credentials, endpoint and timeouts.
+    pub fn new(base: aws_config::SdkConfig) -> Self {
+        AcmIssuer {
+            base: tokio::sync::OnceCell::new_with(Some(base)),
+        }
+    }
+
+    /// ACM reached through the standard AWS configuration, loaded on first use: a process
+    /// whose certificates never use ACM never loads it.
+    pub fn from_environment() -> Self {
+        AcmIssuer {
+            base: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn client(&self, region: &str) -> Client {
+        let base = self
+            .base
+            .get_or_init(certpilot_dynamodb::load_aws_config)
+            .await;
+        Client::new(
+            &base
+                .to_builder()
+                .region(aws_config::Region::new(region.to_owned()))
+                .build(),
+        )
+    }
+}
+
+fn unavailable<E, R>(what: &str, e: &aws_sdk_acm::error::SdkError<E, R>) -> IssueError
+where
+    E: aws_sdk_acm::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let (code, detail) = certpilot_aws::describe_sdk_error(e);
+    let text = format!("acm {what}: {detail}");
+    match code.as_str() {
+        "" | "ThrottlingException" | "RequestInProgressException" => IssueError::Unavailable(text),
+        _ => IssueError::Rejected {
+            detail: text,
+            problem: None,
+        },
+    }
+}
+
+#[async_trait::async_trait]
+impl AcmCertificates for AcmIssuer {
+    async fn request(
+        &self,
+        region: &str,
+        names: &[String],
+        key_type: KeyType,
+        token: &str,
+    ) -> Result<String, IssueError> {
+        let (first, rest) = names
+            .split_first()
+            .ok_or_else(|| IssueError::Config("a certificate needs a name".into()))?;
+        let algorithm = match key_type {
+            KeyType::EcdsaP256 => KeyAlgorithm::EcPrime256v1,
+            KeyType::EcdsaP384 => KeyAlgorithm::EcSecp384r1,
+            KeyType::Rsa2048 => KeyAlgorithm::Rsa2048,
+            other => {
+                return Err(IssueError::Config(format!(
+                    "ACM does not issue {} keys",
+                    other.as_str()
+                )));
+            }
+        };
+        let mut call = self
+            .client(region)
+            .await
+            .request_certificate()
+            .domain_name(first)
+            .validation_method(ValidationMethod::Dns)
+            .key_algorithm(algorithm)
+            .idempotency_token(token);
+        for n in rest {
+            call = call.subject_alternative_names(n);
+        }
+        let out = call
+            .send()
+            .await
+            .map_err(|e| unavailable("RequestCertificate", &e))?;
+        out.certificate_arn
+            .ok_or_else(|| IssueError::Unavailable("acm RequestCertificate returned no ARN".into()))
+    }
+
+    async fn describe(&self, region: &str, arn: &str) -> Result<AcmDescription, IssueError> {
+        let client = self.client(region).await;
+        let out = client
+            .describe_certificate()
+            .certificate_arn(arn)
+            .send()
+            .await
+            .map_err(|e| unavailable(&format!("DescribeCertificate {arn}"), &e))?;
+        let detail = out
+            .certificate
+            .ok_or_else(|| IssueError::Unavailable(format!("acm {arn}: no description")))?;
+        let status = detail
+            .status
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default();
+        let mut validation: Vec<CnameRecord> = detail
+            .domain_validation_options
+            .iter()
+            .flatten()
+            .filter_map(|d| d.resource_record.as_ref())
+            .map(|r| CnameRecord {
+                name: r.name.trim_end_matches('.').to_owned(),
+                value: r.value.trim_end_matches('.').to_owned(),
+            })
+            .collect();
+        // A name and its wildcard share one record.
+        validation.sort();
+        validation.dedup();
+        let issued = if status == "ISSUED" {
+            let got = client
+                .get_certificate()
+                .certificate_arn(arn)
+                .send()
+                .await
+                .map_err(|e| unavailable(&format!("GetCertificate {arn}"), &e))?;
+            let leaf = got.certificate.unwrap_or_default();
+            let chain = format!(
+                "{}\n{}",
+                leaf.trim(),
+                got.certificate_chain.unwrap_or_default()
+            );
+            Some(downloaded(&chain).ok_or_else(|| {
+                IssueError::Check(format!("acm {arn}: the certificate does not parse"))
+            })?)
+        } else {
+            None
+        };
+        Ok(AcmDescription {
+            status,
+            failure_reason: detail.failure_reason.map(|r| r.as_str().to_owned()),
+            validation,
+            renewal_status: detail
+                .renewal_summary
+                .as_ref()
+                .map(|r| r.renewal_status.as_str().to_owned()),
+            renewal_reason: detail
+                .renewal_summary
+                .as_ref()
+                .and_then(|r| r.renewal_status_reason.as_ref())
+                .map(|r| r.as_str().to_owned()),
+            issued,
+        })
+    }
+}
+
+/// The certificate a chain holds, as the renewal record keeps it.
+fn downloaded(chain_pem: &str) -> Option<DownloadedCertificate> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(chain_pem.trim_start().as_bytes()).ok()?;
+    let cert = block.parse_x509().ok()?;
+    let validity = cert.validity();
+    Some(DownloadedCertificate {
+        chain_pem: chain_pem.to_owned(),
+        fingerprint: pem_fingerprint(chain_pem)?,
+        serial: cert.raw_serial_as_string().replace(':', ""),
+        not_before: time::OffsetDateTime::from_unix_timestamp(validity.not_before.timestamp())
+            .ok()?,
+        not_after: time::OffsetDateTime::from_unix_timestamp(validity.not_after.timestamp())
+            .ok()?,
+        ari_id: None,
+        profile: None,
+    })
 }
 
 /// The first certificate of a PEM chain and the rest.

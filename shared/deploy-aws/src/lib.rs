@@ -88,6 +88,8 @@ pub struct AcmBacked {
     adopt: Option<String>,
     /// What this target imported into last, so that `bound` can read a plain import back.
     imported: std::sync::Mutex<Option<String>>,
+    /// The target's region.
+    region: String,
 }
 
 impl AcmBacked {
@@ -122,14 +124,27 @@ impl DeployTarget for AcmBacked {
 
     async fn deploy(&self, request: DeployRequest<'_>) -> Result<Deployed, DeployError> {
         let managed = request.record.and_then(|r| r.certificate_arn.clone());
-        let arn = self
-            .acm
-            .import(
-                request.id,
-                request.certificate,
-                self.reuse(&request).as_deref(),
-            )
-            .await?;
+        let arn = match &request.certificate.acm_arn {
+            // Issued by ACM: bound as it is, which only works in its own region.
+            Some(arn) => {
+                if !arn.contains(&format!(":{}:", self.region)) {
+                    return Err(DeployError::Config(format!(
+                        "{}: ACM issued {arn}, but this target needs a certificate in {}; request it there (--acm-region {})",
+                        request.id, self.region, self.region
+                    )));
+                }
+                arn.clone()
+            }
+            None => {
+                self.acm
+                    .import(
+                        request.id,
+                        request.certificate,
+                        self.reuse(&request).as_deref(),
+                    )
+                    .await?
+            }
+        };
         if let Ok(mut imported) = self.imported.lock() {
             *imported = Some(arn.clone());
         }
@@ -168,9 +183,10 @@ impl DeployTarget for AcmBacked {
             }
         }
         // The ARN in use was re-imported (or may have been): ACM keeps no history, so the
-        // previous certificate and key are imported over it again.
+        // previous certificate and key are imported over it again. (An ACM-issued
+        // certificate was never imported: only its binding is undone.)
         match (reused, request.previous) {
-            (Some(arn), Some(previous)) => {
+            (Some(arn), Some(previous)) if previous.acm_arn.is_none() => {
                 self.acm.import(request.id, previous, Some(&arn)).await?;
                 Ok(())
             }
@@ -254,6 +270,7 @@ impl DeployTargets for AwsDeployTargets {
             binder,
             adopt: d.certificate_arn.clone(),
             imported: std::sync::Mutex::new(None),
+            region,
         }))
     }
 }

@@ -326,6 +326,9 @@ pub fn shared_moto() -> &'static SharedMoto {
             ])
             .arg(&program)
             .arg(addr.port().to_string())
+            // ACM-issued certificates leave PENDING_VALIDATION after this many seconds (60
+            // by default), so that tests can follow a request to ISSUED.
+            .env("MOTO_ACM_VALIDATION_WAIT", "2")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -372,6 +375,7 @@ impl Moto {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut command = Command::new(&program);
         command.args(["-H", "127.0.0.1", "-p", &addr.port().to_string()]);
+        command.env("MOTO_ACM_VALIDATION_WAIT", "2");
         let guard = start_listening(command, "moto_server", addr, Duration::from_secs(60));
         Moto {
             _guard: guard,

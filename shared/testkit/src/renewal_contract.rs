@@ -80,6 +80,7 @@ pub fn managed(name: &str, check_in: Duration) -> ManagedCertificate {
         tags: Tags::new(),
         endpoints: vec![],
         deployments: Vec::new(),
+        acm: None,
     };
     let mut c = ManagedCertificate::new(spec.default_id(), spec, t0());
     c.renewal.next_check_at = t0() + check_in;

@@ -339,6 +339,37 @@ pub struct CertificateSpec {
     /// Where it is installed after each issuance.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deployments: Vec<Deployment>,
+    /// Issued by AWS Certificate Manager instead of the ACME issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acm: Option<AcmIssuance>,
+}
+
+/// A public certificate requested from AWS Certificate Manager with DNS validation: ACM keeps
+/// the key and renews the certificate itself, as long as the validation CNAME records stay.
+/// certpilot requests it, writes the records (the DNS-01 provider, Route 53), follows the
+/// request to `ISSUED` across runs, and then watches it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmIssuance {
+    /// The region to request it in (where it will be used; `us-east-1` for CloudFront).
+    pub region: String,
+}
+
+/// Where an ACM request stands, and what watching it found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmState {
+    /// The certificate's ARN.
+    pub arn: String,
+    /// ACM's status (`PENDING_VALIDATION`, `ISSUED`, `FAILED`…).
+    pub status: String,
+    /// When certpilot last looked.
+    #[serde(with = "time::serde::rfc3339")]
+    pub checked_at: OffsetDateTime,
+    /// The validation CNAME records ACM asked for (`name` → `value`).
+    #[serde(default)]
+    pub validation: Vec<(String, String)>,
+    /// What is wrong now: a removed validation record, a failing managed renewal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 impl CertificateSpec {
@@ -380,6 +411,34 @@ impl CertificateSpec {
                 return Err(spec_error(
                     c,
                     "a contact must be mailto:someone@example.com",
+                ));
+            }
+        }
+        if let Some(acm) = &self.acm {
+            if !matches!(
+                self.challenge,
+                ChallengeConfig::Dns01 {
+                    provider: DnsProviderConfig::Route53 { .. }
+                }
+            ) {
+                return Err(spec_error(
+                    &acm.region,
+                    "ACM validates by DNS: its CNAME records are written through Route 53 (--dns route53)",
+                ));
+            }
+            if !matches!(
+                self.key_type,
+                KeyType::EcdsaP256 | KeyType::EcdsaP384 | KeyType::Rsa2048
+            ) {
+                return Err(spec_error(
+                    self.key_type.as_str(),
+                    "ACM issues ecdsa-p256, ecdsa-p384 or rsa2048 keys only",
+                ));
+            }
+            if let Some(n) = self.names.iter().find(|n| matches!(n, Identifier::Ip(_))) {
+                return Err(spec_error(
+                    &n.to_string(),
+                    "ACM does not issue for IP addresses",
                 ));
             }
         }
@@ -599,6 +658,9 @@ pub struct ManagedCertificate {
     /// What certpilot last did at each deployment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deployments: Vec<DeploymentRecord>,
+    /// The ACM request, for certificates ACM issues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acm: Option<AcmState>,
     /// Renewal bookkeeping.
     pub renewal: RenewalState,
 }
@@ -614,6 +676,7 @@ impl ManagedCertificate {
             current: None,
             previous: None,
             deployments: Vec::new(),
+            acm: None,
             renewal: RenewalState {
                 next_check_at: now,
                 job: None,
@@ -720,6 +783,7 @@ mod tests {
             tags: Tags::new(),
             endpoints: Vec::new(),
             deployments: Vec::new(),
+            acm: None,
         }
     }
 

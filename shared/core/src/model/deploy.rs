@@ -164,7 +164,7 @@ impl Deployment {
                 "a name is letters, digits, '-', '_' or '.'",
             ));
         }
-        let region = self.target.region()?;
+        let region = self.target.region().map_err(|e| bad(&e.input, &e.reason))?;
         if region.is_empty()
             || !region
                 .chars()

@@ -456,6 +456,16 @@ impl DeployService {
         cert: &ManagedCertificate,
         issued: &IssuedCertificate,
     ) -> Result<DeployMaterial, DeployServiceError> {
+        if cert.spec.acm.is_some() {
+            // ACM keeps the key; the certificate is bound by its ARN.
+            return Ok(DeployMaterial {
+                fingerprint: issued.fingerprint.clone(),
+                key_type: cert.spec.key_type,
+                chain_pem: issued.chain_pem.clone(),
+                key: crate::ports::SecretValue::new(Vec::new()),
+                acm_arn: Some(issued.order_url.clone()),
+            });
+        }
         let name = cert.key_secret_name();
         let (_, key) = self
             .secrets
@@ -473,6 +483,7 @@ impl DeployService {
             key_type: cert.spec.key_type,
             chain_pem: issued.chain_pem.clone(),
             key,
+            acm_arn: None,
         })
     }
 
@@ -721,6 +732,7 @@ mod tests {
             tags: Tags::new(),
             endpoints: vec![],
             deployments,
+            acm: None,
         };
         let mut cert = ManagedCertificate::new("shop".into(), spec, datetime!(2026-11-01 0:00 UTC));
         cert.previous = Some(issued("old", &old_key));

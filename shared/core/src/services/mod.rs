@@ -1,6 +1,7 @@
 //! Use cases. Each takes its ports as arguments so that every front end (CLI, Lambda) runs
 //! the same code.
 
+pub mod acm;
 pub mod deploy;
 pub mod endpoints;
 pub mod renew;

@@ -131,9 +131,32 @@ pub struct RenewService {
     clock: Arc<dyn Clock>,
     owner: String,
     settings: RenewSettings,
+    acm: Option<crate::services::acm::AcmService>,
 }
 
 impl RenewService {
+    /// Also renews certificates issued by ACM, through `acm`.
+    pub fn with_acm(mut self, acm: crate::services::acm::AcmService) -> Self {
+        self.acm = Some(acm);
+        self
+    }
+
+    /// Checks the certificate ACM issued as `arn` now (an ACM expiry or renewal event);
+    /// `Ok(None)` when certpilot does not manage it.
+    pub async fn renew_acm_arn(
+        &self,
+        arn: &str,
+    ) -> Result<Option<(String, RenewOutcome)>, RenewError> {
+        let Some(acm) = &self.acm else {
+            return Ok(None);
+        };
+        let Some(id) = acm.find_by_arn(arn).await? else {
+            return Ok(None);
+        };
+        let outcome = self.renew(&id, true).await?;
+        Ok(Some((id, outcome)))
+    }
+
     /// Wires the use case; `owner` identifies this worker in leases (unique per process or
     /// invocation).
     pub fn new(
@@ -153,6 +176,7 @@ impl RenewService {
             clock,
             owner: owner.into(),
             settings,
+            acm: None,
         }
     }
 
@@ -218,6 +242,19 @@ impl RenewService {
             return Ok(RenewOutcome::NotDue {
                 next_check_at: cert.renewal.next_check_at,
             });
+        }
+        if cert.spec.acm.is_some() {
+            return match &self.acm {
+                Some(acm) => acm.check(cert).await,
+                None => Err(RenewError::Issue {
+                    id: id.to_owned(),
+                    step: "acm".into(),
+                    error: IssueError::Config(
+                        "this certificate is issued by ACM, which this runner is not set up to reach"
+                            .into(),
+                    ),
+                }),
+            };
         }
         if cert.renewal.job.is_none() {
             if !force && let Some(next) = self.not_yet(&mut cert, now).await? {

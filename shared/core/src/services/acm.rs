@@ -1,0 +1,273 @@
+//! Certificates issued by AWS Certificate Manager: requested with DNS validation, followed
+//! from `PENDING_VALIDATION` to `ISSUED` across runs (never waited for), then watched.
+//!
+//! ACM renews its own certificates, but only while the validation CNAME records stay in
+//! place: a removed record makes the managed renewal fail without a sound. Each check
+//! therefore looks for the records (writing back any that are gone) and for a managed
+//! renewal in trouble, and records both as problems on the certificate. A new certificate
+//! from ACM (the first, or a managed renewal) becomes `current` and is announced like an ACME
+//! issuance, so it is deployed and verified the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::model::certificate::{
+    AcmState, ChallengeConfig, DnsProviderConfig, IssuedCertificate, ManagedCertificate,
+};
+use crate::ports::{
+    AcmCertificates, CertificateStore, Clock, CnameProvider, IssueError, IssuedSink,
+};
+use crate::services::renew::{RenewError, RenewOutcome};
+
+/// How soon to look again while ACM validates.
+const PENDING_RECHECK: Duration = Duration::from_secs(5 * 60);
+/// How often to watch an issued certificate (ACM starts renewing 60 days before expiry).
+const WATCH_RECHECK: Duration = Duration::from_secs(12 * 3600);
+
+/// The ACM issuance use case.
+#[derive(Clone)]
+pub struct AcmService {
+    certificates: Arc<dyn CertificateStore>,
+    acm: Arc<dyn AcmCertificates>,
+    dns: Arc<dyn CnameProvider>,
+    sink: Option<Arc<dyn IssuedSink>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl AcmService {
+    /// Wires the use case.
+    pub fn new(
+        certificates: Arc<dyn CertificateStore>,
+        acm: Arc<dyn AcmCertificates>,
+        dns: Arc<dyn CnameProvider>,
+        sink: Option<Arc<dyn IssuedSink>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        AcmService {
+            certificates,
+            acm,
+            dns,
+            sink,
+            clock,
+        }
+    }
+
+    /// Requests, follows or watches `cert` (whose spec names ACM), one step per call.
+    pub async fn check(&self, mut cert: ManagedCertificate) -> Result<RenewOutcome, RenewError> {
+        let id = cert.id.clone();
+        let issue = |step: &str, error: IssueError| RenewError::Issue {
+            id: id.clone(),
+            step: step.to_owned(),
+            error,
+        };
+        let region = cert
+            .spec
+            .acm
+            .as_ref()
+            .map(|a| a.region.clone())
+            .ok_or_else(|| issue("acm", IssueError::Config("not an ACM certificate".into())))?;
+        let ChallengeConfig::Dns01 {
+            provider: dns @ DnsProviderConfig::Route53 { .. },
+        } = cert.spec.challenge.clone()
+        else {
+            return Err(issue(
+                "acm",
+                IssueError::Config("ACM validation records need --dns route53".into()),
+            ));
+        };
+        let now = self.clock.now();
+        if cert.acm.is_none() {
+            let arn = self
+                .acm
+                .request(
+                    &region,
+                    &cert.spec.name_set(),
+                    cert.spec.key_type,
+                    &token(&cert.id),
+                )
+                .await
+                .map_err(|e| issue("acm request", e))?;
+            info!(%id, %arn, "acm: certificate requested");
+            // Stored before anything else: a crash from here on never requests twice.
+            cert.acm = Some(AcmState {
+                arn,
+                status: "PENDING_VALIDATION".into(),
+                checked_at: now,
+                validation: Vec::new(),
+                problems: Vec::new(),
+            });
+            cert = self.certificates.update_certificate(&cert).await?;
+        }
+        let mut state = cert.acm.clone().expect("set above");
+        let described = self
+            .acm
+            .describe(&region, &state.arn)
+            .await
+            .map_err(|e| issue("acm describe", e))?;
+        let records = described.validation.clone();
+        let mut problems = Vec::new();
+        let mut issued_now = None;
+        let next = match described.status.as_str() {
+            "PENDING_VALIDATION" => {
+                if !records.is_empty() {
+                    self.dns
+                        .publish_cnames(&dns, &records)
+                        .await
+                        .map_err(|e| issue("acm validation records", e))?;
+                }
+                now + PENDING_RECHECK
+            }
+            "ISSUED" => {
+                let missing = self
+                    .dns
+                    .missing_cnames(&dns, &records)
+                    .await
+                    .map_err(|e| issue("acm validation records", e))?;
+                for r in &missing {
+                    problems.push(format!(
+                        "validation record {} CNAME {} was missing: ACM cannot renew without it; written again",
+                        r.name, r.value
+                    ));
+                }
+                if !missing.is_empty() {
+                    self.dns
+                        .publish_cnames(&dns, &missing)
+                        .await
+                        .map_err(|e| issue("acm validation records", e))?;
+                }
+                if let Some(status) = described
+                    .renewal_status
+                    .as_deref()
+                    .filter(|s| matches!(*s, "FAILED" | "PENDING_VALIDATION"))
+                {
+                    problems.push(format!(
+                        "ACM managed renewal is {status}: {}",
+                        described
+                            .renewal_reason
+                            .as_deref()
+                            .unwrap_or("no reason given")
+                    ));
+                }
+                let got = described.issued.clone().ok_or_else(|| {
+                    issue(
+                        "acm describe",
+                        IssueError::Check("ISSUED without a certificate".into()),
+                    )
+                })?;
+                if cert.current.as_ref().map(|c| c.fingerprint.as_str()) != Some(&got.fingerprint) {
+                    if cert.current.is_some() {
+                        cert.previous = cert.current.take();
+                    }
+                    cert.current = Some(IssuedCertificate {
+                        fingerprint: got.fingerprint.clone(),
+                        serial: got.serial,
+                        not_before: got.not_before,
+                        not_after: got.not_after,
+                        issued_at: now,
+                        ari_id: None,
+                        profile: None,
+                        chain_pem: got.chain_pem,
+                        // ACM keeps the key: there is no secret version.
+                        key_version: String::new(),
+                        order_url: state.arn.clone(),
+                    });
+                    issued_now = Some((got.fingerprint, got.not_after));
+                }
+                now + WATCH_RECHECK
+            }
+            other => {
+                // FAILED, VALIDATION_TIMED_OUT, REVOKED, EXPIRED, INACTIVE: a new request is
+                // needed; the next run makes it.
+                let reason = described.failure_reason.clone().unwrap_or_default();
+                problems.push(format!("ACM status {other} {reason}"));
+                warn!(%id, arn = %state.arn, status = other, %reason, "acm: request failed; requesting again next run");
+                cert.acm = None;
+                cert.renewal.next_check_at = now + PENDING_RECHECK;
+                self.certificates.update_certificate(&cert).await?;
+                return Err(issue(
+                    "acm",
+                    IssueError::Rejected {
+                        detail: format!("ACM status {other}: {reason}"),
+                        problem: None,
+                    },
+                ));
+            }
+        };
+        for p in &problems {
+            warn!(%id, arn = %state.arn, problem = %p, "acm: problem");
+        }
+        state.status = described.status.clone();
+        state.checked_at = now;
+        state.validation = records
+            .iter()
+            .map(|r| (r.name.clone(), r.value.clone()))
+            .collect();
+        state.problems = problems.clone();
+        cert.acm = Some(state);
+        cert.renewal.next_check_at = next;
+        let cert = self.certificates.update_certificate(&cert).await?;
+        if let Some((fingerprint, not_after)) = issued_now {
+            if let Some(sink) = &self.sink {
+                sink.issued(&cert)
+                    .await
+                    .map_err(|message| RenewError::Announce {
+                        id: id.clone(),
+                        message,
+                    })?;
+            }
+            info!(%id, %fingerprint, %not_after, "acm: issued");
+            return Ok(RenewOutcome::Issued {
+                fingerprint,
+                not_after,
+            });
+        }
+        if described.status == "PENDING_VALIDATION" {
+            return Ok(RenewOutcome::Deferred {
+                until: next,
+                reason: "ACM is validating the names; its CNAME records are in place".into(),
+            });
+        }
+        if !problems.is_empty() {
+            return Ok(RenewOutcome::Deferred {
+                until: next,
+                reason: problems.join("; "),
+            });
+        }
+        Ok(RenewOutcome::NotDue {
+            next_check_at: next,
+        })
+    }
+
+    /// The id of the certificate whose ACM ARN is `arn` (an ACM event names only the ARN).
+    pub async fn find_by_arn(&self, arn: &str) -> Result<Option<String>, RenewError> {
+        Ok(self
+            .certificates
+            .certificates()
+            .await?
+            .into_iter()
+            .find(|c| c.acm.as_ref().is_some_and(|a| a.arn == arn))
+            .map(|c| c.id))
+    }
+}
+
+/// ACM's idempotency token: up to 32 word characters, stable per certificate.
+fn token(id: &str) -> String {
+    format!(
+        "cp{:016x}",
+        crate::model::certificate::fnv1a64(id.as_bytes())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token;
+
+    #[test]
+    fn tokens_are_stable_and_short_enough_for_acm() {
+        assert_eq!(token("shop"), token("shop"));
+        assert_ne!(token("shop"), token("shop2"));
+        assert!(token("a-very-long-certificate-id.example.com").len() <= 32);
+    }
+}
