@@ -116,6 +116,20 @@ impl Drop for DataPlane {
 /// Reads which ACM ARN a target serves.
 pub type ReadBound = Arc<dyn Fn() -> BoxFuture<'static, Option<String>> + Send + Sync>;
 
+/// A [`ReadBound`] calling `read` with a clone of `with` (a client and what to look up).
+fn reading<C, F, Fut>(with: C, read: F) -> ReadBound
+where
+    C: Clone + Send + Sync + 'static,
+    F: Fn(C) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<String>> + Send + 'static,
+{
+    let read = Arc::new(read);
+    Arc::new(move || {
+        let (with, read) = (with.clone(), read.clone());
+        Box::pin(async move { read(with).await })
+    })
+}
+
 /// The estate's clients and keyring.
 pub struct Estate {
     /// The SDK configuration (moto, us-east-1).
@@ -326,86 +340,73 @@ impl Estate {
     /// A stand-in for `listener`'s data plane: the default certificate, or (`sni`) the SNI
     /// certificate added last.
     pub async fn follow_listener(&self, listener: &str, sni: bool) -> DataPlane {
-        let elb = self.elb.clone();
-        let listener = listener.to_owned();
-        self.follow(Arc::new(move || {
-            let elb = elb.clone();
-            let listener = listener.clone();
-            Box::pin(async move {
+        let reader = reading(
+            (self.elb.clone(), listener.to_owned()),
+            move |(elb, listener)| async move {
                 let out = elb
                     .describe_listener_certificates()
                     .listener_arn(&listener)
                     .send()
                     .await
                     .ok()?;
-                let certs = out.certificates();
                 if sni {
-                    certs
+                    return out
+                        .certificates()
                         .iter()
                         .rfind(|c| c.is_default != Some(true))
-                        .and_then(|c| c.certificate_arn.clone())
-                } else {
-                    let out = elb
-                        .describe_listeners()
-                        .listener_arns(&listener)
-                        .send()
-                        .await
-                        .ok()?;
-                    out.listeners()[0].certificates()[0].certificate_arn.clone()
+                        .and_then(|c| c.certificate_arn.clone());
                 }
-            })
-        }))
-        .await
+                let out = elb
+                    .describe_listeners()
+                    .listener_arns(&listener)
+                    .send()
+                    .await
+                    .ok()?;
+                out.listeners()[0].certificates()[0].certificate_arn.clone()
+            },
+        );
+        self.follow(reader).await
     }
 
     /// A stand-in for a distribution's edge.
     pub async fn follow_distribution(&self, id: &str) -> DataPlane {
-        let cf = self.cloudfront.clone();
-        let id = id.to_owned();
-        self.follow(Arc::new(move || {
-            let cf = cf.clone();
-            let id = id.clone();
-            Box::pin(async move {
+        let reader = reading(
+            (self.cloudfront.clone(), id.to_owned()),
+            |(cf, id)| async move {
                 let out = cf.get_distribution_config().id(&id).send().await.ok()?;
                 out.distribution_config?
                     .viewer_certificate?
                     .acm_certificate_arn
-            })
-        }))
-        .await
+            },
+        );
+        self.follow(reader).await
     }
 
     /// A stand-in for a REST API domain.
     pub async fn follow_rest_domain(&self, name: &str) -> DataPlane {
-        let api = self.apigw.clone();
-        let name = name.to_owned();
-        self.follow(Arc::new(move || {
-            let api = api.clone();
-            let name = name.clone();
-            Box::pin(async move {
+        let reader = reading(
+            (self.apigw.clone(), name.to_owned()),
+            |(api, name)| async move {
                 let out = api.get_domain_name().domain_name(&name).send().await.ok()?;
                 out.regional_certificate_arn.or(out.certificate_arn)
-            })
-        }))
-        .await
+            },
+        );
+        self.follow(reader).await
     }
 
     /// A stand-in for an HTTP API domain.
     pub async fn follow_http_domain(&self, name: &str) -> DataPlane {
-        let api = self.apigwv2.clone();
-        let name = name.to_owned();
-        self.follow(Arc::new(move || {
-            let api = api.clone();
-            let name = name.clone();
-            Box::pin(async move {
+        let reader = reading(
+            (self.apigwv2.clone(), name.to_owned()),
+            |(api, name)| async move {
                 let out = api.get_domain_name().domain_name(&name).send().await.ok()?;
                 out.domain_name_configurations?
                     .first()?
                     .certificate_arn
                     .clone()
-            })
-        }))
-        .await
+            },
+        );
+        self.follow(reader).await
     }
 
     /// A stand-in that serves what `read` names, once it is serving something.

@@ -159,6 +159,38 @@ pub async fn route53_zone(client: &aws_sdk_route53::Client, domain: &str) -> Str
         .to_owned()
 }
 
+/// Changes one record in Route 53 (moto) the way another party would: `value` is the record
+/// data as Route 53 takes it (TXT values quoted).
+pub async fn route53_change(
+    client: &aws_sdk_route53::Client,
+    zone: &str,
+    action: aws_sdk_route53::types::ChangeAction,
+    name: &str,
+    kind: aws_sdk_route53::types::RrType,
+    value: &str,
+) {
+    use aws_sdk_route53::types::{Change, ChangeBatch, ResourceRecord, ResourceRecordSet};
+    let set = ResourceRecordSet::builder()
+        .name(name)
+        .r#type(kind)
+        .ttl(300)
+        .resource_records(ResourceRecord::builder().value(value).build().unwrap())
+        .build()
+        .unwrap();
+    let change = Change::builder()
+        .action(action)
+        .resource_record_set(set)
+        .build()
+        .unwrap();
+    client
+        .change_resource_record_sets()
+        .hosted_zone_id(zone)
+        .change_batch(ChangeBatch::builder().changes(change).build().unwrap())
+        .send()
+        .await
+        .expect("ChangeResourceRecordSets");
+}
+
 /// The TXT values Route 53 (moto) holds at `name` in `zone`, unquoted.
 pub async fn route53_txt_values(
     client: &aws_sdk_route53::Client,

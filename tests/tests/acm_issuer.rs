@@ -186,37 +186,15 @@ async fn an_acm_certificate_is_requested_validated_through_route53_issued_and_wa
 
     // Someone deletes the validation record: ACM's own renewal would fail silently. The
     // next check finds it, says so, and writes it back.
-    route53
-        .change_resource_record_sets()
-        .hosted_zone_id(&zone)
-        .change_batch(
-            aws_sdk_route53::types::ChangeBatch::builder()
-                .changes(
-                    aws_sdk_route53::types::Change::builder()
-                        .action(aws_sdk_route53::types::ChangeAction::Delete)
-                        .resource_record_set(
-                            aws_sdk_route53::types::ResourceRecordSet::builder()
-                                .name(&record_name)
-                                .r#type(aws_sdk_route53::types::RrType::Cname)
-                                .ttl(300)
-                                .resource_records(
-                                    aws_sdk_route53::types::ResourceRecord::builder()
-                                        .value(&record_value)
-                                        .build()
-                                        .unwrap(),
-                                )
-                                .build()
-                                .unwrap(),
-                        )
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    certpilot_e2e::route53_change(
+        &route53,
+        &zone,
+        aws_sdk_route53::types::ChangeAction::Delete,
+        &record_name,
+        aws_sdk_route53::types::RrType::Cname,
+        &record_value,
+    )
+    .await;
     assert_eq!(cname(&route53, &zone, &record_name).await, None);
     let outcome = renew.renew("shop", true).await.unwrap();
     assert!(

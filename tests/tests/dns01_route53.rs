@@ -7,9 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
-};
+use aws_sdk_route53::types::{ChangeAction, RrType};
 use certpilot_acme::{AcmeIssuer, AcmeSettings};
 use certpilot_aws::Route53Dns;
 use certpilot_core::Tags;
@@ -31,37 +29,15 @@ async fn a_wildcard_certificate_is_issued_through_route53_and_the_records_are_cl
     let zone = certpilot_e2e::route53_zone(&route53, &domain).await;
     // Someone else's record at the same name must survive our publish and withdraw.
     let challenge_name = format!("_acme-challenge.{domain}");
-    route53
-        .change_resource_record_sets()
-        .hosted_zone_id(&zone)
-        .change_batch(
-            ChangeBatch::builder()
-                .changes(
-                    Change::builder()
-                        .action(ChangeAction::Create)
-                        .resource_record_set(
-                            ResourceRecordSet::builder()
-                                .name(&challenge_name)
-                                .r#type(RrType::Txt)
-                                .ttl(60)
-                                .resource_records(
-                                    ResourceRecord::builder()
-                                        .value("\"keep-me\"")
-                                        .build()
-                                        .unwrap(),
-                                )
-                                .build()
-                                .unwrap(),
-                        )
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    certpilot_e2e::route53_change(
+        &route53,
+        &zone,
+        ChangeAction::Create,
+        &challenge_name,
+        RrType::Txt,
+        "\"keep-me\"",
+    )
+    .await;
 
     let nameserver = certpilot_e2e::route53_nameserver(&route53, &zone).await;
     let (pebble, dir, ca_file) = certpilot_e2e::pebble_resolving_through(nameserver.addr);

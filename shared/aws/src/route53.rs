@@ -130,14 +130,19 @@ impl Route53Dns {
         )))
     }
 
-    /// The TXT values now at `name` in `zone`.
-    async fn current(&self, zone: &str, name: &str) -> Result<Vec<String>, IssueError> {
+    /// The values of the `kind` record set at `name` in `zone` (empty when there is none).
+    async fn values(
+        &self,
+        zone: &str,
+        name: &str,
+        kind: RrType,
+    ) -> Result<Vec<String>, IssueError> {
         let out = self
             .client
             .list_resource_record_sets()
             .hosted_zone_id(zone)
             .start_record_name(name)
-            .start_record_type(RrType::Txt)
+            .start_record_type(kind.clone())
             .max_items(1)
             .send()
             .await
@@ -146,16 +151,21 @@ impl Route53Dns {
             .resource_record_sets()
             .iter()
             .find(|set| {
-                set.name().trim_end_matches('.').eq_ignore_ascii_case(name)
-                    && *set.r#type() == RrType::Txt
+                set.name().trim_end_matches('.').eq_ignore_ascii_case(name) && *set.r#type() == kind
             })
             .map(|set| {
                 set.resource_records()
                     .iter()
-                    .map(|r| unquoted(r.value()))
+                    .map(|r| r.value().to_owned())
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// The TXT values now at `name` in `zone`.
+    async fn current(&self, zone: &str, name: &str) -> Result<Vec<String>, IssueError> {
+        let values = self.values(zone, name, RrType::Txt).await?;
+        Ok(values.iter().map(|v| unquoted(v)).collect())
     }
 
     fn change(action: ChangeAction, name: &str, values: &[String]) -> Result<Change, IssueError> {
@@ -232,25 +242,8 @@ impl Route53Dns {
 impl Route53Dns {
     /// The CNAME target at `name` in `zone`, if any.
     async fn cname(&self, zone: &str, name: &str) -> Result<Option<String>, IssueError> {
-        let out = self
-            .client
-            .list_resource_record_sets()
-            .hosted_zone_id(zone)
-            .start_record_name(name)
-            .start_record_type(RrType::Cname)
-            .max_items(1)
-            .send()
-            .await
-            .map_err(|e| sdk_error("ListResourceRecordSets", e))?;
-        Ok(out
-            .resource_record_sets()
-            .iter()
-            .find(|set| {
-                set.name().trim_end_matches('.').eq_ignore_ascii_case(name)
-                    && *set.r#type() == RrType::Cname
-            })
-            .and_then(|set| set.resource_records().first())
-            .map(|r| r.value().trim_end_matches('.').to_owned()))
+        let values = self.values(zone, name, RrType::Cname).await?;
+        Ok(values.first().map(|v| v.trim_end_matches('.').to_owned()))
     }
 }
 

@@ -88,13 +88,6 @@ impl Binder for RestDomain {
             added: false,
         })
     }
-
-    async fn restore(&self, _arn: &str, bind: &Bind) -> Result<(), DeployError> {
-        match &bind.replaced {
-            Some(replaced) => self.bind(replaced, None).await.map(|_| ()),
-            None => Ok(()),
-        }
-    }
 }
 
 /// An HTTP API custom domain.
@@ -160,12 +153,5 @@ impl Binder for HttpDomain {
             replaced: current,
             added: false,
         })
-    }
-
-    async fn restore(&self, _arn: &str, bind: &Bind) -> Result<(), DeployError> {
-        match &bind.replaced {
-            Some(replaced) => self.bind(replaced, None).await.map(|_| ()),
-            None => Ok(()),
-        }
     }
 }

@@ -98,11 +98,4 @@ impl Binder for Distribution {
             added: false,
         })
     }
-
-    async fn restore(&self, _arn: &str, bind: &Bind) -> Result<(), DeployError> {
-        match &bind.replaced {
-            Some(replaced) => self.switch(replaced).await.map(|_| ()),
-            None => Ok(()),
-        }
-    }
 }

@@ -51,8 +51,13 @@ pub trait Binder: Send + Sync {
     }
 
     /// Undoes [`Binder::bind`]: `arn` is removed where it was `added`, `replaced` is bound
-    /// again where it was replaced.
-    async fn restore(&self, arn: &str, bind: &Bind) -> Result<(), DeployError>;
+    /// again where it was replaced (by default, binding it the way `arn` was).
+    async fn restore(&self, _arn: &str, bind: &Bind) -> Result<(), DeployError> {
+        match &bind.replaced {
+            Some(replaced) => self.bind(replaced, None).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What [`Binder::bind`] changed.
@@ -74,9 +79,6 @@ impl Binder for ImportOnly {
     }
     async fn bind(&self, _arn: &str, _managed: Option<&str>) -> Result<Bind, DeployError> {
         Ok(Bind::default())
-    }
-    async fn restore(&self, _arn: &str, _bind: &Bind) -> Result<(), DeployError> {
-        Ok(())
     }
 }
 
