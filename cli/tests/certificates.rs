@@ -445,8 +445,38 @@ async fn renew_deploys_to_aws_targets_proves_them_and_rolls_back_an_endpoint_tha
     let distribution = estate
         .distribution(&legacy_arn, &format!("cli-cf-{run}"))
         .await;
+    let sni_listener = estate
+        .listener(&format!("cli-sni-{run}"), &legacy_arn)
+        .await;
+    let (rest, http) = (
+        format!("api-{run}.certpilot.test"),
+        format!("http-{run}.certpilot.test"),
+    );
+    let (rest_arn, http_arn) = (estate.import(&legacy).await, estate.import(&legacy).await);
+    estate.rest_domain(&rest, &rest_arn).await;
+    estate.http_domain(&http, &http_arn).await;
     let alb = estate.follow_listener(&listener, false).await;
     let cdn = estate.follow_distribution(&distribution).await;
+    let sni = estate.follow_listener(&sni_listener, true).await;
+    let rest_plane = estate.follow_rest_domain(&rest).await;
+    let http_plane = estate.follow_http_domain(&http).await;
+    // Every kind: the default and an SNI listener certificate, a distribution, REST and HTTP
+    // API domains (bound to ARNs certpilot adopts), and a plain import.
+    let more_specs = [
+        format!(
+            "elbv2-listener:name=alb-sni,listener-arn={sni_listener},sni=true,endpoint={},verify-deadline=15s",
+            sni.endpoint()
+        ),
+        format!(
+            "api-gateway:name=rest,domain-name={rest},region=us-east-1,certificate-arn={rest_arn},endpoint={},verify-deadline=15s",
+            rest_plane.endpoint()
+        ),
+        format!(
+            "api-gateway:name=http,domain-name={http},region=us-east-1,api=http,certificate-arn={http_arn},endpoint={},verify-deadline=15s",
+            http_plane.endpoint()
+        ),
+        "acm-import:name=acm,region=eu-west-1".to_owned(),
+    ];
 
     let alb_spec = format!(
         "elbv2-listener:name=alb,listener-arn={listener},endpoint={},verify-deadline=15s",
@@ -456,12 +486,11 @@ async fn renew_deploys_to_aws_targets_proves_them_and_rolls_back_an_endpoint_tha
         "cloudfront:name=cdn,distribution-id={distribution},endpoint={},verify-deadline=15s",
         cdn.endpoint()
     );
-    let added = env
-        .add(
-            &["pay.certpilot.test"],
-            &["--deploy", &alb_spec, "--deploy", &cdn_spec],
-        )
-        .await;
+    let mut deploy_args = vec!["--deploy", &alb_spec, "--deploy", &cdn_spec];
+    for spec in &more_specs {
+        deploy_args.extend_from_slice(&["--deploy", spec]);
+    }
+    let added = env.add(&["pay.certpilot.test"], &deploy_args).await;
     assert!(added.status.success(), "{}", stderr(&added));
     let bad = env
         .add(
@@ -488,7 +517,7 @@ async fn renew_deploys_to_aws_targets_proves_them_and_rolls_back_an_endpoint_tha
     assert_eq!(rows[0]["outcome"], "issued", "{rows:?}");
     let first = rows[0]["fingerprint"].as_str().unwrap().to_owned();
     let deployed: Vec<_> = rows.iter().filter(|r| r.get("name").is_some()).collect();
-    assert_eq!(deployed.len(), 2, "{rows:?}");
+    assert_eq!(deployed.len(), 6, "{rows:?}");
     for r in &deployed {
         assert_eq!(r["status"], "verified", "{r}");
         assert_eq!(r["fingerprint"], first.as_str());

@@ -68,6 +68,12 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
         .await;
     let api_domain = format!("api.{domain}");
     estate.rest_domain(&api_domain, &adopted_arn).await;
+    let http_domain = format!("http.{domain}");
+    let http_arn = estate.import(&legacy).await;
+    estate.http_domain(&http_domain, &http_arn).await;
+    let sni_listener = estate.listener(&format!("fn-sni-{run}"), &legacy_arn).await;
+    let sni = estate.follow_listener(&sni_listener, true).await;
+    let http = estate.follow_http_domain(&http_domain).await;
     let alb = estate.follow_listener(&listener, false).await;
     let cdn = estate.follow_distribution(&distribution).await;
     let api = estate.follow_rest_domain(&api_domain).await;
@@ -105,6 +111,36 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
                     api: ApiGatewayApi::Rest,
                 },
                 api.endpoint(),
+            )
+        },
+        deployment(
+            "alb-sni",
+            TargetConfig::Elbv2Listener {
+                listener_arn: sni_listener.clone(),
+                sni: true,
+            },
+            sni.endpoint(),
+        ),
+        Deployment {
+            certificate_arn: Some(http_arn.clone()),
+            ..deployment(
+                "http-api",
+                TargetConfig::ApiGateway {
+                    domain_name: http_domain.clone(),
+                    region: "us-east-1".into(),
+                    api: ApiGatewayApi::Http,
+                },
+                http.endpoint(),
+            )
+        },
+        Deployment {
+            endpoints: vec![],
+            ..deployment(
+                "acm",
+                TargetConfig::AcmImport {
+                    region: "eu-west-1".into(),
+                },
+                "unused:443".into(),
             )
         },
     ];
