@@ -644,10 +644,20 @@ impl AcmeIssuer {
             return Ok(());
         }
         dns.publish(provider, &records).await?;
-        self.published_dns
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(order_url.to_owned(), records);
+        // Added to, never replaced: a retried step sees only the authorizations still
+        // pending, and the records of those validated meanwhile must still be withdrawn.
+        {
+            let mut published = self
+                .published_dns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let all = published.entry(order_url.to_owned()).or_default();
+            for r in records {
+                if !all.contains(&r) {
+                    all.push(r);
+                }
+            }
+        }
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
             let mut authz = authz.map_err(|e| map_error(e, true))?;
