@@ -143,9 +143,9 @@ impl DeployService {
     }
 
     /// Deploys `id`'s current certificate wherever it is not yet verified (everywhere with
-    /// `force`), concurrently across deployments, and records the outcome. Only certificates
-    /// whose fingerprint is `expected` are deployed when it is given: a stale message about
-    /// an older issuance does nothing.
+    /// `force`), concurrently across deployments, and records the outcome. `expected` is the
+    /// fingerprint a message announced: when a newer certificate was issued since, the newer
+    /// one is deployed (an older one is never put back by a late message).
     pub async fn deploy(
         &self,
         id: &str,
