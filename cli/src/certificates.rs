@@ -358,15 +358,28 @@ impl CertificateRow {
             (_, _, Some(_)) => "failing",
             (_, Some(_), None) => "renewing",
             (None, None, None) => "pending",
+            // Issued but not served everywhere: the outage certpilot exists to catch.
+            (Some(_), None, None) if !c.is_deployed() => "not_deployed",
             (Some(_), None, None) => "issued",
         };
+        let deploy_problem = c
+            .deployments
+            .iter()
+            .find(|r| r.detail.is_some() && c.spec.deployments.iter().any(|d| d.name == r.name))
+            .and_then(|r| r.detail.as_ref().map(|d| format!("{}: {d}", r.name)));
         CertificateRow {
             id: c.id.clone(),
             names: c.spec.name_set().join(","),
             state,
             not_after: c.current.as_ref().map(|i| i.not_after),
             next_check: c.renewal.next_check_at,
-            last_error: c.renewal.last_error.as_ref().map(|e| e.message.clone()),
+            last_error: c.renewal.last_error.as_ref().map(|e| e.message.clone()).or(
+                if state == "not_deployed" {
+                    deploy_problem
+                } else {
+                    None
+                },
+            ),
         }
     }
 

@@ -547,6 +547,13 @@ async fn renew_deploys_to_aws_targets_proves_them_and_rolls_back_an_endpoint_tha
     );
     let cdn_row = rows.iter().find(|r| r["name"] == "cdn").unwrap();
     assert_eq!(cdn_row["status"], "verified");
+    let listed = env.run(&["certificates", "list", "--format", "json"]).await;
+    let listed = json_lines(&listed);
+    assert_eq!(listed[0]["state"], "not_deployed", "{listed:?}");
+    assert!(
+        listed[0]["last_error"].as_str().unwrap().starts_with("alb: not serving"),
+        "{listed:?}"
+    );
 
     // Fixed: the next run deploys what is not yet served, without a new order.
     alb.thaw();
