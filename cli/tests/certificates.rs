@@ -551,7 +551,10 @@ async fn renew_deploys_to_aws_targets_proves_them_and_rolls_back_an_endpoint_tha
     let listed = json_lines(&listed);
     assert_eq!(listed[0]["state"], "not_deployed", "{listed:?}");
     assert!(
-        listed[0]["last_error"].as_str().unwrap().starts_with("alb: not serving"),
+        listed[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("alb: not serving"),
         "{listed:?}"
     );
 
