@@ -20,16 +20,15 @@ use certpilot_core::model::certificate::{
     validate_certificate_id,
 };
 use certpilot_core::ports::{
-    CertificateStore, Clock, IssuedSink, ScanLimits, SecretStore, SecretValue, SecretVersion,
-    Store, StoreError, SystemClock,
+    CertificateStore, Clock, IssuedSink, SecretStore, SecretValue, SecretVersion, Store,
+    StoreError, SystemClock,
 };
 use certpilot_core::services::acm::AcmService;
 use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService, RenewSettings};
-use certpilot_core::services::scan::{Recorder, ScanService};
+use certpilot_core::services::scan::Recorder;
 use certpilot_core::services::verify::{Verdict, VerifyService, VerifySettings};
 use certpilot_core::{Tags, parse_tag};
 use certpilot_files::live::export_live;
-use certpilot_scanner::{Deadlines, TlsProber, TrustStore};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -483,19 +482,7 @@ pub async fn verify(
             cert.id
         )));
     }
-    let mut trust = TrustStore::mozilla();
-    for path in &args.ca_file {
-        trust.add_pem_file(path)?;
-    }
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let scanner = ScanService::new(
-        Arc::new(TlsProber::new(trust, Deadlines::default())),
-        clock,
-        ScanLimits {
-            concurrency: 64,
-            target_timeout: Duration::from_secs(15),
-        },
-    );
+    let scanner = crate::deploy::scanner(&args.ca_file, Arc::new(SystemClock))?;
     let requests = cert
         .spec
         .endpoints
@@ -682,27 +669,22 @@ async fn deploy_after_renew(
     results: &[(String, Result<RenewOutcome, RenewError>)],
     args: &RenewArgs,
 ) -> Result<ExitCode, CliError> {
-    let mut ids: Vec<String> = results
+    let issued: Vec<&String> = results
         .iter()
         .filter(|(_, r)| matches!(r, Ok(RenewOutcome::Issued { .. })))
-        .map(|(id, _)| id.clone())
+        .map(|(id, _)| id)
         .collect();
-    for cert in store.certificates().await? {
-        let named = args.ids.is_empty() || args.ids.contains(&cert.id);
-        if named && cert.current.is_some() && !cert.is_deployed() && !ids.contains(&cert.id) {
-            ids.push(cert.id);
-        }
-    }
-    let mut with_targets = Vec::new();
-    for id in ids {
-        if store
-            .certificate(&id)
-            .await?
-            .is_some_and(|c| !c.spec.deployments.is_empty())
-        {
-            with_targets.push(id);
-        }
-    }
+    let with_targets: Vec<String> = store
+        .certificates()
+        .await?
+        .into_iter()
+        .filter(|c| !c.spec.deployments.is_empty() && c.current.is_some())
+        .filter(|c| {
+            let named = args.ids.is_empty() || args.ids.contains(&c.id);
+            issued.contains(&&c.id) || (named && !c.is_deployed())
+        })
+        .map(|c| c.id)
+        .collect();
     if with_targets.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }

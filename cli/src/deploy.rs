@@ -28,19 +28,8 @@ pub async fn service(
     secrets: Arc<dyn SecretStore>,
     options: &DeployVerifyArgs,
 ) -> Result<DeployService, CliError> {
-    let mut trust = TrustStore::mozilla();
-    for path in &options.ca_files {
-        trust.add_pem_file(path)?;
-    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let scanner = ScanService::new(
-        Arc::new(TlsProber::new(trust, Deadlines::default())),
-        clock.clone(),
-        ScanLimits {
-            concurrency: 64,
-            target_timeout: Duration::from_secs(15),
-        },
-    );
+    let scanner = scanner(&options.ca_files, clock.clone())?;
     let targets: Arc<dyn DeployTargets> =
         AwsDeployTargets::new(certpilot_dynamodb::load_aws_config().await);
     Ok(DeployService::new(
@@ -52,6 +41,26 @@ pub async fn service(
         DeploySettings {
             interval: options.interval,
             max_deadline: options.max_deadline,
+        },
+    ))
+}
+
+/// The scanner that proves endpoints serve a certificate (`verify`, `deploy`, `renew`):
+/// the platform's roots plus `ca_files`.
+pub fn scanner(
+    ca_files: &[std::path::PathBuf],
+    clock: Arc<dyn Clock>,
+) -> Result<ScanService, CliError> {
+    let mut trust = TrustStore::mozilla();
+    for path in ca_files {
+        trust.add_pem_file(path)?;
+    }
+    Ok(ScanService::new(
+        Arc::new(TlsProber::new(trust, Deadlines::default())),
+        clock,
+        ScanLimits {
+            concurrency: 64,
+            target_timeout: Duration::from_secs(15),
         },
     ))
 }
@@ -97,7 +106,7 @@ pub fn report_deploys(
         })
         .collect();
     for r in reports {
-        bad += r.targets.iter().filter(|t| !is_verified(t)).count();
+        bad += r.targets.iter().filter(|t| !t.is_verified()).count();
     }
     write_records(
         crate::format_or_default(format),
@@ -109,10 +118,6 @@ pub fn report_deploys(
         return Ok(ExitCode::from(EXIT_RENEWAL_FAILED));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn is_verified(t: &TargetReport) -> bool {
-    t.status == certpilot_core::model::deploy::DeploymentStatus::Verified
 }
 
 fn row(id: &str, t: &TargetReport) -> Vec<String> {

@@ -1,22 +1,15 @@
 //! Decoding events and encoding answers: all the handler does.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use certpilot_core::model::certificate::IssuedMessage;
-use certpilot_core::ports::{CertificateStore, Clock, DeployTargets, SecretStore};
-use certpilot_core::services::deploy::{
-    DeployReport, DeployService, DeployServiceError, DeploySettings,
-};
-use certpilot_core::services::verify::VerifyService;
+use certpilot_core::services::deploy::{DeployReport, DeployService, DeployServiceError};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
-
-use crate::config::Config;
 
 /// A failed invocation, typed so Lambda's diagnostics say whether a retry can help.
 #[derive(Debug, thiserror::Error)]
@@ -47,60 +40,25 @@ pub struct Summary {
 
 /// Holds what every invocation needs.
 pub struct Handler {
-    store: Arc<dyn CertificateStore>,
-    secrets: Arc<dyn SecretStore>,
-    targets: Arc<dyn DeployTargets>,
-    verifier: VerifyService,
-    clock: Arc<dyn Clock>,
-    interval: Duration,
-    max_deadline: Duration,
+    deploy: DeployService,
 }
 
 /// Time kept back at the end of an invocation to record outcomes and answer.
 const MARGIN: Duration = Duration::from_secs(20);
 
 impl Handler {
-    pub fn new(
-        store: Arc<dyn CertificateStore>,
-        secrets: Arc<dyn SecretStore>,
-        targets: Arc<dyn DeployTargets>,
-        verifier: VerifyService,
-        clock: Arc<dyn Clock>,
-        config: &Config,
-    ) -> Self {
-        Handler {
-            store,
-            secrets,
-            targets,
-            verifier,
-            clock,
-            interval: config.verify_interval,
-            max_deadline: config.verify_max_deadline,
-        }
-    }
-
-    /// The service for one invocation: verification never waits past its end.
-    fn service(&self, deadline: Instant) -> DeployService {
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .saturating_sub(MARGIN);
-        DeployService::new(
-            self.store.clone(),
-            self.secrets.clone(),
-            self.targets.clone(),
-            self.verifier.clone(),
-            self.clock.clone(),
-            DeploySettings {
-                interval: self.interval,
-                max_deadline: Some(self.max_deadline.min(left)),
-            },
-        )
+    pub fn new(deploy: DeployService) -> Self {
+        Handler { deploy }
     }
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, FunctionError> {
         let deadline = certpilot_aws::lambda::invocation_deadline(event.context.deadline);
         info!(request_id = %event.context.request_id, "invocation");
-        let service = self.service(deadline);
+        // Verification never waits past the invocation's end.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(MARGIN);
+        let service = self.deploy.with_max_deadline(left);
         if certpilot_aws::lambda::is_sqs(&event.payload) {
             let sqs: SqsEvent = serde_json::from_value(event.payload)
                 .map_err(|e| FunctionError::Event(format!("SQS event: {e}")))?;

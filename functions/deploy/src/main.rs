@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use certpilot_aws::SecretsManagerStore;
 use certpilot_core::ports::{Clock, DeployTargets, ScanLimits, SystemClock};
+use certpilot_core::services::deploy::{DeployService, DeploySettings};
 use certpilot_core::services::scan::ScanService;
 use certpilot_core::services::verify::VerifyService;
 use certpilot_deploy_aws::AwsDeployTargets;
@@ -46,13 +47,16 @@ async fn main() -> Result<(), Error> {
         },
     );
     let targets: Arc<dyn DeployTargets> = AwsDeployTargets::new(aws);
-    let handler = handler::Handler::new(
+    let handler = handler::Handler::new(DeployService::new(
         store,
         secrets,
         targets,
         VerifyService::new(scanner),
         clock,
-        &config,
-    );
+        DeploySettings {
+            interval: config.verify_interval,
+            max_deadline: Some(config.verify_max_deadline),
+        },
+    ));
     lambda_runtime::run(service_fn(|event| handler.handle(event))).await
 }

@@ -63,6 +63,13 @@ pub struct TargetReport {
     pub checks: Vec<EndpointCheck>,
 }
 
+impl TargetReport {
+    /// Whether the deployment serves the certificate.
+    pub fn is_verified(&self) -> bool {
+        self.status == DeploymentStatus::Verified
+    }
+}
+
 /// The result of deploying one certificate.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeployReport {
@@ -77,9 +84,7 @@ pub struct DeployReport {
 impl DeployReport {
     /// Whether every deployment serves the certificate.
     pub fn is_verified(&self) -> bool {
-        self.targets
-            .iter()
-            .all(|t| t.status == DeploymentStatus::Verified)
+        self.targets.iter().all(TargetReport::is_verified)
     }
 }
 
@@ -140,6 +145,18 @@ impl DeployService {
             clock,
             settings,
         }
+    }
+
+    /// The same service, with verification capped at `max_deadline` (what is left of a
+    /// Lambda invocation).
+    pub fn with_max_deadline(&self, max_deadline: std::time::Duration) -> Self {
+        let mut service = self.clone();
+        service.settings.max_deadline = Some(
+            self.settings
+                .max_deadline
+                .map_or(max_deadline, |cap| cap.min(max_deadline)),
+        );
+        service
     }
 
     /// Deploys `id`'s current certificate wherever it is not yet verified (everywhere with
@@ -380,9 +397,6 @@ impl DeployService {
             let undo = target.roll_back(request, Some(&deployed)).await;
             if undo.is_ok() {
                 record.holding = request.previous.map(|p| p.fingerprint.clone());
-                if deployed.replaced.is_none() && request.previous.is_none() {
-                    record.holding = None;
-                }
             }
             record.status = DeploymentStatus::NotServing;
             record.detail = Some(with_rollback(what, &undo));
