@@ -6,23 +6,7 @@ use std::time::Duration;
 use certpilot_core::ResolveOverride;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const EXIT_CODES: &str = "\
-Exit status:
-  0  success (and, with --fail-within, every result is healthy)
-  1  usage or runtime error (bad arguments, unreadable file, store failure)
-  2  --fail-within: a result failed, is expired, or expires within the window";
-
-const RENEW_EXIT_CODES: &str = "\
-Exit status:
-  0  every certificate named or due was issued, or is not due yet
-  1  usage or runtime error (bad arguments, store or secret store failure)
-  2  a renewal failed (the error is recorded; `certificates show ID` has the CA's problem)";
-
-const VERIFY_EXIT_CODES: &str = "\
-Exit status:
-  0  every address of every endpoint serves the certificate
-  1  usage or runtime error (unknown id, not issued yet, no endpoints, store failure)
-  2  an endpoint does not serve it by the deadline (not_serving)";
+use crate::exit::EXIT_CODES;
 
 /// Keeps an inventory of TLS endpoints and the certificates they serve.
 #[derive(Debug, Parser)]
@@ -56,27 +40,30 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Scan(ScanArgs),
     /// Register, list and remove the endpoints scanned by default.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = EXIT_CODES)]
     Endpoints(EndpointsCommand),
     /// Show the latest observation of every endpoint and address.
+    #[command(after_help = EXIT_CODES)]
     Inventory(InventoryArgs),
     /// Manage certificates issued through ACME: add, list, show, remove, export.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = EXIT_CODES)]
     Certificates(CertificatesCommand),
     /// Issue or renew managed certificates (those due, or the ones named).
-    #[command(after_help = RENEW_EXIT_CODES)]
+    #[command(after_help = EXIT_CODES)]
     Renew(Box<RenewArgs>),
     /// Prove by handshake that every endpoint of a certificate serves its current version.
-    #[command(after_help = VERIFY_EXIT_CODES)]
+    #[command(after_help = EXIT_CODES)]
     Verify(VerifyArgs),
     /// Install a certificate's current version at each of its deployments (ACM, load
     /// balancers, CloudFront, API Gateway) and prove each serves it; rolls back those that
     /// do not.
-    #[command(after_help = VERIFY_EXIT_CODES)]
+    #[command(after_help = EXIT_CODES)]
     Deploy(DeployArgs),
     /// Put the previous certificate back at a certificate's deployments.
+    #[command(after_help = EXIT_CODES)]
     Rollback(RollbackArgs),
     /// Create the store if needed (a DynamoDB table for local or development use).
+    #[command(after_help = EXIT_CODES)]
     Init,
 }
 
@@ -265,7 +252,8 @@ pub struct CertificateAddArgs {
     #[arg(long, requires = "eab_hmac_file", value_name = "KID")]
     pub eab_kid: Option<String>,
 
-    /// File holding the EAB HMAC key (base64url); it is moved into the secret store.
+    /// File holding the EAB HMAC key (base64url); it is copied into the secret store
+    /// (per certificate), after which the file can be deleted.
     #[arg(long, requires = "eab_kid", value_name = "FILE")]
     pub eab_hmac_file: Option<PathBuf>,
 
@@ -302,7 +290,7 @@ pub struct CertificateAddArgs {
     #[arg(long, value_name = "NAME")]
     pub tsig_key_name: Option<String>,
 
-    /// RFC 2136: file holding the TSIG secret (base64, HMAC-SHA256); it is moved into the
+    /// RFC 2136: file holding the TSIG secret (base64, HMAC-SHA256); it is copied into the
     /// secret store.
     #[arg(long, value_name = "FILE")]
     pub tsig_secret_file: Option<PathBuf>,
@@ -345,9 +333,16 @@ pub struct RenewArgs {
     #[arg(long)]
     pub due: bool,
 
-    /// Renew now whatever the schedule (still within the CA's duplicate limit).
+    /// Renew the named certificates now whatever the schedule or backoff (still within the
+    /// CA's duplicate limit); needs ids.
     #[arg(long)]
     pub force: bool,
+
+    /// How long a renewal's lease lasts unless extended. A running renewal extends it every
+    /// third of this; a renewal left by a dead process of this host is taken over at once,
+    /// one of another host or a hung one once the lease lapses.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub lease: Duration,
 
     /// Run this shell command after each issuance, with CERTPILOT_ID, CERTPILOT_NAMES,
     /// CERTPILOT_FINGERPRINT, CERTPILOT_NOT_AFTER and CERTPILOT_LIVE_DIR in its environment

@@ -4,6 +4,7 @@
 //! flags, opens the secret store, and after each issuance exports the live files and runs the
 //! deploy hook (the local [`IssuedSink`]).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,13 +38,15 @@ use crate::CliError;
 use crate::args::{
     CertificateAddArgs, CertificatesCommand, DnsArg, KeyTypeArg, RenewArgs, VerifyArgs,
 };
+use crate::exit::Exit;
 use crate::output::write_records;
+use crate::unix::{LocalProcesses, ProcessGroup, Shutdown};
 
 /// How long DNS-01 records may take to reach every authoritative server.
 const DNS_PROPAGATION: Duration = Duration::from_secs(120);
 
-/// Exit status when a renewal failed or an endpoint does not serve the certificate.
-pub(crate) const EXIT_RENEWAL_FAILED: u8 = 2;
+/// How long a deploy hook's process group has between SIGTERM and SIGKILL.
+const HOOK_GRACE: Duration = Duration::from_secs(5);
 
 pub(crate) fn usage(text: impl Into<String>) -> CliError {
     CliError::Usage(text.into())
@@ -54,8 +57,13 @@ fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 /// Reads a secret from a file given on the command line (never from argv, where `ps` shows
-/// it), trimmed of surrounding whitespace.
-fn read_secret_file(flag: &str, path: &Path) -> Result<SecretValue, CliError> {
+/// it), trimmed of surrounding whitespace, and checks it with `decode` before anything is
+/// stored.
+fn read_secret_file(
+    flag: &str,
+    path: &Path,
+    decode: fn(&str) -> Result<Vec<u8>, String>,
+) -> Result<PendingSecret, CliError> {
     let text = std::fs::read_to_string(path).map_err(|source| CliError::File {
         path: format!("{flag} {}", path.display()),
         source,
@@ -67,7 +75,11 @@ fn read_secret_file(flag: &str, path: &Path) -> Result<SecretValue, CliError> {
             path.display()
         )));
     }
-    Ok(SecretValue::new(trimmed.as_bytes().to_vec()))
+    decode(trimmed).map_err(|e| usage(format!("{flag} {}: {e}", path.display())))?;
+    Ok(PendingSecret {
+        value: SecretValue::new(trimmed.as_bytes().to_vec()),
+        file: path.to_owned(),
+    })
 }
 
 fn key_type(arg: KeyTypeArg) -> KeyType {
@@ -80,10 +92,19 @@ fn key_type(arg: KeyTypeArg) -> KeyType {
     }
 }
 
-/// Secrets named on the command line, to store once the spec is known to be valid.
-struct PendingSecrets(Vec<(String, SecretValue)>);
+/// A secret read from a file named on the command line.
+struct PendingSecret {
+    value: SecretValue,
+    file: PathBuf,
+}
+
+/// Secrets named on the command line, to store once the spec is known to be valid; each is
+/// kept per certificate, so another certificate reusing a key id or TSIG key name never
+/// replaces the secret this one renews with.
+struct PendingSecrets(Vec<(String, PendingSecret)>);
 
 fn challenge(
+    id: &str,
     args: &CertificateAddArgs,
     secrets: &mut PendingSecrets,
 ) -> Result<ChallengeConfig, CliError> {
@@ -127,10 +148,14 @@ fn challenge(
             ) else {
                 unreachable!("checked above");
             };
-            let key_secret = format!("tsig/{}", key_name.trim_end_matches('.'));
+            let key_secret = format!("certificate-tsig/{id}");
             secrets.0.push((
                 key_secret.clone(),
-                read_secret_file("--tsig-secret-file", file)?,
+                read_secret_file(
+                    "--tsig-secret-file",
+                    file,
+                    certpilot_acme::rfc2136::decode_tsig_secret,
+                )?,
             ));
             ChallengeConfig::Dns01 {
                 provider: DnsProviderConfig::Rfc2136 {
@@ -167,17 +192,25 @@ fn spec_from_args(
         .map(|n| n.parse::<Identifier>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| usage(e.to_string()))?;
+    let id = match &args.id {
+        Some(id) => id.clone(),
+        None => names
+            .first()
+            .map(|n| n.to_string().replace('*', "wildcard"))
+            .unwrap_or_default(),
+    };
+    validate_certificate_id(&id).map_err(|e| usage(format!("--id: {e}")))?;
     let eab = match (&args.eab_kid, &args.eab_hmac_file) {
         (Some(kid), Some(file)) => {
-            let hmac_secret = format!("eab-hmac/{kid}");
-            if hmac_secret.contains(|c: char| !(c.is_ascii_alphanumeric() || "-_./".contains(c))) {
+            if kid.is_empty() || kid.chars().any(|c| c.is_control() || c.is_whitespace()) {
                 return Err(usage(format!(
-                    "--eab-kid {kid:?}: expected letters, digits, '-', '_' or '.'"
+                    "--eab-kid {kid:?}: expected the key id the CA gave, without spaces"
                 )));
             }
+            let hmac_secret = format!("certificate-eab-hmac/{id}");
             secrets.0.push((
                 hmac_secret.clone(),
-                read_secret_file("--eab-hmac-file", file)?,
+                read_secret_file("--eab-hmac-file", file, certpilot_acme::decode_eab_hmac)?,
             ));
             Some(ExternalAccountBinding {
                 key_id: kid.clone(),
@@ -204,8 +237,9 @@ fn spec_from_args(
             contact: args.contact.clone(),
             eab,
             profile: args.profile.clone(),
+            account_secret: None,
         },
-        challenge: challenge(args, &mut secrets)?,
+        challenge: challenge(&id, args, &mut secrets)?,
         renewal: match args.renew_days_before {
             Some(0) => return Err(usage("--renew-days-before must be at least 1")),
             Some(days) => RenewalPolicy::DaysBefore { days },
@@ -224,8 +258,6 @@ fn spec_from_args(
             .collect::<Result<_, _>>()?,
     };
     spec.validate().map_err(|e| usage(e.to_string()))?;
-    let id = args.id.clone().unwrap_or_else(|| spec.default_id());
-    validate_certificate_id(&id).map_err(|e| usage(format!("--id: {e}")))?;
     Ok((id, spec, secrets))
 }
 
@@ -243,10 +275,10 @@ pub async fn certificates(
                     "certificate {id:?} is already managed; remove it first or choose another --id"
                 )));
             }
-            for (name, value) in &pending.0 {
-                secrets.put_current(name, value).await?;
-            }
             let cert = ManagedCertificate::new(id.clone(), spec, SystemClock.now());
+            // The record first: a refused insert (the id taken meanwhile) leaves no secret
+            // behind. A record whose secret is not stored yet only fails its renewal, with a
+            // message naming the secret.
             match store.add_certificate(&cert).await {
                 Ok(_) => {}
                 Err(StoreError::AlreadyExists { .. }) => {
@@ -255,6 +287,18 @@ pub async fn certificates(
                     )));
                 }
                 Err(e) => return Err(e.into()),
+            }
+            for (name, pending) in &pending.0 {
+                if let Err(e) = secrets.put_current(name, &pending.value).await {
+                    // Without its secret the record cannot renew: take it back.
+                    let _ = store.remove_certificate(&id).await;
+                    return Err(e.into());
+                }
+                eprintln!(
+                    "copied {} into the secret store as {name}; delete {} once you no longer need it",
+                    pending.file.display(),
+                    pending.file.display()
+                );
             }
             eprintln!("added {id}; `certpilot renew` issues it");
         }
@@ -272,7 +316,9 @@ pub async fn certificates(
             // The record holds no key, only SecretStore versions: safe to print whole.
             let text = serde_json::to_string_pretty(&cert)
                 .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
-            println!("{text}");
+            let mut out = crate::output::stdout();
+            writeln!(out, "{text}")?;
+            out.flush()?;
         }
         CertificatesCommand::Remove { id } => {
             find(store.as_ref(), &id).await?;
@@ -289,6 +335,30 @@ pub async fn certificates(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Converts records written by earlier versions whose ACME directory URL holds credentials:
+/// the credentials are removed (they were never sent, and `show` and logs printed them), the
+/// account stays the same. Says so once per record.
+pub(crate) async fn scrub_directory_credentials(
+    store: &dyn CertificateStore,
+) -> Result<(), CliError> {
+    for mut cert in store.certificates().await? {
+        let shown = certpilot_core::model::certificate::redact_url(&cert.spec.issuer.directory);
+        if !cert.spec.issuer.strip_directory_credentials() {
+            continue;
+        }
+        match store.update_certificate(&cert).await {
+            Ok(_) => eprintln!(
+                "certpilot: {}: removed the credentials from its ACME directory URL ({shown}); they were never sent to the CA, and the account is unchanged",
+                cert.id
+            ),
+            // A renewal wrote meanwhile: the next command converts it.
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn find(
@@ -324,6 +394,14 @@ async fn export(
                 cert.id, current.key_version
             ))
         })?;
+    // A key that does not belong to the certificate would take a server down at its next
+    // reload: check the pair before a single file is written.
+    certpilot_acme::check_pair(&current.chain_pem, &key).map_err(|e| {
+        CliError::Secret(certpilot_core::ports::SecretError::Backend(format!(
+            "{}: key version {} in the secret store: {e}; nothing was written",
+            cert.id, current.key_version
+        )))
+    })?;
     let dir = dir.to_owned();
     let chain = current.chain_pem.clone();
     let written = tokio::task::spawn_blocking(move || export_live(&dir, &chain, &key).map(|_| dir))
@@ -444,17 +522,27 @@ impl IssuedSink for LocalSink {
             // stdout is ours (JSON rows): the hook's output goes to stderr.
             .stdout(std::io::stderr())
             .kill_on_drop(true);
+        // Its own process group, so that a timeout or an interrupt ends the hook's children
+        // (a `sh -c` hook's `sleep`, a reload's helpers) and not only the shell.
+        command.process_group(0);
         let mut child = command
             .spawn()
             .map_err(|e| format!("deploy hook {hook:?}: cannot start: {e}"))?;
+        let group = ProcessGroup::of(child.id());
         match tokio::time::timeout(self.hook_timeout, child.wait()).await {
-            Ok(Ok(status)) if status.success() => Ok(()),
-            Ok(Ok(status)) => Err(format!("deploy hook {hook:?} failed: {status}")),
-            Ok(Err(e)) => Err(format!("deploy hook {hook:?}: {e}")),
+            Ok(result) => {
+                group.disarm();
+                match result {
+                    Ok(status) if status.success() => Ok(()),
+                    Ok(status) => Err(format!("deploy hook {hook:?} failed: {status}")),
+                    Err(e) => Err(format!("deploy hook {hook:?}: {e}")),
+                }
+            }
             Err(_) => {
-                let _ = child.kill().await;
+                group.end(HOOK_GRACE).await;
+                let _ = child.wait().await;
                 Err(format!(
-                    "deploy hook {hook:?} still running after {:?}; killed",
+                    "deploy hook {hook:?} still running after {:?}; it and its children were ended",
                     self.hook_timeout
                 ))
             }
@@ -554,7 +642,7 @@ pub async fn verify(
             cert.id,
             current.fingerprint
         );
-        return Ok(ExitCode::from(EXIT_RENEWAL_FAILED));
+        return Ok(Exit::Attention.into());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -565,6 +653,11 @@ pub async fn renew(
     secrets: Arc<dyn SecretStore>,
     args: RenewArgs,
 ) -> Result<ExitCode, CliError> {
+    if args.force && args.ids.is_empty() {
+        return Err(usage(
+            "--force renews the certificates named: give their ids (`certpilot certificates list` shows them)",
+        ));
+    }
     if let Some(path) = &args.acme_ca_file
         && !path.is_file()
     {
@@ -572,6 +665,9 @@ pub async fn renew(
             "--acme-ca-file {}: no such file",
             path.display()
         )));
+    }
+    for id in &args.ids {
+        find(store.as_ref(), id).await?;
     }
     let issuer = Arc::new(
         AcmeIssuer::new(
@@ -600,7 +696,6 @@ pub async fn renew(
                 hook_timeout: args.hook_timeout,
             }) as Arc<dyn IssuedSink>
         });
-    let owner = format!("cli:{}:{}", hostname(), std::process::id());
     let secrets_for_deploy = secrets.clone();
     // ACM keeps its keys: nothing to export, so the local sink is not told.
     let acm = AcmService::new(
@@ -616,28 +711,40 @@ pub async fn renew(
         issuer,
         sink,
         Arc::new(SystemClock),
-        owner,
+        crate::unix::lease_owner(),
         RenewSettings {
             concurrency: usize::from(args.concurrency),
+            lease: args.lease,
             ..RenewSettings::default()
         },
     )
-    .with_acm(acm);
-    let results = if args.ids.is_empty() {
-        service.renew_due().await?
-    } else {
-        for id in &args.ids {
-            find(store.as_ref(), id).await?;
+    .with_acm(acm)
+    .with_liveness(Arc::new(LocalProcesses::new()));
+
+    let mut shutdown = Shutdown::install().map_err(CliError::Output)?;
+    let work = async {
+        if args.ids.is_empty() {
+            service.renew_due().await
+        } else {
+            Ok(service.renew_all(args.ids.clone(), args.force).await)
         }
-        service.renew_all(args.ids.clone(), args.force).await
     };
-    let mut failed = 0;
+    // Dropping the work on a signal drops each renewal where it stands (its hook's process
+    // group is ended); every step done so far is persisted, so releasing the leases is all
+    // it takes for the next run to resume at once.
+    let results = tokio::select! {
+        results = work => Some(results),
+        _ = shutdown.recv() => None,
+    };
+    let Some(results) = results else {
+        return interrupted(&service).await;
+    };
+    let results = results?;
+    let mut exit = Exit::Done;
     let rows: Vec<(Vec<String>, serde_json::Value)> = results
         .iter()
         .map(|(id, result)| {
-            if result.is_err() {
-                failed += 1;
-            }
+            exit = exit.worst(renew_exit(result));
             renew_row(id, result)
         })
         .collect();
@@ -649,16 +756,53 @@ pub async fn renew(
         &["id", "outcome", "detail"],
         rows.into_iter(),
     )?;
-    let deployed = if args.no_deploy {
-        ExitCode::SUCCESS
-    } else {
-        deploy_after_renew(store, secrets_for_deploy, &results, &args).await?
-    };
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     if failed > 0 {
         eprintln!("certpilot: {failed} of {} renewals failed", results.len());
-        return Ok(ExitCode::from(EXIT_RENEWAL_FAILED));
     }
-    Ok(deployed)
+    if !args.no_deploy {
+        let deploying = deploy_after_renew(store, secrets_for_deploy, &results, &args);
+        let deployed = tokio::select! {
+            deployed = deploying => Some(deployed),
+            _ = shutdown.recv() => None,
+        };
+        let Some(deployed) = deployed else {
+            return interrupted(&service).await;
+        };
+        exit = exit.worst(deployed?);
+    }
+    Ok(exit.into())
+}
+
+/// Ends `renew` after SIGINT or SIGTERM: gives up this process's leases so the next run
+/// resumes at once rather than after the lease lapses.
+async fn interrupted(service: &RenewService) -> Result<ExitCode, CliError> {
+    match service.release_leases().await {
+        Ok(ids) if ids.is_empty() => eprintln!("certpilot: interrupted"),
+        Ok(ids) => eprintln!(
+            "certpilot: interrupted; {} stays due and `certpilot renew` resumes it where it stopped",
+            ids.join(", ")
+        ),
+        Err(e) => eprintln!(
+            "certpilot: interrupted; could not release the renewal leases ({e}): they lapse on their own"
+        ),
+    }
+    Ok(Exit::Interrupted.into())
+}
+
+/// The exit status one renewal's result calls for.
+fn renew_exit(result: &Result<RenewOutcome, RenewError>) -> Exit {
+    match result {
+        Ok(RenewOutcome::Issued { .. } | RenewOutcome::NotDue { .. }) => Exit::Done,
+        Ok(
+            RenewOutcome::Deferred { .. }
+            | RenewOutcome::BackingOff { .. }
+            | RenewOutcome::Busy { .. }
+            | RenewOutcome::Postponed,
+        ) => Exit::TempFail,
+        Err(e) if e.is_retryable() => Exit::TempFail,
+        Err(_) => Exit::Attention,
+    }
 }
 
 /// Deploys what was just issued, and whatever is not yet served everywhere (a deploy that
@@ -668,7 +812,7 @@ async fn deploy_after_renew(
     secrets: Arc<dyn SecretStore>,
     results: &[(String, Result<RenewOutcome, RenewError>)],
     args: &RenewArgs,
-) -> Result<ExitCode, CliError> {
+) -> Result<Exit, CliError> {
     let issued: Vec<&String> = results
         .iter()
         .filter(|(_, r)| matches!(r, Ok(RenewOutcome::Issued { .. })))
@@ -686,7 +830,7 @@ async fn deploy_after_renew(
         .map(|c| c.id)
         .collect();
     if with_targets.is_empty() {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Done);
     }
     let service = crate::deploy::service(store, secrets, &args.verify).await?;
     let mut reports = Vec::new();
@@ -695,7 +839,7 @@ async fn deploy_after_renew(
             Ok(r) => reports.push(r),
             Err(e) => {
                 eprintln!("certpilot: deploying {id}: {e}");
-                return Ok(ExitCode::from(EXIT_RENEWAL_FAILED));
+                return Ok(Exit::Attention);
             }
         }
     }
@@ -730,9 +874,24 @@ fn renew_row(
             "not started: too little time left".to_owned(),
             json!({}),
         ),
+        Ok(RenewOutcome::BackingOff {
+            until,
+            failures,
+            last_error,
+        }) => (
+            "backing_off",
+            format!(
+                "{failures} failed attempt(s); next try {}; last: {last_error}; `certpilot renew {id} --force` tries now",
+                rfc3339(*until)
+            ),
+            json!({"until": rfc3339(*until), "failures": failures, "last_error": last_error}),
+        ),
         Ok(RenewOutcome::Busy { owner, until }) => (
             "busy",
-            format!("{owner} holds the lease until {}", rfc3339(*until)),
+            format!(
+                "being renewed by {owner} (lease until {}); run again once it ends",
+                rfc3339(*until)
+            ),
             json!({"owner": owner, "until": rfc3339(*until)}),
         ),
         Err(e) => {
@@ -752,10 +911,4 @@ fn renew_row(
         o.extend(extra.clone());
     }
     (vec![id.to_owned(), outcome.to_owned(), detail], object)
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
 }

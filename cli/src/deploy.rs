@@ -18,7 +18,8 @@ use serde_json::json;
 
 use crate::CliError;
 use crate::args::{DeployArgs, DeployVerifyArgs, RollbackArgs};
-use crate::certificates::{EXIT_RENEWAL_FAILED, find, usage};
+use crate::certificates::{find, usage};
+use crate::exit::Exit;
 use crate::output::write_records;
 
 /// The deploy use case wired for the CLI: AWS targets through the default credential chain
@@ -83,14 +84,14 @@ pub async fn deploy(
         .deploy(&cert.id, None, args.force)
         .await
         .map_err(|e| usage(e.to_string()))?;
-    report_deploys(std::slice::from_ref(&report), args.format)
+    report_deploys(std::slice::from_ref(&report), args.format).map(ExitCode::from)
 }
 
 /// Writes one row per deployment; exit 2 when any is not verified.
 pub fn report_deploys(
     reports: &[DeployReport],
     format: Option<crate::args::Format>,
-) -> Result<ExitCode, CliError> {
+) -> Result<Exit, CliError> {
     let mut bad = 0;
     let rows: Vec<(Vec<String>, serde_json::Value)> = reports
         .iter()
@@ -115,9 +116,9 @@ pub fn report_deploys(
     )?;
     if bad > 0 {
         eprintln!("certpilot: {bad} deployment(s) do not serve the new certificate");
-        return Ok(ExitCode::from(EXIT_RENEWAL_FAILED));
+        return Ok(Exit::Attention);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Done)
 }
 
 fn row(id: &str, t: &TargetReport) -> Vec<String> {
@@ -172,7 +173,7 @@ pub async fn rollback(
         }),
     )?;
     if failed > 0 {
-        return Ok(ExitCode::from(EXIT_RENEWAL_FAILED));
+        return Ok(Exit::Attention.into());
     }
     Ok(ExitCode::SUCCESS)
 }

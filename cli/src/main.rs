@@ -6,7 +6,9 @@
 mod args;
 mod certificates;
 mod deploy;
+mod exit;
 mod output;
+mod unix;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -32,12 +34,10 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use args::{Cli, Command, EndpointsCommand, Format, InventoryArgs, ScanArgs};
+use exit::Exit;
 use output::RowWriter;
 
-/// Exit status when `--fail-within` finds a result that needs attention.
-const EXIT_ATTENTION: u8 = 2;
-
-/// Everything that ends a command with exit status 1.
+/// Everything that ends a command early; [`Exit::of_error`] gives its exit status.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
     #[error("{0}")]
@@ -76,6 +76,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    let open_files = unix::raise_open_files();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,14 +84,14 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("certpilot: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return Exit::TempFail.into();
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, open_files)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("certpilot: {e}");
-            ExitCode::from(1)
+            Exit::of_error(&e).into()
         }
     }
 }
@@ -109,8 +110,18 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, CliError> {
     let store = open_store(cli.store.as_deref()).await?;
+    if matches!(
+        cli.command,
+        Command::Certificates(_)
+            | Command::Renew(_)
+            | Command::Verify(_)
+            | Command::Deploy(_)
+            | Command::Rollback(_)
+    ) {
+        certificates::scrub_directory_credentials(store.certificates()?.as_ref()).await?;
+    }
     match cli.command {
         Command::Certificates(cmd) => {
             let secrets = open_secrets(cli.secrets.as_deref(), &store).await?;
@@ -136,7 +147,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             eprintln!("store ready: {}", store.describe());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Scan(args) => scan(store.port(), args).await,
+        Command::Scan(args) => scan(store.port(), args, open_files).await,
         Command::Endpoints(cmd) => endpoints(store.port(), cmd).await,
         Command::Inventory(args) => inventory(store.port(), args).await,
     }
@@ -279,7 +290,11 @@ pub(crate) fn parse_target(text: &str) -> Result<Target, CliError> {
         .map_err(|e: certpilot_core::TargetError| CliError::Usage(e.to_string()))
 }
 
-async fn scan(store: Arc<dyn Store>, args: ScanArgs) -> Result<ExitCode, CliError> {
+async fn scan(
+    store: Arc<dyn Store>,
+    args: ScanArgs,
+    open_files: Option<u64>,
+) -> Result<ExitCode, CliError> {
     let mut requests = Vec::new();
     for t in &args.targets {
         requests.push(ScanRequest::new(parse_target(t)?));
@@ -312,17 +327,25 @@ async fn scan(store: Arc<dyn Store>, args: ScanArgs) -> Result<ExitCode, CliErro
         handshake: args.handshake_timeout.min(args.timeout),
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let wanted = usize::from(args.concurrency);
+    let concurrency = unix::probes_within(open_files, wanted);
+    if concurrency < wanted {
+        eprintln!(
+            "certpilot: --concurrency {wanted} lowered to {concurrency}: the open-file limit is {} (raise `ulimit -Hn` for more)",
+            open_files.unwrap_or_default()
+        );
+    }
     let service = ScanService::new(
         Arc::new(TlsProber::new(trust, deadlines)),
         clock.clone(),
         ScanLimits {
-            concurrency: usize::from(args.concurrency),
+            concurrency,
             target_timeout: args.timeout,
         },
     );
 
     let format = format_or_default(args.format);
-    let stdout = std::io::stdout().lock();
+    let stdout = output::stdout();
     let mut writer = RowWriter::new(
         std::io::BufWriter::new(stdout),
         format,
@@ -339,21 +362,34 @@ async fn scan(store: Arc<dyn Store>, args: ScanArgs) -> Result<ExitCode, CliErro
     let interactive = format == Format::Table && std::io::stdout().is_terminal();
     let progress = progress_bar(requests.len());
 
+    let mut shutdown = unix::Shutdown::install().map_err(CliError::Output)?;
     let mut recorder = (!args.no_record).then(|| Recorder::new(store.clone()));
     let mut run = service.start(requests);
     let mut attention = 0usize;
     let mut failed = 0usize;
+    let mut local = 0usize;
     let mut total = 0usize;
     let now = clock.now();
+    // Observations wait at most a second in a batch, even while slow targets time out.
+    let mut flush = tokio::time::interval(Recorder::MAX_DELAY);
     let interrupted = loop {
         let obs = tokio::select! {
             obs = run.next() => obs,
-            _ = tokio::signal::ctrl_c() => break true,
+            _ = shutdown.recv() => break true,
+            _ = flush.tick() => {
+                if let Some(r) = recorder.as_mut() {
+                    r.tick().await;
+                }
+                continue;
+            }
         };
         let Some(obs) = obs else { break false };
         total += 1;
-        if obs.error.is_some() {
+        if let Some(e) = &obs.error {
             failed += 1;
+            if e.kind == certpilot_core::ErrorKind::Local {
+                local += 1;
+            }
         }
         if let Some(window) = args.fail_within
             && policy::fails_window(&obs, window, now)
@@ -376,22 +412,34 @@ async fn scan(store: Arc<dyn Store>, args: ScanArgs) -> Result<ExitCode, CliErro
     };
     progress.finish_and_clear();
     writer.finish()?;
+    let mut exit = Exit::Done;
     if let Some(r) = recorder {
         // Whatever was observed before an interrupt is still recorded.
-        let recorded = r.finish().await?;
-        tracing::info!(recorded, "observations recorded");
+        match r.finish().await {
+            Ok(recorded) => tracing::info!(recorded, "observations recorded"),
+            Err(e) => {
+                eprintln!("certpilot: recording the scan: {e}");
+                exit = exit.worst(Exit::of_store(&e));
+            }
+        }
+    }
+    if local > 0 {
+        eprintln!(
+            "certpilot: {local} of {total} results failed on this machine, not at the endpoint (out of file descriptors or memory); they were not recorded — run again with a lower --concurrency or a higher `ulimit -n`"
+        );
+        exit = exit.worst(Exit::TempFail);
     }
     if interrupted {
         eprintln!("certpilot: interrupted after {total} results (they were recorded)");
-        return Ok(ExitCode::from(130));
+        return Ok(Exit::Interrupted.into());
     }
     if args.fail_within.is_some() && attention > 0 {
         eprintln!(
             "certpilot: {attention} of {total} results failed, expired or expire within the window"
         );
-        return Ok(ExitCode::from(EXIT_ATTENTION));
+        exit = exit.worst(Exit::Attention);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit.into())
 }
 
 fn progress_bar(targets: usize) -> ProgressBar {
@@ -448,7 +496,7 @@ async fn endpoints(store: Arc<dyn Store>, cmd: EndpointsCommand) -> Result<ExitC
         }
         EndpointsCommand::List { format } => {
             let list = store.endpoints().await?;
-            let stdout = std::io::stdout().lock();
+            let stdout = output::stdout();
             let mut writer = RowWriter::new(stdout, format_or_default(format), colour(), now);
             writer.fit_targets(list.iter().map(|e| e.key().len()).max().unwrap_or(0));
             for e in &list {
@@ -473,7 +521,7 @@ async fn inventory(store: Arc<dyn Store>, args: InventoryArgs) -> Result<ExitCod
         expiring_before: args.expiring_within.map(|w| now + w),
     };
     let rows = store.inventory(&query).await?;
-    let stdout = std::io::stdout().lock();
+    let stdout = output::stdout();
     let mut writer = RowWriter::new(
         std::io::BufWriter::new(stdout),
         format_or_default(args.format),

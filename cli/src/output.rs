@@ -15,6 +15,50 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::args::Format;
 
+/// Standard output that a reader may close early (`certpilot scan … | head -1`): once a
+/// write finds the pipe closed, every later write is dropped quietly, so the command goes on
+/// with its work (recording a scan, renewing) and prints no "Broken pipe".
+pub struct Stdout {
+    inner: io::StdoutLock<'static>,
+    closed: bool,
+}
+
+/// This process's standard output, as a [`Stdout`].
+pub fn stdout() -> Stdout {
+    Stdout {
+        inner: io::stdout().lock(),
+        closed: false,
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        match self.inner.write(buf) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(buf.len())
+            }
+            other => other,
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        match self.inner.flush() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
 /// Extra columns an inventory row carries beyond its observation.
 pub struct InventoryFacts<'a> {
     /// Whether the endpoint is registered.
@@ -412,7 +456,7 @@ pub fn write_records(
     header: &[&str],
     records: impl Iterator<Item = (Vec<String>, Value)>,
 ) -> io::Result<()> {
-    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut out = io::BufWriter::new(stdout());
     match format {
         Format::Json => {
             for (_, json) in records {

@@ -4,93 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+mod support;
 
-use certpilot_testkit::procs::{ChallTestSrv, Pebble, PebbleOptions, free_port};
+use certpilot_testkit::procs::free_port;
 use serde_json::Value;
-
-struct Env {
-    /// Extra environment for the binary (AWS settings for moto).
-    extra_env: Vec<(String, String)>,
-    _dns: ChallTestSrv,
-    pebble: Pebble,
-    http_port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn start() -> Env {
-        let dns = ChallTestSrv::start();
-        let http_port = free_port();
-        let pebble = Pebble::start_with(&PebbleOptions {
-            http_port,
-            tls_port: free_port(),
-            dns_server: Some(dns.dns),
-            nonce_reject: 30,
-            ..PebbleOptions::default()
-        });
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pebble-ca.pem"), &pebble.tls_ca_pem).unwrap();
-        Env {
-            extra_env: Vec::new(),
-            _dns: dns,
-            pebble,
-            http_port,
-            dir,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    async fn run(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_certpilot"))
-            .args(args)
-            .env(
-                "CERTPILOT_STORE",
-                format!("sqlite:{}", self.path("state/certpilot.db").display()),
-            )
-            .env("CERTPILOT_ACME_DIRECTORY", &self.pebble.directory_url)
-            .env("CERTPILOT_ACME_CA_FILE", self.path("pebble-ca.pem"))
-            .env_remove("CERTPILOT_SECRETS")
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .envs(self.extra_env.iter().cloned())
-            .output()
-            .await
-            .expect("certpilot runs")
-    }
-
-    async fn add(&self, names: &[&str], extra: &[&str]) -> Output {
-        let listen = format!("127.0.0.1:{}", self.http_port);
-        let mut args = vec!["certificates", "add"];
-        args.extend_from_slice(names);
-        if !extra.contains(&"--dns") {
-            args.extend_from_slice(&["--http-listen", &listen]);
-        }
-        args.extend_from_slice(&["--contact", "mailto:ops@certpilot.test"]);
-        args.extend_from_slice(extra);
-        self.run(&args).await
-    }
-}
-
-fn json_lines(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-        .collect()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
+use support::{Env, json_lines, mode, stderr};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_then_renew_due_issues_exports_and_runs_the_deploy_hook() {

@@ -49,6 +49,7 @@ fn spec(domain: &str, zone: &str, challenge_dns: bool) -> CertificateSpec {
             contact: vec![],
             eab: None,
             profile: None,
+            account_secret: None,
         },
         challenge: if challenge_dns {
             ChallengeConfig::Dns01 {

@@ -127,6 +127,7 @@ impl World {
                 contact: vec![],
                 eab: None,
                 profile: None,
+                account_secret: None,
             },
             challenge: ChallengeConfig::Http01Listen {
                 listen: "0.0.0.0:80".into(),

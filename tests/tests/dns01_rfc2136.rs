@@ -93,6 +93,7 @@ async fn a_wildcard_certificate_is_issued_through_signed_dynamic_updates() {
             contact: vec![],
             eab: None,
             profile: None,
+            account_secret: None,
         },
         challenge: ChallengeConfig::Dns01 {
             provider: provider(&knot),

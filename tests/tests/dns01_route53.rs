@@ -66,6 +66,7 @@ async fn a_wildcard_certificate_is_issued_through_route53_and_the_records_are_cl
             contact: vec![],
             eab: None,
             profile: None,
+            account_secret: None,
         },
         // The zone is found from the names.
         challenge: ChallengeConfig::Dns01 {

@@ -160,6 +160,7 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
             contact: vec!["mailto:ops@certpilot.test".into()],
             eab: None,
             profile: None,
+            account_secret: None,
         },
         challenge: ChallengeConfig::Dns01 {
             provider: DnsProviderConfig::Route53 { zone_id: None },

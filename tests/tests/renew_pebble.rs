@@ -67,6 +67,7 @@ impl Ca {
                 contact: vec!["mailto:ops@certpilot.test".into()],
                 eab: None,
                 profile: None,
+                account_secret: None,
             },
             challenge: ChallengeConfig::Http01Listen {
                 listen: format!("127.0.0.1:{}", self.http_port),
@@ -243,6 +244,24 @@ impl CertificateStore for Killed {
         before: time::OffsetDateTime,
     ) -> Result<Vec<ManagedCertificate>, StoreError> {
         self.inner.certificates_due(before).await
+    }
+    async fn record_issuance(
+        &self,
+        names: &[String],
+        id: &str,
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("process is dead".into()));
+        }
+        self.inner.record_issuance(names, id, at).await
+    }
+    async fn issuances(
+        &self,
+        names: &[String],
+        since: time::OffsetDateTime,
+    ) -> Result<Vec<time::OffsetDateTime>, StoreError> {
+        self.inner.issuances(names, since).await
     }
 }
 

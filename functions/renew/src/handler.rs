@@ -92,6 +92,18 @@ impl Summary {
                 self.postponed += 1;
                 row.outcome = "postponed";
             }
+            Ok(RenewOutcome::BackingOff {
+                until,
+                failures,
+                last_error,
+            }) => {
+                // Counted with the not-due: nothing was attempted, the failure is recorded.
+                self.not_due += 1;
+                row.outcome = "backing_off";
+                row.detail = Some(format!(
+                    "{failures} failed attempts; next at {until}; last: {last_error}"
+                ));
+            }
             Ok(RenewOutcome::Busy { owner, .. }) => {
                 self.busy += 1;
                 row.outcome = "busy";

@@ -50,6 +50,24 @@ pub fn csr(names: &[Identifier], key: &SecretValue) -> Result<Vec<u8>, IssueErro
         .map_err(|e| IssueError::Config(format!("cannot build the CSR: {e}")))
 }
 
+/// Checks that the first certificate of `chain_pem` holds `key`'s public key.
+pub fn check_pair(chain_pem: &str, key: &SecretValue) -> Result<(), IssueError> {
+    let leaf_der = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .ok_or_else(|| IssueError::Check("the stored chain holds no certificate".into()))?
+        .map_err(|e| IssueError::Check(format!("the stored chain is not PEM certificates: {e}")))?;
+    let (_, leaf) = X509Certificate::from_der(&leaf_der)
+        .map_err(|e| IssueError::Check(format!("the stored leaf: {e}")))?;
+    let pair = key_pair(key)
+        .map_err(|_| IssueError::Check("the stored private key cannot be read".into()))?;
+    if leaf.public_key().subject_public_key.data.as_ref() != pair.public_key_raw() {
+        return Err(IssueError::Check(
+            "the stored private key does not belong to the certificate".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses and checks a downloaded chain: every block is a certificate, the leaf's public key
 /// is `key`'s, and the leaf covers every name.
 pub fn check(

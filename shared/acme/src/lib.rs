@@ -345,14 +345,9 @@ impl AcmeIssuer {
                         let text = hmac
                             .expose_str()
                             .map_err(|e| IssueError::Config(format!("EAB HMAC key: {e}")))?;
-                        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                            .decode(text.trim().trim_end_matches('='))
-                            .map_err(|e| {
-                                IssueError::Config(format!(
-                                    "EAB HMAC key {:?} is not base64url: {e}",
-                                    eab.hmac_secret
-                                ))
-                            })?;
+                        let bytes = decode_eab_hmac(text).map_err(|e| {
+                            IssueError::Config(format!("EAB HMAC key {:?}: {e}", eab.hmac_secret))
+                        })?;
                         Some(ExternalAccountKey::new(eab.key_id.clone(), &bytes))
                     }
                     None => None,
@@ -384,7 +379,7 @@ impl AcmeIssuer {
                     .put_current(&name, &SecretValue::new(json))
                     .await
                     .map_err(|e| IssueError::Config(format!("storing ACME account: {e}")))?;
-                info!(directory = %spec.issuer.directory, account = account.id(), "ACME account created");
+                info!(directory = %certpilot_core::model::certificate::redact_url(&spec.issuer.directory), account = account.id(), "ACME account created");
                 account
             }
         };
@@ -494,6 +489,28 @@ impl AcmeIssuer {
             problem: serde_json::json!({ "detail": "order invalid" }),
         })
     }
+}
+
+/// Decodes an EAB HMAC key as CAs hand it out: base64url (RFC 8555 §7.3.4), with or
+/// without padding, surrounding whitespace ignored. The error says what is wrong.
+pub fn decode_eab_hmac(text: &str) -> Result<Vec<u8>, String> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim().trim_end_matches('='))
+        .map_err(|e| format!("not base64url: {e}"))?;
+    // HS256 wants at least 256 bits; CAs issue 256 to 512.
+    if bytes.len() < 16 {
+        return Err(format!(
+            "{} bytes is too short for an HMAC key (CAs issue 32 or more)",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Checks that `chain_pem`'s leaf is the certificate of `key` (the pair a server would load),
+/// without looking at names: what `export` checks before writing anything.
+pub fn check_pair(chain_pem: &str, key: &SecretValue) -> Result<(), IssueError> {
+    keys::check_pair(chain_pem, key)
 }
 
 fn parse_ari_id(id: &str) -> Result<instant_acme::CertificateIdentifier<'static>, IssueError> {

@@ -120,6 +120,18 @@ fn now_secs() -> u32 {
     u32::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(u32::MAX)
 }
 
+/// Decodes a TSIG secret as `tsig-keygen` and `keymgr` print it: standard base64. The error
+/// says what is wrong.
+pub fn decode_tsig_secret(text: &str) -> Result<Vec<u8>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    if bytes.is_empty() {
+        return Err("empty".into());
+    }
+    Ok(bytes)
+}
+
 impl Rfc2136Dns {
     /// A provider reading TSIG keys from `secrets`.
     pub fn new(
@@ -149,14 +161,12 @@ impl Rfc2136Dns {
         let text = secret
             .expose_str()
             .map_err(|e| config_error(format!("TSIG key {}: {e}", t.key_name)))?;
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|_| {
-                config_error(format!(
-                    "TSIG key {}: secret {:?} is not base64",
-                    t.key_name, t.key_secret
-                ))
-            })?;
+        let key = decode_tsig_secret(text).map_err(|e| {
+            config_error(format!(
+                "TSIG key {}: secret {:?}: {e}",
+                t.key_name, t.key_secret
+            ))
+        })?;
         TSigner::new(key, TsigAlgorithm::HmacSha256, name(t.key_name)?, FUDGE)
             .map_err(|e| config_error(format!("TSIG key {}: {e}", t.key_name)))
     }

@@ -297,6 +297,14 @@ pub trait WorkQueue: Send + Sync {
 /// - **Due.** `certificates_due(before)` lists the certificates whose
 ///   `renewal.next_check_at` is at or before `before`, earliest first.
 /// - **Secrets.** Records hold no private key, only SecretStore versions.
+/// - **Issuance log.** `record_issuance` appends (name set, id, time) to a log kept apart
+///   from the records, so it outlives `remove_certificate` and is shared by every id with the
+///   same names; recording the same (name set, id, time) twice keeps one entry.
+///   `issuances(names, since)` returns the times logged for exactly that name set (sorted,
+///   as [`ManagedCertificate::name_set`] spells it) after `since`, oldest first. The CA's
+///   duplicate-certificate limit counts the same way.
+///
+/// [`ManagedCertificate::name_set`]: crate::model::certificate::CertificateSpec::name_set
 #[async_trait]
 pub trait CertificateStore: Send + Sync {
     /// Adds a managed certificate.
@@ -330,6 +338,28 @@ pub trait CertificateStore: Send + Sync {
         &self,
         before: OffsetDateTime,
     ) -> Result<Vec<crate::model::certificate::ManagedCertificate>, StoreError>;
+
+    /// Logs that a certificate for `names` was issued at `at` (under record `id`).
+    async fn record_issuance(
+        &self,
+        names: &[String],
+        id: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// When certificates for exactly `names` were issued after `since`, oldest first.
+    async fn issuances(
+        &self,
+        names: &[String],
+        since: OffsetDateTime,
+    ) -> Result<Vec<OffsetDateTime>, StoreError>;
+}
+
+/// Whether the worker named in a lease still exists, where that can be known: a process of
+/// this host can be looked up, a Lambda invocation elsewhere cannot.
+pub trait Liveness: Send + Sync {
+    /// `true` only when `owner` is certainly gone; `false` when alive or unknown.
+    fn is_gone(&self, owner: &str) -> bool;
 }
 
 /// Secret bytes (a private key, ACME account credentials, an HMAC key). Its `Debug` does not
@@ -390,6 +420,13 @@ pub enum SecretError {
     /// The backend refused (permissions, KMS, bad name).
     #[error("secret store error: {0}")]
     Backend(String),
+}
+
+impl SecretError {
+    /// Whether repeating the same call later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SecretError::Unavailable(_))
+    }
 }
 
 /// Where private keys, ACME account credentials and API tokens live (Secrets Manager in
@@ -512,6 +549,15 @@ impl IssueError {
             IssueError::Check(_) => "check",
             IssueError::Config(_) => "config",
         }
+    }
+
+    /// Whether the same request later can succeed without anyone changing anything: the CA
+    /// (or the way to it) was down, or its rate limit will lapse.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            IssueError::RateLimited { .. } | IssueError::Unavailable(_)
+        )
     }
 
     /// The CA's problem document, when there is one.

@@ -3,6 +3,7 @@
 //! | item | `pk` | `sk` | index keys |
 //! |---|---|---|---|
 //! | managed certificate | `CERT#<id>` | `#CERT` | `due`: `gsi1pk` = `RENEW`, `gsi1sk` = `<next_check_at, ns, 20 digits>#<id>` |
+//! | issuance (duplicate limit) | `ISSUED#<name set>` | `<issued_at, ns, 20 digits>#<id>` | none |
 //!
 //! The record is JSON in `record` (public facts and SecretStore versions only, never a key),
 //! with `version` beside it for conditional writes. Certificates are few (thousands at most)
@@ -10,7 +11,7 @@
 //! renew function's "what is due" is one `Query`.
 
 use async_trait::async_trait;
-use certpilot_core::model::certificate::ManagedCertificate;
+use certpilot_core::model::certificate::{ManagedCertificate, name_set_key};
 use certpilot_core::ports::{CertificateStore, StoreError};
 use time::OffsetDateTime;
 
@@ -24,6 +25,10 @@ const RENEW_PARTITION: &str = "RENEW";
 
 fn cert_pk(id: &str) -> String {
     format!("CERT#{id}")
+}
+
+fn issued_pk(names: &[String]) -> String {
+    format!("ISSUED#{}", name_set_key(names))
 }
 
 fn cert_item(c: &ManagedCertificate) -> Result<Item, StoreError> {
@@ -161,5 +166,72 @@ impl CertificateStore for DynamoStore {
             .iter()
             .map(cert_from)
             .collect()
+    }
+
+    async fn record_issuance(
+        &self,
+        names: &[String],
+        id: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut item = Item::new();
+        item.insert("pk".into(), s(issued_pk(names)));
+        item.insert("sk".into(), s(format!("{}#{id}", padded_nanos(Some(at)))));
+        // Past the CA's window the entry counts for nothing: let DynamoDB's TTL (when the
+        // table has it on `expires_at`) drop it.
+        item.insert(
+            "expires_at".into(),
+            n((at + time::Duration::days(8)).unix_timestamp().max(0)),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PutItem", &self.table, e))?;
+        Ok(())
+    }
+
+    async fn issuances(
+        &self,
+        names: &[String],
+        since: OffsetDateTime,
+    ) -> Result<Vec<OffsetDateTime>, StoreError> {
+        // '$' sorts after '#': every key "<since>#<id>" is below "<since>$".
+        let above = format!("{}$", padded_nanos(Some(since)));
+        let mut times = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk > :since")
+                .expression_attribute_values(":pk", s(issued_pk(names)))
+                .expression_attribute_values(":since", s(above.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", &self.table, e))?;
+            for item in out.items.unwrap_or_default() {
+                let sk = get_s(&item, "sk")?;
+                let nanos: i128 = sk
+                    .split('#')
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| corrupt("issuance", format!("sort key {sk:?}")))?;
+                times.push(
+                    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+                        .map_err(|e| corrupt("issuance", e))?,
+                );
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => break,
+            }
+        }
+        Ok(times)
     }
 }

@@ -8,17 +8,18 @@
 //! <root>/certificate-key/shop/PREVIOUS           the one before (rollback)
 //! ```
 //!
-//! Directories are mode 0700. Every file is written to a temporary name and renamed into
-//! place, so a crash never leaves a half-written key or pointer. The stages mirror Secrets
+//! Directories are mode 0700. Every file is written to an unpredictable temporary name,
+//! exclusively and 0600 from the first byte, and renamed into place ([`atomic`]), so a crash
+//! never leaves a half-written key or pointer and a planted file or symlink never gets one. The stages mirror Secrets
 //! Manager's `AWSCURRENT`/`AWSPREVIOUS`; a version that is neither is pending.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use certpilot_core::ports::{SecretError, SecretStore, SecretValue, SecretVersion};
 
+pub mod atomic;
 pub mod live;
 
 /// Secrets in files under one root directory.
@@ -57,19 +58,9 @@ fn checked_version(version: &str) -> Result<&str, SecretError> {
     }
 }
 
-/// Writes `bytes` to `path` atomically with mode 0600.
+/// Writes `bytes` to `path` atomically with mode 0600 (see [`atomic`]).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SecretError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| io(&tmp, e))?;
-    file.sync_all().map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    atomic::write_file(path, bytes, 0o600).map_err(|e| io(path, e))
 }
 
 fn read_pointer(dir: &Path, stage: &str) -> Result<Option<String>, SecretError> {

@@ -7,12 +7,12 @@
 //! <dir>/privkey.pem     the private key, mode 0600
 //! ```
 //!
-//! Each file is written to a temporary name and renamed into place, and the key is written
-//! first, so a server reloading mid-export never pairs a new certificate with an old key for
+//! Each file is written to an unpredictable temporary name, exclusively and 0600 from the
+//! first byte ([`crate::atomic`]), and renamed into place; a directory other users may write
+//! is refused. The key is written first, so a server reloading mid-export never pairs a new certificate with an old key for
 //! longer than the renames take, and never reads a half-written file.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use certpilot_core::ports::SecretValue;
@@ -63,21 +63,10 @@ fn pem_blocks(chain_pem: &str) -> Vec<String> {
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ExportError> {
-    let wrap = |source| ExportError::Io {
+    crate::atomic::write_file(path, bytes, mode).map_err(|source| ExportError::Io {
         path: path.to_owned(),
         source,
-    };
-    let tmp = path.with_extension("pem.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(wrap)?;
-    file.write_all(bytes).map_err(wrap)?;
-    file.sync_all().map_err(wrap)?;
-    std::fs::rename(&tmp, path).map_err(wrap)
+    })
 }
 
 /// Writes `chain_pem` and `key` into `dir` (created when missing).
@@ -94,6 +83,7 @@ pub fn export_live(
         .recursive(true)
         .mode(0o755)
         .create(dir)
+        .and_then(|()| crate::atomic::check_private_directory(dir))
         .map_err(|source| ExportError::Io {
             path: dir.to_owned(),
             source,

@@ -96,6 +96,12 @@ impl Prober for TlsProber {
         let lookup = tokio::net::lookup_host((host.as_str(), request.target.port));
         let addresses = match tokio::time::timeout(self.deadlines.connect, lookup).await {
             Ok(Ok(addresses)) => addresses,
+            Ok(Err(e)) if ProbeError::is_local_resource(&e) => {
+                return Err(ProbeError::new(
+                    ErrorKind::Local,
+                    format!("resolving {host} on this machine: {e}"),
+                ));
+            }
             Ok(Err(e)) => {
                 return Err(ProbeError::new(
                     ErrorKind::Dns,

@@ -224,6 +224,9 @@ fn printable_prefix(bytes: &[u8]) -> String {
 
 pub(crate) fn io_error(e: std::io::Error) -> ProbeError {
     use std::io::ErrorKind as Io;
+    if ProbeError::is_local_resource(&e) {
+        return ProbeError::new(ErrorKind::Local, format!("on this machine: {e}"));
+    }
     let (kind, message) = match e.kind() {
         Io::ConnectionRefused => (ErrorKind::Refused, "connection refused".to_owned()),
         Io::ConnectionReset | Io::ConnectionAborted => {

@@ -8,6 +8,8 @@
 //!   history (certificate first seen, last material change), indexed by expiry.
 //! - `certificates`: managed certificates as JSON records with a version column, indexed by
 //!   when renewal next looks at them. No private key is ever stored here.
+//! - `issuances`: when a certificate was issued for a name set, for the CA's duplicate limit;
+//!   it outlives the records.
 //!
 //! Calls run on tokio's blocking pool behind one connection; SQLite serialises writers anyway,
 //! and WAL mode lets a concurrent `certpilot inventory` read while a scan writes.
@@ -22,7 +24,7 @@ use certpilot_core::ports::{
     CertificateStore, DueQuery, DueUpdate, InventoryEntry, InventoryQuery, Store, StoreError,
 };
 use certpilot_core::{Endpoint, Observation, Tags, Target};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 
 /// The schema version this code writes; older files are migrated on open.
@@ -88,6 +90,12 @@ CREATE TABLE IF NOT EXISTS latest (
     PRIMARY KEY (target, address)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS latest_by_expiry ON latest (not_after);
+CREATE TABLE IF NOT EXISTS issuances (
+    names     TEXT NOT NULL,
+    id        TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    PRIMARY KEY (names, issued_at, id)
+) WITHOUT ROWID;
 ";
 
 /// A [`Store`] in one SQLite file.
@@ -171,7 +179,10 @@ impl SqliteStore {
             )));
         }
         if (1..SCHEMA_VERSION).contains(&version) {
-            let tx = conn.unchecked_transaction().map_err(&err)?;
+            // Immediate: another process opening the same old file waits, then finds it
+            // migrated, instead of failing half-way.
+            let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)
+                .map_err(&err)?;
             if version == 1 {
                 tx.execute_batch(MIGRATE_FROM_1).map_err(&err)?;
             }
@@ -446,7 +457,9 @@ impl Store for SqliteStore {
         let key = target.to_owned();
         self.with(move |conn, path| {
             let err = backend("remove endpoint", path);
-            let tx = conn.transaction().map_err(&err)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
             let removed = tx
                 .execute("DELETE FROM endpoints WHERE target = ?1", [&key])
                 .map_err(&err)?;
@@ -499,7 +512,9 @@ impl Store for SqliteStore {
         let updates = updates.to_vec();
         self.with(move |conn, path| {
             let err = backend("set due times", path);
-            let tx = conn.transaction().map_err(&err)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
             let mut updated = 0;
             for u in &updates {
                 updated += tx
@@ -561,7 +576,9 @@ impl Store for SqliteStore {
         let batch = observations.to_vec();
         self.with(move |conn, path| {
             let err = backend("record observations", path);
-            let tx = conn.transaction().map_err(&err)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
             for obs in &batch {
                 record_one(&tx, path, obs)?;
             }
@@ -797,6 +814,47 @@ impl CertificateStore for SqliteStore {
                  ORDER BY next_check_at, id",
                 &[before],
             )
+        })
+        .await
+    }
+
+    async fn record_issuance(
+        &self,
+        names: &[String],
+        id: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let key = certpilot_core::model::certificate::name_set_key(names);
+        let id = id.to_owned();
+        self.with(move |conn, path| {
+            conn.execute(
+                "INSERT OR IGNORE INTO issuances (names, id, issued_at) VALUES (?1, ?2, ?3)",
+                params![key, id, nanos(at)],
+            )
+            .map_err(backend("record issuance", path))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn issuances(
+        &self,
+        names: &[String],
+        since: OffsetDateTime,
+    ) -> Result<Vec<OffsetDateTime>, StoreError> {
+        let key = certpilot_core::model::certificate::name_set_key(names);
+        self.with(move |conn, path| {
+            let err = backend("read issuances", path);
+            let mut stmt = conn
+                .prepare(
+                    "SELECT issued_at FROM issuances WHERE names = ?1 AND issued_at > ?2
+                     ORDER BY issued_at",
+                )
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map(params![key, nanos(since)], |r| r.get::<_, i64>(0))
+                .map_err(&err)?;
+            rows.map(|r| r.map(from_nanos).map_err(&err)).collect()
         })
         .await
     }

@@ -23,6 +23,7 @@ macro_rules! certificate_store_contract {
             certificate_updates_need_the_stored_version,
             concurrent_certificate_updates_let_exactly_one_win,
             due_certificates_are_those_checked_before_the_time_earliest_first,
+            issuances_are_counted_per_name_set_and_outlive_the_record,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -72,6 +73,7 @@ pub fn managed(name: &str, check_in: Duration) -> ManagedCertificate {
             contact: vec![],
             eab: None,
             profile: None,
+            account_secret: None,
         },
         challenge: ChallengeConfig::Http01Listen {
             listen: "127.0.0.1:80".into(),
@@ -188,6 +190,37 @@ pub async fn concurrent_certificate_updates_let_exactly_one_win<S: CertificateSt
             .version,
         2
     );
+}
+
+pub async fn issuances_are_counted_per_name_set_and_outlive_the_record<S: CertificateStore>(
+    s: Arc<S>,
+) {
+    let shop = vec!["shop.example".to_owned(), "www.shop.example".to_owned()];
+    let other = vec!["shop.example".to_owned()];
+    let long: Vec<String> = (0..40)
+        .map(|i| format!("name-{i:02}.a-rather-long-zone.example"))
+        .collect();
+    let at = |h: i64| t0() + Duration::hours(h);
+    assert!(s.issuances(&shop, at(-1000)).await.unwrap().is_empty());
+    s.record_issuance(&shop, "shop", at(1)).await.unwrap();
+    // The same name set under another id counts too: the CA counts names, not records.
+    s.record_issuance(&shop, "shop-again", at(2)).await.unwrap();
+    // Recording the same issuance twice (a retried step) keeps one.
+    s.record_issuance(&shop, "shop-again", at(2)).await.unwrap();
+    s.record_issuance(&other, "shop-only", at(3)).await.unwrap();
+    s.record_issuance(&long, "long", at(4)).await.unwrap();
+    s.add_certificate(&managed("shop.example", Duration::ZERO))
+        .await
+        .unwrap();
+    s.remove_certificate("shop.example").await.unwrap();
+    assert_eq!(s.issuances(&shop, at(0)).await.unwrap(), vec![at(1), at(2)]);
+    assert_eq!(
+        s.issuances(&shop, at(1)).await.unwrap(),
+        vec![at(2)],
+        "after `since` only"
+    );
+    assert_eq!(s.issuances(&other, at(0)).await.unwrap(), vec![at(3)]);
+    assert_eq!(s.issuances(&long, at(0)).await.unwrap(), vec![at(4)]);
 }
 
 pub async fn due_certificates_are_those_checked_before_the_time_earliest_first<

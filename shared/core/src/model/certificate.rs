@@ -216,12 +216,34 @@ pub struct AcmeIssuer {
     /// offers it.
     #[serde(default)]
     pub profile: Option<String>,
+    /// The account's SecretStore name, fixed when the directory URL was rewritten (its
+    /// credentials removed) so that the certificate keeps its account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_secret: Option<String>,
 }
 
 impl AcmeIssuer {
+    /// The longest lifetime, in days, this CA and profile can issue, with the reason.
+    pub fn longest_lifetime_days(&self) -> (u32, &'static str) {
+        match self.profile.as_deref() {
+            Some("shortlived") => (6, "the shortlived profile issues 160-hour certificates"),
+            Some("tlsserver") => (45, "the tlsserver profile issues 45-day certificates"),
+            _ if self.directory.contains(".api.letsencrypt.org/") => {
+                (90, "Let's Encrypt issues 90-day certificates at most")
+            }
+            _ => (
+                200,
+                "no public CA may issue for more than 200 days since 2026-03-15",
+            ),
+        }
+    }
+
     /// The SecretStore name of the ACME account used for this directory and contact set: one
     /// account per (CA, contacts, EAB key), created once and reused.
     pub fn account_secret_name(&self) -> String {
+        if let Some(pinned) = &self.account_secret {
+            return pinned.clone();
+        }
         let mut material = self.directory.clone();
         for c in &self.contact {
             material.push('\n');
@@ -232,6 +254,55 @@ impl AcmeIssuer {
             material.push_str(&eab.key_id);
         }
         format!("acme-account/{:016x}", fnv1a64(material.as_bytes()))
+    }
+}
+
+/// Where `url`'s userinfo (`user:password@`) is, as a byte range including the `@`.
+fn userinfo(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://")? + 3;
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let at = url[start..authority_end].rfind('@')?;
+    Some(start..start + at + 1)
+}
+
+/// `url` with any `user:password@` shown as `***@`: what logs, errors and output show.
+pub fn redact_url(url: &str) -> String {
+    match userinfo(url) {
+        Some(range) => format!("{}***@{}", &url[..range.start], &url[range.end..]),
+        None => url.to_owned(),
+    }
+}
+
+impl AcmeIssuer {
+    /// Removes credentials from the directory URL, keeping the account this certificate
+    /// already uses; `true` when there were some. ACME authenticates the account key (and
+    /// EAB at registration), and certpilot's HTTP client never sent URL credentials, so the
+    /// renewal behaves exactly as before.
+    pub fn strip_directory_credentials(&mut self) -> bool {
+        let Some(range) = userinfo(&self.directory) else {
+            return false;
+        };
+        self.account_secret = Some(self.account_secret_name());
+        self.directory.replace_range(range, "");
+        true
+    }
+}
+
+/// The key under which a store logs issuances for a name set (as
+/// [`CertificateSpec::name_set`] spells it): the names themselves while short, so a person
+/// reading the store recognises them, else a stable hash that fits any store's key limits.
+pub fn name_set_key(names: &[String]) -> String {
+    let joined = names.join(",");
+    if joined.len() <= 512 {
+        joined
+    } else {
+        format!(
+            "fnv1a64:{:016x}:{}",
+            fnv1a64(joined.as_bytes()),
+            names.len()
+        )
     }
 }
 
@@ -402,9 +473,29 @@ impl CertificateSpec {
             || self.issuer.directory.starts_with("http://"))
         {
             return Err(spec_error(
-                &self.issuer.directory,
+                &redact_url(&self.issuer.directory),
                 "the ACME directory must be an https:// URL",
             ));
+        }
+        if userinfo(&self.issuer.directory).is_some() {
+            return Err(spec_error(
+                &redact_url(&self.issuer.directory),
+                "the directory URL holds credentials (user:password@), which would be stored \
+                 and shown with the record and are never sent: an ACME CA authenticates the \
+                 account key, and a commercial CA's account with --eab-kid/--eab-hmac-file",
+            ));
+        }
+        if let RenewalPolicy::DaysBefore { days } = self.renewal {
+            let (longest, why) = self.issuer.longest_lifetime_days();
+            if days >= longest {
+                return Err(spec_error(
+                    &days.to_string(),
+                    format!(
+                        "--renew-days-before must be shorter than the certificate's lifetime \
+                         ({why}): a margin that long renews on every run"
+                    ),
+                ));
+            }
         }
         for c in &self.issuer.contact {
             if !c.starts_with("mailto:") || !c.contains('@') {
@@ -777,6 +868,7 @@ mod tests {
                 contact: vec!["mailto:ops@example.com".into()],
                 eab: None,
                 profile: None,
+                account_secret: None,
             },
             challenge,
             renewal: RenewalPolicy::Auto,

@@ -41,8 +41,11 @@ pub enum ErrorKind {
     TlsProtocol,
     /// The plaintext protocol did not allow the upgrade to TLS.
     StarttlsRefused,
-    /// Anything else (unreachable network, local resource limits…); the message says what.
+    /// Anything else (unreachable network…); the message says what.
     Other,
+    /// This machine, not the endpoint, failed: out of file descriptors, memory or ephemeral
+    /// ports. Says nothing about the endpoint, so it is never recorded as its observation.
+    Local,
 }
 
 impl ErrorKind {
@@ -58,6 +61,7 @@ impl ErrorKind {
             ErrorKind::TlsProtocol => "tls_protocol",
             ErrorKind::StarttlsRefused => "starttls_refused",
             ErrorKind::Other => "other",
+            ErrorKind::Local => "local",
         }
     }
 }
@@ -81,6 +85,13 @@ pub struct ProbeError {
 }
 
 impl ProbeError {
+    /// An I/O error that is this machine's, not the peer's: out of file descriptors
+    /// (`EMFILE`, `ENFILE`), buffers or memory (`ENOBUFS`, `ENOMEM`), or local ports
+    /// (`EADDRNOTAVAIL`). Linux numbering, the only platform certpilot ships for.
+    pub fn is_local_resource(e: &std::io::Error) -> bool {
+        matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12 | 99))
+    }
+
     /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ProbeError {

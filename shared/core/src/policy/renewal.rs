@@ -34,7 +34,8 @@ pub const AUTOMATIC_DUPLICATE_BUDGET: usize = DUPLICATE_LIMIT - 1;
 /// - With an ARI window from the CA: a point inside it, chosen from `id` so that it is the
 ///   same on every run (RFC 9773 asks for a point chosen at random across clients) — or
 ///   earlier if `policy` asks for a fixed number of days that comes first.
-/// - Otherwise, with [`RenewalPolicy::DaysBefore`]: that many days before expiry.
+/// - Otherwise, with [`RenewalPolicy::DaysBefore`]: that many days before expiry, if that
+///   is shorter than the lifetime (else as `Auto`).
 /// - Otherwise: when a third of the lifetime is left, or half for lifetimes under
 ///   [`SHORT_LIFETIME`].
 pub fn renew_at(
@@ -43,11 +44,14 @@ pub fn renew_at(
     ari: Option<&RenewalWindow>,
     id: &str,
 ) -> OffsetDateTime {
+    let lifetime = cert.not_after - cert.not_before;
     let by_policy = match policy {
-        RenewalPolicy::DaysBefore { days } => {
+        // A margin as long as the lifetime would renew on every run, until the CA's duplicate
+        // limit stopped it: such a certificate renews by its lifetime instead.
+        RenewalPolicy::DaysBefore { days } if time::Duration::days(i64::from(days)) < lifetime => {
             Some(cert.not_after - time::Duration::days(i64::from(days)))
         }
-        RenewalPolicy::Auto => None,
+        RenewalPolicy::DaysBefore { .. } | RenewalPolicy::Auto => None,
     };
     if let Some(window) = ari.filter(|w| w.end >= w.start) {
         let span = window.end - window.start;
@@ -58,7 +62,6 @@ pub fn renew_at(
     if let Some(p) = by_policy {
         return p;
     }
-    let lifetime = cert.not_after - cert.not_before;
     if lifetime < SHORT_LIFETIME {
         cert.not_before + lifetime / 2
     } else {
@@ -125,6 +128,21 @@ pub fn may_order(
     Err(oldest_counted + DUPLICATE_WINDOW)
 }
 
+/// Why a renewal waits for the duplicate limit, with `counted` issuances in the window:
+/// the numbers in it are the ones the decision used.
+pub fn deferral_reason(counted: usize, forced: bool) -> String {
+    if forced {
+        format!(
+            "{counted} certificates for these names in the last 7 days: the CA allows {DUPLICATE_LIMIT}"
+        )
+    } else {
+        format!(
+            "{counted} certificates for these names in the last 7 days: automatic renewals stop at \
+             {AUTOMATIC_DUPLICATE_BUDGET}, keeping the last of the CA's {DUPLICATE_LIMIT} for `renew --force`"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +196,26 @@ mod tests {
                 RenewalPolicy::DaysBefore { days: 45 },
                 Some(window),
                 days(45),
+            ),
+            // A margin as long as the lifetime (6-day certificates, 7 days before) would
+            // renew on every run: the lifetime decides instead.
+            (
+                cert(6),
+                RenewalPolicy::DaysBefore { days: 7 },
+                None,
+                days(3),
+            ),
+            (
+                cert(6),
+                RenewalPolicy::DaysBefore { days: 6 },
+                None,
+                days(3),
+            ),
+            (
+                cert(6),
+                RenewalPolicy::DaysBefore { days: 5 },
+                None,
+                days(1),
             ),
         ];
         for (i, (c, policy, ari, want)) in cases.into_iter().enumerate() {

@@ -26,14 +26,16 @@ use crate::model::certificate::{
 };
 use crate::policy::renewal;
 use crate::ports::{
-    CertificateStore, Clock, IssueError, IssuedSink, Issuer, SecretError, SecretStore,
+    CertificateStore, Clock, IssueError, IssuedSink, Issuer, Liveness, SecretError, SecretStore,
     SecretVersion, StoreError,
 };
 
 /// Settings of the renew service.
 #[derive(Clone, Copy, Debug)]
 pub struct RenewSettings {
-    /// How long a lease lasts without being extended (each persisted step extends it).
+    /// How long a lease lasts without being extended. Each persisted step extends it, and so
+    /// does a heartbeat every third of it while a step runs, so only a worker that stopped
+    /// (killed, hung, cut off from the store) loses it.
     pub lease: Duration,
     /// Renewals run at once by [`RenewService::renew_due`].
     pub concurrency: usize,
@@ -76,6 +78,16 @@ pub enum RenewOutcome {
     },
     /// Not started: too little time was left before the caller's deadline. It stays due.
     Postponed,
+    /// The last attempt failed; the next waits until `until` (exponential backoff, or the
+    /// CA's `Retry-After`). `--force` tries again now.
+    BackingOff {
+        /// When the next attempt is due.
+        until: OffsetDateTime,
+        /// Failed attempts in a row.
+        failures: u32,
+        /// What the last attempt said.
+        last_error: String,
+    },
     /// Another worker holds the lease.
     Busy {
         /// The other worker.
@@ -121,6 +133,26 @@ pub enum RenewError {
     LeaseLost(String),
 }
 
+impl RenewError {
+    /// Whether running the same renewal later can succeed without anyone acting: the store,
+    /// secret store or CA was unavailable, the CA's rate limit will lapse, or another worker
+    /// took over.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RenewError::Store(e) => e.is_retryable(),
+            RenewError::Secret(e) => e.is_retryable(),
+            RenewError::Issue { error, .. } => error.is_retryable(),
+            RenewError::LeaseLost(_) => true,
+            RenewError::NotFound(_) | RenewError::Announce { .. } => false,
+        }
+    }
+
+    /// Whether the input named something that is not there (nothing was changed).
+    pub fn is_input(&self) -> bool {
+        matches!(self, RenewError::NotFound(_))
+    }
+}
+
 /// The renew use case.
 #[derive(Clone)]
 pub struct RenewService {
@@ -132,6 +164,7 @@ pub struct RenewService {
     owner: String,
     settings: RenewSettings,
     acm: Option<crate::services::acm::AcmService>,
+    liveness: Option<Arc<dyn Liveness>>,
 }
 
 impl RenewService {
@@ -177,7 +210,15 @@ impl RenewService {
             owner: owner.into(),
             settings,
             acm: None,
+            liveness: None,
         }
+    }
+
+    /// Lets the service take over at once a lease whose owner `liveness` knows to be gone (a
+    /// killed process of this host), instead of waiting for the lease to lapse.
+    pub fn with_liveness(mut self, liveness: Arc<dyn Liveness>) -> Self {
+        self.liveness = Some(liveness);
+        self
     }
 
     /// Renews every certificate due now, `concurrency` at a time; one result per certificate.
@@ -237,11 +278,25 @@ impl RenewService {
     pub async fn renew(&self, id: &str, force: bool) -> Result<RenewOutcome, RenewError> {
         let mut cert = self.load(id).await?;
         let now = self.clock.now();
-        // Also holds for a renewal in flight that failed: it waits out its backoff.
+        // A live worker's renewal is never reported as "not due": it is running.
+        if let Some(busy) = self.held_elsewhere(&cert, now) {
+            return Ok(busy);
+        }
         if !force && cert.renewal.next_check_at > now {
-            return Ok(RenewOutcome::NotDue {
-                next_check_at: cert.renewal.next_check_at,
-            });
+            // A failed attempt (even of a renewal in flight) waits out its backoff.
+            if let Some(failure) = &cert.renewal.last_error {
+                return Ok(RenewOutcome::BackingOff {
+                    until: cert.renewal.next_check_at,
+                    failures: cert.renewal.failures,
+                    last_error: failure.message.clone(),
+                });
+            }
+            // An unfinished renewal is always due: it was interrupted, not failed.
+            if cert.renewal.job.is_none() {
+                return Ok(RenewOutcome::NotDue {
+                    next_check_at: cert.renewal.next_check_at,
+                });
+            }
         }
         if cert.spec.acm.is_some() {
             return match &self.acm {
@@ -262,14 +317,11 @@ impl RenewService {
                     next_check_at: next,
                 });
             }
-            if let Err(until) = renewal::may_order(&cert.renewal.recent_issuances, now, force) {
+            let counted = self.issuances_of(&cert, now).await?;
+            if let Err(until) = renewal::may_order(&counted, now, force) {
                 cert.renewal.next_check_at = until;
                 self.certificates.update_certificate(&cert).await?;
-                let reason = format!(
-                    "{} certificates for these names in the last 7 days; the CA allows {}",
-                    renewal::recent_issuances(&cert.renewal.recent_issuances, now).len(),
-                    renewal::DUPLICATE_LIMIT
-                );
+                let reason = renewal::deferral_reason(counted.len(), force);
                 warn!(id, %until, "renewal deferred: {reason}");
                 return Ok(RenewOutcome::Deferred { until, reason });
             }
@@ -279,6 +331,95 @@ impl RenewService {
             Err(busy) => return Ok(busy),
         };
         self.run(cert).await
+    }
+
+    /// Issuances the CA's duplicate limit counts for `cert`'s names: every certificate
+    /// issued for exactly this name set in the window, under any id, before or after a
+    /// `remove` and `add` — the CA counts per name set, not per record.
+    async fn issuances_of(
+        &self,
+        cert: &ManagedCertificate,
+        now: OffsetDateTime,
+    ) -> Result<Vec<OffsetDateTime>, RenewError> {
+        let names = cert.spec.name_set();
+        let mut counted = self
+            .certificates
+            .issuances(&names, now - renewal::DUPLICATE_WINDOW)
+            .await?;
+        // Records written before the log existed keep their own history.
+        counted.extend(renewal::recent_issuances(
+            &cert.renewal.recent_issuances,
+            now,
+        ));
+        counted.sort();
+        counted.dedup();
+        Ok(counted)
+    }
+
+    /// `Busy` when a worker other than this one holds a lease that has not lapsed and whose
+    /// owner is not known to be gone.
+    fn held_elsewhere(
+        &self,
+        cert: &ManagedCertificate,
+        now: OffsetDateTime,
+    ) -> Option<RenewOutcome> {
+        let lease = cert.renewal.lease.as_ref()?;
+        if lease.owner == self.owner || lease.until <= now {
+            return None;
+        }
+        if self
+            .liveness
+            .as_ref()
+            .is_some_and(|l| l.is_gone(&lease.owner))
+        {
+            return None;
+        }
+        Some(RenewOutcome::Busy {
+            owner: lease.owner.clone(),
+            until: lease.until,
+        })
+    }
+
+    /// Gives up this worker's lease on `id`, if it holds it (on SIGINT or SIGTERM), so that
+    /// the next run resumes the renewal at once. The renewal stays due.
+    pub async fn release_lease(&self, id: &str) -> Result<bool, RenewError> {
+        for _ in 0..3 {
+            let Some(mut cert) = self.certificates.certificate(id).await? else {
+                return Ok(false);
+            };
+            if !cert
+                .renewal
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.owner == self.owner)
+            {
+                return Ok(false);
+            }
+            cert.renewal.lease = None;
+            match self.certificates.update_certificate(&cert).await {
+                Ok(_) => return Ok(true),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Gives up every lease this worker holds.
+    pub async fn release_leases(&self) -> Result<Vec<String>, RenewError> {
+        let mut released = Vec::new();
+        for cert in self.certificates.certificates().await? {
+            if cert
+                .renewal
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.owner == self.owner)
+                && self.release_lease(&cert.id).await?
+            {
+                released.push(cert.id);
+            }
+        }
+        Ok(released)
     }
 
     async fn load(&self, id: &str) -> Result<ManagedCertificate, RenewError> {
@@ -319,22 +460,24 @@ impl RenewService {
     }
 
     /// Takes the lease with a conditional write; `Err(Busy)` when another worker holds it.
+    /// A renewal under a lease is due now, so that if this worker dies the next routine run
+    /// resumes it (a forced renewal's record may say "not before next month").
     async fn take_lease(
         &self,
         mut cert: ManagedCertificate,
     ) -> Result<Result<ManagedCertificate, RenewOutcome>, RenewError> {
         for _ in 0..3 {
             let now = self.clock.now();
-            if let Some(lease) = &cert.renewal.lease
-                && lease.owner != self.owner
-                && lease.until > now
+            if let Some(busy) = self.held_elsewhere(&cert, now) {
+                return Ok(Err(busy));
+            }
+            if let Some(stale) = &cert.renewal.lease
+                && stale.owner != self.owner
             {
-                return Ok(Err(RenewOutcome::Busy {
-                    owner: lease.owner.clone(),
-                    until: lease.until,
-                }));
+                warn!(id = %cert.id, owner = %stale.owner, "taking over a lease its owner left behind");
             }
             cert.renewal.lease = Some(self.lease_from(now));
+            cert.renewal.next_check_at = cert.renewal.next_check_at.min(now);
             match self.certificates.update_certificate(&cert).await {
                 Ok(stored) => return Ok(Ok(stored)),
                 // Someone wrote meanwhile: look again at what they wrote.
@@ -347,6 +490,47 @@ impl RenewService {
             expected: cert.version,
         }
         .into())
+    }
+
+    /// Runs `work` (one step) while extending the lease every third of its length, so a slow
+    /// CA, deploy hook or verification never lets a second worker take over mid-step. The
+    /// heartbeat touches only the lease of a freshly read record; the step's own save then
+    /// sees the conflict and re-applies its state on top (see [`RenewService::save`]).
+    async fn heartbeat<T>(&self, id: &str, work: impl std::future::Future<Output = T>) -> T {
+        let period = (self.settings.lease / 3).max(Duration::from_millis(100));
+        let beat = async {
+            loop {
+                tokio::time::sleep(period).await;
+                if let Err(e) = self.extend_lease(id).await {
+                    warn!(id, error = %e, "could not extend the renewal lease");
+                }
+            }
+        };
+        tokio::select! {
+            out = work => out,
+            never = beat => never,
+        }
+    }
+
+    async fn extend_lease(&self, id: &str) -> Result<(), RenewError> {
+        for _ in 0..3 {
+            let mut cert = self.load(id).await?;
+            if !cert
+                .renewal
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.owner == self.owner)
+            {
+                return Err(RenewError::LeaseLost(id.to_owned()));
+            }
+            cert.renewal.lease = Some(self.lease_from(self.clock.now()));
+            match self.certificates.update_certificate(&cert).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     fn lease_from(&self, now: OffsetDateTime) -> Lease {
@@ -394,7 +578,11 @@ impl RenewService {
         let mut new_orders = 0;
         loop {
             let step = cert.renewal.job.as_ref().map(|j| j.step);
-            match self.step(&mut cert, &mut published_here).await {
+            let id = cert.id.clone();
+            let done = self
+                .heartbeat(&id, self.step(&mut cert, &mut published_here))
+                .await;
+            match done {
                 Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) => {}
                 Err(RenewError::Issue {
@@ -543,6 +731,11 @@ impl RenewService {
                 let mut recent = renewal::recent_issuances(&cert.renewal.recent_issuances, now);
                 recent.push(now);
                 cert.renewal.recent_issuances = recent;
+                // Logged per name set before the record moves on: a crash between the two
+                // counts an issuance twice, which errs on the side of the CA's limit.
+                self.certificates
+                    .record_issuance(&cert.spec.name_set(), &cert.id, now)
+                    .await?;
                 RenewalStep::CertificateStored
             }
             RenewalStep::CertificateStored => {

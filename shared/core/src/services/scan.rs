@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::debug;
@@ -203,18 +203,32 @@ fn elapsed_ms(started: Instant) -> u64 {
 }
 
 /// Writes observations to a [`Store`] in batches, so a scan of 10,000 endpoints makes a few
-/// dozen writes rather than 10,000.
+/// dozen writes rather than 10,000 — but never holds one longer than [`Recorder::MAX_DELAY`],
+/// so a process killed outright (SIGKILL, out of memory) loses seconds of work, not minutes.
+///
+/// A write that fails for a reason a retry can help (another writer holds the SQLite lock,
+/// DynamoDB throttles) is tried again with backoff for up to [`Recorder::RETRY_FOR`] before
+/// the batch is counted as lost. Observations of kind [`ErrorKind::Local`] (this machine ran
+/// out of descriptors) say nothing about the endpoint and are never recorded.
+///
+/// [`ErrorKind::Local`]: ErrorKind::Local
 pub struct Recorder {
     store: Arc<dyn Store>,
     batch: Vec<Observation>,
     batch_size: usize,
+    oldest: Option<Instant>,
     recorded: usize,
+    skipped_local: usize,
     first_error: Option<StoreError>,
 }
 
 impl Recorder {
     /// Default number of observations per write.
     pub const BATCH: usize = 200;
+    /// Longest an observation waits in a batch before it is written.
+    pub const MAX_DELAY: Duration = Duration::from_secs(1);
+    /// How long a retryable write failure is retried.
+    pub const RETRY_FOR: Duration = Duration::from_secs(60);
 
     /// A recorder writing to `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
@@ -222,29 +236,72 @@ impl Recorder {
             store,
             batch: Vec::with_capacity(Self::BATCH),
             batch_size: Self::BATCH,
+            oldest: None,
             recorded: 0,
+            skipped_local: 0,
             first_error: None,
         }
     }
 
-    /// Queues one observation, writing the batch when it is full. A failed write does not
-    /// stop the scan: the error is kept and returned by [`Recorder::finish`].
+    /// Queues one observation, writing the batch when it is full or its oldest entry has
+    /// waited [`Recorder::MAX_DELAY`]. A failed write does not stop the scan: the error is
+    /// kept and returned by [`Recorder::finish`].
     pub async fn push(&mut self, observation: Observation) {
+        if observation
+            .error
+            .as_ref()
+            .is_some_and(|e| e.kind == ErrorKind::Local)
+        {
+            self.skipped_local += 1;
+            return;
+        }
         self.batch.push(observation);
+        self.oldest.get_or_insert_with(Instant::now);
         if self.batch.len() >= self.batch_size {
+            self.flush().await;
+        } else {
+            self.tick().await;
+        }
+    }
+
+    /// Writes the batch if its oldest entry has waited [`Recorder::MAX_DELAY`]; call it
+    /// from a timer while no observation arrives (slow targets timing out).
+    pub async fn tick(&mut self) {
+        if self.oldest.is_some_and(|t| t.elapsed() >= Self::MAX_DELAY) {
             self.flush().await;
         }
     }
 
-    async fn flush(&mut self) {
+    /// Observations not recorded because this machine, not the endpoint, failed.
+    pub fn skipped_local(&self) -> usize {
+        self.skipped_local
+    }
+
+    /// Writes what is queued now.
+    pub async fn flush(&mut self) {
+        self.oldest = None;
         if self.batch.is_empty() {
             return;
         }
-        match self.store.record_observations(&self.batch).await {
-            Ok(()) => self.recorded += self.batch.len(),
-            Err(e) => {
-                tracing::error!(error = %e, lost = self.batch.len(), "could not record observations");
-                self.first_error.get_or_insert(e);
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.store.record_observations(&self.batch).await {
+                Ok(()) => {
+                    self.recorded += self.batch.len();
+                    break;
+                }
+                // Recording is idempotent: the whole batch can be written again.
+                Err(e) if e.is_retryable() && started.elapsed() < Self::RETRY_FOR => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "recording observations: retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, lost = self.batch.len(), "could not record observations");
+                    self.first_error.get_or_insert(e);
+                    break;
+                }
             }
         }
         self.batch.clear();

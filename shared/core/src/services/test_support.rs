@@ -38,6 +38,8 @@ pub struct MemoryCertificates(
     pub  std::sync::Mutex<
         std::collections::BTreeMap<String, crate::model::certificate::ManagedCertificate>,
     >,
+    /// The issuance log: (name set key, id, time).
+    pub std::sync::Mutex<std::collections::BTreeSet<(String, time::OffsetDateTime, String)>>,
 );
 
 #[async_trait::async_trait]
@@ -105,6 +107,36 @@ impl crate::ports::CertificateStore for MemoryCertificates {
             .values()
             .filter(|c| c.renewal.next_check_at <= before)
             .cloned()
+            .collect())
+    }
+
+    async fn record_issuance(
+        &self,
+        names: &[String],
+        id: &str,
+        at: time::OffsetDateTime,
+    ) -> Result<(), crate::ports::StoreError> {
+        let key = crate::model::certificate::name_set_key(names);
+        self.1
+            .lock()
+            .expect("lock")
+            .insert((key, at, id.to_owned()));
+        Ok(())
+    }
+
+    async fn issuances(
+        &self,
+        names: &[String],
+        since: time::OffsetDateTime,
+    ) -> Result<Vec<time::OffsetDateTime>, crate::ports::StoreError> {
+        let key = crate::model::certificate::name_set_key(names);
+        Ok(self
+            .1
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(k, at, _)| *k == key && *at > since)
+            .map(|(_, at, _)| *at)
             .collect())
     }
 }

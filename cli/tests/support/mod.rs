@@ -1,0 +1,108 @@
+//! What the CLI's end-to-end tests share: a real Pebble with pebble-challtestsrv as its DNS,
+//! a scratch directory with the SQLite store and secrets, and the binary run against them.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use certpilot_testkit::procs::{ChallTestSrv, Pebble, PebbleOptions, free_port};
+use serde_json::Value;
+
+/// A Pebble, its DNS, and a scratch directory for the store and secrets.
+pub struct Env {
+    /// Extra environment for the binary (AWS settings for moto).
+    pub extra_env: Vec<(String, String)>,
+    _dns: ChallTestSrv,
+    pub pebble: Pebble,
+    pub http_port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn start() -> Env {
+        Self::start_with(PebbleOptions {
+            nonce_reject: 30,
+            ..PebbleOptions::default()
+        })
+    }
+
+    /// Pebble with `options` (its ports and DNS are filled in).
+    pub fn start_with(options: PebbleOptions) -> Env {
+        let dns = ChallTestSrv::start();
+        let http_port = free_port();
+        let pebble = Pebble::start_with(&PebbleOptions {
+            http_port,
+            tls_port: free_port(),
+            dns_server: Some(dns.dns),
+            ..options
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pebble-ca.pem"), &pebble.tls_ca_pem).unwrap();
+        Env {
+            extra_env: Vec::new(),
+            _dns: dns,
+            pebble,
+            http_port,
+            dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub async fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().await.expect("certpilot runs")
+    }
+
+    /// The binary with `args`, set up for this environment, to start as the test wants.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_certpilot"));
+        command
+            .args(args)
+            .env(
+                "CERTPILOT_STORE",
+                format!("sqlite:{}", self.path("state/certpilot.db").display()),
+            )
+            .env("CERTPILOT_ACME_DIRECTORY", &self.pebble.directory_url)
+            .env("CERTPILOT_ACME_CA_FILE", self.path("pebble-ca.pem"))
+            .env_remove("CERTPILOT_SECRETS")
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .envs(self.extra_env.iter().cloned())
+            .kill_on_drop(true);
+        command
+    }
+
+    pub async fn add(&self, names: &[&str], extra: &[&str]) -> Output {
+        let listen = format!("127.0.0.1:{}", self.http_port);
+        let mut args = vec!["certificates", "add"];
+        args.extend_from_slice(names);
+        if !extra.contains(&"--dns") {
+            args.extend_from_slice(&["--http-listen", &listen]);
+        }
+        args.extend_from_slice(&["--contact", "mailto:ops@certpilot.test"]);
+        args.extend_from_slice(extra);
+        self.run(&args).await
+    }
+}
+
+/// Each stdout line as JSON.
+pub fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+/// Stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A file's permission bits.
+pub fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
