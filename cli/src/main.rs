@@ -377,6 +377,8 @@ async fn scan(
             obs = run.next() => obs,
             _ = shutdown.recv() => break true,
             _ = flush.tick() => {
+                // A reader of the stream (`| jq`) sees each row within a second too.
+                writer.flush()?;
                 if let Some(r) = recorder.as_mut() {
                     r.tick().await;
                 }

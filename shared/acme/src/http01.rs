@@ -80,6 +80,11 @@ impl Http01Responder {
     pub fn remove(&self, token: &str) {
         lock(&self.tokens).remove(token);
     }
+
+    /// Whether it serves no token any more.
+    pub fn is_idle(&self) -> bool {
+        lock(&self.tokens).is_empty()
+    }
 }
 
 impl Drop for Http01Responder {

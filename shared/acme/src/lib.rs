@@ -387,18 +387,28 @@ impl AcmeIssuer {
         Ok(account)
     }
 
-    async fn responder(&self, listen: &str) -> Result<Arc<Http01Responder>, IssueError> {
+    /// Serves `token` from the responder on `listen`, binding it first if needed. The map
+    /// stays locked throughout, so a withdrawal that finds the responder idle never unbinds it
+    /// between its binding and the token's insertion.
+    async fn serve_token(
+        &self,
+        listen: &str,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<(), IssueError> {
         let mut responders = self.responders.lock().await;
         if let Some(r) = responders.get(listen) {
-            return Ok(r.clone());
+            r.insert(token, key_authorization);
+            return Ok(());
         }
         let r = Arc::new(
             Http01Responder::bind(listen)
                 .await
                 .map_err(|e| IssueError::Config(e.to_string()))?,
         );
-        responders.insert(listen.to_owned(), r.clone());
-        Ok(r)
+        r.insert(token, key_authorization);
+        responders.insert(listen.to_owned(), r);
+        Ok(())
     }
 
     async fn publish_token(
@@ -409,10 +419,7 @@ impl AcmeIssuer {
     ) -> Result<(), IssueError> {
         match &spec.challenge {
             ChallengeConfig::Http01Listen { listen } => {
-                self.responder(listen)
-                    .await?
-                    .insert(token, key_authorization);
-                Ok(())
+                self.serve_token(listen, token, key_authorization).await
             }
             ChallengeConfig::Http01Webroot { webroot } => Webroot::new(webroot)
                 .insert(token, key_authorization)
@@ -448,8 +455,14 @@ impl AcmeIssuer {
         for token in tokens {
             match &spec.challenge {
                 ChallengeConfig::Http01Listen { listen } => {
-                    if let Some(r) = self.responders.lock().await.get(listen) {
+                    let mut responders = self.responders.lock().await;
+                    if let Some(r) = responders.get(listen) {
                         r.remove(&token);
+                        // Validation is over for every order this responder served: free the
+                        // port (80 in production) for the deploy hook and other renewals.
+                        if r.is_idle() {
+                            responders.remove(listen);
+                        }
                     }
                 }
                 ChallengeConfig::Http01Webroot { webroot } => {
