@@ -380,6 +380,14 @@ impl RenewService {
         })
     }
 
+    /// Whether this worker holds `cert`'s lease.
+    fn holds(&self, cert: &ManagedCertificate) -> bool {
+        cert.renewal
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.owner == self.owner)
+    }
+
     /// Gives up this worker's lease on `id`, if it holds it (on SIGINT or SIGTERM), so that
     /// the next run resumes the renewal at once. The renewal stays due.
     pub async fn release_lease(&self, id: &str) -> Result<bool, RenewError> {
@@ -387,12 +395,7 @@ impl RenewService {
             let Some(mut cert) = self.certificates.certificate(id).await? else {
                 return Ok(false);
             };
-            if !cert
-                .renewal
-                .lease
-                .as_ref()
-                .is_some_and(|l| l.owner == self.owner)
-            {
+            if !self.holds(&cert) {
                 return Ok(false);
             }
             cert.renewal.lease = None;
@@ -409,13 +412,7 @@ impl RenewService {
     pub async fn release_leases(&self) -> Result<Vec<String>, RenewError> {
         let mut released = Vec::new();
         for cert in self.certificates.certificates().await? {
-            if cert
-                .renewal
-                .lease
-                .as_ref()
-                .is_some_and(|l| l.owner == self.owner)
-                && self.release_lease(&cert.id).await?
-            {
+            if self.holds(&cert) && self.release_lease(&cert.id).await? {
                 released.push(cert.id);
             }
         }
@@ -515,12 +512,7 @@ impl RenewService {
     async fn extend_lease(&self, id: &str) -> Result<(), RenewError> {
         for _ in 0..3 {
             let mut cert = self.load(id).await?;
-            if !cert
-                .renewal
-                .lease
-                .as_ref()
-                .is_some_and(|l| l.owner == self.owner)
-            {
+            if !self.holds(&cert) {
                 return Err(RenewError::LeaseLost(id.to_owned()));
             }
             cert.renewal.lease = Some(self.lease_from(self.clock.now()));
