@@ -51,16 +51,41 @@ pub fn moto_sdk_config(endpoint_url: &str) -> aws_config::SdkConfig {
         .build()
 }
 
-/// `cargo lambda watch` serving the workspace's functions with `env`, killed as a process
-/// group on drop. AWS settings go in exactly as a deployed function gets them.
+/// The Lambda runtime emulator (`cargo lambda watch --only-lambda-apis`) with the workspace's
+/// function binaries attached to it, each started on its first invocation with `env` as a
+/// deployed function gets it; everything is killed on drop.
+///
+/// The binaries are the ones `cargo test --workspace` already built (each function crate's
+/// own tests need them), with the workspace's features: letting `cargo lambda watch` build
+/// them instead compiled the AWS SDK a second time, with other features, for 20 minutes.
 pub struct LambdaWatch {
     child: std::process::Child,
     port: String,
     cargo_lambda: std::path::PathBuf,
+    env: Vec<(String, String)>,
+    functions: std::sync::Mutex<Vec<std::process::Child>>,
+    started: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// A workspace binary built beside the running test (`target/<profile>/<name>`).
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: `cargo test --workspace` builds it (its crate's tests need it)",
+        path.display()
+    );
+    path
 }
 
 impl LambdaWatch {
-    /// Starts `cargo lambda watch` with the AWS environment for moto at `endpoint_url` and
+    /// Starts the emulator; functions get the AWS environment for moto at `endpoint_url` and
     /// the extra `env` pairs.
     pub fn start(endpoint_url: &str, env: &[(&str, String)]) -> LambdaWatch {
         use std::os::unix::process::CommandExt;
@@ -76,43 +101,94 @@ impl LambdaWatch {
         ];
         all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let mut watch = Command::new(&cargo_lambda);
-        watch.args([
-            "lambda",
-            "watch",
-            "--invoke-port",
-            &port,
-            "--ignore-changes",
-            "--quiet",
-        ]);
-        for (k, v) in &all {
-            watch.args(["--env-var", &format!("{k}={v}")]);
-            watch.env(k, v);
-        }
         watch
-            .env_remove("AWS_PROFILE")
+            .args([
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+                &port,
+                "--ignore-changes",
+                "--quiet",
+            ])
             .current_dir(certpilot_testkit::procs::workspace_root())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);
+        let child = watch.spawn().expect("cargo lambda watch starts");
+        // A function started before the runtime API listens exits at once.
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap_or(0))).is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "cargo lambda watch never listened on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         LambdaWatch {
-            child: watch.spawn().expect("cargo lambda watch starts"),
+            child,
             port,
             cargo_lambda,
+            env: all,
+            functions: std::sync::Mutex::default(),
+            started: std::sync::Mutex::default(),
         }
     }
 
-    /// Invokes `function` with `payload` (JSON), retrying while the function compiles (the
-    /// first invoke builds it), and returns its JSON answer.
+    /// Starts `function`'s binary against the emulator, once.
+    fn attach(&self, function: &str) {
+        use std::process::{Command, Stdio};
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        if !started.insert(function.to_owned()) {
+            return;
+        }
+        let child = Command::new(workspace_binary(function))
+            .env_remove("AWS_PROFILE")
+            .envs(self.env.iter().cloned())
+            // What the Lambda service sets for every function.
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{}/.rt/{function}", self.port),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", function)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{function}"),
+            )
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("test/{function}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the function binary starts");
+        self.functions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
+    }
+
+    /// Invokes `function` with `payload` (JSON), retrying while the emulator starts, and
+    /// returns its JSON answer.
     pub async fn invoke(&self, function: &str, payload: &serde_json::Value) -> serde_json::Value {
+        self.attach(function);
         let started = std::time::Instant::now();
         loop {
-            let out = tokio::process::Command::new(&self.cargo_lambda)
+            let invoke = tokio::process::Command::new(&self.cargo_lambda)
                 .args(["lambda", "invoke", function, "--invoke-port", &self.port])
+                .args(["--invoke-address", "127.0.0.1"])
                 .args(["--data-ascii", &payload.to_string()])
                 .current_dir(certpilot_testkit::procs::workspace_root())
-                .output()
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(Duration::from_secs(600), invoke)
                 .await
+                .unwrap_or_else(|_| panic!("{function} did not answer within 10 minutes"))
                 .expect("cargo lambda invoke runs");
             if out.status.success() {
                 return serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -120,22 +196,31 @@ impl LambdaWatch {
                 });
             }
             let stderr = String::from_utf8_lossy(&out.stderr);
-            // A function error is an answer, not a build in progress.
+            // A function error is an answer, not an emulator still starting.
             assert!(
                 !stderr.contains("errorType") && !stderr.contains("error_type"),
                 "{function} failed: {stderr}"
             );
             assert!(
-                started.elapsed() < Duration::from_secs(900),
+                started.elapsed() < Duration::from_secs(120),
                 "invoke kept failing: {stderr}"
             );
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 }
 
 impl Drop for LambdaWatch {
     fn drop(&mut self) {
+        for child in self
+            .functions
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::process::Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", self.child.id())])
             .status();
