@@ -839,7 +839,7 @@ async fn deploy_after_renew(
             Ok(r) => reports.push(r),
             Err(e) => {
                 eprintln!("certpilot: deploying {id}: {e}");
-                return Ok(Exit::Attention);
+                return Ok(Exit::of_deploy(&e));
             }
         }
     }

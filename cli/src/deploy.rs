@@ -21,6 +21,7 @@ use crate::args::{DeployArgs, DeployVerifyArgs, RollbackArgs};
 use crate::certificates::{find, usage};
 use crate::exit::Exit;
 use crate::output::write_records;
+use certpilot_core::services::lease::Leases;
 
 /// The deploy use case wired for the CLI: AWS targets through the default credential chain
 /// (loaded only when a certificate has deployments).
@@ -33,6 +34,13 @@ pub async fn service(
     let scanner = scanner(&options.ca_files, clock.clone())?;
     let targets: Arc<dyn DeployTargets> =
         AwsDeployTargets::new(certpilot_dynamodb::load_aws_config().await);
+    let leases = Leases::new(
+        certificates.clone(),
+        clock.clone(),
+        crate::unix::lease_owner(),
+        DEPLOY_LEASE,
+    )
+    .with_liveness(Arc::new(crate::unix::LocalProcesses::new()));
     Ok(DeployService::new(
         certificates,
         secrets,
@@ -43,8 +51,12 @@ pub async fn service(
             interval: options.interval,
             max_deadline: options.max_deadline,
         },
-    ))
+    )
+    .with_leases(leases))
 }
+
+/// How long a deploy's lease lasts unless extended (it is, every third, while it runs).
+const DEPLOY_LEASE: Duration = Duration::from_secs(600);
 
 /// The scanner that proves endpoints serve a certificate (`verify`, `deploy`, `renew`):
 /// the platform's roots plus `ca_files`.
@@ -83,7 +95,7 @@ pub async fn deploy(
     let report = service
         .deploy(&cert.id, None, args.force)
         .await
-        .map_err(|e| usage(e.to_string()))?;
+        .map_err(CliError::Deploy)?;
     report_deploys(std::slice::from_ref(&report), args.format).map(ExitCode::from)
 }
 
@@ -152,7 +164,7 @@ pub async fn rollback(
     let targets = service
         .roll_back(&cert.id, args.deployment.as_deref())
         .await
-        .map_err(|e| usage(e.to_string()))?;
+        .map_err(CliError::Deploy)?;
     let failed = targets
         .iter()
         .filter(|t| t.rolled_back != Some(true))

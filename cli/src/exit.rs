@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use certpilot_core::ports::{SecretError, StoreError};
+use certpilot_core::services::deploy::DeployServiceError;
 
 use crate::CliError;
 
@@ -92,6 +93,20 @@ impl Exit {
             CliError::Renew(e) if e.is_input() => Exit::Usage,
             CliError::Renew(e) if e.is_retryable() => Exit::TempFail,
             CliError::Renew(_) | CliError::Output(_) => Exit::Attention,
+            CliError::Deploy(e) => Exit::of_deploy(e),
+        }
+    }
+
+    /// For a deploy or rollback that could not run.
+    pub(crate) fn of_deploy(e: &DeployServiceError) -> Exit {
+        match e {
+            DeployServiceError::Busy { .. } => Exit::TempFail,
+            DeployServiceError::Store(e) => Exit::of_store(e),
+            DeployServiceError::NotFound(_)
+            | DeployServiceError::NotIssued(_)
+            | DeployServiceError::NoPrevious(_)
+            | DeployServiceError::NoDeployment { .. } => Exit::Usage,
+            _ => Exit::Attention,
         }
     }
 }

@@ -57,6 +57,8 @@ pub(crate) enum CliError {
     Secret(#[from] SecretError),
     #[error(transparent)]
     Renew(#[from] RenewError),
+    #[error(transparent)]
+    Deploy(#[from] certpilot_core::services::deploy::DeployServiceError),
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
 }

@@ -417,11 +417,16 @@ async fn a_refused_validation_is_recorded_with_the_cas_problem_and_backs_off() {
         wait >= time::Duration::minutes(5) && wait < time::Duration::minutes(6),
         "{wait}"
     );
-    // Not retried before the backoff ends.
-    assert!(matches!(
-        renew.renew("refused", false).await.unwrap(),
-        RenewOutcome::NotDue { .. }
-    ));
+    // Not retried before the backoff ends, and it says so: how often, until when, why.
+    let outcome = renew.renew("refused", false).await.unwrap();
+    assert!(
+        matches!(
+            &outcome,
+            RenewOutcome::BackingOff { failures: 1, until, last_error }
+                if *until == cert.renewal.next_check_at && last_error.contains("validation")
+        ),
+        "{outcome:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

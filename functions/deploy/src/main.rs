@@ -20,6 +20,7 @@ use std::sync::Arc;
 use certpilot_aws::SecretsManagerStore;
 use certpilot_core::ports::{Clock, DeployTargets, ScanLimits, SystemClock};
 use certpilot_core::services::deploy::{DeployService, DeploySettings};
+use certpilot_core::services::lease::Leases;
 use certpilot_core::services::scan::ScanService;
 use certpilot_core::services::verify::VerifyService;
 use certpilot_deploy_aws::AwsDeployTargets;
@@ -47,16 +48,31 @@ async fn main() -> Result<(), Error> {
         },
     );
     let targets: Arc<dyn DeployTargets> = AwsDeployTargets::new(aws);
-    let handler = handler::Handler::new(DeployService::new(
-        store,
-        secrets,
-        targets,
-        VerifyService::new(scanner),
-        clock,
-        DeploySettings {
-            interval: config.verify_interval,
-            max_deadline: Some(config.verify_max_deadline),
-        },
-    ));
+    // Unique per execution environment, as the renew function's owner is.
+    let owner = format!(
+        "lambda:{}",
+        std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
+            .unwrap_or_else(|_| std::process::id().to_string())
+    );
+    let leases = Leases::new(
+        store.clone(),
+        clock.clone(),
+        owner,
+        std::time::Duration::from_secs(600),
+    );
+    let handler = handler::Handler::new(
+        DeployService::new(
+            store,
+            secrets,
+            targets,
+            VerifyService::new(scanner),
+            clock,
+            DeploySettings {
+                interval: config.verify_interval,
+                max_deadline: Some(config.verify_max_deadline),
+            },
+        )
+        .with_leases(leases),
+    );
     lambda_runtime::run(service_fn(|event| handler.handle(event))).await
 }

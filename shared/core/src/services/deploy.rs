@@ -8,6 +8,7 @@
 //! `failed`/`not_serving`: the certificate is then not deployed, which is what keeps a renewal
 //! from counting as done.
 
+use crate::services::lease::{LeaseError, Leases};
 use std::sync::Arc;
 
 use futures::future::join_all;
@@ -114,6 +115,32 @@ pub enum DeployServiceError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Another worker is renewing or deploying this certificate now.
+    #[error(
+        "{id}: being renewed or deployed by {owner} (lease until {until}); try again once it ends"
+    )]
+    Busy {
+        /// The certificate.
+        id: String,
+        /// The other worker.
+        owner: String,
+        /// Until when its lease runs unless extended.
+        until: time::OffsetDateTime,
+    },
+}
+
+impl From<LeaseError> for DeployServiceError {
+    fn from(e: LeaseError) -> Self {
+        match e {
+            LeaseError::Busy { id, owner, until } => DeployServiceError::Busy { id, owner, until },
+            LeaseError::NotFound(id) => DeployServiceError::NotFound(id),
+            LeaseError::Store(e) => DeployServiceError::Store(e),
+            LeaseError::Lost(id) => DeployServiceError::Store(StoreError::Conflict {
+                what: format!("the lease on {id}"),
+                expected: 0,
+            }),
+        }
+    }
 }
 
 /// The deploy use case.
@@ -125,9 +152,37 @@ pub struct DeployService {
     verifier: VerifyService,
     clock: Arc<dyn Clock>,
     settings: DeploySettings,
+    leases: Option<Leases>,
 }
 
 impl DeployService {
+    /// Deploys and rolls back only under the certificate's lease, extended while it works
+    /// (CloudFront takes up to 25 minutes to verify), so that no two workers — a renewal, the
+    /// deploy function, a person's `certpilot deploy` — push to the same targets at once.
+    pub fn with_leases(mut self, leases: Leases) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
+    /// Runs `work` on `id` under the lease, when leases are on.
+    async fn under_lease<T>(
+        &self,
+        id: &str,
+        work: impl std::future::Future<Output = Result<T, DeployServiceError>>,
+    ) -> Result<T, DeployServiceError> {
+        let Some(leases) = &self.leases else {
+            return work.await;
+        };
+        let cert = self.load(id).await?;
+        leases.take(cert, |_, _| {}).await?;
+        let result = leases.heartbeat(id, work).await;
+        if let Err(e) = leases.release(id).await {
+            // It lapses on its own; the work itself is recorded.
+            tracing::warn!(id, error = %e, "could not release the deploy lease");
+        }
+        result
+    }
+
     /// Wires the use case.
     pub fn new(
         certificates: Arc<dyn CertificateStore>,
@@ -144,6 +199,7 @@ impl DeployService {
             verifier,
             clock,
             settings,
+            leases: None,
         }
     }
 
@@ -164,6 +220,16 @@ impl DeployService {
     /// fingerprint a message announced: when a newer certificate was issued since, the newer
     /// one is deployed (an older one is never put back by a late message).
     pub async fn deploy(
+        &self,
+        id: &str,
+        expected: Option<&str>,
+        force: bool,
+    ) -> Result<DeployReport, DeployServiceError> {
+        self.under_lease(id, self.deploy_now(id, expected, force))
+            .await
+    }
+
+    async fn deploy_now(
         &self,
         id: &str,
         expected: Option<&str>,
@@ -227,6 +293,14 @@ impl DeployService {
     /// Puts the previous certificate back at every deployment (or the one named `only`) and
     /// records them as rolled back by hand, so that scheduled deploys leave them alone.
     pub async fn roll_back(
+        &self,
+        id: &str,
+        only: Option<&str>,
+    ) -> Result<Vec<TargetReport>, DeployServiceError> {
+        self.under_lease(id, self.roll_back_now(id, only)).await
+    }
+
+    async fn roll_back_now(
         &self,
         id: &str,
         only: Option<&str>,
@@ -791,6 +865,48 @@ mod tests {
 
     fn calls(estate: &Estate, lb: &str) -> Vec<String> {
         estate.0[lb].calls.lock().expect("lock").clone()
+    }
+
+    #[tokio::test]
+    async fn a_deploy_runs_under_the_certificates_lease_and_a_second_worker_is_told_busy() {
+        let (service, store, estate) = setup(&[("alb", false, false)]).await;
+        let clock = Arc::new(FixedClock(datetime!(2026-11-22 12:00 UTC)));
+        let lease = |owner: &str| {
+            Leases::new(
+                store.clone(),
+                clock.clone(),
+                owner,
+                Duration::from_secs(600),
+            )
+        };
+        // Another worker (a renewal, the deploy function) holds the certificate.
+        let other = lease("lambda:other");
+        let cert = store
+            .certificate("shop")
+            .await
+            .expect("load")
+            .expect("there");
+        other.take(cert, |_, _| {}).await.expect("taken");
+        let ours = service.clone().with_leases(lease("cli:here:1:1"));
+        let busy = ours.deploy("shop", Some("new"), false).await;
+        assert!(
+            matches!(&busy, Err(DeployServiceError::Busy { owner, .. }) if owner == "lambda:other"),
+            "{busy:?}"
+        );
+        assert!(calls(&estate, "alb").is_empty(), "nothing pushed meanwhile");
+        // Once it is released, the deploy runs and gives the lease up when done.
+        assert!(other.release("shop").await.expect("release"));
+        let report = ours
+            .deploy("shop", Some("new"), false)
+            .await
+            .expect("deploy");
+        assert!(report.is_verified(), "{report:?}");
+        let cert = store
+            .certificate("shop")
+            .await
+            .expect("load")
+            .expect("there");
+        assert!(cert.renewal.lease.is_none(), "{:?}", cert.renewal.lease);
     }
 
     #[tokio::test]

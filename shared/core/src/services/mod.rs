@@ -4,6 +4,7 @@
 pub mod acm;
 pub mod deploy;
 pub mod endpoints;
+pub mod lease;
 pub mod renew;
 pub mod scan;
 pub mod scheduled;

@@ -22,13 +22,14 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use crate::model::certificate::{
-    IssuedCertificate, Lease, ManagedCertificate, RenewalFailure, RenewalJob, RenewalStep,
+    IssuedCertificate, ManagedCertificate, RenewalFailure, RenewalJob, RenewalStep,
 };
 use crate::policy::renewal;
 use crate::ports::{
     CertificateStore, Clock, IssueError, IssuedSink, Issuer, Liveness, SecretError, SecretStore,
     SecretVersion, StoreError,
 };
+use crate::services::lease::{LeaseError, Leases};
 
 /// Settings of the renew service.
 #[derive(Clone, Copy, Debug)]
@@ -133,6 +134,16 @@ pub enum RenewError {
     LeaseLost(String),
 }
 
+impl From<LeaseError> for RenewError {
+    fn from(e: LeaseError) -> Self {
+        match e {
+            LeaseError::Store(e) => RenewError::Store(e),
+            LeaseError::NotFound(id) => RenewError::NotFound(id),
+            LeaseError::Lost(id) | LeaseError::Busy { id, .. } => RenewError::LeaseLost(id),
+        }
+    }
+}
+
 impl RenewError {
     /// Whether running the same renewal later can succeed without anyone acting: the store,
     /// secret store or CA was unavailable, the CA's rate limit will lapse, or another worker
@@ -161,10 +172,9 @@ pub struct RenewService {
     issuer: Arc<dyn Issuer>,
     sink: Option<Arc<dyn IssuedSink>>,
     clock: Arc<dyn Clock>,
-    owner: String,
+    leases: Leases,
     settings: RenewSettings,
     acm: Option<crate::services::acm::AcmService>,
-    liveness: Option<Arc<dyn Liveness>>,
 }
 
 impl RenewService {
@@ -201,24 +211,29 @@ impl RenewService {
         owner: impl Into<String>,
         settings: RenewSettings,
     ) -> Self {
+        let leases = Leases::new(certificates.clone(), clock.clone(), owner, settings.lease);
         RenewService {
             certificates,
             secrets,
             issuer,
             sink,
             clock,
-            owner: owner.into(),
+            leases,
             settings,
             acm: None,
-            liveness: None,
         }
     }
 
     /// Lets the service take over at once a lease whose owner `liveness` knows to be gone (a
     /// killed process of this host), instead of waiting for the lease to lapse.
     pub fn with_liveness(mut self, liveness: Arc<dyn Liveness>) -> Self {
-        self.liveness = Some(liveness);
+        self.leases = self.leases.with_liveness(liveness);
         self
+    }
+
+    /// The leases this service takes (a deploy after the renewal takes the same).
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// Renews every certificate due now, `concurrency` at a time; one result per certificate.
@@ -279,8 +294,11 @@ impl RenewService {
         let mut cert = self.load(id).await?;
         let now = self.clock.now();
         // A live worker's renewal is never reported as "not due": it is running.
-        if let Some(busy) = self.held_elsewhere(&cert, now) {
-            return Ok(busy);
+        if let Some(lease) = self.leases.held_elsewhere(&cert) {
+            return Ok(RenewOutcome::Busy {
+                owner: lease.owner.clone(),
+                until: lease.until,
+            });
         }
         if !force && cert.renewal.next_check_at > now {
             // A failed attempt (even of a renewal in flight) waits out its backoff.
@@ -356,67 +374,10 @@ impl RenewService {
         Ok(counted)
     }
 
-    /// `Busy` when a worker other than this one holds a lease that has not lapsed and whose
-    /// owner is not known to be gone.
-    fn held_elsewhere(
-        &self,
-        cert: &ManagedCertificate,
-        now: OffsetDateTime,
-    ) -> Option<RenewOutcome> {
-        let lease = cert.renewal.lease.as_ref()?;
-        if lease.owner == self.owner || lease.until <= now {
-            return None;
-        }
-        if self
-            .liveness
-            .as_ref()
-            .is_some_and(|l| l.is_gone(&lease.owner))
-        {
-            return None;
-        }
-        Some(RenewOutcome::Busy {
-            owner: lease.owner.clone(),
-            until: lease.until,
-        })
-    }
-
-    /// Whether this worker holds `cert`'s lease.
-    fn holds(&self, cert: &ManagedCertificate) -> bool {
-        cert.renewal
-            .lease
-            .as_ref()
-            .is_some_and(|l| l.owner == self.owner)
-    }
-
-    /// Gives up this worker's lease on `id`, if it holds it (on SIGINT or SIGTERM), so that
-    /// the next run resumes the renewal at once. The renewal stays due.
-    pub async fn release_lease(&self, id: &str) -> Result<bool, RenewError> {
-        for _ in 0..3 {
-            let Some(mut cert) = self.certificates.certificate(id).await? else {
-                return Ok(false);
-            };
-            if !self.holds(&cert) {
-                return Ok(false);
-            }
-            cert.renewal.lease = None;
-            match self.certificates.update_certificate(&cert).await {
-                Ok(_) => return Ok(true),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(false)
-    }
-
-    /// Gives up every lease this worker holds.
+    /// Gives up every lease this worker holds (on SIGINT or SIGTERM), so that the next run
+    /// resumes those renewals at once; they stay due. Returns their ids.
     pub async fn release_leases(&self) -> Result<Vec<String>, RenewError> {
-        let mut released = Vec::new();
-        for cert in self.certificates.certificates().await? {
-            if self.holds(&cert) && self.release_lease(&cert.id).await? {
-                released.push(cert.id);
-            }
-        }
-        Ok(released)
+        Ok(self.leases.release_all().await?)
     }
 
     async fn load(&self, id: &str) -> Result<ManagedCertificate, RenewError> {
@@ -461,74 +422,20 @@ impl RenewService {
     /// resumes it (a forced renewal's record may say "not before next month").
     async fn take_lease(
         &self,
-        mut cert: ManagedCertificate,
+        cert: ManagedCertificate,
     ) -> Result<Result<ManagedCertificate, RenewOutcome>, RenewError> {
-        for _ in 0..3 {
-            let now = self.clock.now();
-            if let Some(busy) = self.held_elsewhere(&cert, now) {
-                return Ok(Err(busy));
+        let taken = self
+            .leases
+            .take(cert, |c, now| {
+                c.renewal.next_check_at = c.renewal.next_check_at.min(now);
+            })
+            .await;
+        match taken {
+            Ok(cert) => Ok(Ok(cert)),
+            Err(LeaseError::Busy { owner, until, .. }) => {
+                Ok(Err(RenewOutcome::Busy { owner, until }))
             }
-            if let Some(stale) = &cert.renewal.lease
-                && stale.owner != self.owner
-            {
-                warn!(id = %cert.id, owner = %stale.owner, "taking over a lease its owner left behind");
-            }
-            cert.renewal.lease = Some(self.lease_from(now));
-            cert.renewal.next_check_at = cert.renewal.next_check_at.min(now);
-            match self.certificates.update_certificate(&cert).await {
-                Ok(stored) => return Ok(Ok(stored)),
-                // Someone wrote meanwhile: look again at what they wrote.
-                Err(StoreError::Conflict { .. }) => cert = self.load(&cert.id).await?,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(StoreError::Conflict {
-            what: format!("certificate {:?}", cert.id),
-            expected: cert.version,
-        }
-        .into())
-    }
-
-    /// Runs `work` (one step) while extending the lease every third of its length, so a slow
-    /// CA, deploy hook or verification never lets a second worker take over mid-step. The
-    /// heartbeat touches only the lease of a freshly read record; the step's own save then
-    /// sees the conflict and re-applies its state on top (see [`RenewService::save`]).
-    async fn heartbeat<T>(&self, id: &str, work: impl std::future::Future<Output = T>) -> T {
-        let period = (self.settings.lease / 3).max(Duration::from_millis(100));
-        let beat = async {
-            loop {
-                tokio::time::sleep(period).await;
-                if let Err(e) = self.extend_lease(id).await {
-                    warn!(id, error = %e, "could not extend the renewal lease");
-                }
-            }
-        };
-        tokio::select! {
-            out = work => out,
-            never = beat => never,
-        }
-    }
-
-    async fn extend_lease(&self, id: &str) -> Result<(), RenewError> {
-        for _ in 0..3 {
-            let mut cert = self.load(id).await?;
-            if !self.holds(&cert) {
-                return Err(RenewError::LeaseLost(id.to_owned()));
-            }
-            cert.renewal.lease = Some(self.lease_from(self.clock.now()));
-            match self.certificates.update_certificate(&cert).await {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
-    fn lease_from(&self, now: OffsetDateTime) -> Lease {
-        Lease {
-            owner: self.owner.clone(),
-            until: now + self.settings.lease,
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -538,7 +445,7 @@ impl RenewService {
     async fn save(&self, cert: &mut ManagedCertificate) -> Result<(), RenewError> {
         for _ in 0..3 {
             if cert.renewal.lease.is_some() {
-                cert.renewal.lease = Some(self.lease_from(self.clock.now()));
+                cert.renewal.lease = Some(self.leases.from(self.clock.now()));
             }
             match self.certificates.update_certificate(cert).await {
                 Ok(stored) => {
@@ -547,12 +454,7 @@ impl RenewService {
                 }
                 Err(StoreError::Conflict { .. }) => {
                     let mut fresh = self.load(&cert.id).await?;
-                    let ours = fresh
-                        .renewal
-                        .lease
-                        .as_ref()
-                        .is_some_and(|l| l.owner == self.owner);
-                    if !ours {
+                    if !self.leases.holds(&fresh) {
                         return Err(RenewError::LeaseLost(cert.id.clone()));
                     }
                     fresh.renewal = cert.renewal.clone();
@@ -572,6 +474,7 @@ impl RenewService {
             let step = cert.renewal.job.as_ref().map(|j| j.step);
             let id = cert.id.clone();
             let done = self
+                .leases
                 .heartbeat(&id, self.step(&mut cert, &mut published_here))
                 .await;
             match done {
