@@ -48,16 +48,10 @@ async fn main() -> Result<(), Error> {
         },
     );
     let targets: Arc<dyn DeployTargets> = AwsDeployTargets::new(aws);
-    // Unique per execution environment, as the renew function's owner is.
-    let owner = format!(
-        "lambda:{}",
-        std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
-            .unwrap_or_else(|_| std::process::id().to_string())
-    );
     let leases = Leases::new(
         store.clone(),
         clock.clone(),
-        owner,
+        certpilot_aws::lambda::worker_id(),
         std::time::Duration::from_secs(600),
     );
     let handler = handler::Handler::new(

@@ -61,11 +61,7 @@ async fn main() -> Result<(), Error> {
     let sink = config.deploy_queue_url.as_ref().map(|url| {
         Arc::new(SqsIssuedSink::new(aws_sdk_sqs::Client::new(&aws), url)) as Arc<dyn IssuedSink>
     });
-    let owner = format!(
-        "lambda:{}",
-        std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
-            .unwrap_or_else(|_| std::process::id().to_string())
-    );
+    let owner = certpilot_aws::lambda::worker_id();
     let acm = AcmService::new(
         store.clone(),
         Arc::new(AcmIssuer::new(aws.clone())),

@@ -25,6 +25,16 @@ fn remaining_ms(deadline: u64, now_ms: u64) -> u64 {
     }
 }
 
+/// This execution environment as a lease owner: `lambda:<log stream>`, unique per
+/// environment (the process id where the stream is unknown).
+pub fn worker_id() -> String {
+    format!(
+        "lambda:{}",
+        std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
+            .unwrap_or_else(|_| std::process::id().to_string())
+    )
+}
+
 /// A setting that is missing or malformed; the function refuses to start.
 #[derive(Debug, thiserror::Error)]
 #[error("{name}: {reason}")]
