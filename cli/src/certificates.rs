@@ -21,7 +21,7 @@ use certpilot_core::model::certificate::{
     validate_certificate_id,
 };
 use certpilot_core::ports::{
-    CertificateStore, Clock, IssuedSink, SecretStore, SecretValue, SecretVersion, Store,
+    CertificateStore, Clock, IssuedSink, Liveness, SecretStore, SecretValue, SecretVersion, Store,
     StoreError, SystemClock,
 };
 use certpilot_core::services::acm::AcmService;
@@ -304,7 +304,12 @@ pub async fn certificates(
         }
         CertificatesCommand::List { format } => {
             let list = store.certificates().await?;
-            let rows: Vec<CertificateRow> = list.iter().map(CertificateRow::of).collect();
+            let live = LocalProcesses::new();
+            let now = SystemClock.now();
+            let rows: Vec<CertificateRow> = list
+                .iter()
+                .map(|c| CertificateRow::of(c, now, &live))
+                .collect();
             write_records(
                 crate::format_or_default(format),
                 &CertificateRow::HEADER,
@@ -430,10 +435,18 @@ impl CertificateRow {
         "last_error",
     ];
 
-    fn of(c: &ManagedCertificate) -> Self {
+    fn of(c: &ManagedCertificate, now: OffsetDateTime, live: &dyn Liveness) -> Self {
+        // A renewal whose worker is gone (killed, lease lapsed) is not "renewing": the next
+        // `renew` resumes it where it stopped.
+        let worked_on = c
+            .renewal
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.until > now && !live.is_gone(&l.owner));
         let state = match (&c.current, &c.renewal.job, &c.renewal.last_error) {
             (_, _, Some(_)) => "failing",
-            (_, Some(_), None) => "renewing",
+            (_, Some(_), None) if worked_on => "renewing",
+            (_, Some(_), None) => "interrupted",
             (None, None, None) => "pending",
             // Issued but not served everywhere: the outage certpilot exists to catch.
             (Some(_), None, None) if !c.is_deployed() => "not_deployed",

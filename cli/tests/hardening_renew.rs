@@ -255,8 +255,9 @@ async fn hardening_a_killed_renewal_is_taken_over_at_once_and_resumed_by_a_routi
     signal(&child, Signal::KILL);
     let _ = child.wait().await;
 
+    // Its worker is gone: not "renewing" any more, and the next run picks it up.
     let list = env.run(&["certificates", "list", "--format", "json"]).await;
-    assert_eq!(json_lines(&list)[0]["state"], "renewing");
+    assert_eq!(json_lines(&list)[0]["state"], "interrupted");
     // A routine run resumes it at once: the dead process's lease is not waited out, and the
     // unfinished renewal is due although the forced one's schedule said "next month".
     let out = env.run(&["renew", "--format", "json"]).await;
