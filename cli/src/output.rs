@@ -320,7 +320,7 @@ impl<W: Write> RowWriter<W> {
         let cert = obs.certificate.as_ref();
         let expires = cert.map_or_else(|| "-".to_owned(), |c| date(c.not_after));
         let issuer = cert.map_or_else(|| "-".to_owned(), |c| short_name(&c.issuer));
-        let status = status_text(obs);
+        let status = printable(&status_text(obs)).into_owned();
         let status = if self.color && urgency == Urgency::Broken {
             status.red().to_string()
         } else {
@@ -328,11 +328,11 @@ impl<W: Write> RowWriter<W> {
         };
         let mut line = format!(
             "{:<w$}  {:<24}  {}  {:<10}  {:<24}  {}",
-            truncate(&obs.target, w),
+            truncate(&printable(&obs.target), w),
             truncate(obs.address.as_deref().unwrap_or("-"), 24),
             days_cell,
             expires,
-            truncate(&issuer, 24),
+            truncate(&printable(&issuer), 24),
             status
         );
         if let Some(f) = facts {
@@ -341,10 +341,10 @@ impl<W: Write> RowWriter<W> {
                 f.cert_first_seen.map_or_else(|| "-".to_owned(), date),
                 date(f.last_changed),
                 date(f.last_seen),
-                tags_text(f.tags)
+                printable(&tags_text(f.tags))
             ));
         } else if !obs.tags.is_empty() {
-            line.push_str(&format!("  [{}]", tags_text(&obs.tags)));
+            line.push_str(&format!("  [{}]", printable(&tags_text(&obs.tags))));
         }
         writeln!(self.out, "{line}")
     }
@@ -379,7 +379,7 @@ impl<W: Write> RowWriter<W> {
                     "{:<w$}  {:<10}  {}",
                     truncate(&e.key(), w),
                     date(e.added_at),
-                    tags_text(&e.tags)
+                    printable(&tags_text(&e.tags))
                 )
             }
         }
@@ -397,10 +397,48 @@ impl<W: Write> RowWriter<W> {
 }
 
 /// Writes one CSV record, quoted as RFC 4180 requires.
-fn csv_record<W: Write, S: AsRef<[u8]>>(out: &mut W, fields: &[S]) -> io::Result<()> {
+fn csv_record<W: Write, S: AsRef<str>>(out: &mut W, fields: &[S]) -> io::Result<()> {
     let mut w = csv::Writer::from_writer(out);
-    w.write_record(fields)?;
+    w.write_record(
+        fields
+            .iter()
+            .map(|f| spreadsheet_safe(f.as_ref()).into_owned()),
+    )?;
     w.flush()
+}
+
+/// A CSV cell a spreadsheet will not run: text a hostile server chose (a subject, an issuer,
+/// an error) that starts like a formula (`=`, `+`, `-`, `@`, tab, carriage return) gets a
+/// leading `'`, as OWASP advises. Numbers (`-3` days) stay numbers.
+fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    let formula = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if formula && cell.parse::<f64>().is_err() {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
+/// Text for a terminal: control characters (escape sequences, newlines that would forge
+/// rows) and bidirectional overrides from a hostile server are shown escaped, `\u{1b}`.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let hostile = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(hostile) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if hostile(c) {
+                format!("\\u{{{:x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 fn status_word(status: Status) -> &'static str {
@@ -470,7 +508,9 @@ pub fn write_records(
             }
         }
         Format::Table => {
-            let rows: Vec<Vec<String>> = records.map(|(cells, _)| cells).collect();
+            let rows: Vec<Vec<String>> = records
+                .map(|(cells, _)| cells.iter().map(|c| printable(c).into_owned()).collect())
+                .collect();
             let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
             for row in &rows {
                 for (w, cell) in widths.iter_mut().zip(row) {
@@ -503,6 +543,19 @@ pub fn write_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_text_is_escaped_for_terminals_and_neutralised_for_spreadsheets() {
+        assert_eq!(printable("shop.example.com"), "shop.example.com");
+        assert_eq!(printable("a\u{1b}[31mb\nc"), "a\\u{1b}[31mb\\u{a}c");
+        assert_eq!(printable("x\u{202e}y"), "x\\u{202e}y");
+        assert_eq!(printable("Zürich CA"), "Zürich CA");
+        assert_eq!(spreadsheet_safe("=1+2"), "'=1+2");
+        assert_eq!(spreadsheet_safe("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(spreadsheet_safe("-3"), "-3", "negative days stay a number");
+        assert_eq!(spreadsheet_safe("-cmd"), "'-cmd");
+        assert_eq!(spreadsheet_safe("CN=shop"), "CN=shop");
+    }
 
     #[test]
     fn issuers_are_shown_by_common_name() {
