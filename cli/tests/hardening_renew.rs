@@ -30,6 +30,12 @@ async fn issue(env: &Env, id: &str) -> String {
     rows[0]["fingerprint"].as_str().unwrap().to_owned()
 }
 
+async fn export(env: &Env, dir: &std::path::Path) -> std::process::Output {
+    let dir = dir.display().to_string();
+    env.run(&["certificates", "export", SHOP, "--dir", &dir])
+        .await
+}
+
 fn signal(child: &tokio::process::Child, sig: Signal) {
     let pid = Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap()).unwrap();
     rustix::process::kill_process(pid, sig).unwrap();
@@ -78,10 +84,7 @@ async fn hardening_export_never_writes_the_key_through_planted_files_and_checks_
     let theirs = env.path("theirs");
     std::fs::write(&theirs, "").unwrap();
     std::os::unix::fs::symlink(&theirs, dir.join("privkey.pem.tmp")).unwrap();
-    let dir_arg = dir.display().to_string();
-    let out = env
-        .run(&["certificates", "export", SHOP, "--dir", &dir_arg])
-        .await;
+    let out = export(&env, &dir).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         std::fs::read_to_string(&theirs).unwrap(),
@@ -99,10 +102,7 @@ async fn hardening_export_never_writes_the_key_through_planted_files_and_checks_
     let open = env.path("open");
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let open_arg = open.display().to_string();
-    let out = env
-        .run(&["certificates", "export", SHOP, "--dir", &open_arg])
-        .await;
+    let out = export(&env, &open).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("writable by every user"),
@@ -120,10 +120,7 @@ async fn hardening_export_never_writes_the_key_through_planted_files_and_checks_
     let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
     std::fs::write(&key_file, other).unwrap();
     let fresh = env.path("fresh");
-    let fresh_arg = fresh.display().to_string();
-    let out = env
-        .run(&["certificates", "export", SHOP, "--dir", &fresh_arg])
-        .await;
+    let out = export(&env, &fresh).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("does not belong to the certificate"),
