@@ -367,6 +367,11 @@ pub struct RenewArgs {
     #[arg(long, default_value = "90s", value_parser = parse_duration, value_name = "DURATION")]
     pub acme_timeout: Duration,
 
+    /// Bound on one renewal's whole exchange with the CA (order, validation, issuance). A CA
+    /// that stalls fails the renewal when it runs out; the next run resumes where it stopped.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub renewal_timeout: Duration,
+
     /// Renewals in flight at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,

@@ -728,6 +728,7 @@ pub async fn renew(
         RenewSettings {
             concurrency: usize::from(args.concurrency),
             lease: args.lease,
+            deadline: args.renewal_timeout,
             ..RenewSettings::default()
         },
     )

@@ -99,15 +99,19 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8) {
+    // rustls logs each refused certificate on its own; certpilot says it in words, once.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,rustls=off",
+        1 => "info,rustls=off",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour codes only for a person at a terminal: never in a log file, journald or a pipe.
+    let colour = colour_for(std::io::stderr().is_terminal());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
 }
@@ -277,7 +281,13 @@ pub(crate) fn format_or_default(format: Option<Format>) -> Format {
 }
 
 fn colour() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    colour_for(std::io::stdout().is_terminal())
+}
+
+/// Colour for a stream that `is_terminal`, unless `NO_COLOR` is set to anything but empty
+/// (<https://no-color.org>).
+fn colour_for(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn read_file(path: &Path) -> Result<String, CliError> {

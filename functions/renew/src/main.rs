@@ -82,6 +82,8 @@ async fn main() -> Result<(), Error> {
         RenewSettings {
             concurrency: config.concurrency,
             renewal_budget: config.renewal_budget,
+            // A renewal started with its budget left must end within it, stalled CA or not.
+            deadline: config.renewal_budget,
             ..RenewSettings::default()
         },
     )

@@ -15,6 +15,7 @@
 //!   on, with the CA's problem document kept.
 //! - Every call to the CA is bounded by a timeout.
 
+pub mod http;
 pub mod http01;
 pub mod keys;
 pub mod rfc2136;
@@ -157,11 +158,84 @@ fn map_error(e: instant_acme::Error, validating: bool) -> IssueError {
         }
         E::Unsupported(what) => IssueError::ReplacesRefused(format!("the CA lacks {what}")),
         E::Timeout(_) => IssueError::Unavailable("timed out waiting for the CA".into()),
-        E::Http(_) | E::Hyper(_) | E::Other(_) => {
-            IssueError::Unavailable(certpilot_core::error_chain(&e))
-        }
-        other => IssueError::Unavailable(certpilot_core::error_chain(&other)),
+        E::Json(e) => IssueError::Rejected {
+            detail: format!("the CA's answer is not the JSON ACME expects: {e}"),
+            problem: None,
+        },
+        other => transport_error(&other),
     }
+}
+
+/// Classifies a failure below ACME (connection, TLS, HTTP) and says it in words.
+fn transport_error(e: &(dyn std::error::Error + 'static)) -> IssueError {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(status) = err.downcast_ref::<http::HttpStatus>() {
+            let code = status.status.as_u16();
+            return if code >= 500 || code == 429 || code == 408 {
+                IssueError::Unavailable(status.to_string())
+            } else {
+                IssueError::Config(format!(
+                    "{status}: not an ACME server's answer (is the directory URL right?)"
+                ))
+            };
+        }
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return IssueError::Config(tls_words(tls));
+        }
+        // io::Error hides a custom inner error from `source()`.
+        next = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner),
+            None => err.source(),
+        };
+    }
+    IssueError::Unavailable(certpilot_core::error_chain(e))
+}
+
+/// What a TLS failure with the ACME server means, and what fixes it.
+fn tls_words(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    const FIX: &str = "if the CA uses a private or test root, trust it with --acme-ca-file \
+                       (CERTPILOT_ACME_CA_FILE)";
+    let why = match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => {
+                format!("is issued by an authority this machine does not trust; {FIX}")
+            }
+            C::Expired | C::ExpiredContext { .. } => "has expired".to_owned(),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "is not valid yet (check this machine's clock)".to_owned()
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "is not valid for the directory's host name".to_owned()
+            }
+            C::Revoked => "is revoked".to_owned(),
+            C::BadEncoding => "cannot be parsed".to_owned(),
+            C::BadSignature => "has a bad signature".to_owned(),
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                "is not meant for a TLS server".to_owned()
+            }
+            C::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
+                Some(webpki::Error::CaUsedAsEndEntity) => format!(
+                    "is a CA certificate, not a server's: the server is misconfigured, or \
+                     this is the CA's root given as the server's; {FIX}"
+                ),
+                Some(webpki::Error::UnknownIssuer) => {
+                    format!("is issued by an authority this machine does not trust; {FIX}")
+                }
+                _ => format!("is not acceptable ({other}); {FIX}"),
+            },
+            _ => format!("is not acceptable; {FIX}"),
+        },
+        rustls::Error::AlertReceived(alert) => {
+            return format!("the ACME server ended the TLS handshake with the alert {alert:?}");
+        }
+        other => return format!("TLS with the ACME server failed: {other}"),
+    };
+    format!("the ACME server's HTTPS certificate {why}")
 }
 
 /// The wait a rate-limit problem names in its text. instant-acme does not surface the HTTP
@@ -268,6 +342,39 @@ impl AcmeIssuer {
         }
     }
 
+    /// Bounds one call that [`AcmeIssuer::call`] cannot repeat (it borrows the order or a
+    /// challenge mutably): a CA that stops answering fails the step instead of holding it.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        f: impl std::future::Future<Output = Result<T, instant_acme::Error>>,
+    ) -> Result<T, instant_acme::Error> {
+        tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+            Err(instant_acme::Error::Other(
+                format!("{what}: no answer from the CA within {limit:?}").into(),
+            ))
+        })
+    }
+
+    /// The next authorization of an order, read within the timeout.
+    async fn next_authorization<'a>(
+        &self,
+        authorizations: &'a mut instant_acme::Authorizations<'_>,
+    ) -> Result<Option<instant_acme::AuthorizationHandle<'a>>, IssueError> {
+        let limit = self.settings.timeout;
+        match tokio::time::timeout(limit, authorizations.next()).await {
+            Err(_) => Err(map_error(
+                instant_acme::Error::Other(
+                    format!("read authorizations: no answer from the CA within {limit:?}").into(),
+                ),
+                true,
+            )),
+            Ok(None) => Ok(None),
+            Ok(Some(authz)) => authz.map(Some).map_err(|e| map_error(e, true)),
+        }
+    }
+
     /// The order at `order_url`, read through `spec`'s account.
     async fn order(
         &self,
@@ -291,13 +398,9 @@ impl AcmeIssuer {
     }
 
     fn builder(&self) -> Result<instant_acme::AccountBuilder, IssueError> {
-        match &self.settings.ca_file {
-            Some(path) => Account::builder_with_root(path)
-                .map_err(|e| IssueError::Config(format!("ACME CA file {}: {e}", path.display()))),
-            None => Account::builder().map_err(|e| {
-                IssueError::Config(format!("cannot load the platform trust store: {e}"))
-            }),
-        }
+        let client = http::CappedClient::new(self.settings.ca_file.as_deref(), http::MAX_BODY)
+            .map_err(IssueError::Config)?;
+        Ok(Account::builder_with_http(Box::new(client)))
     }
 
     /// The account for `spec`'s issuer: cached, else restored from the SecretStore, else
@@ -486,8 +589,7 @@ impl AcmeIssuer {
         order: &mut instant_acme::Order,
     ) -> Result<IssueError, IssueError> {
         let mut authorizations = order.authorizations();
-        while let Some(authz) = authorizations.next().await {
-            let authz = authz.map_err(|e| map_error(e, true))?;
+        while let Some(authz) = self.next_authorization(&mut authorizations).await? {
             for c in &authz.challenges {
                 if let Some(p) = &c.error {
                     return Ok(IssueError::Validation {
@@ -600,8 +702,7 @@ impl AcmeIssuer {
         let kind = Self::challenge_type(spec);
         let mut tokens = Vec::new();
         let mut authorizations = order.authorizations();
-        while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(|e| map_error(e, true))?;
+        while let Some(mut authz) = self.next_authorization(&mut authorizations).await? {
             if authz.status != AuthorizationStatus::Pending {
                 continue;
             }
@@ -617,10 +718,13 @@ impl AcmeIssuer {
                 .await?;
             tokens.push(challenge.token.clone());
             if challenge.status == instant_acme::ChallengeStatus::Pending {
-                challenge
-                    .set_ready()
-                    .await
-                    .map_err(|e| map_error(e, true))?;
+                self.bounded(
+                    "set challenge ready",
+                    self.settings.timeout,
+                    challenge.set_ready(),
+                )
+                .await
+                .map_err(|e| map_error(e, true))?;
             }
         }
         self.published
@@ -646,8 +750,7 @@ impl AcmeIssuer {
         };
         let mut records = Vec::new();
         let mut pending = order.authorizations();
-        while let Some(authz) = pending.next().await {
-            let mut authz = authz.map_err(|e| map_error(e, true))?;
+        while let Some(mut authz) = self.next_authorization(&mut pending).await? {
             if authz.status != AuthorizationStatus::Pending {
                 continue;
             }
@@ -689,15 +792,17 @@ impl AcmeIssuer {
             }
         }
         let mut authorizations = order.authorizations();
-        while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(|e| map_error(e, true))?;
+        while let Some(mut authz) = self.next_authorization(&mut authorizations).await? {
             if let Some(mut challenge) = authz.challenge(ChallengeType::Dns01)
                 && challenge.status == instant_acme::ChallengeStatus::Pending
             {
-                challenge
-                    .set_ready()
-                    .await
-                    .map_err(|e| map_error(e, true))?;
+                self.bounded(
+                    "set challenge ready",
+                    self.settings.timeout,
+                    challenge.set_ready(),
+                )
+                .await
+                .map_err(|e| map_error(e, true))?;
             }
         }
         Ok(())
@@ -710,8 +815,12 @@ impl AcmeIssuer {
     ) -> Result<(), IssueError> {
         let result = async {
             let mut order = self.order(spec, order_url, true).await?;
-            let status = order
-                .poll_ready(&self.polling())
+            let status = self
+                .bounded(
+                    "wait for validation",
+                    self.settings.timeout * 2,
+                    order.poll_ready(&self.polling()),
+                )
                 .await
                 .map_err(|e| map_error(e, true))?;
             match status {
@@ -745,8 +854,7 @@ impl AcmeIssuer {
             }
         }
         let csr = keys::csr(&spec.names, key)?;
-        order
-            .finalize_csr(&csr)
+        self.bounded("finalize", self.settings.timeout, order.finalize_csr(&csr))
             .await
             .map_err(|e| map_error(e, false))
     }
@@ -758,8 +866,12 @@ impl AcmeIssuer {
         key: &SecretValue,
     ) -> Result<DownloadedCertificate, IssueError> {
         let mut order = self.order(spec, order_url, false).await?;
-        let chain = order
-            .poll_certificate(&self.polling())
+        let chain = self
+            .bounded(
+                "wait for the certificate",
+                self.settings.timeout * 2,
+                order.poll_certificate(&self.polling()),
+            )
             .await
             .map_err(|e| map_error(e, false))?;
         let profile = order.state().profile.clone();

@@ -177,7 +177,7 @@ impl Rfc2136Dns {
             .to_vec()
             .map_err(|e| config_error(format!("encoding a DNS message: {e}")))?;
         let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-            IssueError::Unavailable(format!("DNS server {server}: {what}: {e}"))
+            IssueError::DnsUnavailable(format!("DNS server {server}: {what}: {e}"))
         };
         let work = async {
             let mut stream = TcpStream::connect(server)
@@ -208,7 +208,7 @@ impl Rfc2136Dns {
         tokio::time::timeout(self.timeout, work)
             .await
             .map_err(|_| {
-                IssueError::Unavailable(format!(
+                IssueError::DnsUnavailable(format!(
                     "DNS server {server}: no answer within {:?}",
                     self.timeout
                 ))
@@ -241,7 +241,7 @@ impl Rfc2136Dns {
                 "the record is not in zone {} on {} (NOTZONE)",
                 t.zone, t.server
             ))),
-            ResponseCode::ServFail => Err(IssueError::Unavailable(format!(
+            ResponseCode::ServFail => Err(IssueError::DnsUnavailable(format!(
                 "DNS server {} failed the update (SERVFAIL)",
                 t.server
             ))),
@@ -340,7 +340,7 @@ impl Rfc2136Dns {
                 return Ok(());
             };
             if tokio::time::Instant::now() + delay > deadline {
-                return Err(IssueError::Unavailable(format!(
+                return Err(IssueError::DnsUnavailable(format!(
                     "{why} after {:?}",
                     self.propagation_timeout
                 )));

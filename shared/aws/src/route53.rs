@@ -52,7 +52,7 @@ where
         | "ThrottlingException"
         | "PriorRequestNotComplete"
         | "ServiceUnavailable"
-        | "" => IssueError::Unavailable(text),
+        | "" => IssueError::DnsUnavailable(text),
         _ => IssueError::Config(text),
     }
 }
@@ -217,7 +217,7 @@ impl Route53Dns {
         let mut delay = Duration::from_millis(500);
         while status != ChangeStatus::Insync {
             if tokio::time::Instant::now() + delay > deadline {
-                return Err(IssueError::Unavailable(format!(
+                return Err(IssueError::DnsUnavailable(format!(
                     "route53: change {id} not INSYNC after {:?}",
                     self.sync_timeout
                 )));

@@ -506,6 +506,9 @@ pub enum IssueError {
     /// Network failure, timeout, server error or nonces rejected too often: retry later.
     #[error("CA unavailable: {0}")]
     Unavailable(String),
+    /// The DNS provider that publishes DNS-01 records failed or timed out: retry later.
+    #[error("DNS provider unavailable: {0}")]
+    DnsUnavailable(String),
     /// The CA could not validate control of a name.
     #[error("validation failed: {detail}")]
     Validation {
@@ -542,6 +545,7 @@ impl IssueError {
         match self {
             IssueError::RateLimited { .. } => "rate_limited",
             IssueError::Unavailable(_) => "ca_unavailable",
+            IssueError::DnsUnavailable(_) => "dns_unavailable",
             IssueError::Validation { .. } => "validation",
             IssueError::OrderGone(_) => "order_gone",
             IssueError::ReplacesRefused(_) => "replaces_refused",
@@ -556,7 +560,9 @@ impl IssueError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            IssueError::RateLimited { .. } | IssueError::Unavailable(_)
+            IssueError::RateLimited { .. }
+                | IssueError::Unavailable(_)
+                | IssueError::DnsUnavailable(_)
         )
     }
 

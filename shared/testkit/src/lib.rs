@@ -13,6 +13,7 @@ pub mod certs;
 pub mod clock;
 pub mod contract;
 pub mod dns;
+pub mod hostile_ca;
 pub mod lambda;
 pub mod observations;
 pub mod procs;

@@ -43,6 +43,11 @@ pub struct RenewSettings {
     /// Time one renewal may need to finish: [`RenewService::renew_due_until`] starts no
     /// renewal with less than this left before its deadline.
     pub renewal_budget: Duration,
+    /// How long one renewal may spend with the CA, from the new key to the downloaded
+    /// certificate. A CA that stalls mid-order fails the step in flight when it runs out: the
+    /// failure is recorded, the lease released, and the next run resumes from the last step
+    /// completed. (Announcing the certificate, a deploy hook, is bounded by its own timeout.)
+    pub deadline: Duration,
 }
 
 impl Default for RenewSettings {
@@ -51,6 +56,7 @@ impl Default for RenewSettings {
             lease: Duration::from_secs(600),
             concurrency: 16,
             renewal_budget: Duration::from_secs(180),
+            deadline: Duration::from_secs(600),
         }
     }
 }
@@ -279,7 +285,7 @@ impl RenewService {
                 if deadline.is_some_and(|d| tokio::time::Instant::now() + budget > d) {
                     return (id, Ok(RenewOutcome::Postponed));
                 }
-                let result = this.renew(&id, force).await;
+                let result = this.renew_before(&id, force, deadline).await;
                 (id, result)
             }
         }))
@@ -291,6 +297,16 @@ impl RenewService {
     /// Renews `id` if it is due (or resumes its renewal in flight); `force` renews now
     /// whatever the schedule, still within the CA's duplicate limit.
     pub async fn renew(&self, id: &str, force: bool) -> Result<RenewOutcome, RenewError> {
+        self.renew_before(id, force, None).await
+    }
+
+    /// [`RenewService::renew`], with the CA steps ending by `deadline` at the latest.
+    async fn renew_before(
+        &self,
+        id: &str,
+        force: bool,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<RenewOutcome, RenewError> {
         let mut cert = self.load(id).await?;
         let now = self.clock.now();
         // A live worker's renewal is never reported as "not due": it is running.
@@ -348,7 +364,8 @@ impl RenewService {
             Ok(cert) => cert,
             Err(busy) => return Ok(busy),
         };
-        self.run(cert).await
+        let own = tokio::time::Instant::now() + self.settings.deadline;
+        self.run(cert, deadline.map_or(own, |d| d.min(own))).await
     }
 
     /// Issuances the CA's duplicate limit counts for `cert`'s names: every certificate
@@ -467,16 +484,29 @@ impl RenewService {
         Err(RenewError::LeaseLost(cert.id.clone()))
     }
 
-    async fn run(&self, mut cert: ManagedCertificate) -> Result<RenewOutcome, RenewError> {
+    async fn run(
+        &self,
+        mut cert: ManagedCertificate,
+        deadline: tokio::time::Instant,
+    ) -> Result<RenewOutcome, RenewError> {
         let mut published_here = false;
         let mut new_orders = 0;
         loop {
             let step = cert.renewal.job.as_ref().map(|j| j.step);
             let id = cert.id.clone();
-            let done = self
-                .leases
-                .heartbeat(&id, self.step(&mut cert, &mut published_here))
-                .await;
+            let directory = crate::model::certificate::redact_url(&cert.spec.issuer.directory);
+            let work = self.step(&mut cert, &mut published_here);
+            let done = if step == Some(RenewalStep::CertificateStored) {
+                // The CA is done; the announcement (a hook) has its own bound.
+                self.leases.heartbeat(&id, work).await
+            } else {
+                let bounded = async {
+                    tokio::time::timeout_at(deadline, work)
+                        .await
+                        .unwrap_or_else(|_| Err(self.out_of_time(&id, &directory, step)))
+                };
+                self.leases.heartbeat(&id, bounded).await
+            };
             match done {
                 Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) => {}
@@ -505,9 +535,11 @@ impl RenewService {
         cert: &mut ManagedCertificate,
         published_here: &mut bool,
     ) -> Result<Option<RenewOutcome>, RenewError> {
+        // The directory is named: an estate may use several CAs.
+        let directory = crate::model::certificate::redact_url(&cert.spec.issuer.directory);
         let issue = |step: &str, error: IssueError| RenewError::Issue {
             id: cert.id.clone(),
-            step: step.to_owned(),
+            step: format!("{step} at {directory}"),
             error,
         };
         let key_name = cert.key_secret_name();
@@ -668,6 +700,27 @@ impl RenewService {
         self.save(cert).await?;
         info!(id = %cert.id, step = %next, "renewal: step done");
         Ok(None)
+    }
+
+    /// The failure of a renewal that ran out of its deadline during the step after `done`.
+    fn out_of_time(&self, id: &str, directory: &str, done: Option<RenewalStep>) -> RenewError {
+        let step = match done {
+            None => "generate key",
+            Some(RenewalStep::KeyStored) => "create order",
+            Some(RenewalStep::OrderCreated) => "publish challenges",
+            Some(RenewalStep::ChallengesPublished) => "validate",
+            Some(RenewalStep::Validated) => "finalize",
+            Some(RenewalStep::Finalized | RenewalStep::CertificateStored) => "download",
+        };
+        RenewError::Issue {
+            id: id.to_owned(),
+            step: format!("{step} at {directory}"),
+            error: IssueError::Unavailable(format!(
+                "the renewal did not finish within its deadline of {}s; the CA stopped \
+                 answering, and the next run resumes from this step",
+                self.settings.deadline.as_secs()
+            )),
+        }
     }
 
     async fn key(

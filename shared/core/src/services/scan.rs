@@ -20,6 +20,8 @@ pub struct ScanService {
     prober: Arc<dyn Prober>,
     clock: Arc<dyn Clock>,
     limits: ScanLimits,
+    /// No lookup or probe runs past this (a caller's overall deadline).
+    until: Option<tokio::time::Instant>,
 }
 
 /// A scan under way: yields observations in the order probes finish.
@@ -52,6 +54,32 @@ impl ScanService {
             prober,
             clock,
             limits,
+            until: None,
+        }
+    }
+
+    /// Like [`ScanService::start`], but every lookup and probe also ends by `until`: a
+    /// caller's deadline bounds the handshakes too, tarpits included.
+    pub fn start_before(&self, requests: Vec<ScanRequest>, until: tokio::time::Instant) -> ScanRun {
+        let mut bounded = self.clone();
+        bounded.until = Some(until);
+        bounded.start(requests)
+    }
+
+    /// Time a lookup or probe starting now may take, and whether the caller's deadline (not
+    /// the per-target timeout) is what limits it.
+    fn budget(&self) -> (Duration, bool) {
+        let per_target = self.limits.target_timeout;
+        match self.until {
+            Some(until) => {
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                if left < per_target {
+                    (left, true)
+                } else {
+                    (per_target, false)
+                }
+            }
+            None => (per_target, false),
         }
     }
 
@@ -98,19 +126,12 @@ impl ScanService {
         let resolved = match request.known_addresses() {
             Some(addresses) => Ok(addresses),
             None => {
-                match tokio::time::timeout(
-                    self.limits.target_timeout,
-                    self.prober.resolve(&request),
-                )
-                .await
-                {
+                let (budget, _) = self.budget();
+                match tokio::time::timeout(budget, self.prober.resolve(&request)).await {
                     Ok(result) => result,
                     Err(_) => Err(ProbeError::new(
                         ErrorKind::Dns,
-                        format!(
-                            "name lookup did not answer within {:?}",
-                            self.limits.target_timeout
-                        ),
+                        format!("name lookup did not answer within {budget:?}"),
                     )),
                 }
             }
@@ -157,7 +178,7 @@ impl ScanService {
         let scanned_at = self.clock.now();
         let started = Instant::now();
         let head = head(request, scanned_at, request.tags.clone());
-        let deadline = self.limits.target_timeout;
+        let (deadline, callers) = self.budget();
         let outcome =
             tokio::time::timeout(deadline, self.prober.probe(request, address, scanned_at)).await;
         let address_text = format_address(&address);
@@ -172,7 +193,11 @@ impl ScanService {
                 elapsed_ms(started),
                 ProbeError::new(
                     ErrorKind::Timeout,
-                    format!("no certificate within the whole-target deadline of {deadline:?}"),
+                    if callers {
+                        "no certificate before the overall deadline".to_owned()
+                    } else {
+                        format!("no certificate within the whole-target deadline of {deadline:?}")
+                    },
                 ),
             ),
         };

@@ -91,7 +91,7 @@ impl VerifyService {
         let mut first_bad: BTreeMap<(String, String), OffsetDateTime> = BTreeMap::new();
         let mut pending = endpoints.clone();
         loop {
-            let mut run = self.scanner.start(pending);
+            let mut run = self.scanner.start_before(pending, give_up);
             while let Some(obs) = run.next().await {
                 let key = (obs.target.clone(), obs.address_key().to_owned());
                 let verdict = if obs.fingerprint() == Some(fingerprint) {
