@@ -118,7 +118,9 @@ pub struct ScanArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub handshake_timeout: Duration,
 
-    /// Exit with status 2 when any result failed, is expired, or expires within DURATION.
+    /// Exit with status 2 unless every result is healthy: each failed probe, certificate
+    /// that does not validate (self-signed, untrusted, wrong name, not yet valid…), expired
+    /// one, or one expiring within DURATION counts.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub fail_within: Option<Duration>,
 

@@ -449,7 +449,7 @@ async fn scan(
     }
     if args.fail_within.is_some() && attention > 0 {
         eprintln!(
-            "certpilot: {attention} of {total} results failed, expired or expire within the window"
+            "certpilot: {attention} of {total} results failed, do not validate, expired or expire within the window"
         );
         exit = exit.worst(Exit::Attention);
     }

@@ -112,10 +112,14 @@ impl Urgency {
 }
 
 /// Whether `observation` fails a `--fail-within WINDOW` check at `now`: the probe failed, the
-/// certificate has expired, or it expires before `now + window`.
+/// certificate does not validate (self-signed, not yet valid, untrusted, another name…), it
+/// has expired, or it expires before `now + window`.
 pub fn fails_window(observation: &Observation, window: Duration, now: OffsetDateTime) -> bool {
     match (&observation.status, &observation.certificate) {
-        (Status::Ok, Some(cert)) => cert.not_after <= now + window,
+        (Status::Ok, Some(cert)) => {
+            cert.not_after <= now + window
+                || observation.validation.as_ref().is_none_or(|v| !v.trusted)
+        }
         _ => true,
     }
 }
@@ -428,6 +432,10 @@ mod tests {
             },
             signature_algorithm: "ecdsa-with-SHA256".into(),
         });
+        ok.validation = Some(crate::model::observation::Validation {
+            trusted: true,
+            problems: Vec::new(),
+        });
         assert!(!fails_window(&ok, 14 * day, NOW));
         assert!(fails_window(&ok, 21 * day, NOW));
         assert!(fails_window(&ok, 14 * day, NOW + time::Duration::days(7)));
@@ -436,6 +444,12 @@ mod tests {
             Duration::ZERO,
             NOW + time::Duration::days(21)
         ));
+        // Far from expiry but not valid: not healthy.
+        ok.validation = Some(crate::model::observation::Validation {
+            trusted: false,
+            problems: vec![crate::model::observation::Problem::SelfSigned],
+        });
+        assert!(fails_window(&ok, 14 * day, NOW));
     }
 
     #[test]

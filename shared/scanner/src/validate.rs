@@ -181,31 +181,60 @@ pub(crate) fn validate(
         }
     }
 
-    let path_ok = pinned || path_is_trusted(chain_der, trust, now);
-    if !path_ok && !leaf.is_self_issued() {
-        problems.extend(classify_path_failure(parsed, trust));
+    let path = if pinned {
+        Ok(())
+    } else {
+        trusted_path(chain_der, trust, now)
+    };
+    let path_ok = path.is_ok();
+    if let Err(error) = path
+        && !leaf.is_self_issued()
+    {
+        let explained = match error {
+            // A path-building failure: where the presented chain stops says which.
+            webpki::Error::UnknownIssuer => classify_path_failure(parsed, trust),
+            // The leaf's own dates and weak algorithms are on the list already; the same
+            // error from an intermediate is a broken chain.
+            webpki::Error::CertExpired { .. } if problems.contains(&Problem::Expired) => None,
+            webpki::Error::CertNotValidYet { .. } if problems.contains(&Problem::NotYetValid) => {
+                None
+            }
+            webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+            | webpki::Error::UnsupportedSignatureAlgorithmContext(_)
+            | webpki::Error::InvalidSignatureForPublicKey
+                if problems
+                    .iter()
+                    .any(|p| matches!(p, Problem::WeakKey | Problem::WeakSignature)) =>
+            {
+                None
+            }
+            _ => Some(Problem::InvalidChain),
+        };
+        problems.extend(explained);
     }
 
     problems.sort();
     problems.dedup();
     // Current browsers refuse every problem on the list, weak keys and SHA-1 included.
     let trusted = path_ok && problems.is_empty();
+    // An untrusted verdict always says why.
+    if !trusted && problems.is_empty() {
+        problems.push(Problem::InvalidChain);
+    }
     Validation { trusted, problems }
 }
 
 /// Builds a path from the leaf through the presented intermediates to a trusted root at
 /// `now`, as webpki (the verifier inside rustls) does for a real client.
-fn path_is_trusted(
+fn trusted_path(
     chain: &[CertificateDer<'static>],
     trust: &TrustStore,
     now: OffsetDateTime,
-) -> bool {
+) -> Result<(), webpki::Error> {
     let Some(leaf) = chain.first() else {
-        return false;
+        return Err(webpki::Error::BadDer);
     };
-    let Ok(ee) = EndEntityCert::try_from(leaf) else {
-        return false;
-    };
+    let ee = EndEntityCert::try_from(leaf)?;
     let secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
     ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
@@ -216,7 +245,7 @@ fn path_is_trusted(
         None,
         None,
     )
-    .is_ok()
+    .map(|_| ())
 }
 
 /// Why no trusted path exists, from the shape of the presented chain: follow each
@@ -230,9 +259,9 @@ fn classify_path_failure(parsed: &[Parsed<'_>], trust: &TrustStore) -> Option<Pr
             return Some(Problem::UntrustedRoot);
         }
         if trust.trusts_issuer(current.issuer_raw()) {
-            // The issuer is a trusted root, yet no path was built: expiry or a bad signature
-            // further up, reported by the other checks, not a chain-shape problem.
-            return None;
+            // The issuer is a trusted root, yet no path was built: something on the way
+            // breaks a rule.
+            return Some(Problem::InvalidChain);
         }
         let next = parsed
             .iter()
@@ -242,7 +271,12 @@ fn classify_path_failure(parsed: &[Parsed<'_>], trust: &TrustStore) -> Option<Pr
                 current = issuer;
                 visited += 1;
             }
-            _ => return Some(Problem::IncompleteChain),
+            // The leaf alone, its issuer neither sent nor trusted: the server forgot its
+            // intermediate (the classic misconfiguration).
+            _ if visited == 1 => return Some(Problem::IncompleteChain),
+            // The server sent its intermediates and they lead to a root this machine does
+            // not trust: a private or unknown CA. (Roots are normally not sent.)
+            _ => return Some(Problem::UntrustedRoot),
         }
     }
 }

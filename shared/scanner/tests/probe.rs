@@ -111,6 +111,10 @@ async fn each_certificate_problem_is_named() {
     let issuing = root.intermediate("Problem Issuing CA");
     let stranger = Ca::new("Unknown Root");
     let stranger_issuing = stranger.intermediate("Unknown Issuing CA");
+    // Root -> policy CA allowing no CA below it -> an issuing CA anyway.
+    let too_deep = root
+        .constrained_intermediate("Policy CA, path length 0", 0)
+        .intermediate("Issuing CA below the limit");
     let prober = prober_trusting(&root);
 
     let cases: Vec<(&str, LeafBuilder<'_>, Vec<Problem>)> = vec![
@@ -140,9 +144,16 @@ async fn each_certificate_problem_is_named() {
             vec![Problem::UntrustedRoot],
         ),
         (
+            // A complete chain from a CA this machine does not know: the root is not sent,
+            // as it should not be, and it is untrusted, not missing.
             "unknown root, not sent",
             stranger_issuing.leaf(&["shop.test"]),
-            vec![Problem::IncompleteChain],
+            vec![Problem::UntrustedRoot],
+        ),
+        (
+            "path length constraint broken",
+            too_deep.leaf(&["shop.test"]),
+            vec![Problem::InvalidChain],
         ),
         (
             "intermediate missing",

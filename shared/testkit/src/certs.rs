@@ -82,7 +82,17 @@ impl Ca {
 
     /// An intermediate CA signed by this one.
     pub fn intermediate(&self, cn: &str) -> Ca {
+        self.intermediate_with(cn, BasicConstraints::Unconstrained)
+    }
+
+    /// An intermediate CA signed by this one that allows at most `path_len` CAs below it.
+    pub fn constrained_intermediate(&self, cn: &str, path_len: u8) -> Ca {
+        self.intermediate_with(cn, BasicConstraints::Constrained(path_len))
+    }
+
+    fn intermediate_with(&self, cn: &str, constraints: BasicConstraints) -> Ca {
         let mut params = ca_params(cn);
+        params.is_ca = IsCa::Ca(constraints);
         params.use_authority_key_identifier_extension = true;
         let issuer = CertifiedIssuer::signed_by(params, generate(KeyKind::EcdsaP256), &self.issuer)
             .expect("intermediate");

@@ -202,14 +202,20 @@ pub enum Problem {
     HostnameMismatch,
     /// The leaf is its own issuer.
     SelfSigned,
-    /// The chain ends at a root that is not in the trust store.
+    /// The chain ends at a root that is not in the trust store: one the server sent, or the
+    /// issuer of the last intermediate it sent (a private or unknown CA).
     UntrustedRoot,
-    /// The chain stops at a certificate whose issuer is neither sent nor trusted.
+    /// The server sent its leaf alone, and the leaf's issuer is not a trusted root: the
+    /// intermediate is missing.
     IncompleteChain,
     /// A presented certificate has an RSA key shorter than 2048 bits.
     WeakKey,
     /// A presented certificate is signed with SHA-1 or MD5.
     WeakSignature,
+    /// The chain reaches a trusted root but a certificate on the way breaks a rule: an
+    /// intermediate expired or not yet valid, a path-length or name constraint violated, a
+    /// CA certificate served as the leaf, a bad signature.
+    InvalidChain,
 }
 
 impl Problem {
@@ -224,6 +230,7 @@ impl Problem {
             Problem::IncompleteChain => "incomplete_chain",
             Problem::WeakKey => "weak_key",
             Problem::WeakSignature => "weak_signature",
+            Problem::InvalidChain => "invalid_chain",
         }
     }
 }
