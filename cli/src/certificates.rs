@@ -345,15 +345,25 @@ pub async fn certificates(
 /// Converts records written by earlier versions whose ACME directory URL holds credentials:
 /// the credentials are removed (they were never sent, and `show` and logs printed them), the
 /// account stays the same. Says so once per record.
+/// `writable` gives a store to write with when `store` was opened read-only; it is called
+/// only when a record needs converting.
 pub(crate) async fn scrub_directory_credentials(
     store: &dyn CertificateStore,
+    writable: impl Fn() -> Result<Arc<dyn CertificateStore>, CliError>,
 ) -> Result<(), CliError> {
+    let mut writer = None;
     for mut cert in store.certificates().await? {
         let shown = certpilot_core::model::certificate::redact_url(&cert.spec.issuer.directory);
         if !cert.spec.issuer.strip_directory_credentials() {
             continue;
         }
-        match store.update_certificate(&cert).await {
+        if writer.is_none() {
+            writer = Some(writable()?);
+        }
+        let Some(writer) = writer.as_ref() else {
+            continue;
+        };
+        match writer.update_certificate(&cert).await {
             Ok(_) => eprintln!(
                 "certpilot: {}: removed the credentials from its ACME directory URL ({shown}); they were never sent to the CA, and the account is unchanged",
                 cert.id

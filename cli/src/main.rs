@@ -33,7 +33,7 @@ use certpilot_sqlite::SqliteStore;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use args::{Cli, Command, EndpointsCommand, Format, InventoryArgs, ScanArgs};
+use args::{CertificatesCommand, Cli, Command, EndpointsCommand, Format, InventoryArgs, ScanArgs};
 use exit::Exit;
 use output::RowWriter;
 
@@ -117,7 +117,8 @@ fn init_logging(verbose: u8) {
 }
 
 async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, CliError> {
-    let store = open_store(cli.store.as_deref()).await?;
+    let access = Access::of(&cli.command);
+    let store = open_store(cli.store.as_deref(), access).await?;
     if matches!(
         cli.command,
         Command::Certificates(_)
@@ -126,7 +127,10 @@ async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, CliError> {
             | Command::Deploy(_)
             | Command::Rollback(_)
     ) {
-        certificates::scrub_directory_credentials(store.certificates()?.as_ref()).await?;
+        certificates::scrub_directory_credentials(store.certificates()?.as_ref(), || {
+            store.writable()
+        })
+        .await?;
     }
     match cli.command {
         Command::Certificates(cmd) => {
@@ -181,6 +185,14 @@ impl OpenedStore {
         }
     }
 
+    /// The same store, open for writing (a reader that must convert an old record).
+    fn writable(&self) -> Result<Arc<dyn CertificateStore>, CliError> {
+        match self {
+            OpenedStore::Sqlite(s) => Ok(Arc::new(SqliteStore::open(s.path())?)),
+            OpenedStore::Dynamo(d) => Ok(d.clone()),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             OpenedStore::Sqlite(s) => format!("sqlite:{}", s.path().display()),
@@ -198,10 +210,58 @@ impl OpenedStore {
     }
 }
 
-/// Opens the store named by `--store` / `CERTPILOT_STORE`, or the default SQLite file.
-async fn open_store(spec: Option<&str>) -> Result<OpenedStore, CliError> {
+/// What a command does with the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// Nothing (a scan of given targets with `--no-record`): a throwaway in-memory store.
+    None,
+    /// Reads only: the store must exist, and is opened read-only.
+    Read,
+    /// Changes what is there (renew, deploy, remove…): the store must exist.
+    Update,
+    /// Adds to it (scan, add, init): created the first time, which is said.
+    Create,
+}
+
+impl Access {
+    fn of(command: &Command) -> Access {
+        match command {
+            Command::Scan(args) if args.no_record => {
+                if args.targets.is_empty() && args.targets_file.is_empty() {
+                    Access::Read
+                } else {
+                    Access::None
+                }
+            }
+            Command::Scan(_) | Command::Init => Access::Create,
+            Command::Endpoints(EndpointsCommand::Add { .. })
+            | Command::Certificates(CertificatesCommand::Add(_)) => Access::Create,
+            Command::Inventory(_)
+            | Command::Endpoints(EndpointsCommand::List { .. })
+            | Command::Certificates(
+                CertificatesCommand::List { .. }
+                | CertificatesCommand::Show { .. }
+                | CertificatesCommand::Export { .. },
+            ) => Access::Read,
+            _ => Access::Update,
+        }
+    }
+}
+
+/// Opens the store named by `--store` / `CERTPILOT_STORE`, or the default SQLite file, as
+/// `access` needs it: a mistyped path is refused rather than silently created empty.
+async fn open_store(spec: Option<&str>, access: Access) -> Result<OpenedStore, CliError> {
+    if access == Access::None {
+        return Ok(OpenedStore::Sqlite(Arc::new(SqliteStore::in_memory()?)));
+    }
     let path = match spec {
-        None | Some("") => default_store_path()?,
+        None => default_store_path()?,
+        Some("") => {
+            return Err(CliError::Usage(
+                "--store is empty (CERTPILOT_STORE set to \"\"?): give sqlite:PATH or dynamodb:TABLE, or unset it for the default"
+                    .into(),
+            ));
+        }
         Some(spec) => match spec.split_once(':') {
             Some(("sqlite", path)) if !path.is_empty() => PathBuf::from(path),
             Some(("dynamodb", table)) if valid_table_name(table) => {
@@ -231,7 +291,23 @@ async fn open_store(spec: Option<&str>) -> Result<OpenedStore, CliError> {
             }
         },
     };
-    Ok(OpenedStore::Sqlite(Arc::new(SqliteStore::open(&path)?)))
+    let exists = path.exists();
+    if !exists && access != Access::Create {
+        return Err(CliError::Usage(format!(
+            "no store at {} (--store, CERTPILOT_STORE): check the path, or create it with \
+             `certpilot scan`, `endpoints add` or `certificates add`",
+            path.display()
+        )));
+    }
+    let store = if access == Access::Read {
+        SqliteStore::open_read_only(&path)?
+    } else {
+        SqliteStore::open(&path)?
+    };
+    if !exists {
+        eprintln!("certpilot: created a new store at {}", path.display());
+    }
+    Ok(OpenedStore::Sqlite(Arc::new(store)))
 }
 
 /// Opens the secret store named by `--secrets` / `CERTPILOT_SECRETS`, or the default that goes

@@ -385,10 +385,6 @@ async fn hardening_hooks_are_ended_with_their_children_and_the_http01_port_is_fr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hardening_exit_codes_follow_one_table_and_backoff_says_what_and_until_when() {
     let env = Env::start();
-    // --force needs ids: it never silently does nothing.
-    let out = env.run(&["renew", "--force"]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
 
     // A renewal that fails validation (nothing answers where Pebble looks) backs off.
     let elsewhere = format!("127.0.0.1:{}", certpilot_testkit::procs::free_port());
@@ -404,6 +400,10 @@ async fn hardening_exit_codes_follow_one_table_and_backoff_says_what_and_until_w
         ])
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
+    // --force needs ids: it never silently does nothing.
+    let out = env.run(&["renew", "--force"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
     let out = env.run(&["renew", "--format", "json"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(json_lines(&out)[0]["outcome"], "failed");

@@ -154,6 +154,49 @@ impl SqliteStore {
         Self::init(conn, path)
     }
 
+    /// Opens the existing store at `path` for reading only: nothing is created, migrated
+    /// in place or written, so a read-only file or mount is fine. A store written by an
+    /// older certpilot is migrated first when it can be written.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(backend("open", &path))?;
+        let err = backend("read", &path);
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(&err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(&err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Backend(format!(
+                "sqlite {}: written by a newer certpilot (schema {version}, this one knows {SCHEMA_VERSION}); upgrade certpilot",
+                path.display()
+            )));
+        }
+        if version == 0 {
+            return Err(StoreError::Backend(format!(
+                "sqlite {}: not a certpilot store (no schema in it)",
+                path.display()
+            )));
+        }
+        if version < SCHEMA_VERSION {
+            drop(conn);
+            Self::open(&path).map_err(|e| {
+                StoreError::Backend(format!(
+                    "sqlite {}: written by an older certpilot and cannot be migrated here ({e}); \
+                     run any command that writes, with write access, once",
+                    path.display()
+                ))
+            })?;
+            return Self::open_read_only(path);
+        }
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
     /// A private in-memory store (nothing persists).
     pub fn in_memory() -> Result<Self, StoreError> {
         let path = PathBuf::from(":memory:");
