@@ -86,7 +86,8 @@ pub struct ScanArgs {
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
 
-    /// Read targets from FILE: one per line, `#` comments, optional key=value tags.
+    /// Read targets from FILE (`-`: standard input): one per line, `#` comments, optional
+    /// key=value tags.
     #[arg(long = "targets", value_name = "FILE")]
     pub targets_file: Vec<PathBuf>,
 
@@ -137,7 +138,7 @@ pub enum EndpointsCommand {
         /// The target, then its tags: `shop.example.com:443 owner=payments env=prod`.
         #[arg(value_name = "TARGET [KEY=VALUE]…", num_args = 0..)]
         target_and_tags: Vec<String>,
-        /// Register every target of a targets file too.
+        /// Register every target of a targets file too (`-`: standard input).
         #[arg(long = "targets", value_name = "FILE")]
         targets_file: Option<PathBuf>,
     },

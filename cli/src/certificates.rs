@@ -28,7 +28,7 @@ use certpilot_core::services::acm::AcmService;
 use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService, RenewSettings};
 use certpilot_core::services::scan::Recorder;
 use certpilot_core::services::verify::{Verdict, VerifyService, VerifySettings};
-use certpilot_core::{Tags, parse_tag};
+use certpilot_core::{Tags, add_tag};
 use certpilot_files::live::export_live;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -194,10 +194,7 @@ fn spec_from_args(
         .map_err(|e| usage(e.to_string()))?;
     let id = match &args.id {
         Some(id) => id.clone(),
-        None => names
-            .first()
-            .map(|n| n.to_string().replace('*', "wildcard"))
-            .unwrap_or_default(),
+        None => certpilot_core::model::certificate::default_id(&names),
     };
     validate_certificate_id(&id).map_err(|e| usage(format!("--id: {e}")))?;
     let eab = match (&args.eab_kid, &args.eab_hmac_file) {
@@ -221,8 +218,7 @@ fn spec_from_args(
     };
     let mut tags = Tags::new();
     for tag in &args.tag {
-        let (k, v) = parse_tag(tag).map_err(|e| usage(e.to_string()))?;
-        tags.insert(k, v);
+        add_tag(&mut tags, tag).map_err(|e| usage(e.to_string()))?;
     }
     let endpoints = args
         .endpoint
@@ -380,11 +376,19 @@ pub(crate) async fn find(
     store: &dyn CertificateStore,
     id: &str,
 ) -> Result<ManagedCertificate, CliError> {
-    store.certificate(id).await?.ok_or_else(|| {
-        usage(format!(
-            "no managed certificate {id:?}; `certpilot certificates list` shows them"
-        ))
-    })
+    if let Some(cert) = store.certificate(id).await? {
+        return Ok(cert);
+    }
+    // Ids are lowercase; records from before that rule keep their spelling.
+    let lower = id.to_ascii_lowercase();
+    if lower != id
+        && let Some(cert) = store.certificate(&lower).await?
+    {
+        return Ok(cert);
+    }
+    Err(usage(format!(
+        "no managed certificate {id:?}; `certpilot certificates list` shows them"
+    )))
 }
 
 /// Writes the current certificate and its key into `dir`.
@@ -926,7 +930,7 @@ fn renew_row(
             (
                 "failed",
                 e.to_string(),
-                json!({"error": e.to_string(), "problem": problem}),
+                json!({"error": e.to_string(), "error_kind": e.kind(), "problem": problem}),
             )
         }
     };

@@ -204,7 +204,15 @@ pub fn parse_deploy_spec(spec: &str) -> Result<Deployment, CliError> {
         let (k, v) = pair
             .split_once('=')
             .ok_or_else(|| bad(format!("{pair:?} is not key=value")))?;
-        values.push((k.trim().to_owned(), v.trim().to_owned()));
+        let k = k.trim();
+        // Only endpoints repeat; a second value for anything else is a mistake, not an
+        // override.
+        if k != "endpoint" && values.iter().any(|(seen, _)| seen == k) {
+            return Err(bad(format!(
+                "{k} is given twice; give each setting once (only endpoint repeats)"
+            )));
+        }
+        values.push((k.to_owned(), v.trim().to_owned()));
     }
     let take = |key: &str| {
         values

@@ -23,9 +23,7 @@ use certpilot_core::ports::{
 use certpilot_core::services::endpoints::{Registration, register, registered_requests};
 use certpilot_core::services::renew::RenewError;
 use certpilot_core::services::scan::{Recorder, ScanService};
-use certpilot_core::{
-    ScanRequest, Target, TargetsFileError, parse_tag, parse_targets_file, policy,
-};
+use certpilot_core::{ScanRequest, Target, TargetsFileError, add_tag, parse_targets_file, policy};
 use certpilot_dynamodb::DynamoStore;
 use certpilot_files::FileSecretStore;
 use certpilot_scanner::{Deadlines, TlsProber, TrustError, TrustStore};
@@ -366,11 +364,30 @@ fn colour_for(is_terminal: bool) -> bool {
     is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// Reads a targets file; `-` is standard input (`dig … | certpilot scan --targets -`).
 fn read_file(path: &Path) -> Result<String, CliError> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        return std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map(|_| text)
+            .map_err(|source| CliError::File {
+                path: "standard input".into(),
+                source,
+            });
+    }
     std::fs::read_to_string(path).map_err(|source| CliError::File {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// How errors name a targets file.
+fn source_name(path: &Path) -> String {
+    if path == Path::new("-") {
+        "standard input".into()
+    } else {
+        path.display().to_string()
+    }
 }
 
 pub(crate) fn parse_target(text: &str) -> Result<Target, CliError> {
@@ -388,10 +405,7 @@ async fn scan(
         requests.push(ScanRequest::new(parse_target(t)?));
     }
     for path in &args.targets_file {
-        requests.extend(parse_targets_file(
-            &path.display().to_string(),
-            &read_file(path)?,
-        )?);
+        requests.extend(parse_targets_file(&source_name(path), &read_file(path)?)?);
     }
     if args.targets.is_empty() && args.targets_file.is_empty() {
         requests = registered_requests(store.as_ref()).await?;
@@ -557,16 +571,12 @@ async fn endpoints(store: Arc<dyn Store>, cmd: EndpointsCommand) -> Result<ExitC
             if let Some((first, tags)) = target_and_tags.split_first() {
                 let mut request = ScanRequest::new(parse_target(first)?);
                 for tag in tags {
-                    let (k, v) = parse_tag(tag).map_err(|e| CliError::Usage(e.to_string()))?;
-                    request.tags.insert(k, v);
+                    add_tag(&mut request.tags, tag).map_err(|e| CliError::Usage(e.to_string()))?;
                 }
                 requests.push(request);
             }
             if let Some(path) = &targets_file {
-                requests.extend(parse_targets_file(
-                    &path.display().to_string(),
-                    &read_file(path)?,
-                )?);
+                requests.extend(parse_targets_file(&source_name(path), &read_file(path)?)?);
             }
             if requests.is_empty() {
                 return Err(CliError::Usage(

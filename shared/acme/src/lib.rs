@@ -95,7 +95,7 @@ fn problem_json(p: &Problem) -> serde_json::Value {
         "detail": p.detail,
         "status": p.status,
         "subproblems": p.subproblems.iter().map(|s| serde_json::json!({
-            "identifier": s.identifier.as_ref().map(|i| format!("{i:?}")),
+            "identifier": s.identifier.as_ref().map(identifier_text),
             "type": s.r#type,
             "detail": s.detail,
         })).collect::<Vec<_>>(),
@@ -183,14 +183,19 @@ fn transport_error(e: &(dyn std::error::Error + 'static)) -> IssueError {
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return IssueError::Config(tls_words(tls));
         }
-        // io::Error hides a custom inner error from `source()`.
-        next = match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner),
-            None => err.source(),
-        };
+        // io::Error and instant-acme's transparent `Other` hide their inner error from
+        // `source()`.
+        let hidden: Option<&(dyn std::error::Error + 'static)> =
+            if let Some(instant_acme::Error::Other(inner)) =
+                err.downcast_ref::<instant_acme::Error>()
+            {
+                Some(inner.as_ref())
+            } else {
+                err.downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .map(|inner| inner as &(dyn std::error::Error + 'static))
+            };
+        next = hidden.or_else(|| err.source());
     }
     IssueError::Unavailable(certpilot_core::error_chain(e))
 }
@@ -231,7 +236,10 @@ fn tls_words(e: &rustls::Error) -> String {
             _ => format!("is not acceptable; {FIX}"),
         },
         rustls::Error::AlertReceived(alert) => {
-            return format!("the ACME server ended the TLS handshake with the alert {alert:?}");
+            return format!(
+                "the ACME server ended the TLS handshake with the alert {}",
+                u8::from(*alert)
+            );
         }
         other => return format!("TLS with the ACME server failed: {other}"),
     };
@@ -257,6 +265,15 @@ fn retry_after_in(detail: &str, now: time::OffsetDateTime) -> Option<Duration> {
     let when = time::OffsetDateTime::parse(&stamp, &Rfc3339).ok()?;
     let wait = when - now;
     (wait > time::Duration::ZERO).then(|| Duration::from_secs(wait.whole_seconds().unsigned_abs()))
+}
+
+/// A name or address as people write it (no Rust `Debug` in messages).
+fn identifier_text(identifier: &instant_acme::Identifier) -> String {
+    match identifier {
+        instant_acme::Identifier::Dns(name) => name.clone(),
+        instant_acme::Identifier::Ip(ip) => ip.to_string(),
+        _ => "an identifier of another kind".to_owned(),
+    }
 }
 
 fn is_bad_nonce(e: &instant_acme::Error) -> bool {
@@ -593,7 +610,11 @@ impl AcmeIssuer {
             for c in &authz.challenges {
                 if let Some(p) = &c.error {
                     return Ok(IssueError::Validation {
-                        detail: format!("{:?}: {}", authz.identifier(), problem_text(p)),
+                        detail: format!(
+                            "{}: {}",
+                            identifier_text(authz.identifier().identifier),
+                            problem_text(p)
+                        ),
                         problem: problem_json(p),
                     });
                 }
@@ -706,10 +727,17 @@ impl AcmeIssuer {
             if authz.status != AuthorizationStatus::Pending {
                 continue;
             }
-            let identifier = format!("{:?}", authz.identifier());
+            let identifier = identifier_text(authz.identifier().identifier);
             let Some(mut challenge) = authz.challenge(kind.clone()) else {
                 return Err(IssueError::Rejected {
-                    detail: format!("the CA offers no {kind:?} challenge for {identifier}"),
+                    detail: format!(
+                        "the CA offers no {} challenge for {identifier}",
+                        if kind == ChallengeType::Dns01 {
+                            "dns-01"
+                        } else {
+                            "http-01"
+                        }
+                    ),
                     problem: None,
                 });
             };
@@ -758,7 +786,8 @@ impl AcmeIssuer {
                 instant_acme::Identifier::Dns(d) => d.clone(),
                 other => {
                     return Err(IssueError::Config(format!(
-                        "{other:?} cannot be validated with DNS-01"
+                        "{} cannot be validated with DNS-01",
+                        identifier_text(other)
                     )));
                 }
             };

@@ -10,7 +10,7 @@ pub mod ports;
 pub mod services;
 
 pub use model::{
-    endpoint::{Endpoint, Tags, parse_tag},
+    endpoint::{Endpoint, Tags, add_tag, parse_tag},
     observation::{
         CertificateInfo, ChainEntry, ErrorKind, KeyInfo, Observation, ProbeError, Problem, Served,
         Status, TlsInfo, Validation,

@@ -148,9 +148,20 @@ impl FromStr for Identifier {
         if let Ok(ip) = trimmed.trim_matches(['[', ']']).parse::<IpAddr>() {
             return Ok(Identifier::Ip(ip));
         }
-        let name = trimmed.trim_end_matches('.').to_ascii_lowercase();
+        // One trailing dot is a fully qualified name; more is a typo.
+        let name = trimmed
+            .strip_suffix('.')
+            .unwrap_or(trimmed)
+            .to_ascii_lowercase();
         if name.is_empty() {
             return Err(spec_error(s, "empty name"));
+        }
+        if crate::model::target::looks_numeric(&name) {
+            return Err(spec_error(
+                s,
+                "not a valid IP address (write IPv4 as four decimal numbers from 0 to 255), and \
+                 not a DNS name either: no top-level domain is numeric",
+            ));
         }
         if name.len() > 253 {
             return Err(spec_error(s, "longer than 253 characters"));
@@ -177,13 +188,17 @@ impl FromStr for Identifier {
             if label.starts_with('-') || label.ends_with('-') {
                 return Err(spec_error(s, "a label may not start or end with '-'"));
             }
-            if !label
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if label.contains('_') {
                 return Err(spec_error(
                     s,
-                    "only letters, digits, '-' and '_' (write internationalised names in their xn-- form)",
+                    "'_' is not allowed in a certificate's names: CAs refuse it (CA/Browser \
+                     Forum ballot SC12); use '-'",
+                ));
+            }
+            if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(spec_error(
+                    s,
+                    "only letters, digits and '-' (write internationalised names in their xn-- form)",
                 ));
             }
         }
@@ -469,13 +484,25 @@ impl CertificateSpec {
                 ));
             }
         }
-        if !(self.issuer.directory.starts_with("https://")
-            || self.issuer.directory.starts_with("http://"))
-        {
-            return Err(spec_error(
-                &redact_url(&self.issuer.directory),
-                "the ACME directory must be an https:// URL",
-            ));
+        let directory = &self.issuer.directory;
+        let host = directory
+            .get(..8)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
+            .map(|_| directory[8..].split(['/', '?', '#']).next().unwrap_or(""));
+        match host {
+            None => {
+                return Err(spec_error(
+                    &redact_url(directory),
+                    "the ACME directory must be an https:// URL (ACME requires HTTPS, RFC 8555 §6.1)",
+                ));
+            }
+            Some("") => {
+                return Err(spec_error(
+                    &redact_url(directory),
+                    "the ACME directory URL has no host",
+                ));
+            }
+            Some(_) => {}
         }
         if userinfo(&self.issuer.directory).is_some() {
             return Err(spec_error(
@@ -553,10 +580,7 @@ impl CertificateSpec {
 
     /// The id a certificate gets by default: its first name, readable in commands.
     pub fn default_id(&self) -> String {
-        self.names
-            .first()
-            .map(|n| n.to_string().replace('*', "wildcard"))
-            .unwrap_or_default()
+        default_id(&self.names)
     }
 }
 
@@ -837,8 +861,28 @@ impl IssuedMessage {
     }
 }
 
+/// The id a certificate for `names` gets by default: its first name as an id may spell it
+/// (`*.example.com` → `wildcard.example.com`, `2001:db8::7` → `ip-2001-db8--7`).
+pub fn default_id(names: &[Identifier]) -> String {
+    match names.first() {
+        Some(Identifier::Dns(name)) => name.replace('*', "wildcard"),
+        Some(Identifier::Ip(IpAddr::V6(ip))) => format!("ip-{}", ip.to_string().replace(':', "-")),
+        Some(Identifier::Ip(ip)) => ip.to_string(),
+        None => String::new(),
+    }
+}
+
 /// Checks a certificate id: it becomes part of file and secret names.
 pub fn validate_certificate_id(id: &str) -> Result<(), SpecError> {
+    if id.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(spec_error(
+            id,
+            format!(
+                "ids are lowercase, like the names they come from; use {:?}",
+                id.to_ascii_lowercase()
+            ),
+        ));
+    }
     if id.is_empty() || id.len() > 128 {
         return Err(spec_error(id, "an id is 1 to 128 characters"));
     }

@@ -11,16 +11,32 @@ use super::target::{Target, TargetError};
 /// output lists them in the same order.
 pub type Tags = BTreeMap<String, String>;
 
+/// The longest tag key, in characters (AWS's tag limit, so tags can follow a certificate
+/// into ACM and DynamoDB).
+pub const MAX_TAG_KEY: usize = 128;
+/// The longest tag value, in characters.
+pub const MAX_TAG_VALUE: usize = 256;
+/// The most tags one endpoint or certificate carries.
+pub const MAX_TAGS: usize = 50;
+
 /// Parses one `key=value` tag. Keys are lowercase letters, digits, `_`, `-` and `.`; values
-/// are any non-empty text without whitespace.
+/// are any non-empty text without whitespace; both are bounded in length.
 pub fn parse_tag(input: &str) -> Result<(String, String), TargetError> {
     let err = |reason: &str| TargetError::Tag {
-        input: input.to_owned(),
+        input: shorten(input),
         reason: reason.to_owned(),
     };
     let (key, value) = input.split_once('=').ok_or_else(|| err("missing '='"))?;
     if key.is_empty() {
         return Err(err("key is empty"));
+    }
+    if key.chars().count() > MAX_TAG_KEY {
+        return Err(err(&format!("key is longer than {MAX_TAG_KEY} characters")));
+    }
+    if value.chars().count() > MAX_TAG_VALUE {
+        return Err(err(&format!(
+            "value is longer than {MAX_TAG_VALUE} characters"
+        )));
     }
     if !key
         .chars()
@@ -37,6 +53,30 @@ pub fn parse_tag(input: &str) -> Result<(String, String), TargetError> {
         return Err(err("value contains whitespace"));
     }
     Ok((key.to_owned(), value.to_owned()))
+}
+
+/// Parses `input` and adds it to `tags`, refusing the one that would exceed [`MAX_TAGS`].
+pub fn add_tag(tags: &mut Tags, input: &str) -> Result<(), TargetError> {
+    let (key, value) = parse_tag(input)?;
+    if tags.len() >= MAX_TAGS && !tags.contains_key(&key) {
+        return Err(TargetError::Tag {
+            input: shorten(input),
+            reason: format!("more than {MAX_TAGS} tags"),
+        });
+    }
+    tags.insert(key, value);
+    Ok(())
+}
+
+/// `input` cut to a length an error message can show.
+fn shorten(input: &str) -> String {
+    const SHOWN: usize = 80;
+    if input.chars().count() <= SHOWN {
+        input.to_owned()
+    } else {
+        let head: String = input.chars().take(SHOWN).collect();
+        format!("{head}… ({} characters)", input.chars().count())
+    }
 }
 
 /// An endpoint someone registered so that it is scanned on every run.

@@ -327,9 +327,16 @@ fn parse_host(host: &str, input: &str) -> Result<Host, TargetError> {
     if host.contains(':') {
         return Err(err(format!("{host:?} is not a valid IPv6 address")));
     }
-    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    // One trailing dot is a fully qualified name; more is a typo.
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     if name.len() > 253 {
         return Err(err("host name is longer than 253 characters".into()));
+    }
+    if looks_numeric(&name) {
+        return Err(err(format!(
+            "{host:?} is not a valid IP address (write IPv4 as four decimal numbers from 0 to 255, \
+             e.g. 192.0.2.7), and not a DNS name either: no top-level domain is numeric"
+        )));
     }
     for label in name.split('.') {
         if label.is_empty() || label.len() > 63 {
@@ -350,6 +357,18 @@ fn parse_host(host: &str, input: &str) -> Result<Host, TargetError> {
         }
     }
     Ok(Host::Name(name))
+}
+
+/// Whether a name's last label is numeric (`1.2.3.999`, `0177.0.0.1`, `16909060`, `0x7f.1`):
+/// no top-level domain is, so it is a mistyped address — which some resolvers would quietly
+/// read as another address (`16909060` is 1.2.3.4 to `inet_aton`).
+pub fn looks_numeric(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    !last.is_empty()
+        && (last.chars().all(|c| c.is_ascii_digit())
+            || (last.len() > 2
+                && last[..2].eq_ignore_ascii_case("0x")
+                && last[2..].chars().all(|c| c.is_ascii_hexdigit())))
 }
 
 /// A `--resolve host:port:address` entry: connect to `address` while sending SNI `host`.
@@ -481,6 +500,8 @@ pub fn parse_targets_file(
     text: &str,
 ) -> Result<Vec<ScanRequest>, TargetsFileError> {
     let mut requests = Vec::new();
+    // Editors on Windows start UTF-8 files with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, raw) in text.lines().enumerate() {
         let err = |error| TargetsFileError {
             source_name: source_name.to_owned(),
@@ -493,8 +514,7 @@ pub fn parse_targets_file(
         };
         let mut request = ScanRequest::new(first.parse().map_err(err)?);
         for word in words {
-            let (k, v) = super::endpoint::parse_tag(word).map_err(err)?;
-            request.tags.insert(k, v);
+            super::endpoint::add_tag(&mut request.tags, word).map_err(err)?;
         }
         requests.push(request);
     }

@@ -502,8 +502,12 @@ impl DeployService {
                 Ok(Vec::new())
             } else {
                 Err(format!(
-                    "the target holds {:?}, not {fingerprint}",
-                    bound.fingerprints
+                    "the target holds {}, not {fingerprint}",
+                    if bound.fingerprints.is_empty() {
+                        "no certificate".to_owned()
+                    } else {
+                        bound.fingerprints.join(", ")
+                    }
                 ))
             };
         }

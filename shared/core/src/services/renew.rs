@@ -164,6 +164,19 @@ impl RenewError {
         }
     }
 
+    /// A short kind name for records and JSON output (`ca_unavailable`, `dns_unavailable`,
+    /// `validation`, `store`…).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RenewError::Issue { error, .. } => error.kind(),
+            RenewError::Store(_) => "store",
+            RenewError::Secret(_) => "secret_store",
+            RenewError::Announce { .. } => "announce",
+            RenewError::NotFound(_) => "not_found",
+            RenewError::LeaseLost(_) => "lease_lost",
+        }
+    }
+
     /// Whether the input named something that is not there (nothing was changed).
     pub fn is_input(&self) -> bool {
         matches!(self, RenewError::NotFound(_))
@@ -634,8 +647,8 @@ impl RenewService {
                     return Err(issue(
                         "download",
                         IssueError::Check(format!(
-                            "asked for profile {asked:?}, the CA issued {:?}",
-                            got.profile
+                            "asked for profile {asked:?}, the CA issued {}",
+                            got.profile.as_deref().unwrap_or("no profile")
                         )),
                     ));
                 }
@@ -749,16 +762,10 @@ impl RenewService {
             return error;
         }
         let now = self.clock.now();
-        let (kind, problem, retry_after) = match &error {
-            RenewError::Issue { error, .. } => (
-                error.kind().to_owned(),
-                error.problem().cloned(),
-                error.retry_after(),
-            ),
-            RenewError::Store(_) => ("store".to_owned(), None, None),
-            RenewError::Secret(_) => ("secret_store".to_owned(), None, None),
-            RenewError::Announce { .. } => ("announce".to_owned(), None, None),
-            _ => ("other".to_owned(), None, None),
+        let kind = error.kind().to_owned();
+        let (problem, retry_after) = match &error {
+            RenewError::Issue { error, .. } => (error.problem().cloned(), error.retry_after()),
+            _ => (None, None),
         };
         if let RenewError::Issue {
             error: IssueError::Validation { .. },
