@@ -94,7 +94,20 @@ pub struct RowWriter<W: Write> {
     now: OffsetDateTime,
     header_written: bool,
     target_width: usize,
+    /// Table rows, held back to be sorted by urgency and aligned.
+    table_rows: Vec<TableRow>,
 }
+
+/// One table row: where it sorts, how urgent it is, and its plain cells.
+struct TableRow {
+    key: (u8, u8, i64, String, String),
+    urgency: Urgency,
+    cells: Vec<String>,
+}
+
+/// Widest a table column grows, per column (target, address, days, expires, issuer, status,
+/// first seen, last change, last seen); the last column (tags) is never padded.
+const MAX_WIDTHS: [usize; 9] = [48, 41, 5, 10, 32, 60, 10, 11, 10];
 
 const CSV_HEADER: [&str; 26] = [
     "target",
@@ -153,6 +166,7 @@ impl<W: Write> RowWriter<W> {
             now,
             header_written: false,
             target_width: 28,
+            table_rows: Vec::new(),
         }
     }
 
@@ -278,24 +292,9 @@ impl<W: Write> RowWriter<W> {
         csv_record(&mut self.out, &record)
     }
 
+    /// Holds a table row back: tables are written whole, most urgent first (failed and
+    /// expired, then fewest days left), in aligned columns.
     fn table(&mut self, obs: &Observation, facts: Option<&InventoryFacts<'_>>) -> io::Result<()> {
-        let w = self.target_width;
-        if !self.header_written {
-            let mut header = format!(
-                "{:<w$}  {:<24}  {:>5}  {:<10}  {:<24}  {}",
-                "TARGET", "ADDRESS", "DAYS", "EXPIRES", "ISSUER", "STATUS"
-            );
-            if facts.is_some() {
-                header.push_str("  |  FIRST SEEN  LAST CHANGE  LAST SEEN   TAGS");
-            }
-            let header = if self.color {
-                header.bold().to_string()
-            } else {
-                header
-            };
-            writeln!(self.out, "{header}")?;
-            self.header_written = true;
-        }
         let days = self.days(obs, facts);
         let urgency = match facts {
             Some(_) => {
@@ -305,48 +304,119 @@ impl<W: Write> RowWriter<W> {
             }
             None => Urgency::of(obs),
         };
-        let days_text = days.map_or_else(|| "-".to_owned(), |d| d.to_string());
-        let days_cell = format!("{days_text:>5}");
-        let days_cell = if self.color {
-            match urgency {
-                Urgency::Broken => days_cell.red().bold().to_string(),
-                Urgency::Critical => days_cell.red().to_string(),
-                Urgency::Warning => days_cell.yellow().to_string(),
-                Urgency::Fine => days_cell.green().to_string(),
-            }
-        } else {
-            days_cell
-        };
         let cert = obs.certificate.as_ref();
-        let expires = cert.map_or_else(|| "-".to_owned(), |c| date(c.not_after));
-        let issuer = cert.map_or_else(|| "-".to_owned(), |c| short_name(&c.issuer));
-        let status = printable(&status_text(obs)).into_owned();
-        let status = if self.color && urgency == Urgency::Broken {
-            status.red().to_string()
-        } else {
-            status
-        };
-        let mut line = format!(
-            "{:<w$}  {:<24}  {}  {:<10}  {:<24}  {}",
-            truncate(&printable(&obs.target), w),
-            truncate(obs.address.as_deref().unwrap_or("-"), 24),
-            days_cell,
-            expires,
-            truncate(&printable(&issuer), 24),
-            status
-        );
+        let mut cells = vec![
+            printable(&obs.target).into_owned(),
+            obs.address.clone().unwrap_or_else(|| "-".to_owned()),
+            days.map_or_else(|| "-".to_owned(), |d| d.to_string()),
+            cert.map_or_else(|| "-".to_owned(), |c| date(c.not_after)),
+            printable(&cert.map_or_else(|| "-".to_owned(), |c| short_name(&c.issuer))).into_owned(),
+            printable(&status_text(obs)).into_owned(),
+        ];
         if let Some(f) = facts {
-            line.push_str(&format!(
-                "  |  {:<10}  {:<11}  {:<9}  {}",
+            cells.extend([
                 f.cert_first_seen.map_or_else(|| "-".to_owned(), date),
                 date(f.last_changed),
                 date(f.last_seen),
-                printable(&tags_text(f.tags))
-            ));
-        } else if !obs.tags.is_empty() {
-            line.push_str(&format!("  [{}]", printable(&tags_text(&obs.tags))));
+                printable(&tags_text(f.tags)).into_owned(),
+            ]);
+        } else {
+            cells.push(if obs.tags.is_empty() {
+                String::new()
+            } else {
+                format!("[{}]", printable(&tags_text(&obs.tags)))
+            });
         }
-        writeln!(self.out, "{line}")
+        let rank = match urgency {
+            Urgency::Broken => 0,
+            Urgency::Critical => 1,
+            Urgency::Warning => 2,
+            Urgency::Fine => 3,
+        };
+        let failed = u8::from(obs.status != Status::Error);
+        self.table_rows.push(TableRow {
+            key: (
+                rank,
+                failed,
+                days.unwrap_or(i64::MIN),
+                obs.target.clone(),
+                obs.address.clone().unwrap_or_default(),
+            ),
+            urgency,
+            cells,
+        });
+        Ok(())
+    }
+
+    /// Writes the held-back table rows, sorted and aligned.
+    fn write_table(&mut self) -> io::Result<()> {
+        if self.table_rows.is_empty() {
+            return Ok(());
+        }
+        let mut rows = std::mem::take(&mut self.table_rows);
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        let inventory = rows[0].cells.len() > 7;
+        let mut header: Vec<&str> =
+            vec!["TARGET", "ADDRESS", "DAYS", "EXPIRES", "ISSUER", "STATUS"];
+        if inventory {
+            header.extend(["FIRST SEEN", "LAST CHANGE", "LAST SEEN", "TAGS"]);
+        } else {
+            header.push("");
+        }
+        let columns = header.len();
+        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        widths[0] = widths[0].max(self.target_width.min(MAX_WIDTHS[0]));
+        for row in &rows {
+            for (i, cell) in row.cells.iter().enumerate().take(columns - 1) {
+                widths[i] = widths[i].max(cell.chars().count().min(MAX_WIDTHS[i]));
+            }
+        }
+        let line = |cells: &[String], urgency: Option<Urgency>, color: bool| -> String {
+            let mut out = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                let last = i + 1 == columns;
+                let text = if last {
+                    cell.clone()
+                } else {
+                    let cut = truncate(cell, widths[i]);
+                    // Numbers line up on the right.
+                    if i == 2 {
+                        format!("{cut:>w$}", w = widths[i])
+                    } else {
+                        format!("{cut:<w$}", w = widths[i])
+                    }
+                };
+                let text = match (color, urgency, i) {
+                    (true, Some(Urgency::Broken), 2) => text.red().bold().to_string(),
+                    (true, Some(Urgency::Critical), 2) => text.red().to_string(),
+                    (true, Some(Urgency::Warning), 2) => text.yellow().to_string(),
+                    (true, Some(Urgency::Fine), 2) => text.green().to_string(),
+                    (true, Some(Urgency::Broken), 5) => text.red().to_string(),
+                    _ => text,
+                };
+                if i > 0 {
+                    out.push_str(if inventory && i == 6 { "  |  " } else { "  " });
+                }
+                out.push_str(&text);
+            }
+            out.trim_end().to_owned()
+        };
+        let header_cells: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+        let head = line(&header_cells, None, false);
+        let head = if self.color {
+            head.bold().to_string()
+        } else {
+            head
+        };
+        writeln!(self.out, "{head}")?;
+        for row in &rows {
+            writeln!(
+                self.out,
+                "{}",
+                line(&row.cells, Some(row.urgency), self.color)
+            )?;
+        }
+        Ok(())
     }
 
     /// Writes one registered endpoint.
@@ -385,13 +455,15 @@ impl<W: Write> RowWriter<W> {
         }
     }
 
-    /// Pushes written rows out (for a person watching a terminal).
+    /// Pushes written rows out (for a person watching a terminal); tables wait for
+    /// [`RowWriter::finish`], which sorts them.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 
-    /// Flushes everything written.
+    /// Writes what was held back (a table) and flushes everything written.
     pub fn finish(mut self) -> io::Result<()> {
+        self.write_table()?;
         self.out.flush()
     }
 }
