@@ -32,8 +32,7 @@ pub async fn service(
 ) -> Result<DeployService, CliError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let scanner = scanner(&options.ca_files, clock.clone())?;
-    let targets: Arc<dyn DeployTargets> =
-        AwsDeployTargets::new(certpilot_dynamodb::load_aws_config().await);
+    let targets: Arc<dyn DeployTargets> = AwsDeployTargets::from_environment();
     let leases = Leases::new(
         certificates.clone(),
         clock.clone(),
@@ -155,6 +154,13 @@ pub async fn rollback(
     args: RollbackArgs,
 ) -> Result<ExitCode, CliError> {
     let cert = find(certificates.as_ref(), &args.id).await?;
+    if cert.spec.deployments.is_empty() {
+        return Err(usage(format!(
+            "{} has no deployments: nothing to roll back (`certpilot certificates show {}` \
+             lists them; add them with `certificates add … --deploy`)",
+            cert.id, cert.id
+        )));
+    }
     let options = DeployVerifyArgs {
         interval: Duration::from_secs(2),
         max_deadline: None,

@@ -258,3 +258,61 @@ async fn hardening_inputs_accepted_but_wrong_are_refused_and_those_refused_but_f
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json_lines(&out)[0]["tags"]["owner"], "pipe");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hardening_rollback_without_deployments_says_so_without_asking_aws() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A stand-in for the instance metadata service that counts who knocks.
+    let imds = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let imds_url = format!("http://{}", imds.local_addr().unwrap());
+    let knocks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = knocks.clone();
+    let _imds = tokio::spawn(async move {
+        while let Ok((stream, _)) = imds.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let out = run(
+        d,
+        &[
+            "certificates",
+            "add",
+            SHOP,
+            "--http-listen",
+            "127.0.0.1:5002",
+        ],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_certpilot"))
+        .args(["rollback", SHOP])
+        .env(
+            "CERTPILOT_STORE",
+            format!("sqlite:{}", d.join("db").display()),
+        )
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds_url)
+        .env("AWS_CONFIG_FILE", d.join("no-aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", d.join("no-aws-credentials"))
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has no deployments"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        knocks.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the instance metadata service was asked"
+    );
+}

@@ -230,6 +230,16 @@ async fn hardening_eab_keys_are_kept_per_certificate_and_checked_at_add() {
         )
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
+    // A refused add (the id is taken) leaves the first certificate's EAB key alone: the
+    // record is written before any secret.
+    let out = env
+        .add(
+            &[SHOP],
+            &["--eab-kid", "kid-1", "--eab-hmac-file", &arg(&wrong)],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already managed"), "{}", stderr(&out));
     issue(&env, SHOP).await;
 }
 

@@ -278,6 +278,22 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
     // The next tick has nothing to do.
     let again = watch.invoke("renew", &tick).await;
     assert_eq!(again["results"].as_array().unwrap().len(), 0, "{again}");
+    // ACM warns about the certificate certpilot imported at a deployment: it is checked
+    // (not dropped as "not managed") and, being far from due, left alone.
+    let expiring = serde_json::json!({
+        "version": "0",
+        "id": "9c95e8e4-96a4-ef3f-b739-b6aa5b193afb",
+        "detail-type": "ACM Certificate Approaching Expiration",
+        "source": "aws.acm",
+        "account": "123456789012",
+        "time": "2026-12-02T00:00:00Z",
+        "region": "us-east-1",
+        "resources": [adopted_arn],
+        "detail": {"DaysToExpiry": 31, "CommonName": domain}
+    });
+    let checked = watch.invoke("renew", &expiring).await;
+    assert_eq!(checked["results"][0]["id"], "shop", "{checked}");
+    assert_eq!(checked["results"][0]["outcome"], "not_due", "{checked}");
     // An operator's forced renewal through the same function issues a new certificate.
     let forced = watch
         .invoke(

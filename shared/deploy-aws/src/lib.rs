@@ -199,7 +199,7 @@ impl DeployTarget for AcmBacked {
 
 /// Builds targets from deployments, with one SDK configuration per (role, region).
 pub struct AwsDeployTargets {
-    base: SdkConfig,
+    base: tokio::sync::OnceCell<SdkConfig>,
     configs: Mutex<HashMap<(Option<String>, String), SdkConfig>>,
 }
 
@@ -208,9 +208,25 @@ impl AwsDeployTargets {
     /// from them).
     pub fn new(base: SdkConfig) -> Arc<Self> {
         Arc::new(AwsDeployTargets {
-            base,
+            base: tokio::sync::OnceCell::new_with(Some(base)),
             configs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Targets reached with the standard AWS configuration, loaded when the first target
+    /// is built: a certificate without AWS deployments never touches it (no instance
+    /// metadata lookup on a laptop).
+    pub fn from_environment() -> Arc<Self> {
+        Arc::new(AwsDeployTargets {
+            base: tokio::sync::OnceCell::new(),
+            configs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn base(&self) -> &SdkConfig {
+        self.base
+            .get_or_init(certpilot_dynamodb::load_aws_config)
+            .await
     }
 
     /// The configuration for `region`, with `role`'s credentials when given. Assumed-role
@@ -221,14 +237,14 @@ impl AwsDeployTargets {
         if let Some(c) = configs.get(&key) {
             return c.clone();
         }
-        let mut builder = self
-            .base
+        let base = self.base().await;
+        let mut builder = base
             .to_builder()
             .region(aws_config::Region::new(region.to_owned()));
         if let Some(role) = role {
             let provider = aws_config::sts::AssumeRoleProvider::builder(role)
                 .session_name("certpilot-deploy")
-                .configure(&self.base)
+                .configure(base)
                 .build()
                 .await;
             builder = builder.credentials_provider(

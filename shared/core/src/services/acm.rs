@@ -85,7 +85,9 @@ impl AcmService {
                     &region,
                     &cert.spec.name_set(),
                     cert.spec.key_type,
-                    &token(&cert.id),
+                    // A new token per attempt: ACM answers a reused token with the same
+                    // (failed) request for an hour.
+                    &token(&cert.id, cert.renewal.failures),
                 )
                 .await
                 .map_err(|e| issue("acm request", e))?;
@@ -184,6 +186,7 @@ impl AcmService {
                 problems.push(format!("ACM status {other} {reason}"));
                 warn!(%id, arn = %state.arn, status = other, %reason, "acm: request failed; requesting again next run");
                 cert.acm = None;
+                cert.renewal.failures = cert.renewal.failures.saturating_add(1);
                 cert.renewal.next_check_at = now + PENDING_RECHECK;
                 self.certificates.update_certificate(&cert).await?;
                 return Err(issue(
@@ -239,35 +242,151 @@ impl AcmService {
             next_check_at: next,
         })
     }
-
-    /// The id of the certificate whose ACM ARN is `arn` (an ACM event names only the ARN).
-    pub async fn find_by_arn(&self, arn: &str) -> Result<Option<String>, RenewError> {
-        Ok(self
-            .certificates
-            .certificates()
-            .await?
-            .into_iter()
-            .find(|c| c.acm.as_ref().is_some_and(|a| a.arn == arn))
-            .map(|c| c.id))
-    }
 }
 
-/// ACM's idempotency token: up to 32 word characters, stable per certificate.
-fn token(id: &str) -> String {
+/// ACM's idempotency token: up to 32 word characters, stable per certificate and attempt
+/// (a retry after a crash gets the same request back; a new attempt after a failed
+/// request gets a new one).
+fn token(id: &str, attempt: u32) -> String {
     format!(
-        "cp{:016x}",
+        "cp{:016x}a{attempt}",
         crate::model::certificate::fnv1a64(id.as_bytes())
     )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::token;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::model::certificate::{
+        AcmIssuance, AcmeIssuer, CertificateSpec, DnsProviderConfig, KeyType, RenewalPolicy,
+    };
+    use crate::ports::{AcmDescription, CnameRecord, FixedClock};
+    use crate::services::test_support::MemoryCertificates;
+
+    /// ACM as documented: a token reused within an hour returns the earlier request's ARN
+    /// whatever became of it. The first request fails validation.
+    #[derive(Default)]
+    struct Acm {
+        tokens: Mutex<Vec<(String, String)>>,
+    }
+
+    #[async_trait]
+    impl AcmCertificates for Acm {
+        async fn request(
+            &self,
+            _: &str,
+            _: &[String],
+            _: KeyType,
+            token: &str,
+        ) -> Result<String, IssueError> {
+            let mut tokens = self.tokens.lock().unwrap();
+            if let Some((_, arn)) = tokens.iter().find(|(t, _)| t == token) {
+                return Ok(arn.clone());
+            }
+            let arn = format!("arn:aws:acm:eu-west-1:1:certificate/{}", tokens.len());
+            tokens.push((token.to_owned(), arn.clone()));
+            Ok(arn)
+        }
+
+        async fn describe(&self, _: &str, arn: &str) -> Result<AcmDescription, IssueError> {
+            Ok(AcmDescription {
+                status: if arn.ends_with("/0") {
+                    "FAILED".into()
+                } else {
+                    "PENDING_VALIDATION".into()
+                },
+                failure_reason: Some("CAA_ERROR".into()),
+                validation: Vec::new(),
+                renewal_status: None,
+                renewal_reason: None,
+                issued: None,
+            })
+        }
+    }
+
+    struct NoDns;
+
+    #[async_trait]
+    impl CnameProvider for NoDns {
+        async fn publish_cnames(
+            &self,
+            _: &DnsProviderConfig,
+            _: &[CnameRecord],
+        ) -> Result<(), IssueError> {
+            Ok(())
+        }
+
+        async fn missing_cnames(
+            &self,
+            _: &DnsProviderConfig,
+            _: &[CnameRecord],
+        ) -> Result<Vec<CnameRecord>, IssueError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_is_followed_by_a_new_one_not_by_the_same_one_again() {
+        let store = Arc::new(MemoryCertificates::default());
+        let now = datetime!(2026-12-02 12:00 UTC);
+        let spec = CertificateSpec {
+            names: vec!["shop.example.com".parse().unwrap()],
+            key_type: KeyType::default(),
+            issuer: AcmeIssuer {
+                directory: "https://acm.invalid/".into(),
+                contact: Vec::new(),
+                eab: None,
+                profile: None,
+                account_secret: None,
+            },
+            challenge: ChallengeConfig::Dns01 {
+                provider: DnsProviderConfig::Route53 { zone_id: None },
+            },
+            renewal: RenewalPolicy::Auto,
+            tags: Default::default(),
+            endpoints: Vec::new(),
+            deployments: Vec::new(),
+            acm: Some(AcmIssuance {
+                region: "eu-west-1".into(),
+            }),
+        };
+        let cert = store
+            .add_certificate(&ManagedCertificate::new("shop".into(), spec, now))
+            .await
+            .unwrap();
+        let service = AcmService::new(
+            store.clone(),
+            Arc::new(Acm::default()),
+            Arc::new(NoDns),
+            None,
+            Arc::new(FixedClock(now)),
+        );
+        let failed = service.check(cert).await.unwrap_err();
+        assert!(failed.to_string().contains("FAILED"), "{failed}");
+        // The next run, minutes later: a new request, not the failed one handed back.
+        let cert = store.certificate("shop").await.unwrap().unwrap();
+        let outcome = service.check(cert).await.unwrap();
+        assert!(
+            matches!(outcome, RenewOutcome::Deferred { .. }),
+            "{outcome:?}"
+        );
+        let cert = store.certificate("shop").await.unwrap().unwrap();
+        assert_eq!(
+            cert.acm.unwrap().arn,
+            "arn:aws:acm:eu-west-1:1:certificate/1"
+        );
+    }
 
     #[test]
     fn tokens_are_stable_and_short_enough_for_acm() {
-        assert_eq!(token("shop"), token("shop"));
-        assert_ne!(token("shop"), token("shop2"));
-        assert!(token("a-very-long-certificate-id.example.com").len() <= 32);
+        assert_eq!(token("shop", 0), token("shop", 0));
+        assert_ne!(token("shop", 0), token("shop2", 0));
+        assert_ne!(token("shop", 0), token("shop", 1));
+        assert!(token("a-very-long-certificate-id.example.com", u32::MAX).len() <= 32);
     }
 }

@@ -205,17 +205,35 @@ impl RenewService {
 
     /// Checks the certificate ACM issued as `arn` now (an ACM expiry or renewal event);
     /// `Ok(None)` when certpilot does not manage it.
+    ///
+    /// The ARN may be one ACM issued for a certificate (checked at once), or one certpilot
+    /// imports into at a deployment: ACM warns about those too as they near expiry, and the
+    /// certificate is then checked on its own schedule (renewed if due).
     pub async fn renew_acm_arn(
         &self,
         arn: &str,
     ) -> Result<Option<(String, RenewOutcome)>, RenewError> {
-        let Some(acm) = &self.acm else {
-            return Ok(None);
+        let certificates = self.certificates.certificates().await?;
+        let issued = certificates
+            .iter()
+            .find(|c| c.acm.as_ref().is_some_and(|a| a.arn == arn));
+        let imported = || {
+            certificates.iter().find(|c| {
+                c.deployments
+                    .iter()
+                    .any(|d| d.certificate_arn.as_deref() == Some(arn))
+                    || c.spec
+                        .deployments
+                        .iter()
+                        .any(|d| d.certificate_arn.as_deref() == Some(arn))
+            })
         };
-        let Some(id) = acm.find_by_arn(arn).await? else {
-            return Ok(None);
+        let (id, force) = match (issued, imported()) {
+            (Some(c), _) => (c.id.clone(), true),
+            (None, Some(c)) => (c.id.clone(), false),
+            (None, None) => return Ok(None),
         };
-        let outcome = self.renew(&id, true).await?;
+        let outcome = self.renew(&id, force).await?;
         Ok(Some((id, outcome)))
     }
 
