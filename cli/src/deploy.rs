@@ -337,4 +337,70 @@ mod tests {
             .to_string();
         assert!(err.contains("api-gateway needs region="), "{err}");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::parse_deploy_spec;
+
+        /// Specs a user could type: real kinds and keys in any order and number, and noise.
+        fn spec() -> impl Strategy<Value = String> {
+            let kind = prop_oneof![
+                Just("acm-import".to_owned()),
+                Just("elbv2-listener".to_owned()),
+                Just("cloudfront".to_owned()),
+                Just("api-gateway".to_owned()),
+                "[a-z-]{0,12}",
+            ];
+            let key = prop_oneof![
+                Just("name".to_owned()),
+                Just("region".to_owned()),
+                Just("listener-arn".to_owned()),
+                Just("sni".to_owned()),
+                Just("distribution-id".to_owned()),
+                Just("domain-name".to_owned()),
+                Just("api".to_owned()),
+                Just("certificate-arn".to_owned()),
+                Just("role-arn".to_owned()),
+                Just("endpoint".to_owned()),
+                Just("verify-deadline".to_owned()),
+                "[a-z-]{0,8}",
+            ];
+            let value = prop_oneof![
+                "[ -~]{0,24}",
+                Just("true".to_owned()),
+                Just("3m".to_owned()),
+                Just("http".to_owned())
+            ];
+            let pair = (key, value).prop_map(|(k, v)| format!("{k}={v}"));
+            prop_oneof![
+                (kind, prop::collection::vec(pair, 0..6))
+                    .prop_map(|(k, pairs)| format!("{k}:{}", pairs.join(","))),
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 1024,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn deploy_specs_parse_or_name_the_spec(text in spec()) {
+                match parse_deploy_spec(&text) {
+                    Ok(d) => prop_assert!(!d.name.is_empty()),
+                    Err(e) => {
+                        let message = e.to_string();
+                        prop_assert!(
+                            message.contains(&format!("--deploy {text:?}"))
+                                || message.starts_with("target "),
+                            "{message}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

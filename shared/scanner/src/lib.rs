@@ -171,29 +171,57 @@ impl Prober for TlsProber {
         };
         // From here the certificate is ours even if the handshake failed afterwards (a server
         // demanding a client certificate fails it right after sending its own).
-        let parsed = chain
-            .iter()
-            .map(|c| x509::Parsed::new(c.as_ref()))
-            .collect::<Result<Vec<_>, _>>()
+        let inspected = inspect_chain(&chain, &request.target.host, &self.trust, now)
             .map_err(|e| ProbeError::new(ErrorKind::TlsProtocol, e))?;
-        let Some(leaf) = parsed.first() else {
-            return Err(ProbeError::new(
-                ErrorKind::TlsProtocol,
-                "server sent an empty certificate chain",
-            ));
-        };
-        let validation =
-            validate::validate(&chain, &parsed, &request.target.host, &self.trust, now);
         Ok(Served {
             tls: TlsInfo {
                 version: handshake.version.unwrap_or_else(|| "unknown".into()),
                 cipher: handshake.cipher.unwrap_or_else(|| "unknown".into()),
             },
-            certificate: leaf.info(),
-            chain: parsed.iter().map(x509::Parsed::chain_entry).collect(),
-            validation,
+            certificate: inspected.certificate,
+            chain: inspected.chain,
+            validation: inspected.validation,
         })
     }
+}
+
+/// What a chain of certificates says, judged for a host: the leaf's facts, each
+/// certificate's summary, and the validation verdict.
+#[derive(Clone, Debug)]
+pub struct InspectedChain {
+    /// The leaf.
+    pub certificate: certpilot_core::CertificateInfo,
+    /// The chain as given, leaf first.
+    pub chain: Vec<certpilot_core::ChainEntry>,
+    /// Trusted or not, and every problem, each named.
+    pub validation: certpilot_core::Validation,
+}
+
+/// Parses `chain` (DER, leaf first, as a server presents it) and validates it for `host` at
+/// `now`. Any bytes are accepted as input: what does not parse is an error that says which
+/// certificate and why, never a panic.
+pub fn inspect_chain(
+    chain: &[rustls::pki_types::CertificateDer<'static>],
+    host: &Host,
+    trust: &TrustStore,
+    now: OffsetDateTime,
+) -> Result<InspectedChain, String> {
+    let parsed = chain
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            x509::Parsed::new(c.as_ref())
+                .map_err(|e| format!("certificate {} of the chain: {e}", i + 1))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(leaf) = parsed.first() else {
+        return Err("server sent an empty certificate chain".into());
+    };
+    Ok(InspectedChain {
+        certificate: leaf.info(),
+        chain: parsed.iter().map(x509::Parsed::chain_entry).collect(),
+        validation: validate::validate(chain, &parsed, host, trust, now),
+    })
 }
 
 fn server_name(host: &Host) -> Result<ServerName<'static>, ProbeError> {

@@ -366,9 +366,10 @@ pub fn looks_numeric(name: &str) -> bool {
     let last = name.rsplit('.').next().unwrap_or(name);
     !last.is_empty()
         && (last.chars().all(|c| c.is_ascii_digit())
-            || (last.len() > 2
-                && last[..2].eq_ignore_ascii_case("0x")
-                && last[2..].chars().all(|c| c.is_ascii_hexdigit())))
+            || last
+                .strip_prefix("0x")
+                .or_else(|| last.strip_prefix("0X"))
+                .is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit())))
 }
 
 /// A `--resolve host:port:address` entry: connect to `address` while sending SNI `host`.
