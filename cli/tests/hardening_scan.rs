@@ -208,7 +208,12 @@ async fn hardening_a_closed_stdout_stops_the_output_not_the_work() {
     args.extend(targets.iter().map(String::as_str));
     let out = with_closed_stdout(scratch.command(&args)).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(stderr(&out), "", "nothing printed about the pipe");
+    let said: Vec<String> = stderr(&out)
+        .lines()
+        .filter(|l| !l.contains("created a new store"))
+        .map(str::to_owned)
+        .collect();
+    assert!(said.is_empty(), "nothing printed about the pipe: {said:?}");
     let mut expected = targets.clone();
     expected.sort();
     assert_eq!(scratch.recorded().await, expected, "the scan was recorded");

@@ -50,7 +50,8 @@ impl Drop for Immutable<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hardening_readers_never_create_or_write_the_store_and_writers_say_when_they_create_it() {
-    let dir = tempfile::tempdir().unwrap();
+    // Beside the build, not in /tmp: a tmpfs cannot mark a file immutable.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let leaf = Ca::new("Store Root")
         .leaf(&["127.0.0.1"])
         .expiring_in_days(20)
