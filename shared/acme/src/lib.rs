@@ -374,6 +374,20 @@ impl AcmeIssuer {
         })
     }
 
+    /// Tells the CA a challenge is ready to be validated, within the timeout.
+    async fn set_ready(
+        &self,
+        challenge: &mut instant_acme::ChallengeHandle<'_>,
+    ) -> Result<(), IssueError> {
+        self.bounded(
+            "set challenge ready",
+            self.settings.timeout,
+            challenge.set_ready(),
+        )
+        .await
+        .map_err(|e| map_error(e, true))
+    }
+
     /// The next authorization of an order, read within the timeout.
     async fn next_authorization<'a>(
         &self,
@@ -746,13 +760,7 @@ impl AcmeIssuer {
                 .await?;
             tokens.push(challenge.token.clone());
             if challenge.status == instant_acme::ChallengeStatus::Pending {
-                self.bounded(
-                    "set challenge ready",
-                    self.settings.timeout,
-                    challenge.set_ready(),
-                )
-                .await
-                .map_err(|e| map_error(e, true))?;
+                self.set_ready(&mut challenge).await?;
             }
         }
         self.published
@@ -825,13 +833,7 @@ impl AcmeIssuer {
             if let Some(mut challenge) = authz.challenge(ChallengeType::Dns01)
                 && challenge.status == instant_acme::ChallengeStatus::Pending
             {
-                self.bounded(
-                    "set challenge ready",
-                    self.settings.timeout,
-                    challenge.set_ready(),
-                )
-                .await
-                .map_err(|e| map_error(e, true))?;
+                self.set_ready(&mut challenge).await?;
             }
         }
         Ok(())

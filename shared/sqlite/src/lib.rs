@@ -165,15 +165,7 @@ impl SqliteStore {
         let err = backend("read", &path);
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(&err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(&err)?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::Backend(format!(
-                "sqlite {}: written by a newer certpilot (schema {version}, this one knows {SCHEMA_VERSION}); upgrade certpilot",
-                path.display()
-            )));
-        }
+        let version = schema_version(&conn, &path)?;
         if version == 0 {
             return Err(StoreError::Backend(format!(
                 "sqlite {}: not a certpilot store (no schema in it)",
@@ -212,15 +204,7 @@ impl SqliteStore {
             .map_err(&err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(&err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(&err)?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::Backend(format!(
-                "sqlite {}: written by a newer certpilot (schema {version}, this one knows {SCHEMA_VERSION}); upgrade certpilot",
-                path.display()
-            )));
-        }
+        let version = schema_version(&conn, &path)?;
         if (1..SCHEMA_VERSION).contains(&version) {
             // Immediate: another process opening the same old file waits, then finds it
             // migrated, instead of failing half-way.
@@ -264,6 +248,20 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Backend(format!("sqlite task failed: {e}")))?
     }
+}
+
+/// The schema version of the store at `path`, refused when a newer certpilot wrote it.
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(backend("read the schema version", path))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "sqlite {}: written by a newer certpilot (schema {version}, this one knows {SCHEMA_VERSION}); upgrade certpilot",
+            path.display()
+        )));
+    }
+    Ok(version)
 }
 
 /// Computes every endpoint's slot (the hash lives in the core, not in SQL).
