@@ -3,8 +3,7 @@
 
 use std::process::ExitCode;
 
-use certpilot_core::ports::{SecretError, StoreError};
-use certpilot_core::services::deploy::DeployServiceError;
+use certpilot_core::{Classify, ErrorClass};
 
 use crate::CliError;
 
@@ -63,22 +62,18 @@ impl Exit {
         }
     }
 
-    /// For a store failure.
-    pub(crate) fn of_store(e: &StoreError) -> Exit {
-        match e {
-            e if e.is_retryable() => Exit::TempFail,
-            StoreError::NotFound { .. } | StoreError::AlreadyExists { .. } => Exit::Usage,
-            _ => Exit::Attention,
+    /// For a failure of `class` (the one classification core gives every error).
+    pub(crate) fn of_class(class: ErrorClass) -> Exit {
+        match class {
+            ErrorClass::Retryable => Exit::TempFail,
+            ErrorClass::Input => Exit::Usage,
+            ErrorClass::Permanent => Exit::Attention,
         }
     }
 
-    /// For a secret store failure.
-    pub(crate) fn of_secret(e: &SecretError) -> Exit {
-        if e.is_retryable() {
-            Exit::TempFail
-        } else {
-            Exit::Attention
-        }
+    /// For any classified failure.
+    pub(crate) fn of(e: &impl Classify) -> Exit {
+        Exit::of_class(e.class())
     }
 
     /// For an error that ended a command.
@@ -88,25 +83,11 @@ impl Exit {
             | CliError::Trust(_)
             | CliError::TargetsFile(_)
             | CliError::File { .. } => Exit::Usage,
-            CliError::Store(e) => Exit::of_store(e),
-            CliError::Secret(e) => Exit::of_secret(e),
-            CliError::Renew(e) if e.is_input() => Exit::Usage,
-            CliError::Renew(e) if e.is_retryable() => Exit::TempFail,
-            CliError::Renew(_) | CliError::Output(_) => Exit::Attention,
-            CliError::Deploy(e) => Exit::of_deploy(e),
-        }
-    }
-
-    /// For a deploy or rollback that could not run.
-    pub(crate) fn of_deploy(e: &DeployServiceError) -> Exit {
-        match e {
-            DeployServiceError::Busy { .. } => Exit::TempFail,
-            DeployServiceError::Store(e) => Exit::of_store(e),
-            DeployServiceError::NotFound(_)
-            | DeployServiceError::NotIssued(_)
-            | DeployServiceError::NoPrevious(_)
-            | DeployServiceError::NoDeployment { .. } => Exit::Usage,
-            _ => Exit::Attention,
+            CliError::Store(e) => Exit::of(e),
+            CliError::Secret(e) => Exit::of(e),
+            CliError::Renew(e) => Exit::of(e),
+            CliError::Deploy(e) => Exit::of(e),
+            CliError::Output(_) => Exit::Attention,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Every writer streams: a row is written as soon as it is known, so a scan of 10,000
 //! endpoints never holds its results in memory to print them.
 
+use std::io::IsTerminal;
 use std::io::{self, Write};
 
 use certpilot_core::policy::{self, Urgency};
@@ -141,7 +142,7 @@ const CSV_HEADER: [&str; 26] = [
 const CSV_INVENTORY_HEADER: [&str; 4] =
     ["registered", "cert_first_seen", "last_changed", "last_seen"];
 
-fn rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
@@ -610,6 +611,24 @@ pub fn write_records(
         }
     }
     out.flush()
+}
+
+pub(crate) fn format_or_default(format: Option<Format>) -> Format {
+    format.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Json
+    })
+}
+
+pub(crate) fn colour() -> bool {
+    colour_for(std::io::stdout().is_terminal())
+}
+
+/// Colour for a stream that `is_terminal`, unless `NO_COLOR` is set to anything but empty
+/// (<https://no-color.org>).
+pub(crate) fn colour_for(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ pub fn moto_sdk_config(endpoint_url: &str) -> aws_config::SdkConfig {
         .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
             aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"),
         ))
-        .timeout_config(certpilot_dynamodb::default_timeouts())
+        .timeout_config(certpilot_aws::config::default_timeouts())
         // What `aws_config::load` supplies; assumed-role credentials need both.
         .time_source(aws_smithy_async::time::SystemTimeSource::new())
         .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())

@@ -30,7 +30,10 @@ struct Announced(Mutex<Vec<String>>);
 
 #[async_trait]
 impl IssuedSink for Announced {
-    async fn issued(&self, cert: &ManagedCertificate) -> Result<(), String> {
+    async fn issued(
+        &self,
+        cert: &ManagedCertificate,
+    ) -> Result<(), certpilot_core::ports::AnnounceError> {
         let fp = cert.current.as_ref().unwrap().fingerprint.clone();
         self.0.lock().unwrap().push(fp);
         Ok(())
@@ -204,7 +207,7 @@ async fn an_acm_certificate_is_requested_validated_through_route53_issued_and_wa
     );
     assert!(cname(&route53, &zone, &record_name).await.is_some());
     let cert = store.certificate("shop").await.unwrap().unwrap();
-    assert!(cert.acm.as_ref().unwrap().problems[0].contains(&record_name));
+    assert!(cert.acm.as_ref().unwrap().problems[0].detail.contains(&record_name));
 
     // An ACM event names the ARN: it reaches the certificate, and no other.
     let (id, outcome) = renew.renew_acm_arn(&state.arn).await.unwrap().unwrap();

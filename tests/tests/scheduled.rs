@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use certpilot_core::Classify;
+use certpilot_core::ports::{EndpointStore as _, ObservationStore as _, ScheduleStore as _};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use certpilot_core::model::certificate::IssuedMessage;
 use certpilot_core::services::deploy::{DeployReport, DeployService, DeployServiceError};
+use certpilot_core::Classify;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
@@ -22,8 +23,12 @@ pub enum FunctionError {
 
 impl From<FunctionError> for Diagnostic {
     fn from(e: FunctionError) -> Diagnostic {
+        let class = match &e {
+            FunctionError::Deploy(e) => e.class(),
+            FunctionError::Event(_) => certpilot_core::ErrorClass::Input,
+        };
         Diagnostic {
-            error_type: "DeployFailed".into(),
+            error_type: certpilot_aws::lambda::error_type(class).into(),
             error_message: e.to_string(),
         }
     }

@@ -15,58 +15,27 @@
 mod config;
 mod handler;
 
-use std::sync::Arc;
-
-use certpilot_aws::SecretsManagerStore;
-use certpilot_core::ports::{Clock, DeployTargets, ScanLimits, SystemClock};
-use certpilot_core::services::deploy::{DeployService, DeploySettings};
-use certpilot_core::services::lease::Leases;
-use certpilot_core::services::scan::ScanService;
+use certpilot_app::App;
+use certpilot_core::ports::ScanLimits;
+use certpilot_core::services::deploy::DeploySettings;
 use certpilot_core::services::verify::VerifyService;
-use certpilot_deploy_aws::AwsDeployTargets;
-use certpilot_dynamodb::DynamoStore;
-use certpilot_scanner::{Deadlines, TlsProber, TrustStore};
 use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = config::Config::from_env()?;
-    let aws = certpilot_dynamodb::load_aws_config().await;
-    let store = Arc::new(DynamoStore::new(
-        certpilot_dynamodb::Client::new(&aws),
-        &config.table,
-    ));
-    let secrets = Arc::new(SecretsManagerStore::from_config(&aws));
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let scanner = ScanService::new(
-        Arc::new(TlsProber::new(TrustStore::mozilla(), Deadlines::default())),
-        clock.clone(),
-        ScanLimits {
-            concurrency: 64,
-            target_timeout: config.probe_timeout,
-        },
-    );
-    let targets: Arc<dyn DeployTargets> = AwsDeployTargets::new(aws);
-    let leases = Leases::new(
-        store.clone(),
-        clock.clone(),
-        certpilot_aws::lambda::worker_id(),
-        std::time::Duration::from_secs(600),
-    );
-    let handler = handler::Handler::new(
-        DeployService::new(
-            store,
-            secrets,
-            targets,
-            VerifyService::new(scanner),
-            clock,
-            DeploySettings {
-                interval: config.verify_interval,
-                max_deadline: Some(config.verify_max_deadline),
-            },
-        )
-        .with_leases(leases),
-    );
+    let app = App::aws(&config.table).await;
+    let verifier = VerifyService::new(app.public_scanner(ScanLimits {
+        concurrency: 64,
+        target_timeout: config.probe_timeout,
+    }));
+    let settings = DeploySettings {
+        interval: config.verify_interval,
+        max_deadline: Some(config.verify_max_deadline),
+    };
+    let leases = app.leases(certpilot_aws::lambda::worker_id(), certpilot_app::DEPLOY_LEASE);
+    let deploy = app.deploy_service(app.deploy_targets(), verifier, leases, settings);
+    let handler = handler::Handler::new(deploy);
     lambda_runtime::run(service_fn(|event| handler.handle(event))).await
 }

@@ -41,3 +41,24 @@ impl Config {
         })
     }
 }
+
+impl Config {
+    /// How the ACME client talks to the CA.
+    pub fn acme(&self) -> certpilot_app::AcmeSettings {
+        certpilot_app::AcmeSettings {
+            timeout: self.acme_timeout,
+            ca_file: self.acme_ca_file.clone(),
+        }
+    }
+
+    /// How renewals run: a renewal started with its budget left must end within it,
+    /// stalled CA or not.
+    pub fn renew_settings(&self) -> certpilot_core::services::renew::RenewSettings {
+        certpilot_core::services::renew::RenewSettings {
+            concurrency: self.concurrency,
+            renewal_budget: self.renewal_budget,
+            deadline: self.renewal_budget,
+            ..Default::default()
+        }
+    }
+}

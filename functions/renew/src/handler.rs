@@ -1,6 +1,7 @@
 //! Decoding events and encoding answers: all the handler does.
 
-use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService};
+use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService, report};
+use certpilot_core::Classify;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,12 +18,12 @@ pub enum FunctionError {
 
 impl From<FunctionError> for Diagnostic {
     fn from(e: FunctionError) -> Diagnostic {
-        let error_type = match &e {
-            FunctionError::Renew(RenewError::Store(s)) if s.is_retryable() => "Retryable",
-            _ => "NonRetryable",
+        let class = match &e {
+            FunctionError::Renew(e) => e.class(),
+            FunctionError::Event(_) => certpilot_core::ErrorClass::Input,
         };
         Diagnostic {
-            error_type: error_type.into(),
+            error_type: certpilot_aws::lambda::error_type(class).into(),
             error_message: e.to_string(),
         }
     }
@@ -38,20 +39,8 @@ struct RenewRequest {
     force: bool,
 }
 
-/// One certificate's result.
-#[derive(Debug, Serialize)]
-pub struct Row {
-    id: String,
-    outcome: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fingerprint: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    problem: Option<Value>,
-}
-
-/// The invocation's answer, also logged as its summary line.
+/// The invocation's answer, also logged as its summary line: counts, and one row per
+/// certificate exactly as the CLI prints it (`certpilot_core::services::renew::report`).
 #[derive(Debug, Default, Serialize)]
 pub struct Summary {
     issued: usize,
@@ -60,66 +49,26 @@ pub struct Summary {
     postponed: usize,
     busy: usize,
     failed: usize,
-    results: Vec<Row>,
+    results: Vec<Value>,
 }
 
 impl Summary {
     fn add(&mut self, id: String, result: Result<RenewOutcome, RenewError>) {
-        let mut row = Row {
-            id,
-            outcome: "",
-            fingerprint: None,
-            detail: None,
-            problem: None,
-        };
-        match result {
-            Ok(RenewOutcome::Issued { fingerprint, .. }) => {
-                self.issued += 1;
-                row.outcome = "issued";
-                row.fingerprint = Some(fingerprint);
-            }
-            Ok(RenewOutcome::NotDue { next_check_at }) => {
+        match &result {
+            Ok(RenewOutcome::Issued { .. }) => self.issued += 1,
+            // Backing off is counted with the not-due: nothing was attempted.
+            Ok(RenewOutcome::NotDue { .. } | RenewOutcome::BackingOff { .. }) => {
                 self.not_due += 1;
-                row.outcome = "not_due";
-                row.detail = Some(format!("next check {next_check_at}"));
             }
-            Ok(RenewOutcome::Deferred { reason, .. }) => {
-                self.deferred += 1;
-                row.outcome = "deferred";
-                row.detail = Some(reason);
-            }
-            Ok(RenewOutcome::Postponed) => {
-                self.postponed += 1;
-                row.outcome = "postponed";
-            }
-            Ok(RenewOutcome::BackingOff {
-                until,
-                failures,
-                last_error,
-            }) => {
-                // Counted with the not-due: nothing was attempted, the failure is recorded.
-                self.not_due += 1;
-                row.outcome = "backing_off";
-                row.detail = Some(format!(
-                    "{failures} failed attempts; next at {until}; last: {last_error}"
-                ));
-            }
-            Ok(RenewOutcome::Busy { owner, .. }) => {
-                self.busy += 1;
-                row.outcome = "busy";
-                row.detail = Some(format!("lease held by {owner}"));
-            }
+            Ok(RenewOutcome::Deferred { .. }) => self.deferred += 1,
+            Ok(RenewOutcome::Postponed) => self.postponed += 1,
+            Ok(RenewOutcome::Busy { .. }) => self.busy += 1,
             Err(e) => {
                 self.failed += 1;
-                row.outcome = "failed";
-                if let RenewError::Issue { error, .. } = &e {
-                    row.problem = error.problem().cloned();
-                }
-                error!(id = %row.id, error = %e, "renewal failed");
-                row.detail = Some(e.to_string());
+                error!(%id, error = %e, "renewal failed");
             }
         }
-        self.results.push(row);
+        self.results.push(report(&id, &result));
     }
 }
 

@@ -18,76 +18,23 @@ mod handler;
 
 use std::sync::Arc;
 
-use certpilot_acme::rfc2136::Rfc2136Dns;
-use certpilot_acme::{AcmeIssuer, AcmeSettings};
-use certpilot_aws::{Route53Dns, SecretsManagerStore, SqsIssuedSink};
-use certpilot_core::ports::{IssuedSink, SystemClock};
-use certpilot_core::services::acm::AcmService;
-use certpilot_core::services::renew::{RenewService, RenewSettings};
-use certpilot_deploy_aws::acm::AcmIssuer;
-use certpilot_dynamodb::DynamoStore;
+use certpilot_app::App;
 use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = config::Config::from_env()?;
-    let aws = certpilot_dynamodb::load_aws_config().await;
-    let store = Arc::new(DynamoStore::new(
-        certpilot_dynamodb::Client::new(&aws),
-        &config.table,
-    ));
-    let secrets = Arc::new(SecretsManagerStore::from_config(&aws));
-    let rfc2136 = Rfc2136Dns::new(
-        secrets.clone(),
-        std::time::Duration::from_secs(10),
-        config.dns_sync_timeout,
-    );
-    let issuer = AcmeIssuer::new(
-        secrets.clone(),
-        AcmeSettings {
-            timeout: config.acme_timeout,
-            ca_file: config.acme_ca_file.clone(),
-        },
-    )
-    .with_dns(
-        "route53",
-        Arc::new(Route53Dns::new(
-            aws_sdk_route53::Client::new(&aws),
-            config.dns_sync_timeout,
-        )),
-    )
-    .with_dns("rfc2136", Arc::new(rfc2136));
-    let sink = config.deploy_queue_url.as_ref().map(|url| {
-        Arc::new(SqsIssuedSink::new(aws_sdk_sqs::Client::new(&aws), url)) as Arc<dyn IssuedSink>
-    });
+    let app = App::aws(&config.table).await;
+    let sink = match &config.deploy_queue_url {
+        Some(url) => Some(app.deploy_queue(url).await),
+        None => None,
+    };
+    let issuer = Arc::new(app.acme_issuer(config.acme(), config.dns_sync_timeout));
     let owner = certpilot_aws::lambda::worker_id();
-    let acm = AcmService::new(
-        store.clone(),
-        Arc::new(AcmIssuer::new(aws.clone())),
-        Arc::new(Route53Dns::new(
-            aws_sdk_route53::Client::new(&aws),
-            config.dns_sync_timeout,
-        )),
-        sink.clone(),
-        Arc::new(SystemClock),
-    );
-    let renew = RenewService::new(
-        store,
-        secrets,
-        Arc::new(issuer),
-        sink,
-        Arc::new(SystemClock),
-        owner,
-        RenewSettings {
-            concurrency: config.concurrency,
-            renewal_budget: config.renewal_budget,
-            // A renewal started with its budget left must end within it, stalled CA or not.
-            deadline: config.renewal_budget,
-            ..RenewSettings::default()
-        },
-    )
-    .with_acm(acm);
+    let renew = app
+        .renew_service(issuer, sink.clone(), owner, config.renew_settings())
+        .with_acm(app.acm_service(sink, config.dns_sync_timeout));
     let handler = handler::Handler::new(renew);
     lambda_runtime::run(service_fn(|event| handler.handle(event))).await
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use certpilot_core::ports::ScanBatch;
 use certpilot_core::services::scheduled::{ScheduledError, ScheduledScan};
+use certpilot_core::Classify;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -21,12 +22,12 @@ pub enum FunctionError {
 
 impl From<FunctionError> for Diagnostic {
     fn from(e: FunctionError) -> Diagnostic {
-        let error_type = match &e {
-            FunctionError::Scheduled(s) if s.is_retryable() => "Retryable",
-            _ => "NonRetryable",
+        let class = match &e {
+            FunctionError::Scheduled(e) => e.class(),
+            FunctionError::Event(_) => certpilot_core::ErrorClass::Input,
         };
         Diagnostic {
-            error_type: error_type.into(),
+            error_type: certpilot_aws::lambda::error_type(class).into(),
             error_message: e.to_string(),
         }
     }

@@ -45,8 +45,6 @@ use crate::http01::{Http01Responder, Webroot};
 
 /// How often a `badNonce` is retried on top of instant-acme's own three tries.
 const NONCE_RETRIES: usize = 10;
-/// Marks an [`IssueError::Unavailable`] that was a `badNonce`, so a whole step is retried.
-const BAD_NONCE: &str = "badNonce: ";
 
 /// Settings of the ACME issuer.
 #[derive(Clone, Debug)]
@@ -136,7 +134,7 @@ fn map_error(e: instant_acme::Error, validating: bool) -> IssueError {
                     retry_after: retry_after_in(&detail, time::OffsetDateTime::now_utc()),
                     detail,
                 },
-                "badNonce" => IssueError::Unavailable(format!("{BAD_NONCE}{detail}")),
+                "badNonce" => IssueError::BadNonce(detail),
                 "serverInternal" => IssueError::Unavailable(detail),
                 "alreadyReplaced" => IssueError::ReplacesRefused(detail),
                 "orderNotReady" => IssueError::OrderGone(detail),
@@ -1000,9 +998,7 @@ impl AcmeIssuer {
         let mut tries = 0;
         loop {
             match step().await {
-                Err(IssueError::Unavailable(why))
-                    if why.starts_with(BAD_NONCE) && tries < NONCE_RETRIES =>
-                {
+                Err(IssueError::BadNonce(_)) if tries < NONCE_RETRIES => {
                     tries += 1;
                     debug!(tries, "badNonce; running the step again");
                 }

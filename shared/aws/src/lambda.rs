@@ -131,3 +131,14 @@ mod sqs_tests {
         ));
     }
 }
+
+/// The `errorType` a function reports for a failure of `class`: `Retryable` when running the
+/// same event again can help, `InvalidEvent` when the event itself was at fault,
+/// `NonRetryable` when a person must act.
+pub fn error_type(class: certpilot_core::ErrorClass) -> &'static str {
+    match class {
+        certpilot_core::ErrorClass::Retryable => "Retryable",
+        certpilot_core::ErrorClass::Input => "InvalidEvent",
+        certpilot_core::ErrorClass::Permanent => "NonRetryable",
+    }
+}

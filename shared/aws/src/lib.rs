@@ -29,6 +29,31 @@ where
     (code, detail)
 }
 
+/// Whether an AWS error code means "try again later": transport failures (no code),
+/// throttling, and the service's own unavailability. Everything else (access denied, a
+/// missing resource, a validation error) needs a person.
+pub fn is_transient(code: &str) -> bool {
+    code.is_empty()
+        || code.contains("Throttl")
+        || code.contains("Unavailable")
+        || code.contains("TooManyRequests")
+        || code.contains("LimitExceeded") && !code.contains("Quota")
+        || matches!(
+            code,
+            "InternalFailure"
+                | "InternalError"
+                | "InternalServerError"
+                | "ServiceFailure"
+                | "PriorRequestNotComplete"
+                | "RequestTimeout"
+                | "RequestTimeoutException"
+                | "SlowDown"
+                | "ProvisionedThroughputExceededException"
+                | "TransactionInProgressException"
+        )
+}
+
+pub mod config;
 pub mod lambda;
 
 pub use route53::{LazyRoute53Dns, Route53Dns};
@@ -41,7 +66,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use certpilot_core::model::certificate::{IssuedMessage, ManagedCertificate};
-use certpilot_core::ports::{IssuedSink, QueueError, ScanBatch, WorkQueue};
+use certpilot_core::ports::{AnnounceError, IssuedSink, QueueError, ScanBatch, WorkQueue};
 
 /// Most entries SQS takes in one SendMessageBatch.
 const SQS_BATCH: usize = 10;
@@ -155,10 +180,15 @@ impl SqsIssuedSink {
 
 #[async_trait]
 impl IssuedSink for SqsIssuedSink {
-    async fn issued(&self, certificate: &ManagedCertificate) -> Result<(), String> {
-        let message = IssuedMessage::of(certificate)
-            .ok_or_else(|| format!("{}: no current certificate to announce", certificate.id))?;
-        let body = serde_json::to_string(&message).map_err(|e| e.to_string())?;
+    async fn issued(&self, certificate: &ManagedCertificate) -> Result<(), AnnounceError> {
+        let message = IssuedMessage::of(certificate).ok_or_else(|| {
+            AnnounceError::Failed(format!(
+                "{}: no current certificate to announce",
+                certificate.id
+            ))
+        })?;
+        let body = serde_json::to_string(&message)
+            .map_err(|e| QueueError::Rejected(format!("encoding the message: {e}")))?;
         self.client
             .send_message()
             .queue_url(&self.url)
@@ -166,11 +196,13 @@ impl IssuedSink for SqsIssuedSink {
             .send()
             .await
             .map_err(|e| {
-                format!(
-                    "sqs {}: SendMessage: {}",
-                    self.url,
-                    describe_sdk_error(&e).1
-                )
+                let (code, detail) = describe_sdk_error(&e);
+                let text = format!("sqs {}: SendMessage: {detail}", self.url);
+                if is_transient(&code) {
+                    QueueError::Unavailable(text)
+                } else {
+                    QueueError::Rejected(text)
+                }
             })?;
         Ok(())
     }

@@ -383,7 +383,7 @@ impl LazyRoute53Dns {
     async fn get(&self) -> &Route53Dns {
         self.inner
             .get_or_init(|| async {
-                let config = certpilot_dynamodb::load_aws_config().await;
+                let config = crate::config::load().await;
                 Route53Dns::new(Client::new(&config), self.sync_timeout)
             })
             .await

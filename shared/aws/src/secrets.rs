@@ -84,7 +84,7 @@ impl SecretsManagerStore {
     /// on every call; `CERTPILOT_SECRETS_PREFIX` and `CERTPILOT_SECRETS_KMS_KEY` override the
     /// prefix and the key.
     pub async fn from_env() -> Self {
-        Self::from_config(&certpilot_dynamodb::load_aws_config().await)
+        Self::from_config(&crate::config::load().await)
     }
 
     /// A store through an already loaded AWS configuration; the prefix and key as in

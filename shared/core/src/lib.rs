@@ -4,11 +4,13 @@
 //! Nothing in this crate talks to a network, a database or a cloud API; adapters in sibling
 //! crates implement [`ports`] and the front ends (CLI, Lambda functions) wire them up.
 
+pub mod error;
 pub mod model;
 pub mod policy;
 pub mod ports;
 pub mod services;
 
+pub use error::{Classify, ErrorClass};
 pub use model::{
     endpoint::{Endpoint, Tags, add_tag, parse_tag},
     observation::{

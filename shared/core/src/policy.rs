@@ -2,6 +2,9 @@
 //! reads the system clock, so each is tested with a table of cases.
 
 pub mod renewal;
+pub mod state;
+
+pub use state::CertificateState;
 
 use std::net::IpAddr;
 use std::time::Duration;

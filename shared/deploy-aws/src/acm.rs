@@ -117,7 +117,7 @@ impl AcmIssuer {
     async fn client(&self, region: &str) -> Client {
         let base = self
             .base
-            .get_or_init(certpilot_dynamodb::load_aws_config)
+            .get_or_init(certpilot_aws::config::load)
             .await;
         Client::new(
             &base

@@ -225,7 +225,7 @@ impl AwsDeployTargets {
 
     async fn base(&self) -> &SdkConfig {
         self.base
-            .get_or_init(certpilot_dynamodb::load_aws_config)
+            .get_or_init(certpilot_aws::config::load)
             .await
     }
 
@@ -293,12 +293,18 @@ impl DeployTargets for AwsDeployTargets {
     }
 }
 
-/// A target API error, named by service, operation and resource.
+/// A target API error, named by service, operation and resource, and classed: throttling
+/// and outages are retryable, refusals are not.
 pub(crate) fn refused<E, R>(what: &str, e: &aws_sdk_acm::error::SdkError<E, R>) -> DeployError
 where
     E: aws_sdk_acm::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    let (_, detail) = certpilot_aws::describe_sdk_error(e);
-    DeployError::Target(format!("{what}: {detail}"))
+    let (code, detail) = certpilot_aws::describe_sdk_error(e);
+    let text = format!("{what}: {detail}");
+    if certpilot_aws::is_transient(&code) {
+        DeployError::Unavailable(text)
+    } else {
+        DeployError::Target(text)
+    }
 }

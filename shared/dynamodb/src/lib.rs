@@ -48,7 +48,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TransactWriteItem, Update,
 };
 use certpilot_core::policy::{self, RecordDecision};
-use certpilot_core::ports::{
+use certpilot_core::ports::{EndpointStore, ObservationStore, ScheduleStore, 
     DueQuery, DueUpdate, InventoryEntry, InventoryQuery, Store, StoreError,
 };
 use certpilot_core::{Endpoint, Observation, Tags, Target};
@@ -279,12 +279,6 @@ impl DynamoStore {
         }
     }
 
-    /// A store on `table`, configured from the environment the standard way (region,
-    /// credentials, `AWS_ENDPOINT_URL`…), with timeouts on every call.
-    pub async fn from_env(table: impl Into<String>) -> Self {
-        Self::new(Client::new(&load_aws_config().await), table)
-    }
-
     /// The table's name.
     pub fn table(&self) -> &str {
         &self.table
@@ -492,24 +486,6 @@ enum TransactFailure {
     Other(StoreError),
 }
 
-/// The AWS configuration every certpilot client uses: the standard sources (region,
-/// credentials, `AWS_ENDPOINT_URL`…) with [`default_timeouts`] on every call.
-pub async fn load_aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(default_timeouts())
-        .load()
-        .await
-}
-
-/// Timeouts for every AWS call: a stalled connection never hangs a scan or a Lambda.
-pub fn default_timeouts() -> aws_config::timeout::TimeoutConfig {
-    aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .operation_attempt_timeout(Duration::from_secs(10))
-        .operation_timeout(Duration::from_secs(30))
-        .build()
-}
-
 /// The writes for one (target, address) in a batch.
 struct KeyWrites {
     target: String,
@@ -708,7 +684,7 @@ impl DynamoStore {
 }
 
 #[async_trait]
-impl Store for DynamoStore {
+impl EndpointStore for DynamoStore {
     async fn add_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint, StoreError> {
         let mut stored = endpoint.clone();
         stored.version = 1;
@@ -833,7 +809,10 @@ impl Store for DynamoStore {
             Err(TransactFailure::Other(e)) => Err(e),
         }
     }
+}
 
+#[async_trait]
+impl ScheduleStore for DynamoStore {
     async fn endpoints_due(&self, query: &DueQuery) -> Result<Vec<Endpoint>, StoreError> {
         // '#' sorts before '$': keys "<now>#<target>" are below "<now>$".
         let mut parts = vec![(
@@ -955,7 +934,10 @@ impl Store for DynamoStore {
             Err(e) => Err(sdk_error("UpdateItem", &self.table, e)),
         }
     }
+}
 
+#[async_trait]
+impl ObservationStore for DynamoStore {
     async fn record_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
         for _attempt in 0..4 {
             let mut keys: Vec<(String, String)> = observations

@@ -17,7 +17,7 @@ fn client() -> aws_sdk_dynamodb::Client {
         .endpoint_url(&shared_moto().endpoint_url)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .timeout_config(certpilot_dynamodb::default_timeouts())
+        .timeout_config(certpilot_aws::config::default_timeouts())
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
 }

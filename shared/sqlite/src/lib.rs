@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use certpilot_core::model::certificate::ManagedCertificate;
 use certpilot_core::policy::{self, RecordDecision};
-use certpilot_core::ports::{
+use certpilot_core::ports::{EndpointStore, ObservationStore, ScheduleStore, 
     CertificateStore, DueQuery, DueUpdate, InventoryEntry, InventoryQuery, Store, StoreError,
 };
 use certpilot_core::{Endpoint, Observation, Tags, Target};
@@ -415,7 +415,7 @@ fn record_one(
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl EndpointStore for SqliteStore {
     async fn add_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint, StoreError> {
         let mut stored = endpoint.clone();
         stored.version = 1;
@@ -515,7 +515,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl ScheduleStore for SqliteStore {
     async fn endpoints_due(&self, query: &DueQuery) -> Result<Vec<Endpoint>, StoreError> {
         let query = query.clone();
         self.with(move |conn, path| {
@@ -612,7 +615,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl ObservationStore for SqliteStore {
     async fn record_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
         let batch = observations.to_vec();
         self.with(move |conn, path| {

@@ -8,6 +8,7 @@
 //! certpilot_testkit::store_contract!(fresh);
 //! ```
 
+use certpilot_core::Classify;
 use std::sync::Arc;
 
 use certpilot_core::ports::{InventoryQuery, Store, StoreError};

@@ -455,7 +455,59 @@ pub struct AcmState {
     pub validation: Vec<(String, String)>,
     /// What is wrong now: a removed validation record, a failing managed renewal.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<String>,
+    pub problems: Vec<AcmProblem>,
+}
+
+/// What watching an ACM certificate found wrong: a kind alerts key on, and words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "AcmProblemRecord")]
+pub struct AcmProblem {
+    /// What kind of problem.
+    pub kind: AcmProblemKind,
+    /// What happened and what certpilot did, for people.
+    pub detail: String,
+}
+
+/// The kinds of [`AcmProblem`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AcmProblemKind {
+    /// A validation CNAME was missing (ACM cannot renew without it); it was written again.
+    ValidationRecordMissing,
+    /// ACM's managed renewal failed or is stuck waiting for validation.
+    ManagedRenewalStuck,
+    /// The request failed (`FAILED`, `VALIDATION_TIMED_OUT`, `REVOKED`…); a new one follows.
+    RequestFailed,
+    /// A kind this version does not know, or a record written before kinds existed.
+    #[serde(other)]
+    Other,
+}
+
+/// How [`AcmProblem`]s are stored: records written before kinds existed hold plain text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AcmProblemRecord {
+    Typed { kind: AcmProblemKind, detail: String },
+    Text(String),
+}
+
+impl From<AcmProblemRecord> for AcmProblem {
+    fn from(r: AcmProblemRecord) -> Self {
+        match r {
+            AcmProblemRecord::Typed { kind, detail } => AcmProblem { kind, detail },
+            AcmProblemRecord::Text(detail) => AcmProblem {
+                kind: AcmProblemKind::Other,
+                detail,
+            },
+        }
+    }
+}
+
+impl fmt::Display for AcmProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
 }
 
 impl CertificateSpec {
@@ -686,12 +738,85 @@ pub struct RenewalFailure {
     /// At which step.
     pub step: Option<RenewalStep>,
     /// The error kind (`validation`, `rate_limited`, `ca_unavailable`, `rejected`…).
-    pub kind: String,
+    pub kind: FailureKind,
     /// What happened, in words.
     pub message: String,
     /// The CA's problem document (RFC 7807), when it sent one.
     #[serde(default)]
     pub problem: Option<serde_json::Value>,
+}
+
+/// Why a renewal failed, as a kind alerts and policies key on (the words are beside it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The CA's rate limit.
+    RateLimited,
+    /// The CA could not be reached, failed or timed out.
+    CaUnavailable,
+    /// The DNS provider publishing DNS-01 records failed.
+    DnsUnavailable,
+    /// The CA could not validate control of a name.
+    Validation,
+    /// The order expired or was deactivated.
+    OrderGone,
+    /// The CA refused `replaces`.
+    ReplacesRefused,
+    /// The CA refused the request.
+    Rejected,
+    /// The issued certificate failed its checks.
+    Check,
+    /// Configuration on our side.
+    Config,
+    /// The certificate store failed.
+    Store,
+    /// The secret store failed.
+    SecretStore,
+    /// Announcing the new certificate (deploy queue, hook, live directory) failed.
+    Announce,
+    /// The certificate was not found.
+    NotFound,
+    /// Another worker took the lease.
+    LeaseLost,
+    /// A kind this version does not know (written by a newer one).
+    #[serde(other)]
+    Other,
+}
+
+impl FailureKind {
+    /// The snake_case name every output uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::RateLimited => "rate_limited",
+            FailureKind::CaUnavailable => "ca_unavailable",
+            FailureKind::DnsUnavailable => "dns_unavailable",
+            FailureKind::Validation => "validation",
+            FailureKind::OrderGone => "order_gone",
+            FailureKind::ReplacesRefused => "replaces_refused",
+            FailureKind::Rejected => "rejected",
+            FailureKind::Check => "check",
+            FailureKind::Config => "config",
+            FailureKind::Store => "store",
+            FailureKind::SecretStore => "secret_store",
+            FailureKind::Announce => "announce",
+            FailureKind::NotFound => "not_found",
+            FailureKind::LeaseLost => "lease_lost",
+            FailureKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for FailureKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// Where renewal stands.

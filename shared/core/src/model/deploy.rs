@@ -237,6 +237,47 @@ impl DeploymentStatus {
     }
 }
 
+/// Why a deployment is not (cleanly) serving its certificate, as a kind alerts key on; the
+/// words are in the record's `detail`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeployProblem {
+    /// The deployment's configuration cannot work.
+    Config,
+    /// The target's API refused (permissions, a missing resource, a rule of the target's).
+    Refused,
+    /// The target's API could not be reached or throttled.
+    Unavailable,
+    /// The certificate's key could not be read.
+    SecretStore,
+    /// The certificate store failed.
+    Store,
+    /// An endpoint kept serving something else past the deadline.
+    NotServing,
+    /// With no endpoint to handshake with, the target's API does not hold the certificate.
+    NotHeld,
+    /// Served, but the certificate it replaced is still bound (untidy, not an outage).
+    ReplacedStillBound,
+    /// A kind this version does not know (written by a newer one).
+    #[serde(other)]
+    Other,
+}
+
+impl DeployProblem {
+    /// The kind of a deploy target's failure.
+    pub fn of(e: &crate::ports::DeployError) -> Self {
+        use crate::ports::DeployError as E;
+        match e {
+            E::Config(_) => DeployProblem::Config,
+            E::Target(_) => DeployProblem::Refused,
+            E::Unavailable(_) => DeployProblem::Unavailable,
+            E::Secret(_) => DeployProblem::SecretStore,
+            E::Store(_) => DeployProblem::Store,
+        }
+    }
+}
+
 /// What certpilot last did at one deployment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentRecord {
@@ -252,6 +293,9 @@ pub struct DeploymentRecord {
     /// What went wrong, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// What went wrong, as a kind (absent in records written before kinds existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<DeployProblem>,
     /// The certificate the target holds now (after a rollback, the previous one).
     pub holding: Option<String>,
     /// The ACM certificate certpilot imports into for this deployment.

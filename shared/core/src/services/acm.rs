@@ -14,7 +14,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::model::certificate::{
-    AcmState, ChallengeConfig, DnsProviderConfig, IssuedCertificate, ManagedCertificate,
+    AcmProblem, AcmProblemKind, AcmState, ChallengeConfig, DnsProviderConfig, IssuedCertificate, ManagedCertificate,
 };
 use crate::ports::{
     AcmCertificates, CertificateStore, Clock, CnameProvider, IssueError, IssuedSink,
@@ -128,10 +128,13 @@ impl AcmService {
                     .await
                     .map_err(|e| issue("acm validation records", e))?;
                 for r in &missing {
-                    problems.push(format!(
-                        "validation record {} CNAME {} was missing: ACM cannot renew without it; written again",
-                        r.name, r.value
-                    ));
+                    problems.push(AcmProblem {
+                        kind: AcmProblemKind::ValidationRecordMissing,
+                        detail: format!(
+                            "validation record {} CNAME {} was missing: ACM cannot renew without it; written again",
+                            r.name, r.value
+                        ),
+                    });
                 }
                 if !missing.is_empty() {
                     self.dns
@@ -144,13 +147,16 @@ impl AcmService {
                     .as_deref()
                     .filter(|s| matches!(*s, "FAILED" | "PENDING_VALIDATION"))
                 {
-                    problems.push(format!(
-                        "ACM managed renewal is {status}: {}",
-                        described
-                            .renewal_reason
-                            .as_deref()
-                            .unwrap_or("no reason given")
-                    ));
+                    problems.push(AcmProblem {
+                        kind: AcmProblemKind::ManagedRenewalStuck,
+                        detail: format!(
+                            "ACM managed renewal is {status}: {}",
+                            described
+                                .renewal_reason
+                                .as_deref()
+                                .unwrap_or("no reason given")
+                        ),
+                    });
                 }
                 let got = described.issued.clone().ok_or_else(|| {
                     issue(
@@ -183,7 +189,10 @@ impl AcmService {
                 // FAILED, VALIDATION_TIMED_OUT, REVOKED, EXPIRED, INACTIVE: a new request is
                 // needed; the next run makes it.
                 let reason = described.failure_reason.clone().unwrap_or_default();
-                problems.push(format!("ACM status {other} {reason}"));
+                problems.push(AcmProblem {
+                    kind: AcmProblemKind::RequestFailed,
+                    detail: format!("ACM status {other} {reason}"),
+                });
                 warn!(%id, arn = %state.arn, status = other, %reason, "acm: request failed; requesting again next run");
                 cert.acm = None;
                 cert.renewal.failures = cert.renewal.failures.saturating_add(1);
@@ -215,9 +224,9 @@ impl AcmService {
             if let Some(sink) = &self.sink {
                 sink.issued(&cert)
                     .await
-                    .map_err(|message| RenewError::Announce {
+                    .map_err(|error| RenewError::Announce {
                         id: id.clone(),
-                        message,
+                        error,
                     })?;
             }
             info!(%id, %fingerprint, %not_after, "acm: issued");
@@ -235,7 +244,11 @@ impl AcmService {
         if !problems.is_empty() {
             return Ok(RenewOutcome::Deferred {
                 until: next,
-                reason: problems.join("; "),
+                reason: problems
+                    .iter()
+                    .map(|p| p.detail.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
             });
         }
         Ok(RenewOutcome::NotDue {
@@ -265,7 +278,8 @@ mod tests {
     use crate::model::certificate::{
         AcmIssuance, AcmeIssuer, CertificateSpec, DnsProviderConfig, KeyType, RenewalPolicy,
     };
-    use crate::ports::{AcmDescription, CnameRecord, FixedClock};
+    use crate::ports::{AcmDescription, CnameRecord};
+    use crate::services::test_support::FixedClock;
     use crate::services::test_support::MemoryCertificates;
 
     /// ACM as documented: a token reused within an hour returns the earlier request's ARN

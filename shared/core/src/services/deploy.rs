@@ -16,7 +16,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::model::certificate::{IssuedCertificate, ManagedCertificate};
-use crate::model::deploy::{Deployment, DeploymentRecord, DeploymentStatus};
+use crate::model::deploy::{DeployProblem, Deployment, DeploymentRecord, DeploymentStatus};
 use crate::model::target::ScanRequest;
 use crate::ports::{
     CertificateStore, Clock, DeployError, DeployMaterial, DeployRequest, DeployTargets,
@@ -57,6 +57,9 @@ pub struct TargetReport {
     /// What went wrong, for people.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// What went wrong, as a kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<DeployProblem>,
     /// Whether the previous certificate was put back (absent when nothing was rolled back).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<bool>,
@@ -269,6 +272,7 @@ impl DeployService {
                             status: DeploymentStatus::Verified,
                             unchanged: true,
                             detail: None,
+                            problem: None,
                             rolled_back: None,
                             checks: Vec::new(),
                         },
@@ -343,15 +347,17 @@ impl DeployService {
                 Ok(target) => target.roll_back(request, None).await,
                 Err(e) => Err(e),
             };
-            let (status, detail, holding) = match &outcome {
+            let (status, detail, problem, holding) = match &outcome {
                 Ok(()) => (
                     DeploymentStatus::RolledBack,
+                    None,
                     None,
                     Some(previous.fingerprint.clone()),
                 ),
                 Err(e) => (
                     DeploymentStatus::Failed,
                     Some(format!("rollback failed: {e}")),
+                    Some(DeployProblem::of(e)),
                     record.and_then(|r| r.holding.clone()),
                 ),
             };
@@ -362,6 +368,7 @@ impl DeployService {
                 status,
                 at: self.clock.now(),
                 detail: detail.clone(),
+                problem,
                 holding,
                 certificate_arn: record.and_then(|r| r.certificate_arn.clone()),
                 key_type: record.and_then(|r| r.key_type),
@@ -372,6 +379,7 @@ impl DeployService {
                 status,
                 unchanged: false,
                 detail,
+                problem,
                 rolled_back: Some(outcome.is_ok()),
                 checks: Vec::new(),
             });
@@ -411,6 +419,7 @@ impl DeployService {
             status: DeploymentStatus::Failed,
             at: self.clock.now(),
             detail: None,
+            problem: None,
             holding: request.record.and_then(|r| r.holding.clone()),
             certificate_arn: request.record.and_then(|r| r.certificate_arn.clone()),
             key_type: request.record.and_then(|r| r.key_type),
@@ -421,6 +430,7 @@ impl DeployService {
             status: DeploymentStatus::Failed,
             unchanged: false,
             detail: None,
+            problem: None,
             rolled_back: None,
             checks: Vec::new(),
         };
@@ -428,7 +438,9 @@ impl DeployService {
             Ok(t) => t,
             Err(e) => {
                 record.detail = Some(e.to_string());
+                record.problem = Some(DeployProblem::of(&e));
                 report.detail = record.detail.clone();
+                report.problem = record.problem;
                 return (report, record);
             }
         };
@@ -438,8 +450,10 @@ impl DeployService {
                 warn!(id = %cert.id, deployment = %deployment.name, error = %e, "deploy: target refused; rolling back");
                 let undo = target.roll_back(request, None).await;
                 record.detail = Some(with_rollback(format!("deploy failed: {e}"), &undo));
+                record.problem = Some(DeployProblem::of(&e));
                 report.rolled_back = Some(undo.is_ok());
                 report.detail = record.detail.clone();
+                report.problem = record.problem;
                 return (report, record);
             }
         };
@@ -459,13 +473,14 @@ impl DeployService {
                 record.detail = Some(format!(
                     "served, but the replaced certificate is still bound: {e}"
                 ));
+                record.problem = Some(DeployProblem::ReplacedStillBound);
             }
             record.status = DeploymentStatus::Verified;
             info!(id = %cert.id, deployment = %deployment.name, %fingerprint, "deploy: verified");
         } else {
-            let what = match &checks {
-                Ok(c) => not_serving_summary(c),
-                Err(e) => e.clone(),
+            let (problem, what) = match &checks {
+                Ok(c) => (DeployProblem::NotServing, not_serving_summary(c)),
+                Err((problem, what)) => (*problem, what.clone()),
             };
             warn!(id = %cert.id, deployment = %deployment.name, %what, "deploy: not serving the new certificate; rolling back");
             let undo = target.roll_back(request, Some(&deployed)).await;
@@ -474,10 +489,12 @@ impl DeployService {
             }
             record.status = DeploymentStatus::NotServing;
             record.detail = Some(with_rollback(what, &undo));
+            record.problem = Some(problem);
             report.rolled_back = Some(undo.is_ok());
         }
         report.status = record.status;
         report.detail = record.detail.clone();
+        report.problem = record.problem;
         report.checks = checks.unwrap_or_default();
         (report, record)
     }
@@ -490,25 +507,28 @@ impl DeployService {
         deployment: &Deployment,
         fingerprint: &str,
         target: &dyn crate::ports::DeployTarget,
-    ) -> Result<Vec<EndpointCheck>, String> {
+    ) -> Result<Vec<EndpointCheck>, (DeployProblem, String)> {
         let endpoints = if deployment.endpoints.is_empty() {
             &cert.spec.endpoints
         } else {
             &deployment.endpoints
         };
         if endpoints.is_empty() {
-            let bound = target.bound().await.map_err(|e| e.to_string())?;
+            let bound = target
+                .bound()
+                .await
+                .map_err(|e| (DeployProblem::of(&e), e.to_string()))?;
             return if bound.fingerprints.iter().any(|f| f == fingerprint) {
                 Ok(Vec::new())
             } else {
-                Err(format!(
+                Err((DeployProblem::NotHeld, format!(
                     "the target holds {}, not {fingerprint}",
                     if bound.fingerprints.is_empty() {
                         "no certificate".to_owned()
                     } else {
                         bound.fingerprints.join(", ")
                     }
-                ))
+                )))
             };
         }
         let mut deadline = deployment.verify_deadline();
@@ -671,10 +691,10 @@ mod tests {
     use crate::model::endpoint::Tags;
     use crate::model::observation::{ProbeError, Served};
     use crate::ports::{
-        Bound, DeployTarget, Deployed, FixedClock, Prober, ScanLimits, SecretValue,
+        Bound, DeployTarget, Deployed, Prober, ScanLimits, SecretValue,
     };
     use crate::services::scan::ScanService;
-    use crate::services::test_support::{MemoryCertificates, MemorySecrets, served};
+    use crate::services::test_support::{FixedClock, MemoryCertificates, MemorySecrets, served};
 
     /// A load balancer: its API binds what it is given; its data plane (what `Prober` sees)
     /// follows the binding unless frozen, which is the outage certpilot exists for.

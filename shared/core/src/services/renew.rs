@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use crate::model::certificate::{
+    FailureKind,
     IssuedCertificate, ManagedCertificate, RenewalFailure, RenewalJob, RenewalStep,
 };
 use crate::policy::renewal;
@@ -61,24 +62,29 @@ impl Default for RenewSettings {
     }
 }
 
-/// What a renewal did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a renewal did. It serializes as every front prints it: `outcome` in snake_case and
+/// the facts beside it (see [`report`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum RenewOutcome {
     /// A new certificate was issued, stored and announced.
     Issued {
         /// Its fingerprint.
         fingerprint: String,
         /// Its expiry.
+        #[serde(with = "time::serde::rfc3339")]
         not_after: OffsetDateTime,
     },
     /// Not time yet.
     NotDue {
         /// When it will be looked at again.
+        #[serde(rename = "next_check", with = "time::serde::rfc3339")]
         next_check_at: OffsetDateTime,
     },
     /// Renewal is due but waits (the duplicate-certificate budget is spent).
     Deferred {
         /// Until when.
+        #[serde(with = "time::serde::rfc3339")]
         until: OffsetDateTime,
         /// Why.
         reason: String,
@@ -89,6 +95,7 @@ pub enum RenewOutcome {
     /// CA's `Retry-After`). `--force` tries again now.
     BackingOff {
         /// When the next attempt is due.
+        #[serde(with = "time::serde::rfc3339")]
         until: OffsetDateTime,
         /// Failed attempts in a row.
         failures: u32,
@@ -100,8 +107,75 @@ pub enum RenewOutcome {
         /// The other worker.
         owner: String,
         /// Until when its lease runs.
+        #[serde(with = "time::serde::rfc3339")]
         until: OffsetDateTime,
     },
+}
+
+impl RenewOutcome {
+    /// The outcome's snake_case name (`issued`, `not_due`…).
+    pub fn name(&self) -> &'static str {
+        match self {
+            RenewOutcome::Issued { .. } => "issued",
+            RenewOutcome::NotDue { .. } => "not_due",
+            RenewOutcome::Deferred { .. } => "deferred",
+            RenewOutcome::Postponed => "postponed",
+            RenewOutcome::BackingOff { .. } => "backing_off",
+            RenewOutcome::Busy { .. } => "busy",
+        }
+    }
+
+    /// The outcome in words, with what to do next where there is something.
+    pub fn describe(&self, id: &str) -> String {
+        let at = |t: &OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        match self {
+            RenewOutcome::Issued {
+                fingerprint,
+                not_after,
+            } => format!("expires {}, sha256 {fingerprint}", at(not_after)),
+            RenewOutcome::NotDue { next_check_at } => format!("next check {}", at(next_check_at)),
+            RenewOutcome::Deferred { until, reason } => format!("until {}: {reason}", at(until)),
+            RenewOutcome::Postponed => "not started: too little time left".to_owned(),
+            RenewOutcome::BackingOff {
+                until,
+                failures,
+                last_error,
+            } => format!(
+                "{failures} failed attempt(s); next try {}; last: {last_error}; `certpilot renew {id} --force` tries now",
+                at(until)
+            ),
+            RenewOutcome::Busy { owner, until } => format!(
+                "being renewed by {owner} (lease until {}); run again once it ends",
+                at(until)
+            ),
+        }
+    }
+}
+
+/// One certificate's renewal result as every front prints it (the CLI's JSON rows, the
+/// renew function's answer): `id`, `outcome` and its facts, or for a failure `error`,
+/// `error_kind`, `error_class` and the CA's `problem` document.
+pub fn report(id: &str, result: &Result<RenewOutcome, RenewError>) -> serde_json::Value {
+    let mut value = match result {
+        Ok(outcome) => serde_json::to_value(outcome).unwrap_or_default(),
+        Err(e) => serde_json::json!({
+            "outcome": "failed",
+            "error": e.to_string(),
+            "error_kind": e.kind(),
+            "error_class": crate::error::Classify::class(e),
+            "problem": match e {
+                RenewError::Issue { error, .. } => error.problem().cloned(),
+                _ => None,
+            },
+        }),
+    };
+    if let Some(object) = value.as_object_mut() {
+        object.insert("id".into(), serde_json::Value::String(id.to_owned()));
+    }
+    value
 }
 
 /// Why a renewal failed. The record keeps the failure too (`renewal.last_error`).
@@ -128,12 +202,12 @@ pub enum RenewError {
         error: IssueError,
     },
     /// Announcing the new certificate failed (it is stored; announcing is retried).
-    #[error("{id}: announcing the new certificate failed: {message}")]
+    #[error("{id}: announcing the new certificate failed: {error}")]
     Announce {
         /// The certificate.
         id: String,
         /// What failed.
-        message: String,
+        error: crate::ports::AnnounceError,
     },
     /// Another worker took the lease while this one was working (it was too slow).
     #[error("{0}: lost the lease to another worker")]
@@ -151,35 +225,16 @@ impl From<LeaseError> for RenewError {
 }
 
 impl RenewError {
-    /// Whether running the same renewal later can succeed without anyone acting: the store,
-    /// secret store or CA was unavailable, the CA's rate limit will lapse, or another worker
-    /// took over.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            RenewError::Store(e) => e.is_retryable(),
-            RenewError::Secret(e) => e.is_retryable(),
-            RenewError::Issue { error, .. } => error.is_retryable(),
-            RenewError::LeaseLost(_) => true,
-            RenewError::NotFound(_) | RenewError::Announce { .. } => false,
-        }
-    }
-
-    /// A short kind name for records and JSON output (`ca_unavailable`, `dns_unavailable`,
-    /// `validation`, `store`…).
-    pub fn kind(&self) -> &'static str {
+    /// The kind of failure, for records, JSON output and alerts.
+    pub fn kind(&self) -> FailureKind {
         match self {
             RenewError::Issue { error, .. } => error.kind(),
-            RenewError::Store(_) => "store",
-            RenewError::Secret(_) => "secret_store",
-            RenewError::Announce { .. } => "announce",
-            RenewError::NotFound(_) => "not_found",
-            RenewError::LeaseLost(_) => "lease_lost",
+            RenewError::Store(_) => FailureKind::Store,
+            RenewError::Secret(_) => FailureKind::SecretStore,
+            RenewError::Announce { .. } => FailureKind::Announce,
+            RenewError::NotFound(_) => FailureKind::NotFound,
+            RenewError::LeaseLost(_) => FailureKind::LeaseLost,
         }
-    }
-
-    /// Whether the input named something that is not there (nothing was changed).
-    pub fn is_input(&self) -> bool {
-        matches!(self, RenewError::NotFound(_))
     }
 }
 
@@ -702,9 +757,9 @@ impl RenewService {
                 if let Some(sink) = &self.sink {
                     sink.issued(cert)
                         .await
-                        .map_err(|message| RenewError::Announce {
+                        .map_err(|error| RenewError::Announce {
                             id: cert.id.clone(),
-                            message,
+                            error,
                         })?;
                 }
                 let now = self.clock.now();
@@ -780,7 +835,7 @@ impl RenewService {
             return error;
         }
         let now = self.clock.now();
-        let kind = error.kind().to_owned();
+        let kind = error.kind();
         let (problem, retry_after) = match &error {
             RenewError::Issue { error, .. } => (error.problem().cloned(), error.retry_after()),
             _ => (None, None),

@@ -12,6 +12,7 @@ use tracing::debug;
 use crate::model::endpoint::Tags;
 use crate::model::observation::{ErrorKind, Observation, ObservationHead, ProbeError};
 use crate::model::target::{ScanRequest, format_address};
+use crate::error::Classify;
 use crate::ports::{Clock, Prober, ScanLimits, Store, StoreError};
 
 /// Scans targets through a [`Prober`].
@@ -347,7 +348,7 @@ impl Recorder {
 mod tests {
     use super::*;
     use crate::model::observation::{Served, Status};
-    use crate::ports::FixedClock;
+    use crate::services::test_support::FixedClock;
     use async_trait::async_trait;
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;

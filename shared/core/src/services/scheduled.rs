@@ -91,17 +91,6 @@ pub enum ScheduledError {
     Queue(#[from] QueueError),
 }
 
-impl ScheduledError {
-    /// Whether running the same invocation again can succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            ScheduledError::Store(e) => e.is_retryable(),
-            ScheduledError::Queue(QueueError::Unavailable(_)) => true,
-            ScheduledError::Queue(_) => false,
-        }
-    }
-}
-
 /// The scheduled-scan use case.
 #[derive(Clone)]
 pub struct ScheduledScan {

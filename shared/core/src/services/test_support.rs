@@ -177,3 +177,14 @@ impl crate::ports::SecretStore for MemorySecrets {
         })
     }
 }
+
+/// A clock that always answers the same time (the testkit has the same for other crates;
+/// core's own tests cannot use it without a second copy of core's types).
+#[derive(Clone, Copy, Debug)]
+pub struct FixedClock(pub time::OffsetDateTime);
+
+impl crate::ports::Clock for FixedClock {
+    fn now(&self) -> time::OffsetDateTime {
+        self.0
+    }
+}

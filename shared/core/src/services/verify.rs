@@ -146,7 +146,8 @@ mod tests {
 
     use super::*;
     use crate::model::observation::{ErrorKind, ProbeError, Served};
-    use crate::ports::{FixedClock, Prober, ScanLimits};
+    use crate::ports::{Prober, ScanLimits};
+    use crate::services::test_support::FixedClock;
 
     /// Two load-balancer nodes per name. `slow.test`'s second node takes three rounds to
     /// pick the new certificate up; `stuck.test`'s never does; `gone.test` does not resolve.

@@ -1,0 +1,56 @@
+//! One module per command. Each opens nothing itself: [`run`] opens the store the command
+//! needs (and the secret store), then hands them over.
+
+#![allow(unused_imports)]
+
+use std::process::ExitCode;
+use crate::args::Cli;
+use crate::args::Command;
+use crate::context::*;
+use crate::error::CliError;
+
+mod certificates;
+mod deploy;
+mod endpoints;
+mod inventory;
+mod renew;
+mod scan;
+mod verify;
+
+/// Runs the command `cli` names. `open_files` is the descriptor limit the process raised.
+pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, CliError> {
+    let access = Access::of(&cli.command);
+    let store = open_store(cli.store.as_deref(), access).await?;
+    if matches!(
+        cli.command,
+        Command::Certificates(_)
+            | Command::Renew(_)
+            | Command::Verify(_)
+            | Command::Deploy(_)
+            | Command::Rollback(_)
+    ) {
+        scrub_directory_credentials(store.certificates()?.as_ref(), || {
+            store.writable()
+        })
+        .await?;
+    }
+    let secrets = open_secrets(cli.secrets.as_deref(), &store).await?;
+    let app = store.app(secrets);
+    match cli.command {
+        Command::Certificates(cmd) => {
+            certificates::certificates(app.certificates(), app.secrets(), cmd).await
+        }
+        Command::Verify(args) => verify::verify(&app, args).await,
+        Command::Deploy(args) => deploy::deploy(&app, args).await,
+        Command::Rollback(args) => deploy::rollback(&app, args).await,
+        Command::Renew(args) => renew::renew(&app, *args).await,
+        Command::Init => {
+            store.init().await?;
+            eprintln!("store ready: {}", store.describe());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scan(args) => scan::scan(app.store(), args, open_files).await,
+        Command::Endpoints(cmd) => endpoints::endpoints(app.store(), cmd).await,
+        Command::Inventory(args) => inventory::inventory(app.store(), args).await,
+    }
+}

@@ -1,0 +1,377 @@
+//! `certpilot renew`: issues and renews through [`RenewService`]; after each issuance the
+//! local [`IssuedSink`] exports the live files and runs the deploy hook, then the
+//! certificate is deployed.
+
+#![allow(unused_imports)]
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use certpilot_aws::SecretsManagerStore;
+use certpilot_core::ports::CertificateStore;
+use certpilot_core::ports::Clock;
+use certpilot_core::ports::InventoryQuery;
+use certpilot_core::ports::ScanLimits;
+use certpilot_core::ports::SecretError;
+use certpilot_core::ports::SecretStore;
+use certpilot_core::ports::Store;
+use certpilot_core::ports::StoreError;
+use certpilot_core::ports::SystemClock;
+use certpilot_core::services::endpoints::Registration;
+use certpilot_core::services::endpoints::register;
+use certpilot_core::services::endpoints::registered_requests;
+use certpilot_core::services::renew::RenewError;
+use certpilot_core::services::scan::Recorder;
+use certpilot_core::services::scan::ScanService;
+use certpilot_core::Classify;
+use certpilot_core::ScanRequest;
+use certpilot_core::Target;
+use certpilot_core::TargetsFileError;
+use certpilot_core::add_tag;
+use certpilot_core::parse_targets_file;
+use certpilot_core::policy;
+use certpilot_dynamodb::DynamoStore;
+use certpilot_files::FileSecretStore;
+use certpilot_scanner::Deadlines;
+use certpilot_scanner::TlsProber;
+use certpilot_scanner::TrustError;
+use certpilot_scanner::TrustStore;
+use certpilot_sqlite::SqliteStore;
+use clap::Parser;
+use indicatif::ProgressBar;
+use indicatif::ProgressDrawTarget;
+use indicatif::ProgressStyle;
+use crate::args::*;
+use crate::exit::Exit;
+use crate::output::RowWriter;
+use crate::output::colour;
+use crate::output::format_or_default;
+use crate::output::rfc3339;
+use std::io::Write;
+use std::time::Duration;
+use async_trait::async_trait;
+use certpilot_acme::rfc2136::Rfc2136Dns;
+use certpilot_acme::AcmeIssuer;
+use certpilot_acme::AcmeSettings;
+use certpilot_aws::LazyRoute53Dns;
+use certpilot_core::model::certificate::AcmeIssuer as IssuerConfig;
+use certpilot_core::model::certificate::CertificateSpec;
+use certpilot_core::model::certificate::ChallengeConfig;
+use certpilot_core::model::certificate::DnsProviderConfig;
+use certpilot_core::model::certificate::ExternalAccountBinding;
+use certpilot_core::model::certificate::Identifier;
+use certpilot_core::model::certificate::KeyType;
+use certpilot_core::model::certificate::ManagedCertificate;
+use certpilot_core::model::certificate::RenewalPolicy;
+use certpilot_core::model::certificate::validate_certificate_id;
+use certpilot_core::ports::AnnounceError;
+use certpilot_core::ports::IssuedSink;
+use certpilot_core::ports::Liveness;
+use certpilot_core::ports::SecretValue;
+use certpilot_core::ports::SecretVersion;
+use certpilot_core::policy::CertificateState;
+use certpilot_core::services::acm::AcmService;
+use certpilot_core::services::renew::RenewOutcome;
+use certpilot_core::services::renew::RenewService;
+use certpilot_core::services::renew::RenewSettings;
+use certpilot_core::services::verify::Verdict;
+use certpilot_core::services::verify::VerifyService;
+use certpilot_core::services::verify::VerifySettings;
+use certpilot_core::Tags;
+use certpilot_files::live::export_live;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use crate::error::CliError;
+use crate::error::usage;
+use crate::output::write_records;
+use crate::unix::LocalProcesses;
+use crate::unix::ProcessGroup;
+use crate::unix::Shutdown;
+use certpilot_core::model::deploy::ApiGatewayApi;
+use certpilot_core::model::deploy::Deployment;
+use certpilot_core::model::deploy::TargetConfig;
+use certpilot_core::ports::DeployTargets;
+use certpilot_core::services::deploy::DeployReport;
+use certpilot_core::services::deploy::DeployService;
+use certpilot_core::services::deploy::DeploySettings;
+use certpilot_core::services::deploy::TargetReport;
+use certpilot_deploy_aws::AwsDeployTargets;
+use certpilot_core::services::lease::Leases;
+use crate::context::*;
+use certpilot_app::App;
+
+
+/// How long DNS-01 records may take to reach every authoritative server.
+const DNS_PROPAGATION: Duration = Duration::from_secs(120);
+
+/// How long a deploy hook's process group has between SIGTERM and SIGKILL.
+const HOOK_GRACE: Duration = Duration::from_secs(5);
+
+/// The local [`IssuedSink`]: exports the live files, then runs the deploy hook.
+struct LocalSink {
+    secrets: Arc<dyn SecretStore>,
+    live_dir: Option<PathBuf>,
+    hook: Option<String>,
+    hook_timeout: Duration,
+}
+
+#[async_trait]
+impl IssuedSink for LocalSink {
+    async fn issued(&self, cert: &ManagedCertificate) -> Result<(), AnnounceError> {
+        let live = match &self.live_dir {
+            Some(dir) => Some(
+                super::certificates::export(self.secrets.as_ref(), cert, &dir.join(&cert.id))
+                    .await
+                    .map_err(|e| match e {
+                        CliError::Secret(e) => AnnounceError::Secret(e),
+                        e => AnnounceError::Failed(format!("exporting to the live directory: {e}")),
+                    })?,
+            ),
+            None => None,
+        };
+        let Some(hook) = &self.hook else {
+            return Ok(());
+        };
+        let current = cert
+            .current
+            .as_ref()
+            .ok_or_else(|| AnnounceError::Failed("no current certificate".into()))?;
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(hook)
+            .env("CERTPILOT_ID", &cert.id)
+            .env("CERTPILOT_NAMES", cert.spec.name_set().join(" "))
+            .env("CERTPILOT_FINGERPRINT", &current.fingerprint)
+            .env("CERTPILOT_NOT_AFTER", rfc3339(current.not_after))
+            .env(
+                "CERTPILOT_LIVE_DIR",
+                live.as_deref().map(Path::as_os_str).unwrap_or_default(),
+            )
+            .stdin(std::process::Stdio::null())
+            // stdout is ours (JSON rows): the hook's output goes to stderr.
+            .stdout(std::io::stderr())
+            .kill_on_drop(true);
+        // Its own process group, so that a timeout or an interrupt ends the hook's children
+        // (a `sh -c` hook's `sleep`, a reload's helpers) and not only the shell.
+        command.process_group(0);
+        let mut child = command
+            .spawn()
+            .map_err(|e| AnnounceError::Failed(format!("deploy hook {hook:?}: cannot start: {e}")))?;
+        let group = ProcessGroup::of(child.id());
+        match tokio::time::timeout(self.hook_timeout, child.wait()).await {
+            Ok(result) => {
+                group.disarm();
+                match result {
+                    Ok(status) if status.success() => Ok(()),
+                    Ok(status) => Err(AnnounceError::Failed(format!(
+                        "deploy hook {hook:?} failed: {status}"
+                    ))),
+                    Err(e) => Err(AnnounceError::Failed(format!("deploy hook {hook:?}: {e}"))),
+                }
+            }
+            Err(_) => {
+                group.end(HOOK_GRACE).await;
+                let _ = child.wait().await;
+                Err(AnnounceError::Failed(format!(
+                    "deploy hook {hook:?} still running after {:?}; it and its children were ended",
+                    self.hook_timeout
+                )))
+            }
+        }
+    }
+}
+
+/// Runs `certpilot renew`.
+pub async fn renew(app: &App, args: RenewArgs) -> Result<ExitCode, CliError> {
+    let store = app.certificates();
+    let secrets = app.secrets();
+    if args.force && args.ids.is_empty() {
+        return Err(usage(
+            "--force renews the certificates named: give their ids (`certpilot certificates list` shows them)",
+        ));
+    }
+    if let Some(path) = &args.acme_ca_file
+        && !path.is_file()
+    {
+        return Err(usage(format!(
+            "--acme-ca-file {}: no such file",
+            path.display()
+        )));
+    }
+    for id in &args.ids {
+        find(store.as_ref(), id).await?;
+    }
+    let issuer = Arc::new(app.acme_issuer(
+        AcmeSettings {
+            timeout: args.acme_timeout,
+            ca_file: args.acme_ca_file.clone(),
+        },
+        DNS_PROPAGATION,
+    ));
+    let sink: Option<Arc<dyn IssuedSink>> = (args.deploy_hook.is_some() || args.live_dir.is_some())
+        .then(|| {
+            Arc::new(LocalSink {
+                secrets: secrets.clone(),
+                live_dir: args.live_dir.clone(),
+                hook: args.deploy_hook.clone(),
+                hook_timeout: args.hook_timeout,
+            }) as Arc<dyn IssuedSink>
+        });
+    // ACM keeps its keys: nothing to export, so the local sink is not told.
+    let service = app
+        .renew_service(
+            issuer,
+            sink,
+            crate::unix::lease_owner(),
+            RenewSettings {
+                concurrency: usize::from(args.concurrency),
+                lease: args.lease,
+                deadline: args.renewal_timeout,
+                ..RenewSettings::default()
+            },
+        )
+        .with_acm(app.acm_service(None, DNS_PROPAGATION))
+        .with_liveness(Arc::new(LocalProcesses::new()));
+
+    let mut shutdown = Shutdown::install().map_err(CliError::Output)?;
+    let work = async {
+        if args.ids.is_empty() {
+            service.renew_due().await
+        } else {
+            Ok(service.renew_all(args.ids.clone(), args.force).await)
+        }
+    };
+    // Dropping the work on a signal drops each renewal where it stands (its hook's process
+    // group is ended); every step done so far is persisted, so releasing the leases is all
+    // it takes for the next run to resume at once.
+    let results = tokio::select! {
+        results = work => Some(results),
+        _ = shutdown.recv() => None,
+    };
+    let Some(results) = results else {
+        return interrupted(&service).await;
+    };
+    let results = results?;
+    let mut exit = Exit::Done;
+    let rows: Vec<(Vec<String>, serde_json::Value)> = results
+        .iter()
+        .map(|(id, result)| {
+            exit = exit.worst(renew_exit(result));
+            renew_row(id, result)
+        })
+        .collect();
+    if rows.is_empty() {
+        eprintln!("nothing due");
+    }
+    write_records(
+        format_or_default(args.format),
+        &["id", "outcome", "detail"],
+        rows.into_iter(),
+    )?;
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    if failed > 0 {
+        eprintln!("certpilot: {failed} of {} renewals failed", results.len());
+    }
+    if !args.no_deploy {
+        let deploying = deploy_after_renew(app, &results, &args);
+        let deployed = tokio::select! {
+            deployed = deploying => Some(deployed),
+            _ = shutdown.recv() => None,
+        };
+        let Some(deployed) = deployed else {
+            return interrupted(&service).await;
+        };
+        exit = exit.worst(deployed?);
+    }
+    Ok(exit.into())
+}
+
+/// Ends `renew` after SIGINT or SIGTERM: gives up this process's leases so the next run
+/// resumes at once rather than after the lease lapses.
+async fn interrupted(service: &RenewService) -> Result<ExitCode, CliError> {
+    match service.release_leases().await {
+        Ok(ids) if ids.is_empty() => eprintln!("certpilot: interrupted"),
+        Ok(ids) => eprintln!(
+            "certpilot: interrupted; {} stays due and `certpilot renew` resumes it where it stopped",
+            ids.join(", ")
+        ),
+        Err(e) => eprintln!(
+            "certpilot: interrupted; could not release the renewal leases ({e}): they lapse on their own"
+        ),
+    }
+    Ok(Exit::Interrupted.into())
+}
+
+/// The exit status one renewal's result calls for.
+fn renew_exit(result: &Result<RenewOutcome, RenewError>) -> Exit {
+    match result {
+        Ok(RenewOutcome::Issued { .. } | RenewOutcome::NotDue { .. }) => Exit::Done,
+        Ok(
+            RenewOutcome::Deferred { .. }
+            | RenewOutcome::BackingOff { .. }
+            | RenewOutcome::Busy { .. }
+            | RenewOutcome::Postponed,
+        ) => Exit::TempFail,
+        Err(e) if e.is_retryable() => Exit::TempFail,
+        Err(_) => Exit::Attention,
+    }
+}
+
+/// Deploys what was just issued, and whatever is not yet served everywhere (a deploy that
+/// failed last run), to each certificate's deployments.
+async fn deploy_after_renew(
+    app: &App,
+    results: &[(String, Result<RenewOutcome, RenewError>)],
+    args: &RenewArgs,
+) -> Result<Exit, CliError> {
+    let issued: Vec<&String> = results
+        .iter()
+        .filter(|(_, r)| matches!(r, Ok(RenewOutcome::Issued { .. })))
+        .map(|(id, _)| id)
+        .collect();
+    let with_targets: Vec<String> = app
+        .certificates()
+        .certificates()
+        .await?
+        .into_iter()
+        .filter(|c| !c.spec.deployments.is_empty() && c.current.is_some())
+        .filter(|c| {
+            let named = args.ids.is_empty() || args.ids.contains(&c.id);
+            issued.contains(&&c.id) || (named && !c.is_deployed())
+        })
+        .map(|c| c.id)
+        .collect();
+    if with_targets.is_empty() {
+        return Ok(Exit::Done);
+    }
+    let service = super::deploy::service(app, &args.verify)?;
+    let mut reports = Vec::new();
+    for id in &with_targets {
+        match service.deploy(id, None, false).await {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!("certpilot: deploying {id}: {e}");
+                return Ok(Exit::of(&e));
+            }
+        }
+    }
+    super::deploy::report_deploys(&reports, args.format)
+}
+
+fn renew_row(
+    id: &str,
+    result: &Result<RenewOutcome, RenewError>,
+) -> (Vec<String>, serde_json::Value) {
+    let (outcome, detail) = match result {
+        Ok(o) => (o.name(), o.describe(id)),
+        Err(e) => ("failed", e.to_string()),
+    };
+    (
+        vec![id.to_owned(), outcome.to_owned(), detail],
+        certpilot_core::services::renew::report(id, result),
+    )
+}

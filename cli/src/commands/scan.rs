@@ -1,0 +1,267 @@
+//! `certpilot scan`: handshakes with targets, streamed to the output and the store.
+
+#![allow(unused_imports)]
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use certpilot_aws::SecretsManagerStore;
+use certpilot_core::ports::CertificateStore;
+use certpilot_core::ports::Clock;
+use certpilot_core::ports::InventoryQuery;
+use certpilot_core::ports::ScanLimits;
+use certpilot_core::ports::SecretError;
+use certpilot_core::ports::SecretStore;
+use certpilot_core::ports::Store;
+use certpilot_core::ports::StoreError;
+use certpilot_core::ports::SystemClock;
+use certpilot_core::services::endpoints::Registration;
+use certpilot_core::services::endpoints::register;
+use certpilot_core::services::endpoints::registered_requests;
+use certpilot_core::services::renew::RenewError;
+use certpilot_core::services::scan::Recorder;
+use certpilot_core::services::scan::ScanService;
+use certpilot_core::Classify;
+use certpilot_core::ScanRequest;
+use certpilot_core::Target;
+use certpilot_core::TargetsFileError;
+use certpilot_core::add_tag;
+use certpilot_core::parse_targets_file;
+use certpilot_core::policy;
+use certpilot_dynamodb::DynamoStore;
+use certpilot_files::FileSecretStore;
+use certpilot_scanner::Deadlines;
+use certpilot_scanner::TlsProber;
+use certpilot_scanner::TrustError;
+use certpilot_scanner::TrustStore;
+use certpilot_sqlite::SqliteStore;
+use clap::Parser;
+use indicatif::ProgressBar;
+use indicatif::ProgressDrawTarget;
+use indicatif::ProgressStyle;
+use crate::args::*;
+use crate::exit::Exit;
+use crate::output::RowWriter;
+use crate::output::colour;
+use crate::output::format_or_default;
+use crate::output::rfc3339;
+use std::io::Write;
+use std::time::Duration;
+use async_trait::async_trait;
+use certpilot_acme::rfc2136::Rfc2136Dns;
+use certpilot_acme::AcmeIssuer;
+use certpilot_acme::AcmeSettings;
+use certpilot_aws::LazyRoute53Dns;
+use certpilot_core::model::certificate::AcmeIssuer as IssuerConfig;
+use certpilot_core::model::certificate::CertificateSpec;
+use certpilot_core::model::certificate::ChallengeConfig;
+use certpilot_core::model::certificate::DnsProviderConfig;
+use certpilot_core::model::certificate::ExternalAccountBinding;
+use certpilot_core::model::certificate::Identifier;
+use certpilot_core::model::certificate::KeyType;
+use certpilot_core::model::certificate::ManagedCertificate;
+use certpilot_core::model::certificate::RenewalPolicy;
+use certpilot_core::model::certificate::validate_certificate_id;
+use certpilot_core::ports::AnnounceError;
+use certpilot_core::ports::IssuedSink;
+use certpilot_core::ports::Liveness;
+use certpilot_core::ports::SecretValue;
+use certpilot_core::ports::SecretVersion;
+use certpilot_core::policy::CertificateState;
+use certpilot_core::services::acm::AcmService;
+use certpilot_core::services::renew::RenewOutcome;
+use certpilot_core::services::renew::RenewService;
+use certpilot_core::services::renew::RenewSettings;
+use certpilot_core::services::verify::Verdict;
+use certpilot_core::services::verify::VerifyService;
+use certpilot_core::services::verify::VerifySettings;
+use certpilot_core::Tags;
+use certpilot_files::live::export_live;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use crate::error::CliError;
+use crate::error::usage;
+use crate::output::write_records;
+use crate::unix::LocalProcesses;
+use crate::unix::ProcessGroup;
+use crate::unix::Shutdown;
+use certpilot_core::model::deploy::ApiGatewayApi;
+use certpilot_core::model::deploy::Deployment;
+use certpilot_core::model::deploy::TargetConfig;
+use certpilot_core::ports::DeployTargets;
+use certpilot_core::services::deploy::DeployReport;
+use certpilot_core::services::deploy::DeployService;
+use certpilot_core::services::deploy::DeploySettings;
+use certpilot_core::services::deploy::TargetReport;
+use certpilot_deploy_aws::AwsDeployTargets;
+use certpilot_core::services::lease::Leases;
+use crate::context::*;
+
+
+pub(super) async fn scan(
+    store: Arc<dyn Store>,
+    args: ScanArgs,
+    open_files: Option<u64>,
+) -> Result<ExitCode, CliError> {
+    let mut requests = Vec::new();
+    for t in &args.targets {
+        requests.push(ScanRequest::new(parse_target(t)?));
+    }
+    for path in &args.targets_file {
+        requests.extend(parse_targets_file(&source_name(path), &read_file(path)?)?);
+    }
+    if args.targets.is_empty() && args.targets_file.is_empty() {
+        requests = registered_requests(store.as_ref()).await?;
+        if requests.is_empty() {
+            return Err(CliError::Usage(
+                "nothing to scan: give targets, --targets FILE, or register endpoints with `certpilot endpoints add`".into(),
+            ));
+        }
+    }
+    let requests: Vec<_> = requests
+        .into_iter()
+        .map(|r| r.with_overrides(&args.resolve))
+        .collect();
+
+    let mut trust = TrustStore::mozilla();
+    for path in &args.ca_file {
+        trust.add_pem_file(path)?;
+    }
+    let deadlines = Deadlines {
+        connect: args.connect_timeout.min(args.timeout),
+        handshake: args.handshake_timeout.min(args.timeout),
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let wanted = usize::from(args.concurrency);
+    let concurrency = crate::unix::probes_within(open_files, wanted);
+    if concurrency < wanted {
+        eprintln!(
+            "certpilot: --concurrency {wanted} lowered to {concurrency}: the open-file limit is {} (raise `ulimit -Hn` for more)",
+            open_files.unwrap_or_default()
+        );
+    }
+    let service = ScanService::new(
+        Arc::new(TlsProber::new(trust, deadlines)),
+        clock.clone(),
+        ScanLimits {
+            concurrency,
+            target_timeout: args.timeout,
+        },
+    );
+
+    let format = format_or_default(args.format);
+    let stdout = crate::output::stdout();
+    let mut writer = RowWriter::new(
+        std::io::BufWriter::new(stdout),
+        format,
+        colour(),
+        clock.now(),
+    );
+    writer.fit_targets(
+        requests
+            .iter()
+            .map(|r| r.target.to_string().len())
+            .max()
+            .unwrap_or(0),
+    );
+    let interactive = format == Format::Table && std::io::stdout().is_terminal();
+    let progress = progress_bar(requests.len());
+
+    let mut shutdown = crate::unix::Shutdown::install().map_err(CliError::Output)?;
+    let mut recorder = (!args.no_record).then(|| Recorder::new(store.clone()));
+    let mut run = service.start(requests);
+    let mut attention = 0usize;
+    let mut failed = 0usize;
+    let mut local = 0usize;
+    let mut total = 0usize;
+    let now = clock.now();
+    // Observations wait at most a second in a batch, even while slow targets time out.
+    let mut flush = tokio::time::interval(Recorder::MAX_DELAY);
+    let interrupted = loop {
+        let obs = tokio::select! {
+            obs = run.next() => obs,
+            _ = shutdown.recv() => break true,
+            _ = flush.tick() => {
+                // A reader of the stream (`| jq`) sees each row within a second too.
+                writer.flush()?;
+                if let Some(r) = recorder.as_mut() {
+                    r.tick().await;
+                }
+                continue;
+            }
+        };
+        let Some(obs) = obs else { break false };
+        total += 1;
+        if let Some(e) = &obs.error {
+            failed += 1;
+            if e.kind == certpilot_core::ErrorKind::Local {
+                local += 1;
+            }
+        }
+        if let Some(window) = args.fail_within
+            && policy::fails_window(&obs, window, now)
+        {
+            attention += 1;
+        }
+        let written = progress.suspend(|| {
+            writer.observation(&obs)?;
+            if interactive {
+                writer.flush()?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        written?;
+        progress.set_message(format!("{total} results, {failed} failed"));
+        progress.inc(1);
+        if let Some(r) = recorder.as_mut() {
+            r.push(obs).await;
+        }
+    };
+    progress.finish_and_clear();
+    writer.finish()?;
+    let mut exit = Exit::Done;
+    if let Some(r) = recorder {
+        // Whatever was observed before an interrupt is still recorded.
+        match r.finish().await {
+            Ok(recorded) => tracing::info!(recorded, "observations recorded"),
+            Err(e) => {
+                eprintln!("certpilot: recording the scan: {e}");
+                exit = exit.worst(Exit::of(&e));
+            }
+        }
+    }
+    if local > 0 {
+        eprintln!(
+            "certpilot: {local} of {total} results failed on this machine, not at the endpoint (out of file descriptors or memory); they were not recorded — run again with a lower --concurrency or a higher `ulimit -n`"
+        );
+        exit = exit.worst(Exit::TempFail);
+    }
+    if interrupted {
+        eprintln!("certpilot: interrupted after {total} results (they were recorded)");
+        return Ok(Exit::Interrupted.into());
+    }
+    if args.fail_within.is_some() && attention > 0 {
+        eprintln!(
+            "certpilot: {attention} of {total} results failed, do not validate, expired or expire within the window"
+        );
+        exit = exit.worst(Exit::Attention);
+    }
+    Ok(exit.into())
+}
+
+fn progress_bar(targets: usize) -> ProgressBar {
+    // Only for long scans, and only where a person watches stderr.
+    if targets < 20 || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(targets as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {elapsed} [{bar:30}] {pos}/{len} targets {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}

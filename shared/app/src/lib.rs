@@ -1,0 +1,301 @@
+//! certpilot's composition root: the one place that builds adapters and wires them into the
+//! core services. The Lambda functions and the CLI ask it for what they need instead of
+//! wiring it themselves.
+//!
+//! - [`App::local`] (feature `local`): SQLite and 0600 files, the laptop and small-estate
+//!   setup. [`App::aws`] (feature `aws`): DynamoDB and Secrets Manager, with the standard
+//!   AWS configuration loaded once.
+//! - Each adapter family is a cargo feature (`local`, `aws`, `acme`, `scanner`,
+//!   `deploy-aws`), so a binary links only what it uses: the scan function has no ACME
+//!   client, the renew function no TLS scanner.
+//! - AWS settings are loaded lazily where a local run may never need them, so a laptop
+//!   without AWS never probes the instance metadata service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certpilot_core::ports::{
+    CertificateStore, Clock, DeployTargets, IssuedSink, Issuer, ScanLimits, SecretStore, Store,
+    SystemClock, WorkQueue,
+};
+use certpilot_core::services::deploy::{DeployService, DeploySettings};
+use certpilot_core::services::lease::Leases;
+use certpilot_core::services::renew::{RenewService, RenewSettings};
+use certpilot_core::services::scan::ScanService;
+use certpilot_core::services::scheduled::{ScheduleSettings, ScheduledScan};
+use certpilot_core::services::verify::VerifyService;
+
+#[cfg(feature = "acme")]
+pub use certpilot_acme::AcmeSettings;
+
+/// How long a deploy's lease lasts unless extended (every third, while it runs).
+pub const DEPLOY_LEASE: Duration = Duration::from_secs(600);
+
+/// Everything certpilot is built from, wired once.
+#[derive(Clone)]
+pub struct App {
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+    certificates: Arc<dyn CertificateStore>,
+    secrets: Arc<dyn SecretStore>,
+    #[cfg(feature = "aws")]
+    aws: Arc<tokio::sync::OnceCell<aws_config::SdkConfig>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// An app over `store` (the inventory and the certificates) and `secrets`.
+    pub fn new<S>(store: Arc<S>, secrets: Arc<dyn SecretStore>) -> Self
+    where
+        S: Store + CertificateStore + 'static,
+    {
+        App {
+            clock: Arc::new(SystemClock),
+            store: store.clone(),
+            certificates: store,
+            secrets,
+            #[cfg(feature = "aws")]
+            aws: Arc::default(),
+        }
+    }
+
+    /// The same app reading time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The inventory store.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The certificate store.
+    pub fn certificates(&self) -> Arc<dyn CertificateStore> {
+        self.certificates.clone()
+    }
+
+    /// The secret store.
+    pub fn secrets(&self) -> Arc<dyn SecretStore> {
+        self.secrets.clone()
+    }
+
+    /// The clock every service reads.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
+    /// The renew use case with `issuer`, telling `sink` about each issuance; `owner` names
+    /// this worker in leases.
+    pub fn renew_service(
+        &self,
+        issuer: Arc<dyn Issuer>,
+        sink: Option<Arc<dyn IssuedSink>>,
+        owner: impl Into<String>,
+        settings: RenewSettings,
+    ) -> RenewService {
+        RenewService::new(
+            self.certificates.clone(),
+            self.secrets.clone(),
+            issuer,
+            sink,
+            self.clock.clone(),
+            owner,
+            settings,
+        )
+    }
+
+    /// Leases on certificates owned by `owner`, lasting `lease` unless extended.
+    pub fn leases(&self, owner: impl Into<String>, lease: Duration) -> Leases {
+        Leases::new(self.certificates.clone(), self.clock.clone(), owner, lease)
+    }
+
+    /// The deploy use case over `targets`, proving each deploy through `verifier`, holding
+    /// `leases` while it works on a certificate.
+    pub fn deploy_service(
+        &self,
+        targets: Arc<dyn DeployTargets>,
+        verifier: VerifyService,
+        leases: Leases,
+        settings: DeploySettings,
+    ) -> DeployService {
+        DeployService::new(
+            self.certificates.clone(),
+            self.secrets.clone(),
+            targets,
+            verifier,
+            self.clock.clone(),
+            settings,
+        )
+        .with_leases(leases)
+    }
+
+    /// The scheduled-scan use case; without a queue every due endpoint is scanned inline.
+    pub fn scheduled_scan(
+        &self,
+        scanner: ScanService,
+        queue: Option<Arc<dyn WorkQueue>>,
+        settings: ScheduleSettings,
+        target_timeout: Duration,
+    ) -> ScheduledScan {
+        ScheduledScan::new(
+            self.store.clone(),
+            scanner,
+            queue,
+            self.clock.clone(),
+            settings,
+            target_timeout,
+        )
+    }
+}
+
+#[cfg(feature = "local")]
+impl App {
+    /// The local setup: `store` (SQLite) and a secret store of 0600 files in `secrets_dir`.
+    pub fn local(store: Arc<certpilot_sqlite::SqliteStore>, secrets_dir: std::path::PathBuf) -> Self {
+        App::new(
+            store,
+            Arc::new(certpilot_files::FileSecretStore::new(secrets_dir)),
+        )
+    }
+}
+
+#[cfg(feature = "scanner")]
+impl App {
+    /// A scanner trusting `trust`, within `deadlines` per handshake and `limits` per run.
+    pub fn scanner(
+        &self,
+        trust: certpilot_scanner::TrustStore,
+        deadlines: certpilot_scanner::Deadlines,
+        limits: ScanLimits,
+    ) -> ScanService {
+        ScanService::new(
+            Arc::new(certpilot_scanner::TlsProber::new(trust, deadlines)),
+            self.clock.clone(),
+            limits,
+        )
+    }
+
+    /// A scanner trusting Mozilla's roots, with the default handshake deadlines: what
+    /// proves public endpoints.
+    pub fn public_scanner(&self, limits: ScanLimits) -> ScanService {
+        self.scanner(
+            certpilot_scanner::TrustStore::mozilla(),
+            certpilot_scanner::Deadlines::default(),
+            limits,
+        )
+    }
+}
+
+#[cfg(feature = "acme")]
+impl App {
+    /// The ACME issuer: accounts in the secret store, DNS-01 through RFC 2136 (and Route 53
+    /// with the `aws` feature), each waiting up to `dns_sync` for records to propagate.
+    pub fn acme_issuer(
+        &self,
+        settings: certpilot_acme::AcmeSettings,
+        dns_sync: Duration,
+    ) -> certpilot_acme::AcmeIssuer {
+        let issuer = certpilot_acme::AcmeIssuer::new(self.secrets.clone(), settings).with_dns(
+            "rfc2136",
+            Arc::new(certpilot_acme::rfc2136::Rfc2136Dns::new(
+                self.secrets.clone(),
+                Duration::from_secs(10),
+                dns_sync,
+            )),
+        );
+        #[cfg(feature = "aws")]
+        let issuer = issuer.with_dns("route53", self.route53(dns_sync));
+        issuer
+    }
+}
+
+#[cfg(feature = "aws")]
+impl App {
+    /// The AWS setup: the DynamoDB table `table` and Secrets Manager (prefix and KMS key
+    /// from `CERTPILOT_SECRETS_PREFIX` and `CERTPILOT_SECRETS_KMS_KEY`), with the standard
+    /// AWS configuration loaded now.
+    pub async fn aws(table: &str) -> Self {
+        let config = certpilot_aws::config::load().await;
+        let store = Arc::new(certpilot_dynamodb::DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&config),
+            table,
+        ));
+        let secrets = Arc::new(certpilot_aws::SecretsManagerStore::from_config(&config));
+        let app = App::new(store, secrets);
+        let _ = app.aws.set(config);
+        app
+    }
+
+    /// A DynamoDB store on `table` (the CLI's `--store dynamodb:TABLE`).
+    pub async fn dynamodb(table: &str) -> Arc<certpilot_dynamodb::DynamoStore> {
+        let config = certpilot_aws::config::load().await;
+        Arc::new(certpilot_dynamodb::DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&config),
+            table,
+        ))
+    }
+
+    /// The AWS configuration: the one loaded by [`App::aws`], else loaded now, once.
+    pub async fn aws_config(&self) -> &aws_config::SdkConfig {
+        self.aws.get_or_init(certpilot_aws::config::load).await
+    }
+
+    /// Route 53 for DNS-01 TXT and ACM validation CNAME records, waiting up to `sync` for
+    /// changes to be in sync. Off AWS it loads the AWS configuration on first use only.
+    pub fn route53(&self, sync: Duration) -> Arc<certpilot_aws::LazyRoute53Dns> {
+        Arc::new(certpilot_aws::LazyRoute53Dns::new(sync))
+    }
+
+    /// The SQS work queue at `url` (scheduled scans fan out through it).
+    pub async fn work_queue(&self, url: &str) -> Arc<dyn WorkQueue> {
+        Arc::new(certpilot_aws::SqsQueue::new(
+            aws_sdk_sqs::Client::new(self.aws_config().await),
+            url,
+        ))
+    }
+
+    /// The SQS deploy queue at `url`, told about each issuance.
+    pub async fn deploy_queue(&self, url: &str) -> Arc<dyn IssuedSink> {
+        Arc::new(certpilot_aws::SqsIssuedSink::new(
+            aws_sdk_sqs::Client::new(self.aws_config().await),
+            url,
+        ))
+    }
+}
+
+#[cfg(feature = "deploy-aws")]
+impl App {
+    /// Deploy targets on AWS (ACM, load balancers, CloudFront, API Gateway), reached with
+    /// the app's AWS configuration, loaded when the first target is built.
+    pub fn deploy_targets(&self) -> Arc<dyn DeployTargets> {
+        match self.aws.get() {
+            Some(config) => certpilot_deploy_aws::AwsDeployTargets::new(config.clone()),
+            None => certpilot_deploy_aws::AwsDeployTargets::from_environment(),
+        }
+    }
+
+    /// ACM as an issuer (certificates whose spec names ACM), announcing to `sink`.
+    pub fn acm_service(
+        &self,
+        sink: Option<Arc<dyn IssuedSink>>,
+        dns_sync: Duration,
+    ) -> certpilot_core::services::acm::AcmService {
+        let acm = match self.aws.get() {
+            Some(config) => certpilot_deploy_aws::acm::AcmIssuer::new(config.clone()),
+            None => certpilot_deploy_aws::acm::AcmIssuer::from_environment(),
+        };
+        certpilot_core::services::acm::AcmService::new(
+            self.certificates.clone(),
+            Arc::new(acm),
+            self.route53(dns_sync),
+            sink,
+            self.clock.clone(),
+        )
+    }
+}
