@@ -207,7 +207,11 @@ async fn an_acm_certificate_is_requested_validated_through_route53_issued_and_wa
     );
     assert!(cname(&route53, &zone, &record_name).await.is_some());
     let cert = store.certificate("shop").await.unwrap().unwrap();
-    assert!(cert.acm.as_ref().unwrap().problems[0].detail.contains(&record_name));
+    assert!(
+        cert.acm.as_ref().unwrap().problems[0]
+            .detail
+            .contains(&record_name)
+    );
 
     // An ACM event names the ARN: it reaches the certificate, and no other.
     let (id, outcome) = renew.renew_acm_arn(&state.arn).await.unwrap().unwrap();

@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use certpilot_core::ports::InventoryQuery;
 use certpilot_core::ports::{EndpointStore as _, ObservationStore as _, ScheduleStore as _};
-use certpilot_core::ports::{InventoryQuery, Store};
 use certpilot_core::services::endpoints::register;
 use certpilot_core::{Tags, Target};
 use certpilot_dynamodb::DynamoStore;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use certpilot_core::policy;
 use certpilot_core::ports::{
-    Clock, DueQuery, InventoryQuery, QueueError, ScanBatch, ScanLimits, Store, WorkQueue,
+    Clock, DueQuery, InventoryQuery, QueueError, ScanBatch, ScanLimits, WorkQueue,
 };
 use certpilot_core::services::endpoints::register;
 use certpilot_core::services::scan::ScanService;

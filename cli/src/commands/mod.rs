@@ -1,13 +1,11 @@
 //! One module per command. Each opens nothing itself: [`run`] opens the store the command
 //! needs (and the secret store), then hands them over.
 
-#![allow(unused_imports)]
-
-use std::process::ExitCode;
 use crate::args::Cli;
 use crate::args::Command;
 use crate::context::*;
 use crate::error::CliError;
+use std::process::ExitCode;
 
 mod certificates;
 mod deploy;
@@ -29,10 +27,7 @@ pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, C
             | Command::Deploy(_)
             | Command::Rollback(_)
     ) {
-        scrub_directory_credentials(store.certificates()?.as_ref(), || {
-            store.writable()
-        })
-        .await?;
+        scrub_directory_credentials(store.certificates()?.as_ref(), || store.writable()).await?;
     }
     let secrets = open_secrets(cli.secrets.as_deref(), &store).await?;
     let app = store.app(secrets);

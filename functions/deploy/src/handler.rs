@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use certpilot_core::Classify;
 use certpilot_core::model::certificate::IssuedMessage;
 use certpilot_core::services::deploy::{DeployReport, DeployService, DeployServiceError};
-use certpilot_core::Classify;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;

@@ -34,7 +34,10 @@ async fn main() -> Result<(), Error> {
         interval: config.verify_interval,
         max_deadline: Some(config.verify_max_deadline),
     };
-    let leases = app.leases(certpilot_aws::lambda::worker_id(), certpilot_app::DEPLOY_LEASE);
+    let leases = app.leases(
+        certpilot_aws::lambda::worker_id(),
+        certpilot_app::DEPLOY_LEASE,
+    );
     let deploy = app.deploy_service(app.deploy_targets(), verifier, leases, settings);
     let handler = handler::Handler::new(deploy);
     lambda_runtime::run(service_fn(|event| handler.handle(event))).await

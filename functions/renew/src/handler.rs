@@ -1,7 +1,7 @@
 //! Decoding events and encoding answers: all the handler does.
 
-use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService, report};
 use certpilot_core::Classify;
+use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService, report};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

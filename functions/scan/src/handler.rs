@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use certpilot_core::Classify;
 use certpilot_core::ports::ScanBatch;
 use certpilot_core::services::scheduled::{ScheduledError, ScheduledScan};
-use certpilot_core::Classify;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 use tokio::time::Instant;

@@ -157,7 +157,10 @@ impl App {
 #[cfg(feature = "local")]
 impl App {
     /// The local setup: `store` (SQLite) and a secret store of 0600 files in `secrets_dir`.
-    pub fn local(store: Arc<certpilot_sqlite::SqliteStore>, secrets_dir: std::path::PathBuf) -> Self {
+    pub fn local(
+        store: Arc<certpilot_sqlite::SqliteStore>,
+        secrets_dir: std::path::PathBuf,
+    ) -> Self {
         App::new(
             store,
             Arc::new(certpilot_files::FileSecretStore::new(secrets_dir)),

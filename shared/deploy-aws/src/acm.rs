@@ -115,10 +115,7 @@ impl AcmIssuer {
     }
 
     async fn client(&self, region: &str) -> Client {
-        let base = self
-            .base
-            .get_or_init(certpilot_aws::config::load)
-            .await;
+        let base = self.base.get_or_init(certpilot_aws::config::load).await;
         Client::new(
             &base
                 .to_builder()

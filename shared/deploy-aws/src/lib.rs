@@ -224,9 +224,7 @@ impl AwsDeployTargets {
     }
 
     async fn base(&self) -> &SdkConfig {
-        self.base
-            .get_or_init(certpilot_aws::config::load)
-            .await
+        self.base.get_or_init(certpilot_aws::config::load).await
     }
 
     /// The configuration for `region`, with `role`'s credentials when given. Assumed-role

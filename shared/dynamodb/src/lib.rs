@@ -48,8 +48,9 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TransactWriteItem, Update,
 };
 use certpilot_core::policy::{self, RecordDecision};
-use certpilot_core::ports::{EndpointStore, ObservationStore, ScheduleStore, 
-    DueQuery, DueUpdate, InventoryEntry, InventoryQuery, Store, StoreError,
+use certpilot_core::ports::{
+    DueQuery, DueUpdate, EndpointStore, InventoryEntry, InventoryQuery, ObservationStore,
+    ScheduleStore, StoreError,
 };
 use certpilot_core::{Endpoint, Observation, Tags, Target};
 use time::OffsetDateTime;

@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use certpilot_core::model::certificate::ManagedCertificate;
 use certpilot_core::policy::{self, RecordDecision};
-use certpilot_core::ports::{EndpointStore, ObservationStore, ScheduleStore, 
-    CertificateStore, DueQuery, DueUpdate, InventoryEntry, InventoryQuery, Store, StoreError,
+use certpilot_core::ports::{
+    CertificateStore, DueQuery, DueUpdate, EndpointStore, InventoryEntry, InventoryQuery,
+    ObservationStore, ScheduleStore, StoreError,
 };
 use certpilot_core::{Endpoint, Observation, Tags, Target};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};

@@ -11,7 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use certpilot_core::ports::{EndpointStore as _, ObservationStore as _, ScheduleStore as _};
+use certpilot_core::ports::{EndpointStore as _, ScheduleStore as _};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use certpilot_core::policy;
-use certpilot_core::ports::{Clock, ScanLimits, Store};
+use certpilot_core::ports::{Clock, ScanLimits};
 use certpilot_core::services::scan::ScanService;
 use certpilot_core::services::scheduled::{ScheduleSettings, ScheduledScan};
 use certpilot_core::{Endpoint, Tags, Target};

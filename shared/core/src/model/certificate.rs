@@ -488,7 +488,10 @@ pub enum AcmProblemKind {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum AcmProblemRecord {
-    Typed { kind: AcmProblemKind, detail: String },
+    Typed {
+        kind: AcmProblemKind,
+        detail: String,
+    },
     Text(String),
 }
 

@@ -1,17 +1,8 @@
 //! AWS Certificate Manager as an issuer.
 
-#![allow(unused_imports)]
-
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use async_trait::async_trait;
-use time::OffsetDateTime;
 
 use super::*;
-use crate::model::endpoint::Endpoint;
-use crate::model::observation::{Observation, ProbeError, Served};
-use crate::model::target::ScanRequest;
 
 /// What ACM says about a certificate it issues.
 #[derive(Clone, Debug, PartialEq, Eq)]

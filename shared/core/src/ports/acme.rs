@@ -1,17 +1,11 @@
 //! An ACME CA as the renewal state machine sees it.
 
-#![allow(unused_imports)]
-
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::*;
-use crate::model::endpoint::Endpoint;
-use crate::model::observation::{Observation, ProbeError, Served};
-use crate::model::target::ScanRequest;
 
 /// A certificate as downloaded from the CA and checked against the key and the names.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,17 +1,9 @@
 //! Managed certificates: their records, who may hold a lease on them, and who is told when one is issued.
 
-#![allow(unused_imports)]
-
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::*;
-use crate::model::endpoint::Endpoint;
-use crate::model::observation::{Observation, ProbeError, Served};
-use crate::model::target::ScanRequest;
 
 /// Managed certificates and their renewal state.
 ///

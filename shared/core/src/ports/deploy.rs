@@ -1,17 +1,8 @@
 //! Deploy targets: where a certificate is installed, and how it is proven and rolled back.
 
-#![allow(unused_imports)]
-
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use async_trait::async_trait;
-use time::OffsetDateTime;
 
 use super::*;
-use crate::model::endpoint::Endpoint;
-use crate::model::observation::{Observation, ProbeError, Served};
-use crate::model::target::ScanRequest;
 
 /// A certificate as a deploy target takes it: the chain and its key.
 #[derive(Clone, Debug)]

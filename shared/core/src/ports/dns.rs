@@ -1,17 +1,8 @@
 //! DNS providers: TXT records for DNS-01, CNAME records for ACM validation.
 
-#![allow(unused_imports)]
-
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use async_trait::async_trait;
-use time::OffsetDateTime;
 
 use super::*;
-use crate::model::endpoint::Endpoint;
-use crate::model::observation::{Observation, ProbeError, Served};
-use crate::model::target::ScanRequest;
 
 /// A DNS-01 TXT record: `_acme-challenge.<name>` and the key authorization digest.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,16 +1,12 @@
 //! Obtaining the certificate an address serves, and the limits a scan runs under.
 
-#![allow(unused_imports)]
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::*;
-use crate::model::endpoint::Endpoint;
-use crate::model::observation::{Observation, ProbeError, Served};
+use crate::model::observation::{ProbeError, Served};
 use crate::model::target::ScanRequest;
 
 /// Obtains the certificate an address serves.

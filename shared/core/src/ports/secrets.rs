@@ -1,17 +1,6 @@
 //! Private keys and other secrets, versioned.
 
-#![allow(unused_imports)]
-
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use async_trait::async_trait;
-use time::OffsetDateTime;
-
-use super::*;
-use crate::model::endpoint::Endpoint;
-use crate::model::observation::{Observation, ProbeError, Served};
-use crate::model::target::ScanRequest;
 
 /// Secret bytes (a private key, ACME account credentials, an HMAC key). Its `Debug` does not
 /// show the bytes, it has no `Display`, and the bytes are overwritten when it is dropped.

@@ -1,17 +1,10 @@
 //! The inventory: registered endpoints, their scan schedule, and observations.
 
-#![allow(unused_imports)]
-
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::*;
 use crate::model::endpoint::Endpoint;
-use crate::model::observation::{Observation, ProbeError, Served};
-use crate::model::target::ScanRequest;
+use crate::model::observation::Observation;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

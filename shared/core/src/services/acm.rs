@@ -14,7 +14,8 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::model::certificate::{
-    AcmProblem, AcmProblemKind, AcmState, ChallengeConfig, DnsProviderConfig, IssuedCertificate, ManagedCertificate,
+    AcmProblem, AcmProblemKind, AcmState, ChallengeConfig, DnsProviderConfig, IssuedCertificate,
+    ManagedCertificate,
 };
 use crate::ports::{
     AcmCertificates, CertificateStore, Clock, CnameProvider, IssueError, IssuedSink,

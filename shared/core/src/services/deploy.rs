@@ -521,14 +521,17 @@ impl DeployService {
             return if bound.fingerprints.iter().any(|f| f == fingerprint) {
                 Ok(Vec::new())
             } else {
-                Err((DeployProblem::NotHeld, format!(
-                    "the target holds {}, not {fingerprint}",
-                    if bound.fingerprints.is_empty() {
-                        "no certificate".to_owned()
-                    } else {
-                        bound.fingerprints.join(", ")
-                    }
-                )))
+                Err((
+                    DeployProblem::NotHeld,
+                    format!(
+                        "the target holds {}, not {fingerprint}",
+                        if bound.fingerprints.is_empty() {
+                            "no certificate".to_owned()
+                        } else {
+                            bound.fingerprints.join(", ")
+                        }
+                    ),
+                ))
             };
         }
         let mut deadline = deployment.verify_deadline();
@@ -690,9 +693,7 @@ mod tests {
     use crate::model::deploy::TargetConfig;
     use crate::model::endpoint::Tags;
     use crate::model::observation::{ProbeError, Served};
-    use crate::ports::{
-        Bound, DeployTarget, Deployed, Prober, ScanLimits, SecretValue,
-    };
+    use crate::ports::{Bound, DeployTarget, Deployed, Prober, ScanLimits, SecretValue};
     use crate::services::scan::ScanService;
     use crate::services::test_support::{FixedClock, MemoryCertificates, MemorySecrets, served};
 

@@ -22,8 +22,7 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use crate::model::certificate::{
-    FailureKind,
-    IssuedCertificate, ManagedCertificate, RenewalFailure, RenewalJob, RenewalStep,
+    FailureKind, IssuedCertificate, ManagedCertificate, RenewalFailure, RenewalJob, RenewalStep,
 };
 use crate::policy::renewal;
 use crate::ports::{

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::debug;
 
+use crate::error::Classify;
 use crate::model::endpoint::Tags;
 use crate::model::observation::{ErrorKind, Observation, ObservationHead, ProbeError};
 use crate::model::target::{ScanRequest, format_address};
-use crate::error::Classify;
 use crate::ports::{Clock, Prober, ScanLimits, Store, StoreError};
 
 /// Scans targets through a [`Prober`].
