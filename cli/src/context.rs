@@ -1,25 +1,21 @@
 //! What every command opens first: the store (as the command needs it), the secret store,
 //! and the certificate a command names.
 
-use crate::args::*;
-use crate::error::CliError;
-use crate::error::usage;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use certpilot_aws::SecretsManagerStore;
 use certpilot_core::Target;
 use certpilot_core::model::certificate::ManagedCertificate;
-use certpilot_core::ports::CertificateStore;
-use certpilot_core::ports::ScanLimits;
-use certpilot_core::ports::SecretStore;
-use certpilot_core::ports::StoreError;
+use certpilot_core::ports::{CertificateStore, ScanLimits, SecretStore, StoreError};
 use certpilot_core::services::scan::ScanService;
 use certpilot_dynamodb::DynamoStore;
 use certpilot_files::FileSecretStore;
-use certpilot_scanner::Deadlines;
-use certpilot_scanner::TrustStore;
+use certpilot_scanner::{Deadlines, TrustStore};
 use certpilot_sqlite::SqliteStore;
-use std::path::Path;
-use std::path::PathBuf;
-use std::sync::Arc;
+
+use crate::args::*;
+use crate::error::{CliError, usage};
 
 /// The store chosen on the command line.
 pub(crate) enum OpenedStore {

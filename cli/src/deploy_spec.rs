@@ -1,10 +1,8 @@
 //! `--deploy KIND:key=value,…` specs for `certificates add`.
 
-use crate::error::CliError;
-use crate::error::usage;
-use certpilot_core::model::deploy::ApiGatewayApi;
-use certpilot_core::model::deploy::Deployment;
-use certpilot_core::model::deploy::TargetConfig;
+use certpilot_core::model::deploy::{ApiGatewayApi, Deployment, TargetConfig};
+
+use crate::error::{CliError, usage};
 
 /// Parses a `--deploy` spec: `KIND:key=value,…` where KIND is `acm-import`,
 /// `elbv2-listener`, `cloudfront` or `api-gateway`. Keys: `name` (default: the kind),

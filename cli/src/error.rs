@@ -1,8 +1,7 @@
 //! What ends a command early, and how it says so.
 
 use certpilot_core::TargetsFileError;
-use certpilot_core::ports::SecretError;
-use certpilot_core::ports::StoreError;
+use certpilot_core::ports::{SecretError, StoreError};
 use certpilot_core::services::renew::RenewError;
 use certpilot_scanner::TrustError;
 

@@ -1,42 +1,30 @@
 //! `certpilot certificates add|list|show|remove|export`: managed certificates.
 
-use crate::args::*;
-use crate::context::*;
-use crate::error::CliError;
-use crate::error::usage;
-use crate::output::format_or_default;
-use crate::output::rfc3339;
-use crate::output::write_records;
-use crate::unix::LocalProcesses;
-use certpilot_core::Tags;
-use certpilot_core::add_tag;
-use certpilot_core::model::certificate::AcmeIssuer as IssuerConfig;
-use certpilot_core::model::certificate::CertificateSpec;
-use certpilot_core::model::certificate::ChallengeConfig;
-use certpilot_core::model::certificate::DnsProviderConfig;
-use certpilot_core::model::certificate::ExternalAccountBinding;
-use certpilot_core::model::certificate::Identifier;
-use certpilot_core::model::certificate::KeyType;
-use certpilot_core::model::certificate::ManagedCertificate;
-use certpilot_core::model::certificate::RenewalPolicy;
-use certpilot_core::model::certificate::validate_certificate_id;
-use certpilot_core::policy::CertificateState;
-use certpilot_core::ports::CertificateStore;
-use certpilot_core::ports::Clock;
-use certpilot_core::ports::Liveness;
-use certpilot_core::ports::SecretStore;
-use certpilot_core::ports::SecretValue;
-use certpilot_core::ports::SecretVersion;
-use certpilot_core::ports::StoreError;
-use certpilot_core::ports::SystemClock;
-use certpilot_files::live::export_live;
-use serde_json::json;
 use std::io::Write;
-use std::path::Path;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+
+use certpilot_core::model::certificate::AcmeIssuer as IssuerConfig;
+use certpilot_core::model::certificate::{
+    CertificateSpec, ChallengeConfig, DnsProviderConfig, ExternalAccountBinding, Identifier,
+    KeyType, ManagedCertificate, RenewalPolicy, validate_certificate_id,
+};
+use certpilot_core::policy::CertificateState;
+use certpilot_core::ports::{
+    CertificateStore, Clock, Liveness, SecretStore, SecretValue, SecretVersion, StoreError,
+    SystemClock,
+};
+use certpilot_core::{Tags, add_tag};
+use certpilot_files::live::export_live;
+use serde_json::json;
 use time::OffsetDateTime;
+
+use crate::args::*;
+use crate::context::*;
+use crate::error::{CliError, usage};
+use crate::output::{format_or_default, rfc3339, write_records};
+use crate::unix::LocalProcesses;
 
 /// Reads a secret from a file given on the command line (never from argv, where `ps` shows
 /// it), trimmed of surrounding whitespace, and checks it with `decode` before anything is

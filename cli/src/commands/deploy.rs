@@ -1,22 +1,19 @@
 //! `certpilot deploy` and `certpilot rollback`, and the deploy that follows `certpilot renew`.
 
-use crate::args::*;
-use crate::context::*;
-use crate::error::CliError;
-use crate::error::usage;
-use crate::exit::Exit;
-use crate::output::format_or_default;
-use crate::output::write_records;
-use certpilot_app::App;
-use certpilot_core::services::deploy::DeployReport;
-use certpilot_core::services::deploy::DeployService;
-use certpilot_core::services::deploy::DeploySettings;
-use certpilot_core::services::deploy::TargetReport;
-use certpilot_core::services::verify::VerifyService;
-use serde_json::json;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+
+use certpilot_app::App;
+use certpilot_core::services::deploy::{DeployReport, DeployService, DeploySettings, TargetReport};
+use certpilot_core::services::verify::VerifyService;
+use serde_json::json;
+
+use crate::args::*;
+use crate::context::*;
+use crate::error::{CliError, usage};
+use crate::exit::Exit;
+use crate::output::{format_or_default, write_records};
 
 /// The deploy use case wired for the CLI: AWS targets through the default credential chain
 /// (loaded only when a certificate has deployments).

@@ -1,21 +1,16 @@
 //! `certpilot endpoints add|list|remove`: the endpoints scanned by default.
 
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use certpilot_core::ports::{Clock, Store, SystemClock};
+use certpilot_core::services::endpoints::{Registration, register};
+use certpilot_core::{ScanRequest, add_tag, parse_targets_file};
+
 use crate::args::*;
 use crate::context::*;
 use crate::error::CliError;
-use crate::output::RowWriter;
-use crate::output::colour;
-use crate::output::format_or_default;
-use certpilot_core::ScanRequest;
-use certpilot_core::add_tag;
-use certpilot_core::parse_targets_file;
-use certpilot_core::ports::Clock;
-use certpilot_core::ports::Store;
-use certpilot_core::ports::SystemClock;
-use certpilot_core::services::endpoints::Registration;
-use certpilot_core::services::endpoints::register;
-use std::process::ExitCode;
-use std::sync::Arc;
+use crate::output::{RowWriter, colour, format_or_default};
 
 pub(super) async fn endpoints(
     store: Arc<dyn Store>,

@@ -1,16 +1,13 @@
 //! `certpilot inventory`: the latest observation of every endpoint and address.
 
-use crate::args::*;
-use crate::error::CliError;
-use crate::output::RowWriter;
-use crate::output::colour;
-use crate::output::format_or_default;
-use certpilot_core::ports::Clock;
-use certpilot_core::ports::InventoryQuery;
-use certpilot_core::ports::Store;
-use certpilot_core::ports::SystemClock;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+use certpilot_core::ports::{Clock, InventoryQuery, Store, SystemClock};
+
+use crate::args::*;
+use crate::error::CliError;
+use crate::output::{RowWriter, colour, format_or_default};
 
 pub(super) async fn inventory(
     store: Arc<dyn Store>,

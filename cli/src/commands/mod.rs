@@ -1,11 +1,11 @@
 //! One module per command. Each opens nothing itself: [`run`] opens the store the command
 //! needs (and the secret store), then hands them over.
 
-use crate::args::Cli;
-use crate::args::Command;
+use std::process::ExitCode;
+
+use crate::args::{Cli, Command};
 use crate::context::*;
 use crate::error::CliError;
-use std::process::ExitCode;
 
 mod certificates;
 mod deploy;
@@ -44,7 +44,7 @@ pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, C
             eprintln!("store ready: {}", store.describe());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Scan(args) => scan::scan(app.store(), args, open_files).await,
+        Command::Scan(args) => scan::scan(&app, args, open_files).await,
         Command::Endpoints(cmd) => endpoints::endpoints(app.store(), cmd).await,
         Command::Inventory(args) => inventory::inventory(app.store(), args).await,
     }

@@ -2,34 +2,25 @@
 //! local [`IssuedSink`] exports the live files and runs the deploy hook, then the
 //! certificate is deployed.
 
-use crate::args::*;
-use crate::context::*;
-use crate::error::CliError;
-use crate::error::usage;
-use crate::exit::Exit;
-use crate::output::format_or_default;
-use crate::output::rfc3339;
-use crate::output::write_records;
-use crate::unix::LocalProcesses;
-use crate::unix::ProcessGroup;
-use crate::unix::Shutdown;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use certpilot_acme::AcmeSettings;
 use certpilot_app::App;
 use certpilot_core::Classify;
 use certpilot_core::model::certificate::ManagedCertificate;
-use certpilot_core::ports::AnnounceError;
-use certpilot_core::ports::IssuedSink;
-use certpilot_core::ports::SecretStore;
-use certpilot_core::services::renew::RenewError;
-use certpilot_core::services::renew::RenewOutcome;
-use certpilot_core::services::renew::RenewService;
-use certpilot_core::services::renew::RenewSettings;
-use std::path::Path;
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
+use certpilot_core::ports::{AnnounceError, IssuedSink, SecretStore};
+use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService, RenewSettings};
+
+use crate::args::*;
+use crate::context::*;
+use crate::error::{CliError, usage};
+use crate::exit::Exit;
+use crate::output::{format_or_default, rfc3339, write_records};
+use crate::unix::{LocalProcesses, ProcessGroup, Shutdown};
 
 /// How long DNS-01 records may take to reach every authoritative server.
 const DNS_PROPAGATION: Duration = Duration::from_secs(120);

@@ -1,37 +1,27 @@
 //! `certpilot scan`: handshakes with targets, streamed to the output and the store.
 
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use certpilot_core::ports::ScanLimits;
+use certpilot_core::services::endpoints::registered_requests;
+use certpilot_core::services::scan::Recorder;
+use certpilot_core::{ScanRequest, parse_targets_file, policy};
+use certpilot_scanner::{Deadlines, TrustStore};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
 use crate::args::*;
 use crate::context::*;
 use crate::error::CliError;
 use crate::exit::Exit;
-use crate::output::RowWriter;
-use crate::output::colour;
-use crate::output::format_or_default;
-use certpilot_core::ScanRequest;
-use certpilot_core::parse_targets_file;
-use certpilot_core::policy;
-use certpilot_core::ports::Clock;
-use certpilot_core::ports::ScanLimits;
-use certpilot_core::ports::Store;
-use certpilot_core::ports::SystemClock;
-use certpilot_core::services::endpoints::registered_requests;
-use certpilot_core::services::scan::Recorder;
-use certpilot_core::services::scan::ScanService;
-use certpilot_scanner::Deadlines;
-use certpilot_scanner::TlsProber;
-use certpilot_scanner::TrustStore;
-use indicatif::ProgressBar;
-use indicatif::ProgressDrawTarget;
-use indicatif::ProgressStyle;
-use std::io::IsTerminal;
-use std::process::ExitCode;
-use std::sync::Arc;
+use crate::output::{RowWriter, colour, format_or_default};
 
 pub(super) async fn scan(
-    store: Arc<dyn Store>,
+    app: &certpilot_app::App,
     args: ScanArgs,
     open_files: Option<u64>,
 ) -> Result<ExitCode, CliError> {
+    let store = app.store();
     let mut requests = Vec::new();
     for t in &args.targets {
         requests.push(ScanRequest::new(parse_target(t)?));
@@ -60,7 +50,7 @@ pub(super) async fn scan(
         connect: args.connect_timeout.min(args.timeout),
         handshake: args.handshake_timeout.min(args.timeout),
     };
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock = app.clock();
     let wanted = usize::from(args.concurrency);
     let concurrency = crate::unix::probes_within(open_files, wanted);
     if concurrency < wanted {
@@ -69,9 +59,9 @@ pub(super) async fn scan(
             open_files.unwrap_or_default()
         );
     }
-    let service = ScanService::new(
-        Arc::new(TlsProber::new(trust, deadlines)),
-        clock.clone(),
+    let service = app.scanner(
+        trust,
+        deadlines,
         ScanLimits {
             concurrency,
             target_timeout: args.timeout,

@@ -1,20 +1,17 @@
 //! `certpilot verify`: proves by handshake that every endpoint serves the current certificate.
 
-use crate::args::*;
-use crate::context::*;
-use crate::error::CliError;
-use crate::error::usage;
-use crate::exit::Exit;
-use crate::output::format_or_default;
-use crate::output::rfc3339;
-use crate::output::write_records;
+use std::process::ExitCode;
+
 use certpilot_core::ScanRequest;
 use certpilot_core::services::scan::Recorder;
-use certpilot_core::services::verify::Verdict;
-use certpilot_core::services::verify::VerifyService;
-use certpilot_core::services::verify::VerifySettings;
+use certpilot_core::services::verify::{Verdict, VerifyService, VerifySettings};
 use serde_json::json;
-use std::process::ExitCode;
+
+use crate::args::*;
+use crate::context::*;
+use crate::error::{CliError, usage};
+use crate::exit::Exit;
+use crate::output::{format_or_default, rfc3339, write_records};
 
 /// Runs `certpilot verify`: handshakes with every endpoint of the certificate until each
 /// serves its current version, records what was seen, and exits 2 on `not_serving`.

@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 
 use crate::model::endpoint::{Endpoint, Tags};
 use crate::model::target::{ScanRequest, Target};
-use crate::ports::{Store, StoreError};
+use crate::ports::{EndpointStore, StoreError};
 
 /// What [`register`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub enum Registration {
 /// Registers `target`, or merges `tags` into an existing registration (a given key replaces
 /// the stored value). Retries a few times when another writer changed the endpoint meanwhile.
 pub async fn register(
-    store: &dyn Store,
+    store: &dyn EndpointStore,
     target: &Target,
     tags: &Tags,
     now: OffsetDateTime,
@@ -58,7 +58,9 @@ pub async fn register(
 }
 
 /// The scan requests for every registered endpoint, carrying its tags.
-pub async fn registered_requests(store: &dyn Store) -> Result<Vec<ScanRequest>, StoreError> {
+pub async fn registered_requests(
+    store: &dyn EndpointStore,
+) -> Result<Vec<ScanRequest>, StoreError> {
     Ok(store
         .endpoints()
         .await?

@@ -13,7 +13,7 @@ use crate::error::Classify;
 use crate::model::endpoint::Tags;
 use crate::model::observation::{ErrorKind, Observation, ObservationHead, ProbeError};
 use crate::model::target::{ScanRequest, format_address};
-use crate::ports::{Clock, Prober, ScanLimits, Store, StoreError};
+use crate::ports::{Clock, ObservationStore, Prober, ScanLimits, StoreError};
 
 /// Scans targets through a [`Prober`].
 #[derive(Clone)]
@@ -239,7 +239,7 @@ fn elapsed_ms(started: Instant) -> u64 {
 ///
 /// [`ErrorKind::Local`]: ErrorKind::Local
 pub struct Recorder {
-    store: Arc<dyn Store>,
+    store: Arc<dyn ObservationStore>,
     batch: Vec<Observation>,
     batch_size: usize,
     oldest: Option<Instant>,
@@ -257,7 +257,7 @@ impl Recorder {
     pub const RETRY_FOR: Duration = Duration::from_secs(60);
 
     /// A recorder writing to `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn ObservationStore>) -> Self {
         Recorder {
             store,
             batch: Vec::with_capacity(Self::BATCH),
