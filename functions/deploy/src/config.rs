@@ -27,3 +27,22 @@ impl Config {
         })
     }
 }
+
+impl Config {
+    /// How deploys are proven: rounds of handshakes every `verify_interval`, for at most
+    /// `verify_max_deadline` (what a Lambda invocation can spare).
+    pub fn deploy_settings(&self) -> certpilot_core::services::deploy::DeploySettings {
+        certpilot_core::services::deploy::DeploySettings {
+            interval: self.verify_interval,
+            max_deadline: Some(self.verify_max_deadline),
+        }
+    }
+
+    /// Limits of the handshakes that prove a deploy.
+    pub fn probe_limits(&self) -> certpilot_core::ports::ScanLimits {
+        certpilot_core::ports::ScanLimits {
+            concurrency: 64,
+            target_timeout: self.probe_timeout,
+        }
+    }
+}

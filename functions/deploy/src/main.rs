@@ -15,9 +15,7 @@
 mod config;
 mod handler;
 
-use certpilot_app::App;
-use certpilot_core::ports::ScanLimits;
-use certpilot_core::services::deploy::DeploySettings;
+use certpilot_app::{App, DEPLOY_LEASE};
 use certpilot_core::services::verify::VerifyService;
 use lambda_runtime::{Error, service_fn};
 
@@ -26,19 +24,14 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = config::Config::from_env()?;
     let app = App::aws(&config.table).await;
-    let verifier = VerifyService::new(app.public_scanner(ScanLimits {
-        concurrency: 64,
-        target_timeout: config.probe_timeout,
-    }));
-    let settings = DeploySettings {
-        interval: config.verify_interval,
-        max_deadline: Some(config.verify_max_deadline),
-    };
-    let leases = app.leases(
-        certpilot_aws::lambda::worker_id(),
-        certpilot_app::DEPLOY_LEASE,
+    let verifier = VerifyService::new(app.public_scanner(config.probe_limits()));
+    let leases = app.leases(certpilot_aws::lambda::worker_id(), DEPLOY_LEASE);
+    let deploy = app.deploy_service(
+        app.deploy_targets(),
+        verifier,
+        leases,
+        config.deploy_settings(),
     );
-    let deploy = app.deploy_service(app.deploy_targets(), verifier, leases, settings);
     let handler = handler::Handler::new(deploy);
     lambda_runtime::run(service_fn(|event| handler.handle(event))).await
 }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certpilot_core::ports::{
-    CertificateStore, Clock, DeployTargets, IssuedSink, Issuer, ScanLimits, SecretStore, Store,
-    SystemClock, WorkQueue,
+    CertificateStore, Clock, DeployTargets, IssuedSink, Issuer, SecretStore, Store, SystemClock,
+    WorkQueue,
 };
 use certpilot_core::services::deploy::{DeployService, DeploySettings};
 use certpilot_core::services::lease::Leases;
@@ -175,7 +175,7 @@ impl App {
         &self,
         trust: certpilot_scanner::TrustStore,
         deadlines: certpilot_scanner::Deadlines,
-        limits: ScanLimits,
+        limits: certpilot_core::ports::ScanLimits,
     ) -> ScanService {
         ScanService::new(
             Arc::new(certpilot_scanner::TlsProber::new(trust, deadlines)),
@@ -186,7 +186,7 @@ impl App {
 
     /// A scanner trusting Mozilla's roots, with the default handshake deadlines: what
     /// proves public endpoints.
-    pub fn public_scanner(&self, limits: ScanLimits) -> ScanService {
+    pub fn public_scanner(&self, limits: certpilot_core::ports::ScanLimits) -> ScanService {
         self.scanner(
             certpilot_scanner::TrustStore::mozilla(),
             certpilot_scanner::Deadlines::default(),
@@ -220,16 +220,22 @@ impl App {
 
 #[cfg(feature = "aws")]
 impl App {
-    /// The AWS setup: the DynamoDB table `table` and Secrets Manager (prefix and KMS key
-    /// from `CERTPILOT_SECRETS_PREFIX` and `CERTPILOT_SECRETS_KMS_KEY`), with the standard
-    /// AWS configuration loaded now.
+    /// The AWS setup: the DynamoDB table `table` and, with the `aws-secrets` feature,
+    /// Secrets Manager (prefix and KMS key from `CERTPILOT_SECRETS_PREFIX` and
+    /// `CERTPILOT_SECRETS_KMS_KEY`), with the standard AWS configuration loaded now. A
+    /// binary built without `aws-secrets` (the scan function) links no Secrets Manager
+    /// client, and its secret store refuses every call, saying so.
     pub async fn aws(table: &str) -> Self {
         let config = certpilot_aws::config::load().await;
         let store = Arc::new(certpilot_dynamodb::DynamoStore::new(
             aws_sdk_dynamodb::Client::new(&config),
             table,
         ));
-        let secrets = Arc::new(certpilot_aws::SecretsManagerStore::from_config(&config));
+        #[cfg(feature = "aws-secrets")]
+        let secrets: Arc<dyn SecretStore> =
+            Arc::new(certpilot_aws::SecretsManagerStore::from_config(&config));
+        #[cfg(not(feature = "aws-secrets"))]
+        let secrets: Arc<dyn SecretStore> = Arc::new(NoSecretStore);
         let app = App::new(store, secrets);
         let _ = app.aws.set(config);
         app
@@ -300,5 +306,46 @@ impl App {
             sink,
             self.clock.clone(),
         )
+    }
+}
+
+/// The secret store of a binary built without one: every call fails, naming the cause.
+#[cfg(all(feature = "aws", not(feature = "aws-secrets")))]
+struct NoSecretStore;
+
+#[cfg(all(feature = "aws", not(feature = "aws-secrets")))]
+impl NoSecretStore {
+    fn refuse() -> certpilot_core::ports::SecretError {
+        certpilot_core::ports::SecretError::Backend(
+            "this binary was built without a secret store (certpilot-app feature `aws-secrets`)"
+                .into(),
+        )
+    }
+}
+
+#[cfg(all(feature = "aws", not(feature = "aws-secrets")))]
+#[async_trait::async_trait]
+impl SecretStore for NoSecretStore {
+    async fn put_pending(
+        &self,
+        _: &str,
+        _: &certpilot_core::ports::SecretValue,
+    ) -> Result<String, certpilot_core::ports::SecretError> {
+        Err(Self::refuse())
+    }
+
+    async fn promote(&self, _: &str, _: &str) -> Result<(), certpilot_core::ports::SecretError> {
+        Err(Self::refuse())
+    }
+
+    async fn get(
+        &self,
+        _: &str,
+        _: &certpilot_core::ports::SecretVersion,
+    ) -> Result<
+        Option<(String, certpilot_core::ports::SecretValue)>,
+        certpilot_core::ports::SecretError,
+    > {
+        Err(Self::refuse())
     }
 }
