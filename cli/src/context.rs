@@ -14,7 +14,7 @@ use certpilot_files::FileSecretStore;
 use certpilot_scanner::{Deadlines, TrustStore};
 use certpilot_sqlite::SqliteStore;
 
-use crate::args::*;
+use crate::args::{CertificatesCommand, Command, EndpointsCommand};
 use crate::error::{CliError, usage};
 
 /// The store chosen on the command line.

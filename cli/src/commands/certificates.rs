@@ -20,8 +20,8 @@ use certpilot_files::live::export_live;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::args::*;
-use crate::context::*;
+use crate::args::{CertificateAddArgs, CertificatesCommand, DnsArg, KeyTypeArg};
+use crate::context::find;
 use crate::error::{CliError, usage};
 use crate::output::{format_or_default, rfc3339, write_records};
 use crate::unix::LocalProcesses;

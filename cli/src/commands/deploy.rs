@@ -9,8 +9,8 @@ use certpilot_core::services::deploy::{DeployReport, DeployService, DeploySettin
 use certpilot_core::services::verify::VerifyService;
 use serde_json::json;
 
-use crate::args::*;
-use crate::context::*;
+use crate::args::{DeployArgs, DeployVerifyArgs, RollbackArgs};
+use crate::context::{find, scanner};
 use crate::error::{CliError, usage};
 use crate::exit::Exit;
 use crate::output::{format_or_default, write_records};

@@ -7,8 +7,8 @@ use certpilot_core::ports::{Clock, Store, SystemClock};
 use certpilot_core::services::endpoints::{Registration, register};
 use certpilot_core::{ScanRequest, add_tag, parse_targets_file};
 
-use crate::args::*;
-use crate::context::*;
+use crate::args::EndpointsCommand;
+use crate::context::{parse_target, read_file, source_name};
 use crate::error::CliError;
 use crate::output::{RowWriter, colour, format_or_default};
 

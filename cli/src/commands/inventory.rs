@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use certpilot_core::ports::{Clock, InventoryQuery, Store, SystemClock};
 
-use crate::args::*;
+use crate::args::InventoryArgs;
 use crate::error::CliError;
 use crate::output::{RowWriter, colour, format_or_default};
 

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use crate::args::{Cli, Command};
-use crate::context::*;
+use crate::context::{Access, open_secrets, open_store, scrub_directory_credentials};
 use crate::error::CliError;
 
 mod certificates;

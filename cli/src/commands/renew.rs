@@ -15,8 +15,8 @@ use certpilot_core::model::certificate::ManagedCertificate;
 use certpilot_core::ports::{AnnounceError, IssuedSink, SecretStore};
 use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService, RenewSettings};
 
-use crate::args::*;
-use crate::context::*;
+use crate::args::RenewArgs;
+use crate::context::find;
 use crate::error::{CliError, usage};
 use crate::exit::Exit;
 use crate::output::{format_or_default, rfc3339, write_records};

@@ -10,8 +10,8 @@ use certpilot_core::{ScanRequest, parse_targets_file, policy};
 use certpilot_scanner::{Deadlines, TrustStore};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::args::*;
-use crate::context::*;
+use crate::args::{Format, ScanArgs};
+use crate::context::{parse_target, read_file, source_name};
 use crate::error::CliError;
 use crate::exit::Exit;
 use crate::output::{RowWriter, colour, format_or_default};

@@ -7,8 +7,8 @@ use certpilot_core::services::scan::Recorder;
 use certpilot_core::services::verify::{Verdict, VerifyService, VerifySettings};
 use serde_json::json;
 
-use crate::args::*;
-use crate::context::*;
+use crate::args::VerifyArgs;
+use crate::context::{find, scanner};
 use crate::error::{CliError, usage};
 use crate::exit::Exit;
 use crate::output::{format_or_default, rfc3339, write_records};
