@@ -1,32 +1,27 @@
 //! `--deploy KIND:key=value,…` specs for `certificates add`.
 
-use certpilot_core::model::deploy::{ApiGatewayApi, Deployment, TargetConfig};
+use certpilot_core::model::deploy::{ApiGatewayApi, Deployment, TargetConfig, split_spec};
 
 use crate::error::{CliError, usage};
 
-/// Parses a `--deploy` spec: `KIND:key=value,…` where KIND is `acm-import`,
+/// Parses a `--deploy` spec: `KIND:key=value,…` (a value may be double-quoted to hold `,`
+/// or `=`, with `\"` and `\\` escaped) where KIND is `acm-import`,
 /// `elbv2-listener`, `cloudfront` or `api-gateway`. Keys: `name` (default: the kind),
 /// `region`, `listener-arn`, `sni`, `distribution-id`, `domain-name`, `api` (`rest`|`http`),
 /// `certificate-arn`, `role-arn`, `endpoint` (repeatable), `verify-deadline` (e.g. `20m`).
 pub fn parse_deploy_spec(spec: &str) -> Result<Deployment, CliError> {
     let bad = |reason: String| usage(format!("--deploy {spec:?}: {reason}"));
-    let (kind, rest) = spec.split_once(':').ok_or_else(|| {
-        bad("expected KIND:key=value,… (e.g. elbv2-listener:listener-arn=arn:…)".into())
-    })?;
+    let (kind, settings) = split_spec(spec).map_err(bad)?;
     let mut values: Vec<(String, String)> = Vec::new();
-    for pair in rest.split(',').filter(|p| !p.is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| bad(format!("{pair:?} is not key=value")))?;
-        let k = k.trim();
+    for (k, v) in settings {
         // Only endpoints repeat; a second value for anything else is a mistake, not an
         // override.
-        if k != "endpoint" && values.iter().any(|(seen, _)| seen == k) {
+        if k != "endpoint" && values.iter().any(|(seen, _)| *seen == k) {
             return Err(bad(format!(
                 "{k} is given twice; give each setting once (only endpoint repeats)"
             )));
         }
-        values.push((k.to_owned(), v.trim().to_owned()));
+        values.push((k, v));
     }
     let take = |key: &str| {
         values
@@ -144,6 +139,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("api-gateway needs region="), "{err}");
+    }
+
+    #[test]
+    fn quoted_values_hold_commas_and_equals_signs() {
+        let d = parse_deploy_spec(
+            r#"acm-import:region=eu-west-1,name="edge, main",endpoint=shop.example.com"#,
+        )
+        .unwrap();
+        assert_eq!(d.name, "edge, main");
+        let err = parse_deploy_spec(r#"acm-import:region="eu-west-1"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no closing"), "{err}");
     }
 
     mod properties {

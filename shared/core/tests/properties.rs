@@ -3,6 +3,7 @@
 //! is accepted reads back the same.
 
 use certpilot_core::model::certificate::{Identifier, validate_certificate_id};
+use certpilot_core::model::deploy::{quote_spec_value, split_spec};
 use certpilot_core::{Target, parse_tag, parse_targets_file};
 use proptest::prelude::*;
 
@@ -89,6 +90,31 @@ proptest! {
     fn certificate_ids_are_checked_without_panic(text in input()) {
         if let Err(e) = validate_certificate_id(&text) {
             prop_assert!(e.to_string().contains(&format!("{text:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn deploy_specs_read_back_what_was_written(
+        kind in "[a-z][a-z0-9-]{0,12}",
+        settings in prop::collection::vec(("[a-z][a-z0-9-]{0,10}", any::<String>()), 0..5),
+    ) {
+        let text = format!(
+            "{kind}:{}",
+            settings
+                .iter()
+                .map(|(k, v)| format!("{k}={}", quote_spec_value(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let (read_kind, read) = split_spec(&text).map_err(|e| TestCaseError::fail(format!("{text:?}: {e}")))?;
+        prop_assert_eq!(read_kind, kind.as_str());
+        prop_assert_eq!(read, settings);
+    }
+
+    #[test]
+    fn any_deploy_spec_splits_or_says_why(text in any::<String>()) {
+        if let Err(e) = split_spec(&text) {
+            prop_assert!(!e.is_empty());
         }
     }
 }

@@ -278,6 +278,115 @@ impl DeployProblem {
     }
 }
 
+/// A deployment spec's settings, in the order given: `(key, value)`.
+pub type SpecSettings = Vec<(String, String)>;
+
+/// Splits a deployment spec, `KIND:key=value,key="quoted, value",…`, into its kind and its
+/// settings in order. A value may be double-quoted, with `\"` and `\\` as the only escapes,
+/// so that it can hold `,` and `=` (a reload command); a bare value runs to the next `,` and
+/// is trimmed. Empty pairs (`,,`) are skipped. The error says what is wrong and where.
+pub fn split_spec(spec: &str) -> Result<(&str, SpecSettings), String> {
+    let (kind, rest) = spec
+        .split_once(':')
+        .ok_or("expected KIND:key=value,… (e.g. elbv2-listener:listener-arn=arn:…)")?;
+    let mut settings = Vec::new();
+    let mut chars = rest.char_indices().peekable();
+    loop {
+        // A key, up to '='.
+        let mut key = String::new();
+        let mut saw_eq = false;
+        for (_, c) in chars.by_ref() {
+            match c {
+                '=' => {
+                    saw_eq = true;
+                    break;
+                }
+                ',' if key.trim().is_empty() => key.clear(),
+                ',' => return Err(format!("{:?} is not key=value", key.trim())),
+                c => key.push(c),
+            }
+        }
+        let key = key.trim().to_owned();
+        if !saw_eq {
+            if key.is_empty() {
+                break;
+            }
+            return Err(format!("{key:?} is not key=value"));
+        }
+        if key.is_empty() {
+            return Err("a setting has no key before '='".into());
+        }
+        // Its value: quoted, or bare up to the next ','.
+        while chars.peek().is_some_and(|(_, c)| *c == ' ') {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek().is_some_and(|(_, c)| *c == '"') {
+            let (start, _) = chars.next().unwrap_or_default();
+            let mut closed = false;
+            while let Some((_, c)) = chars.next() {
+                match c {
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
+                    '\\' => match chars.next() {
+                        Some((_, e @ ('"' | '\\'))) => value.push(e),
+                        Some((_, other)) => {
+                            return Err(format!(
+                                "{key}: unknown escape \\{other} in a quoted value (only \\\" and \\\\)"
+                            ));
+                        }
+                        None => break,
+                    },
+                    c => value.push(c),
+                }
+            }
+            if !closed {
+                return Err(format!(
+                    "{key}: the quoted value starting at character {} has no closing '\"'",
+                    kind.chars().count() + 1 + rest[..start].chars().count() + 1
+                ));
+            }
+            while chars.peek().is_some_and(|(_, c)| *c == ' ') {
+                chars.next();
+            }
+            match chars.next() {
+                None | Some((_, ',')) => {}
+                Some((_, c)) => {
+                    return Err(format!(
+                        "{key}: {c:?} after a quoted value; separate settings with ','"
+                    ));
+                }
+            }
+        } else {
+            for (_, c) in chars.by_ref() {
+                if c == ',' {
+                    break;
+                }
+                value.push(c);
+            }
+            value = value.trim().to_owned();
+        }
+        settings.push((key, value));
+    }
+    Ok((kind, settings))
+}
+
+/// Writes `value` so that [`split_spec`] reads it back whole: bare when it can be, else
+/// quoted with `"` and `\` escaped.
+pub fn quote_spec_value(value: &str) -> String {
+    let bare = !value.is_empty()
+        && value.trim() == value
+        && !value.contains([',', '"', '\\'])
+        && !value.starts_with('"');
+    if bare {
+        value.to_owned()
+    } else {
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
 /// What certpilot last did at one deployment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentRecord {
