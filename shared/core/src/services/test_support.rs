@@ -48,12 +48,13 @@ impl crate::ports::CertificateStore for MemoryCertificates {
         &self,
         c: &crate::model::certificate::ManagedCertificate,
     ) -> Result<crate::model::certificate::ManagedCertificate, crate::ports::StoreError> {
+        let mut map = self.0.lock().expect("lock");
+        if map.contains_key(&c.id) {
+            return Err(crate::ports::StoreError::AlreadyExists { what: c.id.clone() });
+        }
         let mut stored = c.clone();
         stored.version = 1;
-        self.0
-            .lock()
-            .expect("lock")
-            .insert(c.id.clone(), stored.clone());
+        map.insert(c.id.clone(), stored.clone());
         Ok(stored)
     }
 
@@ -92,22 +93,29 @@ impl crate::ports::CertificateStore for MemoryCertificates {
     }
 
     async fn remove_certificate(&self, id: &str) -> Result<(), crate::ports::StoreError> {
-        self.0.lock().expect("lock").remove(id);
-        Ok(())
+        match self.0.lock().expect("lock").remove(id) {
+            Some(_) => Ok(()),
+            None => Err(crate::ports::StoreError::NotFound {
+                what: id.to_owned(),
+            }),
+        }
     }
 
     async fn certificates_due(
         &self,
         before: time::OffsetDateTime,
     ) -> Result<Vec<crate::model::certificate::ManagedCertificate>, crate::ports::StoreError> {
-        Ok(self
+        // Earliest first, as the contract says.
+        let mut due: Vec<_> = self
             .0
             .lock()
             .expect("lock")
             .values()
             .filter(|c| c.renewal.next_check_at <= before)
             .cloned()
-            .collect())
+            .collect();
+        due.sort_by(|a, b| (a.renewal.next_check_at, &a.id).cmp(&(b.renewal.next_check_at, &b.id)));
+        Ok(due)
     }
 
     async fn record_issuance(
@@ -141,9 +149,14 @@ impl crate::ports::CertificateStore for MemoryCertificates {
     }
 }
 
-/// Secrets in memory: every version readable by id.
+/// Secrets in memory: every version readable by id; `promote` moves the current and
+/// previous stages as the contract says.
 #[derive(Default)]
-pub struct MemorySecrets(pub std::sync::Mutex<Vec<(String, String, crate::ports::SecretValue)>>);
+pub struct MemorySecrets(
+    pub std::sync::Mutex<Vec<(String, String, crate::ports::SecretValue)>>,
+    /// Per name: (current version, previous version).
+    pub std::sync::Mutex<std::collections::BTreeMap<String, (String, Option<String>)>>,
+);
 
 #[async_trait::async_trait]
 impl crate::ports::SecretStore for MemorySecrets {
@@ -158,7 +171,30 @@ impl crate::ports::SecretStore for MemorySecrets {
         Ok(version)
     }
 
-    async fn promote(&self, _name: &str, _version: &str) -> Result<(), crate::ports::SecretError> {
+    async fn promote(&self, name: &str, version: &str) -> Result<(), crate::ports::SecretError> {
+        let known = self
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(n, v, _)| n == name && v == version);
+        if !known {
+            return Err(crate::ports::SecretError::NotFound(format!(
+                "{name} version {version}"
+            )));
+        }
+        let mut stages = self.1.lock().expect("lock");
+        match stages.get(name) {
+            // Promoting the current version again changes nothing.
+            Some((current, _)) if current == version => {}
+            Some((current, _)) => {
+                let previous = Some(current.clone());
+                stages.insert(name.to_owned(), (version.to_owned(), previous));
+            }
+            None => {
+                stages.insert(name.to_owned(), (version.to_owned(), None));
+            }
+        }
         Ok(())
     }
 
@@ -167,14 +203,24 @@ impl crate::ports::SecretStore for MemorySecrets {
         name: &str,
         version: &crate::ports::SecretVersion,
     ) -> Result<Option<(String, crate::ports::SecretValue)>, crate::ports::SecretError> {
+        let id = {
+            let stages = self.1.lock().expect("lock");
+            match version {
+                crate::ports::SecretVersion::Id(id) => Some(id.clone()),
+                crate::ports::SecretVersion::Current => stages.get(name).map(|(c, _)| c.clone()),
+                crate::ports::SecretVersion::Previous => {
+                    stages.get(name).and_then(|(_, p)| p.clone())
+                }
+            }
+        };
+        let Some(id) = id else {
+            return Ok(None);
+        };
         let all = self.0.lock().expect("lock");
-        Ok(match version {
-            crate::ports::SecretVersion::Id(id) => all
-                .iter()
-                .find(|(n, v, _)| n == name && v == id)
-                .map(|(_, v, s)| (v.clone(), s.clone())),
-            _ => None,
-        })
+        Ok(all
+            .iter()
+            .find(|(n, v, _)| n == name && *v == id)
+            .map(|(_, v, s)| (v.clone(), s.clone())))
     }
 }
 
@@ -186,5 +232,92 @@ pub struct FixedClock(pub time::OffsetDateTime);
 impl crate::ports::Clock for FixedClock {
     fn now(&self) -> time::OffsetDateTime {
         self.0
+    }
+}
+
+/// The fakes keep the ports' contracts, so a service test cannot pass on behaviour no real
+/// store has.
+mod contract {
+    use time::macros::datetime;
+
+    use super::{MemoryCertificates, MemorySecrets};
+    use crate::model::certificate::{
+        AcmeIssuer, CertificateSpec, ChallengeConfig, ManagedCertificate, RenewalPolicy,
+    };
+    use crate::ports::{CertificateStore, SecretStore, SecretValue, SecretVersion, StoreError};
+
+    fn cert(id: &str, next: time::OffsetDateTime) -> ManagedCertificate {
+        let spec = CertificateSpec {
+            names: vec![format!("{id}.example.com").parse().expect("name")],
+            key_type: Default::default(),
+            issuer: AcmeIssuer {
+                directory: "https://acme.test/dir".into(),
+                contact: Vec::new(),
+                eab: None,
+                profile: None,
+                account_secret: None,
+            },
+            challenge: ChallengeConfig::Http01Listen {
+                listen: "0.0.0.0:80".into(),
+            },
+            renewal: RenewalPolicy::Auto,
+            tags: Default::default(),
+            endpoints: Vec::new(),
+            deployments: Vec::new(),
+            acm: None,
+        };
+        let mut c = ManagedCertificate::new(id.into(), spec, next);
+        c.renewal.next_check_at = next;
+        c
+    }
+
+    #[tokio::test]
+    async fn memory_certificates_refuse_what_real_stores_refuse_and_list_due_earliest_first() {
+        let store = MemoryCertificates::default();
+        let late = datetime!(2026-12-02 12:00 UTC);
+        let early = datetime!(2026-12-01 12:00 UTC);
+        // Ids in the opposite order of their due times.
+        store.add_certificate(&cert("a", late)).await.unwrap();
+        store.add_certificate(&cert("b", early)).await.unwrap();
+        assert!(matches!(
+            store.add_certificate(&cert("a", early)).await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        let due = store.certificates_due(late).await.unwrap();
+        let ids: Vec<&str> = due.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["b", "a"]);
+        store.remove_certificate("a").await.unwrap();
+        assert!(matches!(
+            store.remove_certificate("a").await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn memory_secrets_promote_moves_current_to_previous() {
+        let secrets = MemorySecrets::default();
+        let first = secrets
+            .put_pending("key", &SecretValue::new(b"one".to_vec()))
+            .await
+            .unwrap();
+        assert!(
+            secrets
+                .get("key", &SecretVersion::Current)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        secrets.promote("key", &first).await.unwrap();
+        let second = secrets
+            .put_pending("key", &SecretValue::new(b"two".to_vec()))
+            .await
+            .unwrap();
+        secrets.promote("key", &second).await.unwrap();
+        secrets.promote("key", &second).await.unwrap();
+        let current = secrets.get("key", &SecretVersion::Current).await.unwrap();
+        let previous = secrets.get("key", &SecretVersion::Previous).await.unwrap();
+        assert_eq!(current.map(|(v, _)| v), Some(second));
+        assert_eq!(previous.map(|(v, _)| v), Some(first));
+        assert!(secrets.promote("key", "v99").await.is_err());
     }
 }
