@@ -336,17 +336,7 @@ impl AcmeIssuer {
     {
         let mut tries = 0;
         loop {
-            let result = tokio::time::timeout(self.settings.timeout, f())
-                .await
-                .unwrap_or_else(|_| {
-                    Err(instant_acme::Error::Other(
-                        format!(
-                            "{what}: no answer from the CA within {:?}",
-                            self.settings.timeout
-                        )
-                        .into(),
-                    ))
-                });
+            let result = self.bounded(what, self.settings.timeout, f()).await;
             match result {
                 Err(e) if is_bad_nonce(&e) && tries < NONCE_RETRIES => {
                     tries += 1;
@@ -391,17 +381,13 @@ impl AcmeIssuer {
         &self,
         authorizations: &'a mut instant_acme::Authorizations<'_>,
     ) -> Result<Option<instant_acme::AuthorizationHandle<'a>>, IssueError> {
-        let limit = self.settings.timeout;
-        match tokio::time::timeout(limit, authorizations.next()).await {
-            Err(_) => Err(map_error(
-                instant_acme::Error::Other(
-                    format!("read authorizations: no answer from the CA within {limit:?}").into(),
-                ),
-                true,
-            )),
-            Ok(None) => Ok(None),
-            Ok(Some(authz)) => authz.map(Some).map_err(|e| map_error(e, true)),
-        }
+        let next = self
+            .bounded("read authorizations", self.settings.timeout, async {
+                Ok(authorizations.next().await)
+            })
+            .await
+            .map_err(|e| map_error(e, true))?;
+        next.transpose().map_err(|e| map_error(e, true))
     }
 
     /// The order at `order_url`, read through `spec`'s account.

@@ -276,9 +276,7 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::model::certificate::{
-        AcmIssuance, AcmeIssuer, CertificateSpec, DnsProviderConfig, KeyType, RenewalPolicy,
-    };
+    use crate::model::certificate::{AcmIssuance, CertificateSpec, DnsProviderConfig, KeyType};
     use crate::ports::{AcmDescription, CnameRecord};
     use crate::services::test_support::FixedClock;
     use crate::services::test_support::MemoryCertificates;
@@ -350,25 +348,13 @@ mod tests {
         let store = Arc::new(MemoryCertificates::default());
         let now = datetime!(2026-12-02 12:00 UTC);
         let spec = CertificateSpec {
-            names: vec!["shop.example.com".parse().unwrap()],
-            key_type: KeyType::default(),
-            issuer: AcmeIssuer {
-                directory: "https://acm.invalid/".into(),
-                contact: Vec::new(),
-                eab: None,
-                profile: None,
-                account_secret: None,
-            },
             challenge: ChallengeConfig::Dns01 {
                 provider: DnsProviderConfig::Route53 { zone_id: None },
             },
-            renewal: RenewalPolicy::Auto,
-            tags: Default::default(),
-            endpoints: Vec::new(),
-            deployments: Vec::new(),
             acm: Some(AcmIssuance {
                 region: "eu-west-1".into(),
             }),
+            ..crate::services::test_support::spec(&["shop.example.com"], Vec::new())
         };
         let cert = store
             .add_certificate(&ManagedCertificate::new("shop".into(), spec, now))

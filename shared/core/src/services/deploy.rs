@@ -687,11 +687,8 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::model::certificate::{
-        AcmeIssuer, CertificateSpec, ChallengeConfig, IssuedCertificate, KeyType, RenewalPolicy,
-    };
+    use crate::model::certificate::{CertificateSpec, IssuedCertificate, KeyType};
     use crate::model::deploy::TargetConfig;
-    use crate::model::endpoint::Tags;
     use crate::model::observation::{ProbeError, Served};
     use crate::ports::{Bound, DeployTarget, Deployed, Prober, ScanLimits, SecretValue};
     use crate::services::scan::ScanService;
@@ -830,23 +827,8 @@ mod tests {
             })
             .collect();
         let spec = CertificateSpec {
-            names: vec!["shop.example.com".parse().expect("name")],
             key_type: KeyType::EcdsaP256,
-            issuer: AcmeIssuer {
-                directory: "https://ca/dir".into(),
-                contact: vec![],
-                eab: None,
-                profile: None,
-                account_secret: None,
-            },
-            challenge: ChallengeConfig::Http01Listen {
-                listen: "0.0.0.0:80".into(),
-            },
-            renewal: RenewalPolicy::Auto,
-            tags: Tags::new(),
-            endpoints: vec![],
-            deployments,
-            acm: None,
+            ..crate::services::test_support::spec(&["shop.example.com"], deployments)
         };
         let mut cert = ManagedCertificate::new("shop".into(), spec, datetime!(2026-11-01 0:00 UTC));
         cert.previous = Some(issued("old", &old_key));

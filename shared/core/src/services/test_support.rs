@@ -224,6 +224,34 @@ impl crate::ports::SecretStore for MemorySecrets {
     }
 }
 
+/// A certificate spec for `names` over HTTP-01 from a test CA, with `deployments`: what
+/// core's tests vary, the rest fixed.
+pub fn spec(
+    names: &[&str],
+    deployments: Vec<crate::model::deploy::Deployment>,
+) -> crate::model::certificate::CertificateSpec {
+    use crate::model::certificate::{AcmeIssuer, CertificateSpec, ChallengeConfig, RenewalPolicy};
+    CertificateSpec {
+        names: names.iter().map(|n| n.parse().expect("name")).collect(),
+        key_type: Default::default(),
+        issuer: AcmeIssuer {
+            directory: "https://acme.test/dir".into(),
+            contact: Vec::new(),
+            eab: None,
+            profile: None,
+            account_secret: None,
+        },
+        challenge: ChallengeConfig::Http01Listen {
+            listen: "0.0.0.0:80".into(),
+        },
+        renewal: RenewalPolicy::Auto,
+        tags: Default::default(),
+        endpoints: Vec::new(),
+        deployments,
+        acm: None,
+    }
+}
+
 /// A clock that always answers the same time (the testkit has the same for other crates;
 /// core's own tests cannot use it without a second copy of core's types).
 #[derive(Clone, Copy, Debug)]
@@ -241,31 +269,11 @@ mod contract {
     use time::macros::datetime;
 
     use super::{MemoryCertificates, MemorySecrets};
-    use crate::model::certificate::{
-        AcmeIssuer, CertificateSpec, ChallengeConfig, ManagedCertificate, RenewalPolicy,
-    };
+    use crate::model::certificate::ManagedCertificate;
     use crate::ports::{CertificateStore, SecretStore, SecretValue, SecretVersion, StoreError};
 
     fn cert(id: &str, next: time::OffsetDateTime) -> ManagedCertificate {
-        let spec = CertificateSpec {
-            names: vec![format!("{id}.example.com").parse().expect("name")],
-            key_type: Default::default(),
-            issuer: AcmeIssuer {
-                directory: "https://acme.test/dir".into(),
-                contact: Vec::new(),
-                eab: None,
-                profile: None,
-                account_secret: None,
-            },
-            challenge: ChallengeConfig::Http01Listen {
-                listen: "0.0.0.0:80".into(),
-            },
-            renewal: RenewalPolicy::Auto,
-            tags: Default::default(),
-            endpoints: Vec::new(),
-            deployments: Vec::new(),
-            acm: None,
-        };
+        let spec = super::spec(&[&format!("{id}.example.com")], Vec::new());
         let mut c = ManagedCertificate::new(id.into(), spec, next);
         c.renewal.next_check_at = next;
         c
