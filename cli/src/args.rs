@@ -65,6 +65,19 @@ pub enum Command {
     /// Create the store if needed (a DynamoDB table for local or development use).
     #[command(after_help = EXIT_CODES)]
     Init,
+    /// List the deploy target kinds and their settings (what `--deploy` takes).
+    DeployKinds(DeployKindsArgs),
+}
+
+/// `certpilot deploy-kinds`.
+#[derive(Debug, Args)]
+pub struct DeployKindsArgs {
+    /// Print the JSON schema of a deployment object (`--deploy-file`, the API).
+    #[arg(long, conflicts_with = "markdown")]
+    pub schema: bool,
+    /// Print the kinds as the README's Markdown table.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 /// Output formats.
@@ -317,12 +330,16 @@ pub struct CertificateAddArgs {
     #[arg(long, value_name = "REGION", conflicts_with_all = ["eab_kid", "profile", "http_listen", "webroot"])]
     pub acm_region: Option<String>,
 
-    /// Where to install it after each issuance (repeatable): `KIND:key=value,…`, KIND one
-    /// of acm-import (region), elbv2-listener (listener-arn, sni), cloudfront
-    /// (distribution-id), api-gateway (domain-name, region, api=rest|http); any may add
-    /// name, endpoint (repeatable), verify-deadline, certificate-arn (adopt) and role-arn.
+    /// Where to install it after each issuance (repeatable): `KIND:key=value,…`. The kinds
+    /// and their settings are listed by `certpilot deploy-kinds`.
     #[arg(long, value_name = "SPEC")]
     pub deploy: Vec<String>,
+
+    /// Deployments as JSON (one object or a list), the object the API takes:
+    /// `{name, kind, settings, units?, endpoints, verify_deadline}`; its schema is printed by
+    /// `certpilot deploy-kinds --schema`.
+    #[arg(long, value_name = "FILE")]
+    pub deploy_file: Option<std::path::PathBuf>,
 }
 
 /// `certpilot renew`.

@@ -1,141 +1,105 @@
-//! `--deploy KIND:key=value,…` specs for `certificates add`.
+//! `--deploy KIND:key=value,…` specs and `--deploy-file FILE` for `certificates add`: both
+//! read by the registry's descriptors (`certpilot_app::deploy_kinds`), so that this file
+//! knows no kind.
 
-use certpilot_core::model::deploy::{ApiGatewayApi, Deployment, TargetConfig, split_spec};
+use std::path::Path;
+
+use certpilot_core::model::deploy::Deployment;
+use certpilot_core::model::deploy_kind::DeployKinds;
 
 use crate::error::{CliError, usage};
 
-/// Parses a `--deploy` spec: `KIND:key=value,…` (a value may be double-quoted to hold `,`
-/// or `=`, with `\"` and `\\` escaped) where KIND is `acm-import`,
-/// `elbv2-listener`, `cloudfront` or `api-gateway`. Keys: `name` (default: the kind),
-/// `region`, `listener-arn`, `sni`, `distribution-id`, `domain-name`, `api` (`rest`|`http`),
-/// `certificate-arn`, `role-arn`, `endpoint` (repeatable), `verify-deadline` (e.g. `20m`).
-pub fn parse_deploy_spec(spec: &str) -> Result<Deployment, CliError> {
-    let bad = |reason: String| usage(format!("--deploy {spec:?}: {reason}"));
-    let (kind, settings) = split_spec(spec).map_err(bad)?;
-    let mut values: Vec<(String, String)> = Vec::new();
-    for (k, v) in settings {
-        // Only endpoints repeat; a second value for anything else is a mistake, not an
-        // override.
-        if k != "endpoint" && values.iter().any(|(seen, _)| *seen == k) {
-            return Err(bad(format!(
-                "{k} is given twice; give each setting once (only endpoint repeats)"
-            )));
-        }
-        values.push((k, v));
-    }
-    let take = |key: &str| {
-        values
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
+/// Parses a `--deploy` spec with the kinds' descriptors; the error names the spec.
+pub fn parse_deploy_spec(kinds: &DeployKinds, spec: &str) -> Result<Deployment, CliError> {
+    kinds
+        .parse_spec(spec)
+        .map_err(|e| usage(format!("--deploy {spec:?}: {}", e.reason)))
+}
+
+/// Reads `--deploy-file`: one deployment object, or a list of them, in JSON — the object the
+/// API takes (`{name, kind, settings, units?, endpoints, verify_deadline}`).
+pub fn read_deploy_file(kinds: &DeployKinds, path: &Path) -> Result<Vec<Deployment>, CliError> {
+    let bad = |reason: String| usage(format!("--deploy-file {}: {reason}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let items = match value {
+        serde_json::Value::Array(items) => items,
+        one => vec![one],
     };
-    let need = |key: &str| take(key).ok_or_else(|| bad(format!("{kind} needs {key}=…")));
-    let known: &[&str] = match kind {
-        "acm-import" => &["region"],
-        "elbv2-listener" => &["listener-arn", "sni"],
-        "cloudfront" => &["distribution-id"],
-        "api-gateway" => &["domain-name", "region", "api"],
-        other => {
-            return Err(bad(format!(
-                "unknown kind {other:?} (expected acm-import, elbv2-listener, cloudfront or api-gateway)"
-            )));
-        }
-    };
-    let common = [
-        "name",
-        "certificate-arn",
-        "role-arn",
-        "endpoint",
-        "verify-deadline",
-    ];
-    if let Some((k, _)) = values
-        .iter()
-        .find(|(k, _)| !known.contains(&k.as_str()) && !common.contains(&k.as_str()))
-    {
-        return Err(bad(format!("{kind} has no setting {k:?}")));
-    }
-    let target = match kind {
-        "acm-import" => TargetConfig::AcmImport {
-            region: need("region")?,
-        },
-        "elbv2-listener" => TargetConfig::Elbv2Listener {
-            listener_arn: need("listener-arn")?,
-            sni: match take("sni").as_deref() {
-                None | Some("false") => false,
-                Some("true") => true,
-                Some(other) => return Err(bad(format!("sni={other}: expected true or false"))),
-            },
-        },
-        "cloudfront" => TargetConfig::Cloudfront {
-            distribution_id: need("distribution-id")?,
-        },
-        _ => TargetConfig::ApiGateway {
-            domain_name: need("domain-name")?,
-            region: need("region")?,
-            api: match take("api").as_deref() {
-                None | Some("rest") => ApiGatewayApi::Rest,
-                Some("http") => ApiGatewayApi::Http,
-                Some(other) => return Err(bad(format!("api={other}: expected rest or http"))),
-            },
-        },
-    };
-    let endpoints = values
-        .iter()
-        .filter(|(k, _)| k == "endpoint")
-        .map(|(_, v)| crate::context::parse_target(v))
-        .collect::<Result<Vec<_>, _>>()?;
-    let verify_deadline_secs = match take("verify-deadline") {
-        Some(text) => Some(
-            crate::args::parse_duration(&text)
-                .map_err(|e| bad(format!("verify-deadline={text}: {e}")))?
-                .as_secs(),
-        ),
-        None => None,
-    };
-    Ok(Deployment {
-        name: take("name").unwrap_or_else(|| kind.to_owned()),
-        target,
-        certificate_arn: take("certificate-arn"),
-        role_arn: take("role-arn"),
-        endpoints,
-        verify_deadline_secs,
-    })
+    let schema = kinds.json_schema();
+    let top: Vec<&str> = schema["properties"]
+        .as_object()
+        .map(|p| p.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            if let Some(extra) = item
+                .as_object()
+                .and_then(|o| o.keys().find(|k| !top.contains(&k.as_str())))
+            {
+                return Err(bad(format!(
+                    "deployment {i}: unknown field {extra:?} (fields: {})",
+                    top.join(", ")
+                )));
+            }
+            let d: Deployment =
+                serde_json::from_value(item).map_err(|e| bad(format!("deployment {i}: {e}")))?;
+            d.validate().map_err(|e| bad(e.to_string()))?;
+            kinds
+                .check_deployment(&d, &[])
+                .or_else(|e| {
+                    // Endpoints may come from the certificate; checked again with them.
+                    if e.reason.contains("needs endpoints") {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| bad(e.to_string()))?;
+            Ok(d)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn kinds() -> DeployKinds {
+        certpilot_app::deploy_kinds()
+    }
+
     #[test]
     fn deploy_specs_read_like_the_settings_they_set() {
-        let d = parse_deploy_spec(
+        let d = parse_deploy_spec(&kinds(),
             "elbv2-listener:name=alb,listener-arn=arn:aws:elasticloadbalancing:eu-west-1:1:listener/app/shop/1/2,sni=true,endpoint=shop.example.com:443,endpoint=www.example.com,verify-deadline=3m",
         )
         .unwrap();
         assert_eq!(d.name, "alb");
+        assert_eq!(d.kind, "elbv2-listener");
         assert_eq!(
-            d.target,
-            TargetConfig::Elbv2Listener {
-                listener_arn: "arn:aws:elasticloadbalancing:eu-west-1:1:listener/app/shop/1/2"
-                    .into(),
-                sni: true
-            }
+            d.text("listener-arn"),
+            Some("arn:aws:elasticloadbalancing:eu-west-1:1:listener/app/shop/1/2")
         );
+        assert_eq!(d.settings["sni"], serde_json::Value::Bool(true));
         assert_eq!(d.endpoints.len(), 2);
-        assert_eq!(d.verify_deadline_secs, Some(180));
+        assert_eq!(d.verify_deadline, Some(180));
 
-        let err = parse_deploy_spec("cloudfront:distribution=E1")
+        let err = parse_deploy_spec(&kinds(), "cloudfront:distribution=E1")
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("cloudfront has no setting \"distribution\""),
             "{err}"
         );
-        let err = parse_deploy_spec("fastly:service=1")
+        let err = parse_deploy_spec(&kinds(), "fastly:service=1")
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown kind \"fastly\""), "{err}");
-        let err = parse_deploy_spec("api-gateway:domain-name=api.example.com")
+        let err = parse_deploy_spec(&kinds(), "api-gateway:domain-name=api.example.com")
             .unwrap_err()
             .to_string();
         assert!(err.contains("api-gateway needs region="), "{err}");
@@ -144,11 +108,12 @@ mod tests {
     #[test]
     fn quoted_values_hold_commas_and_equals_signs() {
         let d = parse_deploy_spec(
+            &kinds(),
             r#"acm-import:region=eu-west-1,name="edge, main",endpoint=shop.example.com"#,
         )
         .unwrap();
         assert_eq!(d.name, "edge, main");
-        let err = parse_deploy_spec(r#"acm-import:region="eu-west-1"#)
+        let err = parse_deploy_spec(&kinds(), r#"acm-import:region="eu-west-1"#)
             .unwrap_err()
             .to_string();
         assert!(err.contains("no closing"), "{err}");
@@ -157,7 +122,7 @@ mod tests {
     mod properties {
         use proptest::prelude::*;
 
-        use super::parse_deploy_spec;
+        use super::{kinds, parse_deploy_spec};
 
         /// Specs a user could type: real kinds and keys in any order and number, and noise.
         fn spec() -> impl Strategy<Value = String> {
@@ -205,13 +170,14 @@ mod tests {
 
             #[test]
             fn deploy_specs_parse_or_name_the_spec(text in spec()) {
-                match parse_deploy_spec(&text) {
+                match parse_deploy_spec(&kinds(), &text) {
                     Ok(d) => prop_assert!(!d.name.is_empty()),
                     Err(e) => {
                         let message = e.to_string();
                         prop_assert!(
                             message.contains(&format!("--deploy {text:?}"))
-                                || message.starts_with("target "),
+                                || message.starts_with("target ")
+                                || message.contains(&format!("{text:?}")),
                             "{message}"
                         );
                     }

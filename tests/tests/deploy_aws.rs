@@ -13,14 +13,13 @@ use certpilot_core::model::certificate::{
     AcmeIssuer as IssuerConfig, CertificateSpec, ChallengeConfig, IssuedCertificate, KeyType,
     ManagedCertificate, RenewalPolicy,
 };
-use certpilot_core::model::deploy::{ApiGatewayApi, Deployment, DeploymentStatus, TargetConfig};
+use certpilot_core::model::deploy::{Deployment, DeploymentStatus};
 use certpilot_core::ports::{
-    CertificateStore, Clock, DeployTargets, ScanLimits, SecretStore, SecretValue, SystemClock,
+    CertificateStore, Clock, ScanLimits, SecretStore, SecretValue, SystemClock,
 };
 use certpilot_core::services::deploy::{DeployService, DeploySettings};
 use certpilot_core::services::scan::ScanService;
 use certpilot_core::services::verify::{Verdict, VerifyService};
-use certpilot_deploy_aws::AwsDeployTargets;
 use certpilot_e2e::estate::Estate;
 use certpilot_files::FileSecretStore;
 use certpilot_scanner::{Deadlines, TlsProber, TrustStore};
@@ -60,7 +59,7 @@ impl World {
                 target_timeout: Duration::from_secs(5),
             },
         );
-        let targets: Arc<dyn DeployTargets> = AwsDeployTargets::new(estate.aws.clone());
+        let targets = certpilot_app::App::registry_with(estate.aws.clone());
         let service = DeployService::new(
             store.clone(),
             secrets.clone(),
@@ -70,6 +69,7 @@ impl World {
             DeploySettings {
                 interval: Duration::from_millis(200),
                 max_deadline: None,
+                on_host: true,
             },
         );
         World {
@@ -144,15 +144,11 @@ impl World {
     }
 }
 
-fn deployment(name: &str, target: TargetConfig, endpoint: &str) -> Deployment {
-    Deployment {
-        name: name.into(),
-        target,
-        certificate_arn: None,
-        role_arn: None,
-        endpoints: vec![endpoint.parse().unwrap()],
-        verify_deadline_secs: Some(10),
-    }
+fn deployment(name: &str, target: (&str, serde_json::Value), endpoint: &str) -> Deployment {
+    let mut d = Deployment::new(name, target.0).with_endpoint(endpoint.parse().unwrap());
+    d.settings = target.1.as_object().cloned().unwrap_or_default();
+    d.verify_deadline = Some(10);
+    d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,59 +188,63 @@ async fn every_target_kind_ends_up_serving_each_renewal_and_keeps_its_settings()
     let mut deployments = vec![
         deployment(
             "alb",
-            TargetConfig::Elbv2Listener {
-                listener_arn: default_listener.clone(),
-                sni: false,
-            },
+            (
+                "elbv2-listener",
+                serde_json::json!({"listener-arn": default_listener.clone(), "sni": false}),
+            ),
             &planes[0].endpoint(),
         ),
         deployment(
             "alb-sni",
-            TargetConfig::Elbv2Listener {
-                listener_arn: sni_listener.clone(),
-                sni: true,
-            },
+            (
+                "elbv2-listener",
+                serde_json::json!({"listener-arn": sni_listener.clone(), "sni": true}),
+            ),
             &planes[1].endpoint(),
         ),
         deployment(
             "cdn",
-            TargetConfig::Cloudfront {
-                distribution_id: distribution.clone(),
-            },
+            (
+                "cloudfront",
+                serde_json::json!({"distribution-id": distribution.clone()}),
+            ),
             &planes[2].endpoint(),
         ),
         deployment(
             "rest-api",
-            TargetConfig::ApiGateway {
-                domain_name: rest.clone(),
-                region: "us-east-1".into(),
-                api: ApiGatewayApi::Rest,
-            },
+            (
+                "api-gateway",
+                serde_json::json!({"domain-name": rest.clone(), "region": "us-east-1", "api": "rest"}),
+            ),
             &planes[3].endpoint(),
         ),
         deployment(
             "http-api",
-            TargetConfig::ApiGateway {
-                domain_name: http.clone(),
-                region: "us-east-1".into(),
-                api: ApiGatewayApi::Http,
-            },
+            (
+                "api-gateway",
+                serde_json::json!({"domain-name": http.clone(), "region": "us-east-1", "api": "http"}),
+            ),
             &planes[4].endpoint(),
         ),
         Deployment {
             endpoints: vec![],
             ..deployment(
                 "acm",
-                TargetConfig::AcmImport {
-                    region: "eu-west-1".into(),
-                },
+                ("acm-import", serde_json::json!({"region": "eu-west-1"})),
                 "unused:443",
             )
         },
     ];
-    deployments[2].role_arn = Some("arn:aws:iam::123456789012:role/cdn-deployer".into());
-    deployments[3].certificate_arn = Some(rest_arn.clone());
-    deployments[4].certificate_arn = Some(http_arn.clone());
+    deployments[2].settings.insert(
+        "role-arn".into(),
+        "arn:aws:iam::123456789012:role/cdn-deployer".into(),
+    );
+    deployments[3]
+        .settings
+        .insert("certificate-arn".into(), rest_arn.clone().into());
+    deployments[4]
+        .settings
+        .insert("certificate-arn".into(), http_arn.clone().into());
     w.add("checkout", deployments).await;
 
     // First issuance: every target moves from the team's certificate to certpilot's.
@@ -263,7 +263,7 @@ async fn every_target_kind_ends_up_serving_each_renewal_and_keeps_its_settings()
     let arn_of = |name: &str| {
         cert.deployment_record(name)
             .unwrap()
-            .certificate_arn
+            .handle
             .clone()
             .unwrap()
     };
@@ -330,7 +330,7 @@ async fn every_target_kind_ends_up_serving_each_renewal_and_keeps_its_settings()
         assert_eq!(rec.holding.as_deref(), Some(second.fingerprint().as_str()));
     }
     assert_eq!(
-        cert.deployment_record("alb").unwrap().certificate_arn,
+        cert.deployment_record("alb").unwrap().handle,
         Some(alb_arn.clone())
     );
     assert_eq!(
@@ -348,7 +348,7 @@ async fn every_target_kind_ends_up_serving_each_renewal_and_keeps_its_settings()
     let rsa_arn = cert
         .deployment_record("alb")
         .unwrap()
-        .certificate_arn
+        .handle
         .clone()
         .unwrap();
     assert_ne!(rsa_arn, alb_arn);
@@ -395,17 +395,18 @@ async fn an_endpoint_that_keeps_the_old_certificate_is_not_serving_and_the_previ
         vec![
             deployment(
                 "alb",
-                TargetConfig::Elbv2Listener {
-                    listener_arn: listener.clone(),
-                    sni: false,
-                },
+                (
+                    "elbv2-listener",
+                    serde_json::json!({"listener-arn": listener.clone(), "sni": false}),
+                ),
                 &alb.endpoint(),
             ),
             deployment(
                 "cdn",
-                TargetConfig::Cloudfront {
-                    distribution_id: distribution.clone(),
-                },
+                (
+                    "cloudfront",
+                    serde_json::json!({"distribution-id": distribution.clone()}),
+                ),
                 &cdn.endpoint(),
             ),
         ],
@@ -428,7 +429,7 @@ async fn an_endpoint_that_keeps_the_old_certificate_is_not_serving_and_the_previ
         .unwrap()
         .deployment_record("alb")
         .unwrap()
-        .certificate_arn
+        .handle
         .clone()
         .unwrap();
 
@@ -512,10 +513,10 @@ async fn an_sni_certificate_that_is_not_served_is_taken_off_the_listener_again()
         "checkout",
         vec![deployment(
             "alb-sni",
-            TargetConfig::Elbv2Listener {
-                listener_arn: listener.clone(),
-                sni: true,
-            },
+            (
+                "elbv2-listener",
+                serde_json::json!({"listener-arn": listener.clone(), "sni": true}),
+            ),
             &plane.endpoint(),
         )],
     )

@@ -13,7 +13,7 @@ use certpilot_core::model::certificate::{
     AcmeIssuer as IssuerConfig, CertificateSpec, ChallengeConfig, DnsProviderConfig, IssuedMessage,
     KeyType, ManagedCertificate, RenewalPolicy,
 };
-use certpilot_core::model::deploy::{ApiGatewayApi, Deployment, DeploymentStatus, TargetConfig};
+use certpilot_core::model::deploy::{Deployment, DeploymentStatus};
 use certpilot_core::ports::{CertificateStore, SecretStore, SecretVersion};
 use certpilot_dynamodb::DynamoStore;
 use certpilot_e2e::estate::Estate;
@@ -77,69 +77,45 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
     let alb = estate.follow_listener(&listener, false).await;
     let cdn = estate.follow_distribution(&distribution).await;
     let api = estate.follow_rest_domain(&api_domain).await;
-    let deployment = |name: &str, target: TargetConfig, endpoint: String| Deployment {
-        name: name.into(),
-        target,
-        certificate_arn: None,
-        role_arn: None,
-        endpoints: vec![endpoint.parse().unwrap()],
-        verify_deadline_secs: Some(10),
+    let deployment = |name: &str, target: (&str, serde_json::Value), endpoint: String| {
+        let mut d = Deployment::new(name, target.0).with_endpoint(endpoint.parse().unwrap());
+        d.settings = target.1.as_object().cloned().unwrap_or_default();
+        d.verify_deadline = Some(10);
+        d
     };
     let deployments = vec![
         deployment(
             "alb",
-            TargetConfig::Elbv2Listener {
-                listener_arn: listener.clone(),
-                sni: false,
-            },
+            ("elbv2-listener", serde_json::json!({"listener-arn": listener.clone(), "sni": false})),
             alb.endpoint(),
         ),
         deployment(
             "cdn",
-            TargetConfig::Cloudfront {
-                distribution_id: distribution.clone(),
-            },
+            ("cloudfront", serde_json::json!({"distribution-id": distribution.clone()})),
             cdn.endpoint(),
         ),
-        Deployment {
-            certificate_arn: Some(adopted_arn.clone()),
-            ..deployment(
-                "api",
-                TargetConfig::ApiGateway {
-                    domain_name: api_domain.clone(),
-                    region: "us-east-1".into(),
-                    api: ApiGatewayApi::Rest,
-                },
-                api.endpoint(),
-            )
-        },
+        deployment(
+            "api",
+            ("api-gateway", serde_json::json!({"domain-name": api_domain.clone(), "region": "us-east-1", "api": "rest"})),
+            api.endpoint(),
+        )
+        .with("certificate-arn", adopted_arn.clone()),
         deployment(
             "alb-sni",
-            TargetConfig::Elbv2Listener {
-                listener_arn: sni_listener.clone(),
-                sni: true,
-            },
+            ("elbv2-listener", serde_json::json!({"listener-arn": sni_listener.clone(), "sni": true})),
             sni.endpoint(),
         ),
-        Deployment {
-            certificate_arn: Some(http_arn.clone()),
-            ..deployment(
-                "http-api",
-                TargetConfig::ApiGateway {
-                    domain_name: http_domain.clone(),
-                    region: "us-east-1".into(),
-                    api: ApiGatewayApi::Http,
-                },
-                http.endpoint(),
-            )
-        },
+        deployment(
+            "http-api",
+            ("api-gateway", serde_json::json!({"domain-name": http_domain.clone(), "region": "us-east-1", "api": "http"})),
+            http.endpoint(),
+        )
+        .with("certificate-arn", http_arn.clone()),
         Deployment {
             endpoints: vec![],
             ..deployment(
                 "acm",
-                TargetConfig::AcmImport {
-                    region: "eu-west-1".into(),
-                },
+                ("acm-import", serde_json::json!({"region": "eu-west-1"})),
                 "unused:443".into(),
             )
         },

@@ -217,13 +217,23 @@ fn spec_from_args(
             .acm_region
             .clone()
             .map(|region| certpilot_core::model::certificate::AcmIssuance { region }),
-        deployments: args
-            .deploy
-            .iter()
-            .map(|d| crate::deploy_spec::parse_deploy_spec(d))
-            .collect::<Result<_, _>>()?,
+        deployments: {
+            let kinds = certpilot_app::deploy_kinds();
+            let mut deployments = args
+                .deploy
+                .iter()
+                .map(|d| crate::deploy_spec::parse_deploy_spec(&kinds, d))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(file) = &args.deploy_file {
+                deployments.extend(crate::deploy_spec::read_deploy_file(&kinds, file)?);
+            }
+            deployments
+        },
     };
     spec.validate().map_err(|e| usage(e.to_string()))?;
+    certpilot_app::deploy_kinds()
+        .check_spec(&spec)
+        .map_err(|e| usage(e.to_string()))?;
     Ok((id, spec, secrets))
 }
 

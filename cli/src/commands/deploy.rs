@@ -29,6 +29,7 @@ pub fn service(app: &App, options: &DeployVerifyArgs) -> Result<DeployService, C
         DeploySettings {
             interval: options.interval,
             max_deadline: options.max_deadline,
+            on_host: true,
         },
     ))
 }

@@ -17,6 +17,22 @@ mod verify;
 
 /// Runs the command `cli` names. `open_files` is the descriptor limit the process raised.
 pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, CliError> {
+    if let Command::DeployKinds(args) = &cli.command {
+        // Descriptors only: no store is opened.
+        let kinds = certpilot_app::deploy_kinds();
+        let text = if args.schema {
+            serde_json::to_string_pretty(&kinds.json_schema()).unwrap_or_default() + "\n"
+        } else if args.markdown {
+            kinds.markdown_table()
+        } else {
+            kinds.help()
+        };
+        use std::io::Write as _;
+        std::io::stdout()
+            .write_all(text.as_bytes())
+            .map_err(CliError::Output)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let access = Access::of(&cli.command);
     let store = open_store(cli.store.as_deref(), access).await?;
     if matches!(
@@ -47,5 +63,6 @@ pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, C
         Command::Scan(args) => scan::scan(&app, args, open_files).await,
         Command::Endpoints(cmd) => endpoints::endpoints(app.store(), cmd).await,
         Command::Inventory(args) => inventory::inventory(app.store(), args).await,
+        Command::DeployKinds(_) => Ok(ExitCode::SUCCESS),
     }
 }

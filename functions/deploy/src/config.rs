@@ -35,6 +35,8 @@ impl Config {
         certpilot_core::services::deploy::DeploySettings {
             interval: self.verify_interval,
             max_deadline: Some(self.verify_max_deadline),
+            // A function is no host: `files` deployments are the host's to run.
+            on_host: false,
         }
     }
 

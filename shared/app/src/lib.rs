@@ -119,7 +119,7 @@ impl App {
     /// `leases` while it works on a certificate.
     pub fn deploy_service(
         &self,
-        targets: Arc<dyn DeployTargets>,
+        targets: Arc<DeployTargets>,
         verifier: VerifyService,
         leases: Leases,
         settings: DeploySettings,
@@ -280,13 +280,14 @@ impl App {
 
 #[cfg(feature = "deploy-aws")]
 impl App {
-    /// Deploy targets on AWS (ACM, load balancers, CloudFront, API Gateway), reached with
+    /// The registry of deploy target kinds: one line per kind. AWS targets are reached with
     /// the app's AWS configuration, loaded when the first target is built.
-    pub fn deploy_targets(&self) -> Arc<dyn DeployTargets> {
-        match self.aws.get() {
+    pub fn deploy_targets(&self) -> Arc<DeployTargets> {
+        let aws = match self.aws.get() {
             Some(config) => certpilot_deploy_aws::AwsDeployTargets::new(config.clone()),
             None => certpilot_deploy_aws::AwsDeployTargets::from_environment(),
-        }
+        };
+        Arc::new(registry(aws))
     }
 
     /// ACM as an issuer (certificates whose spec names ACM), announcing to `sink`.
@@ -348,4 +349,40 @@ impl SecretStore for NoSecretStore {
     > {
         Err(Self::refuse())
     }
+}
+
+/// The registry of deploy target kinds: one line per kind.
+#[cfg(feature = "deploy-aws")]
+fn registry(aws: Arc<certpilot_deploy_aws::AwsDeployTargets>) -> DeployTargets {
+    use certpilot_deploy_aws::{acm, apigateway, cloudfront, elbv2};
+    let mut targets = DeployTargets::new();
+    for (descriptor, factory) in [
+        aws.kind(acm::Import),
+        aws.kind(elbv2::Kind),
+        aws.kind(cloudfront::Kind),
+        aws.kind(apigateway::Kind),
+    ] {
+        targets.register(descriptor, factory);
+    }
+    targets
+}
+
+#[cfg(feature = "deploy-aws")]
+impl App {
+    /// The registry of deploy target kinds reaching AWS with `config` (tests and tools that
+    /// hold an SDK configuration of their own).
+    pub fn registry_with(config: aws_config::SdkConfig) -> Arc<DeployTargets> {
+        Arc::new(registry(certpilot_deploy_aws::AwsDeployTargets::new(
+            config,
+        )))
+    }
+}
+
+/// The descriptors of every deploy target kind this build knows (for parsing and checking
+/// deployments, help and docs; nothing is connected).
+#[cfg(feature = "deploy-aws")]
+pub fn deploy_kinds() -> certpilot_core::model::deploy_kind::DeployKinds {
+    registry(certpilot_deploy_aws::AwsDeployTargets::from_environment())
+        .kinds()
+        .clone()
 }

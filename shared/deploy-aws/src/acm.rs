@@ -1,8 +1,8 @@
 //! ACM import: `ImportCertificate` with the leaf, its key and the rest of the chain;
 //! re-imported over the same ARN on renewal so every association stays.
 //!
-//! Settings: `region`, and optionally `certificate_arn` to adopt an imported certificate that
-//! already exists. IAM: `acm:ImportCertificate`, `acm:GetCertificate`,
+//! The `acm-import` kind ([`Import`]) is only that: for users certpilot does not bind itself
+//! (other stacks that name the ARN). IAM: `acm:ImportCertificate`, `acm:GetCertificate`,
 //! `acm:AddTagsToCertificate` (tags go on with the first import).
 
 use aws_sdk_acm::Client;
@@ -16,6 +16,51 @@ use certpilot_core::ports::{
 use tracing::info;
 
 use crate::refused;
+
+/// The `acm-import` kind: a plain import, nothing bound.
+pub struct Import;
+
+impl crate::AwsKind for Import {
+    fn descriptor(&self) -> certpilot_core::model::deploy_kind::KindDescriptor {
+        crate::descriptor(
+            "acm-import",
+            "import into ACM for users certpilot does not bind itself; re-imports keep the ARN",
+            vec![certpilot_core::model::deploy_kind::Setting::required(
+                "region",
+                "the region to import into",
+            )],
+            std::time::Duration::from_secs(5 * 60),
+            &[],
+            &KeyType::ALL,
+            |s| crate::check_common(s, s.get("region").and_then(|v| v.as_str()).unwrap_or("")),
+        )
+    }
+
+    fn region(&self, unit: &certpilot_core::model::deploy::Unit) -> Result<String, DeployError> {
+        crate::need(unit, "region").map(str::to_owned)
+    }
+
+    fn binder(
+        &self,
+        _config: &aws_config::SdkConfig,
+        _unit: &certpilot_core::model::deploy::Unit,
+    ) -> Result<Box<dyn crate::Binder>, DeployError> {
+        Ok(Box::new(ImportOnly))
+    }
+}
+
+/// A plain ACM import: nothing to bind.
+struct ImportOnly;
+
+#[async_trait::async_trait]
+impl crate::Binder for ImportOnly {
+    async fn bound(&self) -> Result<Vec<String>, DeployError> {
+        Ok(Vec::new())
+    }
+    async fn bind(&self, _arn: &str, _managed: Option<&str>) -> Result<crate::Bind, DeployError> {
+        Ok(crate::Bind::default())
+    }
+}
 
 /// The tag naming the managed certificate an ACM import belongs to.
 pub const ID_TAG: &str = "certpilot:id";
@@ -44,11 +89,17 @@ impl Acm {
                 material.fingerprint
             ))
         })?;
+        let key = material.key.as_ref().ok_or_else(|| {
+            DeployError::Config(format!(
+                "{id}: ACM imports need the private key of {}, and none was handed over",
+                material.fingerprint
+            ))
+        })?;
         let mut call = self
             .client
             .import_certificate()
             .certificate(Blob::new(leaf.into_bytes()))
-            .private_key(Blob::new(material.key.expose().to_vec()));
+            .private_key(Blob::new(key.expose().to_vec()));
         if !chain.is_empty() {
             call = call.certificate_chain(Blob::new(chain.into_bytes()));
         }

@@ -3,29 +3,60 @@
 //! the domain). A re-import over the bound ARN needs no call at all: API Gateway serves the
 //! re-imported certificate.
 //!
-//! Settings: `domain_name`, `region`, `api` (`rest` or `http`). IAM: `apigateway:GET` and
+//! Settings: `domain-name`, `region`, `api` (`rest` or `http`). IAM: `apigateway:GET` and
 //! `apigateway:PATCH` on `arn:aws:apigateway:REGION::/domainnames/*`, plus the ACM import's.
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_apigateway::types::{EndpointType, Op, PatchOperation};
-use certpilot_core::model::deploy::ApiGatewayApi;
+use certpilot_core::model::certificate::KeyType;
+use certpilot_core::model::deploy::Unit;
+use certpilot_core::model::deploy_kind::{KindDescriptor, Setting, ValueKind};
 use certpilot_core::ports::DeployError;
 use tracing::info;
 
 use crate::{Bind, Binder, refused};
 
-/// The binder for `domain_name` of `api`.
-pub fn domain(config: &SdkConfig, domain_name: String, api: ApiGatewayApi) -> Box<dyn Binder> {
-    match api {
-        ApiGatewayApi::Rest => Box::new(RestDomain {
-            client: aws_sdk_apigateway::Client::new(config),
-            name: domain_name,
-        }),
-        ApiGatewayApi::Http => Box::new(HttpDomain {
-            client: aws_sdk_apigatewayv2::Client::new(config),
-            name: domain_name,
-        }),
+/// The `api-gateway` kind.
+pub struct Kind;
+
+impl crate::AwsKind for Kind {
+    fn descriptor(&self) -> KindDescriptor {
+        crate::descriptor(
+            "api-gateway",
+            "an API Gateway custom domain name (REST, or HTTP and WebSocket APIs)",
+            vec![
+                Setting::required("domain-name", "the custom domain name"),
+                Setting::required(
+                    "region",
+                    "its region (edge-optimized REST domains use us-east-1 certificates)",
+                ),
+                Setting::optional("api", "which API the domain belongs to")
+                    .of(ValueKind::OneOf(&["rest", "http"])),
+            ],
+            std::time::Duration::from_secs(10 * 60),
+            &["apigateway:GET", "apigateway:PATCH"],
+            &[KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048],
+            |s| crate::check_common(s, s.get("region").and_then(|v| v.as_str()).unwrap_or("")),
+        )
+    }
+
+    fn region(&self, unit: &Unit) -> Result<String, DeployError> {
+        crate::need(unit, "region").map(str::to_owned)
+    }
+
+    fn binder(&self, config: &SdkConfig, unit: &Unit) -> Result<Box<dyn Binder>, DeployError> {
+        let name = crate::need(unit, "domain-name")?.to_owned();
+        Ok(match unit.text("api").unwrap_or("rest") {
+            "http" => Box::new(HttpDomain {
+                client: aws_sdk_apigatewayv2::Client::new(config),
+                name,
+            }),
+            _ => Box::new(RestDomain {
+                client: aws_sdk_apigateway::Client::new(config),
+                name,
+            }),
+        })
     }
 }
 

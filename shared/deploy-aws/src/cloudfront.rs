@@ -3,16 +3,64 @@
 //! its `If-Match` ETag so that every other setting is kept and a concurrent edit is refused
 //! instead of overwritten.
 //!
-//! Settings: `distribution_id`. IAM: `cloudfront:GetDistributionConfig`,
+//! Settings: `distribution-id`. IAM: `cloudfront:GetDistributionConfig`,
 //! `cloudfront:UpdateDistribution`, plus the ACM import's (in `us-east-1`).
 
 use async_trait::async_trait;
+use aws_config::SdkConfig;
 use aws_sdk_cloudfront::Client;
 use aws_sdk_cloudfront::types::{DistributionConfig, SslSupportMethod};
+use certpilot_core::model::certificate::KeyType;
+use certpilot_core::model::deploy::Unit;
+use certpilot_core::model::deploy_kind::{KindDescriptor, Setting};
 use certpilot_core::ports::DeployError;
 use tracing::info;
 
 use crate::{Bind, Binder, refused};
+
+/// The `cloudfront` kind.
+pub struct Kind;
+
+impl crate::AwsKind for Kind {
+    fn descriptor(&self) -> KindDescriptor {
+        crate::descriptor(
+            "cloudfront",
+            "a CloudFront distribution's viewer certificate (imported into us-east-1)",
+            vec![Setting::required(
+                "distribution-id",
+                "the distribution's id",
+            )],
+            // Edge locations pick a new certificate up within minutes, not seconds.
+            std::time::Duration::from_secs(25 * 60),
+            &[
+                "cloudfront:GetDistributionConfig",
+                "cloudfront:UpdateDistribution",
+            ],
+            // CloudFront takes RSA and ECDSA P-256 only.
+            &[
+                KeyType::EcdsaP256,
+                KeyType::Rsa2048,
+                KeyType::Rsa3072,
+                KeyType::Rsa4096,
+            ],
+            |s| crate::check_common(s, REGION),
+        )
+    }
+
+    fn region(&self, _unit: &Unit) -> Result<String, DeployError> {
+        Ok(REGION.to_owned())
+    }
+
+    fn binder(&self, config: &SdkConfig, unit: &Unit) -> Result<Box<dyn Binder>, DeployError> {
+        Ok(Box::new(Distribution::new(
+            Client::new(config),
+            crate::need(unit, "distribution-id")?.to_owned(),
+        )))
+    }
+}
+
+/// CloudFront only takes certificates from ACM in us-east-1.
+const REGION: &str = "us-east-1";
 
 /// One distribution.
 pub struct Distribution {

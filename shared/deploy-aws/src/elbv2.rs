@@ -4,17 +4,86 @@
 //! certificate the new ARN is added beside the old one, and the old one is removed only once
 //! the endpoints serve the new one, so clients are never without a certificate.
 //!
-//! Settings: `listener_arn`, `sni`. IAM: `elasticloadbalancing:DescribeListeners`,
+//! Settings: `listener-arn`, `sni`. IAM: `elasticloadbalancing:DescribeListeners`,
 //! `DescribeListenerCertificates`, `ModifyListener`, `AddListenerCertificates`,
 //! `RemoveListenerCertificates`, plus the ACM import's.
 
 use async_trait::async_trait;
+use aws_config::SdkConfig;
 use aws_sdk_elasticloadbalancingv2::Client;
 use aws_sdk_elasticloadbalancingv2::types::Certificate;
+use certpilot_core::model::certificate::KeyType;
+use certpilot_core::model::deploy::{Unit, arn_region};
+use certpilot_core::model::deploy_kind::{KindDescriptor, Setting, ValueKind, settings_as};
 use certpilot_core::ports::DeployError;
 use tracing::info;
 
 use crate::{Bind, Binder, refused};
+
+/// The `elbv2-listener` kind.
+pub struct Kind;
+
+impl crate::AwsKind for Kind {
+    fn descriptor(&self) -> KindDescriptor {
+        crate::descriptor(
+            "elbv2-listener",
+            "an ALB or NLB HTTPS/TLS listener, as its default certificate or an SNI one",
+            vec![
+                Setting::required(
+                    "listener-arn",
+                    "the listener's ARN (its region is read from it)",
+                ),
+                Setting::optional(
+                    "sni",
+                    "bind as one of the listener's SNI certificates instead of its default one",
+                )
+                .of(ValueKind::Bool),
+            ],
+            std::time::Duration::from_secs(2 * 60),
+            &[
+                "elasticloadbalancing:DescribeListeners",
+                "elasticloadbalancing:DescribeListenerCertificates",
+                "elasticloadbalancing:ModifyListener",
+                "elasticloadbalancing:AddListenerCertificates",
+                "elasticloadbalancing:RemoveListenerCertificates",
+            ],
+            // Application and Network Load Balancers take every algorithm ACM imports.
+            &KeyType::ALL,
+            |s| {
+                let arn = s.get("listener-arn").and_then(|v| v.as_str()).unwrap_or("");
+                let region = arn_region(arn).map_err(|e| (e.input, e.reason))?;
+                if !arn.contains(":listener/") {
+                    return Err((arn.to_owned(), "not a listener ARN".into()));
+                }
+                crate::check_common(s, &region)
+            },
+        )
+    }
+
+    fn region(&self, unit: &Unit) -> Result<String, DeployError> {
+        arn_region(crate::need(unit, "listener-arn")?)
+            .map_err(|e| DeployError::Config(e.to_string()))
+    }
+
+    fn binder(&self, config: &SdkConfig, unit: &Unit) -> Result<Box<dyn Binder>, DeployError> {
+        let settings: ListenerSettings =
+            settings_as(&unit.kind, &unit.settings).map_err(DeployError::Config)?;
+        Ok(Box::new(Listener::new(
+            Client::new(config),
+            settings.listener_arn,
+            settings.sni,
+        )))
+    }
+}
+
+/// The settings the kind reads.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct ListenerSettings {
+    listener_arn: String,
+    #[serde(default)]
+    sni: bool,
+}
 
 /// One listener.
 pub struct Listener {

@@ -6,16 +6,12 @@
 //! at that ARN. Each deployment imports into its own ACM certificate: rolling one deployment
 //! back then never changes what another one serves.
 //!
-//! | kind | module | settings | IAM actions |
-//! |---|---|---|---|
-//! | `acm-import` | [`acm`] | `region` | `acm:ImportCertificate`, `acm:GetCertificate`, `acm:AddTagsToCertificate` |
-//! | `elbv2-listener` | [`elbv2`] | `listener_arn`, `sni` | the ACM ones, `elasticloadbalancing:DescribeListeners`, `DescribeListenerCertificates`, `ModifyListener`, `AddListenerCertificates`, `RemoveListenerCertificates` |
-//! | `cloudfront` | [`cloudfront`] | `distribution_id` (ACM in `us-east-1`) | the ACM ones, `cloudfront:GetDistributionConfig`, `cloudfront:UpdateDistribution` |
-//! | `api-gateway` | [`apigateway`] | `domain_name`, `region`, `api` (`rest`/`http`) | the ACM ones, `apigateway:GET` and `apigateway:PATCH` on `/domainnames/*` (REST and HTTP) |
-//!
-//! Any deployment can name `certificate_arn` to adopt an imported certificate (re-import over
-//! it instead of importing a new one), and `role_arn`: its calls are then made with that role's credentials
-//! (`sts:AssumeRole`), for targets in other accounts.
+//! Each kind is one module with the same shape: its descriptor (settings, key types,
+//! permissions, deadline), its region, and its binder — an [`AwsKind`]. The composition root
+//! registers each with [`AwsDeployTargets::kind`]. Every kind also takes `certificate-arn`
+//! (adopt an imported certificate: re-import over it instead of importing a new one) and
+//! `role-arn` (make the calls with that role's credentials through `sts:AssumeRole`, for
+//! targets in other accounts).
 
 pub mod acm;
 pub mod apigateway;
@@ -27,9 +23,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use certpilot_core::model::deploy::{Deployment, TargetConfig};
+use certpilot_core::model::certificate::KeyType;
+use certpilot_core::model::deploy::{Settings, Unit, arn_region};
+use certpilot_core::model::deploy_kind::{KeyDelivery, KindDescriptor, RunsIn, Setting};
 use certpilot_core::ports::{
-    Bound, DeployError, DeployRequest, DeployTarget, DeployTargets, Deployed,
+    Bound, DeployError, DeployRequest, DeployTarget, Deployed, TargetFactory,
 };
 use tokio::sync::Mutex;
 
@@ -69,17 +67,95 @@ pub struct Bind {
     pub added: bool,
 }
 
-/// A plain ACM import: nothing to bind.
-struct ImportOnly;
+/// One kind of AWS deploy target: what it is, where its ACM certificate lives, and how it
+/// binds one.
+pub trait AwsKind: Send + Sync + 'static {
+    /// The kind's descriptor (build it with [`descriptor`]).
+    fn descriptor(&self) -> KindDescriptor;
 
-#[async_trait]
-impl Binder for ImportOnly {
-    async fn bound(&self) -> Result<Vec<String>, DeployError> {
-        Ok(Vec::new())
+    /// The region the unit's ACM certificate must be in.
+    fn region(&self, unit: &Unit) -> Result<String, DeployError>;
+
+    /// The binder of the unit, with clients made from `config`.
+    fn binder(&self, config: &SdkConfig, unit: &Unit) -> Result<Box<dyn Binder>, DeployError>;
+}
+
+/// The ACM actions every AWS kind needs.
+pub const ACM_PERMISSIONS: [&str; 3] = [
+    "acm:ImportCertificate",
+    "acm:GetCertificate",
+    "acm:AddTagsToCertificate",
+];
+
+/// An AWS kind's descriptor: the kind's own settings, then `certificate-arn` and `role-arn`;
+/// the ACM actions, then the kind's own.
+pub fn descriptor(
+    kind: &'static str,
+    summary: &'static str,
+    mut settings: Vec<Setting>,
+    verify_deadline: std::time::Duration,
+    permissions: &[&'static str],
+    key_types: &[KeyType],
+    check: certpilot_core::model::deploy_kind::Check,
+) -> KindDescriptor {
+    settings.push(Setting::optional(
+        "certificate-arn",
+        "an imported ACM certificate to re-import over instead of importing a new one (adopts it)",
+    ));
+    settings.push(Setting::optional(
+        "role-arn",
+        "an IAM role to assume for this target (another account)",
+    ));
+    KindDescriptor {
+        kind,
+        family: "aws",
+        summary,
+        settings,
+        default_verify_deadline: verify_deadline,
+        permissions: ACM_PERMISSIONS.iter().chain(permissions).copied().collect(),
+        key_types: key_types.to_vec(),
+        key_delivery: KeyDelivery::InRequest,
+        runs_in: RunsIn::Anywhere,
+        binds: kind != "acm-import",
+        can_roll_back: true,
+        check: Some(check),
     }
-    async fn bind(&self, _arn: &str, _managed: Option<&str>) -> Result<Bind, DeployError> {
-        Ok(Bind::default())
+}
+
+/// The checks every AWS kind makes, given the region its certificate lives in: the region's
+/// name, an adopted certificate in that region, a role's ARN.
+pub fn check_common(settings: &Settings, region: &str) -> Result<(), (String, String)> {
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err((region.to_owned(), "not an AWS region name".into()));
     }
+    let text = |k: &str| settings.get(k).and_then(|v| v.as_str());
+    if let Some(arn) = text("certificate-arn")
+        && (arn_region(arn).ok().as_deref() != Some(region) || !arn.contains(":certificate/"))
+    {
+        return Err((
+            arn.to_owned(),
+            format!("not an ACM certificate ARN in {region}"),
+        ));
+    }
+    if let Some(role) = text("role-arn")
+        && (!role.starts_with("arn:") || !role.contains(":role/"))
+    {
+        return Err((
+            role.to_owned(),
+            "a role is an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A required text setting of `unit`, or a configuration error naming it.
+pub(crate) fn need<'a>(unit: &'a Unit, key: &str) -> Result<&'a str, DeployError> {
+    unit.text(key)
+        .ok_or_else(|| DeployError::Config(format!("{}: {} needs {key}", unit.name, unit.kind)))
 }
 
 /// An ACM import plus a binder: the shape of every AWS target.
@@ -100,7 +176,7 @@ impl AcmBacked {
     fn reuse(&self, request: &DeployRequest<'_>) -> Option<String> {
         let recorded = request.record.and_then(|r| {
             let same_key = r.key_type.is_none_or(|k| k == request.certificate.key_type);
-            r.certificate_arn.clone().filter(|_| same_key)
+            r.handle.clone().filter(|_| same_key)
         });
         recorded.or_else(|| self.adopt.clone())
     }
@@ -125,7 +201,7 @@ impl DeployTarget for AcmBacked {
     }
 
     async fn deploy(&self, request: DeployRequest<'_>) -> Result<Deployed, DeployError> {
-        let managed = request.record.and_then(|r| r.certificate_arn.clone());
+        let managed = request.record.and_then(|r| r.handle.clone());
         let arn = match &request.certificate.acm_arn {
             // Issued by ACM: bound as it is, which only works in its own region.
             Some(arn) => {
@@ -152,14 +228,15 @@ impl DeployTarget for AcmBacked {
         }
         let bind = self.binder.bind(&arn, managed.as_deref()).await?;
         Ok(Deployed {
-            certificate_arn: Some(arn),
+            handle: Some(arn),
             replaced: bind.replaced,
             added: bind.added,
+            check_after: None,
         })
     }
 
     async fn finish(&self, deployed: &Deployed) -> Result<(), DeployError> {
-        match (&deployed.certificate_arn, &deployed.replaced) {
+        match (&deployed.handle, &deployed.replaced) {
             (Some(arn), Some(replaced)) => self.binder.release(arn, replaced).await,
             _ => Ok(()),
         }
@@ -172,14 +249,14 @@ impl DeployTarget for AcmBacked {
     ) -> Result<(), DeployError> {
         let reused = self.reuse(&request);
         if let Some(d) = deployed {
-            if let Some(arn) = &d.certificate_arn {
+            if let Some(arn) = &d.handle {
                 let bind = Bind {
                     replaced: d.replaced.clone(),
                     added: d.added,
                 };
                 self.binder.restore(arn, &bind).await?;
             }
-            if d.certificate_arn.is_some() && d.certificate_arn != reused {
+            if d.handle.is_some() && d.handle != reused {
                 // A fresh ARN: nothing else uses it, and the old one was never touched.
                 return Ok(());
             }
@@ -255,36 +332,37 @@ impl AwsDeployTargets {
     }
 }
 
+impl AwsDeployTargets {
+    /// `kind` as a registry entry: its descriptor, and a factory sharing these targets'
+    /// configurations.
+    pub fn kind(self: &Arc<Self>, kind: impl AwsKind) -> (KindDescriptor, Arc<dyn TargetFactory>) {
+        (
+            kind.descriptor(),
+            Arc::new(AwsFactory {
+                targets: self.clone(),
+                kind,
+            }),
+        )
+    }
+}
+
+/// Builds the targets of one AWS kind.
+struct AwsFactory<K> {
+    targets: Arc<AwsDeployTargets>,
+    kind: K,
+}
+
 #[async_trait]
-impl DeployTargets for AwsDeployTargets {
-    async fn target(&self, d: &Deployment) -> Result<Box<dyn DeployTarget>, DeployError> {
-        let region = d
-            .target
-            .region()
-            .map_err(|e| DeployError::Config(e.to_string()))?;
-        let config = self.config(d.role_arn.as_deref(), &region).await;
+impl<K: AwsKind> TargetFactory for AwsFactory<K> {
+    async fn target(&self, unit: &Unit) -> Result<Box<dyn DeployTarget>, DeployError> {
+        let region = self.kind.region(unit)?;
+        let config = self.targets.config(unit.text("role-arn"), &region).await;
         let acm = Acm::new(aws_sdk_acm::Client::new(&config));
-        let binder: Box<dyn Binder> = match &d.target {
-            TargetConfig::AcmImport { .. } => Box::new(ImportOnly),
-            TargetConfig::Elbv2Listener { listener_arn, sni } => Box::new(elbv2::Listener::new(
-                aws_sdk_elasticloadbalancingv2::Client::new(&config),
-                listener_arn.clone(),
-                *sni,
-            )),
-            TargetConfig::Cloudfront { distribution_id } => {
-                Box::new(cloudfront::Distribution::new(
-                    aws_sdk_cloudfront::Client::new(&config),
-                    distribution_id.clone(),
-                ))
-            }
-            TargetConfig::ApiGateway {
-                domain_name, api, ..
-            } => apigateway::domain(&config, domain_name.clone(), *api),
-        };
+        let binder = self.kind.binder(&config, unit)?;
         Ok(Box::new(AcmBacked {
             acm,
             binder,
-            adopt: d.certificate_arn.clone(),
+            adopt: unit.text("certificate-arn").map(str::to_owned),
             imported: std::sync::Mutex::new(None),
             region,
         }))

@@ -356,3 +356,33 @@ pub async fn text_and_binary_values_round_trip<S: SecretStore>(s: Arc<S>) {
         Some(pem.to_owned())
     );
 }
+
+/// A managed certificate as the first versions stored it (before deploy kinds were
+/// descriptors): an `elbv2-listener` deployment with its settings flat beside its name, the
+/// deadline in `verify_deadline_secs`, and its record's ACM ARN in `certificate_arn`. For the
+/// stores' migration tests, which write it raw.
+pub fn first_version_record(id: &str) -> String {
+    let mut cert = managed("shop.example", Duration::ZERO);
+    cert.id = id.to_owned();
+    let mut json = serde_json::to_value(&cert).expect("json");
+    json["spec"]["endpoints"] = serde_json::json!(["shop.example:443"]);
+    json["spec"]["deployments"] = serde_json::json!([{
+        "name": "alb",
+        "kind": "elbv2-listener",
+        "listener_arn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2",
+        "sni": false,
+        "role_arn": "arn:aws:iam::123456789012:role/deployer",
+        "verify_deadline_secs": 180
+    }]);
+    json["deployments"] = serde_json::json!([{
+        "name": "alb",
+        "fingerprint": "ab",
+        "status": "verified",
+        "at": "2026-11-30T10:00:00Z",
+        "holding": "ab",
+        "certificate_arn": "arn:aws:acm:eu-west-1:123456789012:certificate/0b6d3b2c",
+        "key_type": "ecdsa-p256"
+    }]);
+    json["version"] = serde_json::json!(1);
+    json.to_string()
+}

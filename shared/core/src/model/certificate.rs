@@ -620,7 +620,7 @@ impl CertificateSpec {
             if !names.insert(d.name.as_str()) {
                 return Err(spec_error(&d.name, "two deployments have this name"));
             }
-            d.validate(&self.endpoints)?;
+            d.validate()?;
         }
         Ok(())
     }

@@ -13,90 +13,249 @@ use time::OffsetDateTime;
 use crate::model::certificate::{KeyType, SpecError};
 use crate::model::target::Target;
 
-/// Which API a custom domain belongs to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ApiGatewayApi {
-    /// API Gateway REST APIs (`apigateway`).
-    #[default]
-    Rest,
-    /// API Gateway HTTP and WebSocket APIs (`apigatewayv2`).
-    Http,
-}
+/// A deployment's settings, typed by its kind's descriptor (kebab-case keys: strings,
+/// booleans, numbers of seconds, arrays for repeated settings).
+pub type Settings = serde_json::Map<String, serde_json::Value>;
 
-/// The kind of target and its settings.
+/// One place a certificate is installed: a name, a kind (see
+/// [`crate::model::deploy_kind::DeployKinds`]) with its settings, the endpoints that prove
+/// it, and a verification deadline. A deployment is made of units (a listener, a
+/// distribution, a cluster's secret): by default one, named after the deployment; `units`
+/// lists several, each with settings over the deployment's and endpoints of its own.
+///
+/// Records written before kinds were descriptors (the kind's settings flat beside the name,
+/// `verify_deadline_secs`) load as this shape; they are written back in it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum TargetConfig {
-    /// Import into ACM for users certpilot does not bind itself. Re-imports go over the same
-    /// ARN, which keeps every association.
-    AcmImport {
-        /// The region to import into.
-        region: String,
-    },
-    /// An ALB or NLB HTTPS/TLS listener.
-    Elbv2Listener {
-        /// The listener's ARN (its region is read from it).
-        listener_arn: String,
-        /// As one of the listener's SNI certificates instead of its default one.
-        #[serde(default)]
-        sni: bool,
-    },
-    /// A CloudFront distribution's viewer certificate (imported into `us-east-1`).
-    Cloudfront {
-        /// The distribution id.
-        distribution_id: String,
-    },
-    /// An API Gateway custom domain name.
-    ApiGateway {
-        /// The custom domain name.
-        domain_name: String,
-        /// Its region (edge-optimized REST domains use `us-east-1` certificates).
-        region: String,
-        /// REST or HTTP API.
-        #[serde(default)]
-        api: ApiGatewayApi,
-    },
+#[serde(from = "DeploymentWire")]
+pub struct Deployment {
+    /// Unique within the certificate; names the deployment in commands and findings.
+    pub name: String,
+    /// The kind of target.
+    pub kind: String,
+    /// The kind's settings.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub settings: Settings,
+    /// Units of the deployment, when there is more than one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<UnitSpec>,
+    /// The endpoints that serve what the target holds; the certificate's own endpoints when
+    /// empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Target>,
+    /// How long to wait for the endpoints, in seconds; the kind's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_deadline: Option<u64>,
 }
 
-impl TargetConfig {
-    /// A short name of the kind, as shown to people and in logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            TargetConfig::AcmImport { .. } => "acm-import",
-            TargetConfig::Elbv2Listener { .. } => "elbv2-listener",
-            TargetConfig::Cloudfront { .. } => "cloudfront",
-            TargetConfig::ApiGateway { .. } => "api-gateway",
-        }
-    }
+/// One unit of a deployment as written: settings over the deployment's, and its endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitSpec {
+    /// Unique within the deployment.
+    pub name: String,
+    /// Settings that differ from the deployment's.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub settings: Settings,
+    /// Its endpoints; the deployment's when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Target>,
+}
 
-    /// The AWS region the target's ACM certificate lives in.
-    pub fn region(&self) -> Result<String, SpecError> {
-        match self {
-            TargetConfig::AcmImport { region, .. } | TargetConfig::ApiGateway { region, .. } => {
-                Ok(region.clone())
+/// One unit as a target adapter sees it: settings merged, endpoints resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unit {
+    /// The unit's name (the deployment's when it has a single unit).
+    pub name: String,
+    /// The deployment's kind.
+    pub kind: String,
+    /// The deployment's settings with the unit's over them.
+    pub settings: Settings,
+    /// The endpoints that prove it.
+    pub endpoints: Vec<Target>,
+}
+
+impl Unit {
+    /// A text setting.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.settings.get(key).and_then(|v| v.as_str())
+    }
+}
+
+/// A deployment as stored by any version: today's shape, or the kind's settings flat beside
+/// the name (the records of the first versions).
+#[derive(Deserialize)]
+struct DeploymentWire {
+    name: String,
+    kind: String,
+    #[serde(default)]
+    settings: Settings,
+    #[serde(default)]
+    units: Vec<UnitSpec>,
+    #[serde(default)]
+    endpoints: Vec<Target>,
+    #[serde(default)]
+    verify_deadline: Option<DeadlineInput>,
+    /// The first versions' name of `verify_deadline`.
+    #[serde(default)]
+    verify_deadline_secs: Option<u64>,
+    /// The first versions' settings: `listener_arn`, `sni`, `region`, `certificate_arn`…
+    #[serde(flatten)]
+    flat: Settings,
+}
+
+/// A verification deadline as people write it: seconds, or `5m`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DeadlineInput {
+    Seconds(u64),
+    Text(String),
+}
+
+impl From<DeploymentWire> for Deployment {
+    fn from(w: DeploymentWire) -> Self {
+        let mut settings = Settings::new();
+        for (key, value) in w.flat.into_iter().chain(w.settings) {
+            if !value.is_null() {
+                settings.insert(key.replace('_', "-"), value);
             }
-            // CloudFront only takes certificates from us-east-1.
-            TargetConfig::Cloudfront { .. } => Ok("us-east-1".to_owned()),
-            TargetConfig::Elbv2Listener { listener_arn, .. } => arn_region(listener_arn),
+        }
+        let verify_deadline = match w.verify_deadline {
+            Some(DeadlineInput::Seconds(s)) => Some(s),
+            // An unreadable text is kept as 0, which validation refuses with the input named.
+            Some(DeadlineInput::Text(t)) => Some(
+                crate::model::deploy_kind::parse_duration(&t)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            ),
+            None => w.verify_deadline_secs,
+        };
+        Deployment {
+            name: w.name,
+            kind: w.kind,
+            settings,
+            units: w
+                .units
+                .into_iter()
+                .map(|mut u| {
+                    u.settings = std::mem::take(&mut u.settings)
+                        .into_iter()
+                        .map(|(k, v)| (k.replace('_', "-"), v))
+                        .collect();
+                    u
+                })
+                .collect(),
+            endpoints: w.endpoints,
+            verify_deadline,
+        }
+    }
+}
+
+impl Deployment {
+    /// A deployment of `kind` named `name`, with no settings yet.
+    pub fn new(name: &str, kind: &str) -> Self {
+        Deployment {
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            settings: Settings::new(),
+            units: Vec::new(),
+            endpoints: Vec::new(),
+            verify_deadline: None,
         }
     }
 
-    /// How long the data plane may take to serve a new certificate: a load balancer takes
-    /// seconds, CloudFront minutes.
-    pub fn default_verify_deadline(&self) -> Duration {
-        match self {
-            TargetConfig::AcmImport { .. } => Duration::from_secs(5 * 60),
-            TargetConfig::Elbv2Listener { .. } => Duration::from_secs(2 * 60),
-            TargetConfig::Cloudfront { .. } => Duration::from_secs(25 * 60),
-            TargetConfig::ApiGateway { .. } => Duration::from_secs(10 * 60),
-        }
+    /// The same deployment with `key` set to `value` (builders and tests).
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.settings.insert(key.to_owned(), value.into());
+        self
     }
 
-    /// Whether the target binds the certificate to something that serves it (everything but
-    /// a plain ACM import), so that endpoints are needed to prove it.
-    pub fn binds(&self) -> bool {
-        !matches!(self, TargetConfig::AcmImport { .. })
+    /// The same deployment proven by `endpoint`.
+    pub fn with_endpoint(mut self, endpoint: Target) -> Self {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    /// Its own verification deadline, when it sets one.
+    pub fn verify_deadline(&self) -> Option<Duration> {
+        self.verify_deadline.map(Duration::from_secs)
+    }
+
+    /// A text setting.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.settings.get(key).and_then(|v| v.as_str())
+    }
+
+    /// Its units, settings merged and endpoints resolved (`certificate_endpoints` when
+    /// neither the unit nor the deployment lists any).
+    pub fn resolved_units(&self, certificate_endpoints: &[Target]) -> Vec<Unit> {
+        let endpoints = if self.endpoints.is_empty() {
+            certificate_endpoints
+        } else {
+            &self.endpoints
+        };
+        if self.units.is_empty() {
+            return vec![Unit {
+                name: self.name.clone(),
+                kind: self.kind.clone(),
+                settings: self.settings.clone(),
+                endpoints: endpoints.to_vec(),
+            }];
+        }
+        self.units
+            .iter()
+            .map(|u| {
+                let mut settings = self.settings.clone();
+                settings.extend(u.settings.clone());
+                Unit {
+                    name: u.name.clone(),
+                    kind: self.kind.clone(),
+                    settings,
+                    endpoints: if u.endpoints.is_empty() {
+                        endpoints.to_vec()
+                    } else {
+                        u.endpoints.clone()
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Checks what holds for every kind: the name's shape. Each kind's settings are checked
+    /// by [`crate::model::deploy_kind::DeployKinds::check_deployment`].
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let named = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if !named(&self.name) {
+            return Err(SpecError {
+                input: self.name.clone(),
+                reason: format!(
+                    "deployment {:?}: a name is letters, digits, '-', '_' or '.'",
+                    self.name
+                ),
+            });
+        }
+        if let Some(u) = self.units.iter().find(|u| !named(&u.name)) {
+            return Err(SpecError {
+                input: u.name.clone(),
+                reason: format!(
+                    "deployment {:?}: a unit's name is letters, digits, '-', '_' or '.'",
+                    self.name
+                ),
+            });
+        }
+        if self.verify_deadline == Some(0) {
+            return Err(SpecError {
+                input: "verify_deadline".into(),
+                reason: format!(
+                    "deployment {:?}: the verification deadline must be a duration above 0 (90s, 5m)",
+                    self.name
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -114,101 +273,6 @@ pub fn arn_region(arn: &str) -> Result<String, SpecError> {
     }
 }
 
-/// One place a certificate is installed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deployment {
-    /// Unique within the certificate; names the deployment in commands and findings.
-    pub name: String,
-    /// The target.
-    #[serde(flatten)]
-    pub target: TargetConfig,
-    /// An imported ACM certificate to re-import over instead of importing a new one: adopts
-    /// a certificate that is already bound where certpilot does not bind (other listeners,
-    /// stacks that name the ARN).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate_arn: Option<String>,
-    /// A role to assume for this target (another account).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role_arn: Option<String>,
-    /// The endpoints that serve what the target holds; the certificate's own endpoints when
-    /// empty.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub endpoints: Vec<Target>,
-    /// How long to wait for the endpoints, in seconds; the kind's default when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify_deadline_secs: Option<u64>,
-}
-
-impl Deployment {
-    /// The verification deadline.
-    pub fn verify_deadline(&self) -> Duration {
-        self.verify_deadline_secs
-            .map(Duration::from_secs)
-            .unwrap_or_else(|| self.target.default_verify_deadline())
-    }
-
-    /// Checks what the types cannot, given the certificate's own endpoints.
-    pub fn validate(&self, certificate_endpoints: &[Target]) -> Result<(), SpecError> {
-        let bad = |input: &str, reason: &str| SpecError {
-            input: input.to_owned(),
-            reason: format!("deployment {:?}: {reason}", self.name),
-        };
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(bad(
-                &self.name,
-                "a name is letters, digits, '-', '_' or '.'",
-            ));
-        }
-        let region = self.target.region().map_err(|e| bad(&e.input, &e.reason))?;
-        if region.is_empty()
-            || !region
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(bad(&region, "not an AWS region name"));
-        }
-        if let Some(arn) = &self.certificate_arn
-            && (arn_region(arn)? != region || !arn.contains(":certificate/"))
-        {
-            return Err(bad(arn, &format!("not an ACM certificate ARN in {region}")));
-        }
-        if let Some(role) = &self.role_arn
-            && (!role.starts_with("arn:") || !role.contains(":role/"))
-        {
-            return Err(bad(
-                role,
-                "a role is an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
-            ));
-        }
-        match &self.target {
-            TargetConfig::Elbv2Listener { listener_arn, .. }
-                if !listener_arn.contains(":listener/") =>
-            {
-                return Err(bad(listener_arn, "not a listener ARN"));
-            }
-            TargetConfig::Cloudfront { distribution_id } if distribution_id.is_empty() => {
-                return Err(bad(distribution_id, "a distribution id is needed"));
-            }
-            TargetConfig::ApiGateway { domain_name, .. } if domain_name.is_empty() => {
-                return Err(bad(domain_name, "a domain name is needed"));
-            }
-            _ => {}
-        }
-        if self.target.binds() && self.endpoints.is_empty() && certificate_endpoints.is_empty() {
-            return Err(bad(
-                self.target.kind(),
-                "needs endpoints to verify (the deployment's or the certificate's): without a handshake nothing proves the new certificate is served",
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// Where a deployment stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -223,6 +287,9 @@ pub enum DeploymentStatus {
     /// Put back to the previous certificate by hand (`certpilot rollback`); left alone until
     /// the next explicit deploy.
     RolledBack,
+    /// Installing takes longer than a run (a CDN change, a rate limit): the next run after
+    /// the record's `check_after` resumes it. Nothing sleeps inside a run.
+    InProgress,
 }
 
 impl DeploymentStatus {
@@ -233,6 +300,19 @@ impl DeploymentStatus {
             DeploymentStatus::NotServing => "not_serving",
             DeploymentStatus::Failed => "failed",
             DeploymentStatus::RolledBack => "rolled_back",
+            DeploymentStatus::InProgress => "in_progress",
+        }
+    }
+
+    /// How much a status needs attention, to sum up a deployment from its units: a failure
+    /// outranks an outage, which outranks work in progress.
+    fn weight(self) -> u8 {
+        match self {
+            DeploymentStatus::Verified => 0,
+            DeploymentStatus::RolledBack => 1,
+            DeploymentStatus::InProgress => 2,
+            DeploymentStatus::NotServing => 3,
+            DeploymentStatus::Failed => 4,
         }
     }
 }
@@ -387,7 +467,8 @@ pub fn quote_spec_value(value: &str) -> String {
     }
 }
 
-/// What certpilot last did at one deployment.
+/// What certpilot last did at one deployment; for a deployment of several units, the sum of
+/// its units (the worst status), each unit's own record in `units`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentRecord {
     /// The deployment's name.
@@ -407,79 +488,274 @@ pub struct DeploymentRecord {
     pub problem: Option<DeployProblem>,
     /// The certificate the target holds now (after a rollback, the previous one).
     pub holding: Option<String>,
-    /// The ACM certificate certpilot imports into for this deployment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate_arn: Option<String>,
-    /// The key type of what that ARN holds (ACM re-imports must keep the key algorithm).
+    /// The adapter's own reference to what it installed (an ACM ARN, a CDN certificate id):
+    /// opaque to everything else. Records of the first versions called it `certificate_arn`.
+    #[serde(
+        default,
+        alias = "certificate_arn",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub handle: Option<String>,
+    /// The key type of what the handle holds (ACM re-imports must keep the key algorithm).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_type: Option<KeyType>,
+    /// For `in_progress`: when the next run should look again.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub check_after: Option<OffsetDateTime>,
+    /// Each unit's record, for a deployment of several units.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<UnitRecord>,
+}
+
+/// What certpilot last did at one unit of a deployment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitRecord {
+    /// The unit's name.
+    pub name: String,
+    /// The outcome there.
+    pub status: DeploymentStatus,
+    /// What went wrong there, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// What went wrong there, as a kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<DeployProblem>,
+    /// The certificate the unit holds now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding: Option<String>,
+    /// The adapter's handle for this unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+    /// The key type of what the handle holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<KeyType>,
+    /// For `in_progress`: when to look again.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub check_after: Option<OffsetDateTime>,
+}
+
+impl DeploymentRecord {
+    /// The record of unit `name`: its own, or for a single-unit deployment (and every record
+    /// written before units existed) the deployment's.
+    pub fn unit(&self, name: &str) -> Option<UnitRecord> {
+        if let Some(u) = self.units.iter().find(|u| u.name == name) {
+            return Some(u.clone());
+        }
+        (self.units.is_empty() && name == self.name).then(|| UnitRecord {
+            name: self.name.clone(),
+            status: self.status,
+            detail: self.detail.clone(),
+            problem: self.problem,
+            holding: self.holding.clone(),
+            handle: self.handle.clone(),
+            key_type: self.key_type,
+            check_after: self.check_after,
+        })
+    }
+
+    /// Every handle the record holds (the deployment's and its units').
+    pub fn handles(&self) -> impl Iterator<Item = &str> {
+        self.handle
+            .iter()
+            .chain(self.units.iter().filter_map(|u| u.handle.as_ref()))
+            .map(String::as_str)
+    }
+
+    /// The record of a deployment made of `units`, summed up: the worst status, the details
+    /// of the units that are not verified, the earliest `check_after`. A single unit named
+    /// after the deployment is stored flat, as records always were.
+    pub fn of_units(
+        name: &str,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        units: Vec<UnitRecord>,
+    ) -> Self {
+        let status = units
+            .iter()
+            .map(|u| u.status)
+            .max_by_key(|s| s.weight())
+            .unwrap_or(DeploymentStatus::Verified);
+        let single = units.len() == 1 && units[0].name == name;
+        let worst: Vec<&UnitRecord> = units.iter().filter(|u| u.status == status).collect();
+        let detail = if single {
+            units[0].detail.clone()
+        } else {
+            let lines: Vec<String> = units
+                .iter()
+                .filter_map(|u| u.detail.as_ref().map(|d| format!("{}: {d}", u.name)))
+                .collect();
+            (!lines.is_empty()).then(|| lines.join("; "))
+        };
+        let holding = {
+            let mut held: Vec<&Option<String>> = units.iter().map(|u| &u.holding).collect();
+            held.dedup();
+            // One certificate everywhere, or none named when the units differ.
+            if held.len() == 1 {
+                held[0].clone()
+            } else {
+                None
+            }
+        };
+        DeploymentRecord {
+            name: name.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            status,
+            at,
+            detail,
+            problem: worst.iter().find_map(|u| u.problem),
+            holding,
+            handle: if single {
+                units[0].handle.clone()
+            } else {
+                None
+            },
+            key_type: if single { units[0].key_type } else { None },
+            check_after: units.iter().filter_map(|u| u.check_after).min(),
+            units: if single { Vec::new() } else { units },
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::macros::datetime;
 
-    fn deployment(target: TargetConfig) -> Deployment {
-        Deployment {
-            name: "edge".into(),
-            target,
-            certificate_arn: None,
-            role_arn: None,
-            endpoints: vec!["shop.example.com".parse().expect("target")],
-            verify_deadline_secs: None,
+    /// A deployment as the first versions stored it (the kind's settings flat, the deadline
+    /// in `verify_deadline_secs`), taken from a record written on 2026-11-30.
+    const FIRST_VERSION: &str = r#"{"name":"alb","kind":"elbv2-listener","listener_arn":"arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2","sni":true,"certificate_arn":"arn:aws:acm:eu-west-1:123456789012:certificate/0b6d3b2c","role_arn":"arn:aws:iam::123456789012:role/deployer","endpoints":["shop.example.com:443"],"verify_deadline_secs":180}"#;
+
+    #[test]
+    fn first_version_deployments_load_with_their_settings_and_are_written_in_todays_shape() {
+        let d: Deployment = serde_json::from_str(FIRST_VERSION).expect("loads");
+        assert_eq!(d.kind, "elbv2-listener");
+        assert_eq!(
+            d.text("listener-arn")
+                .map(|a| a.ends_with("f2f7dc8efc522ab2")),
+            Some(true)
+        );
+        assert_eq!(d.settings["sni"], serde_json::Value::Bool(true));
+        assert_eq!(
+            d.text("certificate-arn"),
+            Some("arn:aws:acm:eu-west-1:123456789012:certificate/0b6d3b2c")
+        );
+        assert_eq!(
+            d.text("role-arn"),
+            Some("arn:aws:iam::123456789012:role/deployer")
+        );
+        assert_eq!(d.verify_deadline(), Some(Duration::from_secs(180)));
+        let json = serde_json::to_value(&d).expect("json");
+        assert_eq!(json["settings"]["listener-arn"], d.settings["listener-arn"]);
+        assert_eq!(json["verify_deadline"], 180);
+        assert!(json.get("listener_arn").is_none() && json.get("verify_deadline_secs").is_none());
+        assert_eq!(serde_json::from_value::<Deployment>(json).expect("back"), d);
+    }
+
+    #[test]
+    fn first_version_records_keep_their_arn_as_the_handle() {
+        let old = r#"{"name":"alb","fingerprint":"ab","status":"verified","at":"2026-11-30T10:00:00Z","holding":"ab","certificate_arn":"arn:aws:acm:eu-west-1:1:certificate/x","key_type":"ecdsa-p256"}"#;
+        let r: DeploymentRecord = serde_json::from_str(old).expect("loads");
+        assert_eq!(
+            r.handle.as_deref(),
+            Some("arn:aws:acm:eu-west-1:1:certificate/x")
+        );
+        let unit = r
+            .unit("alb")
+            .expect("a single unit named after the deployment");
+        assert_eq!(unit.handle, r.handle);
+        assert_eq!(unit.key_type, Some(KeyType::EcdsaP256));
+        assert!(r.unit("other").is_none());
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["handle"], "arn:aws:acm:eu-west-1:1:certificate/x");
+    }
+
+    #[test]
+    fn deadlines_may_be_written_as_durations_and_settings_in_snake_case() {
+        let d: Deployment = serde_json::from_str(
+            r#"{"name":"cdn","kind":"cloudfront","settings":{"distribution_id":"E1"},"verify_deadline":"20m"}"#,
+        )
+        .expect("loads");
+        assert_eq!(d.text("distribution-id"), Some("E1"));
+        assert_eq!(d.verify_deadline, Some(1200));
+        let d: Deployment =
+            serde_json::from_str(r#"{"name":"cdn","kind":"cloudfront","verify_deadline":"soon"}"#)
+                .expect("loads");
+        assert!(
+            d.validate()
+                .expect_err("refused")
+                .reason
+                .contains("above 0")
+        );
+    }
+
+    #[test]
+    fn units_take_the_deployments_settings_and_endpoints_unless_they_set_their_own() {
+        let shop: Target = "shop.example.com".parse().expect("target");
+        let eu: Target = "eu.shop.example.com".parse().expect("target");
+        let mut d = Deployment::new("k8s", "files").with("dir", "/srv/a");
+        d.units = vec![
+            UnitSpec {
+                name: "a".into(),
+                settings: Settings::new(),
+                endpoints: Vec::new(),
+            },
+            UnitSpec {
+                name: "b".into(),
+                settings: Deployment::new("x", "x").with("dir", "/srv/b").settings,
+                endpoints: vec![eu.clone()],
+            },
+        ];
+        let units = d.resolved_units(std::slice::from_ref(&shop));
+        assert_eq!(units[0].text("dir"), Some("/srv/a"));
+        assert_eq!(units[0].endpoints, vec![shop]);
+        assert_eq!(units[1].text("dir"), Some("/srv/b"));
+        assert_eq!(units[1].endpoints, vec![eu]);
+    }
+
+    fn unit(name: &str, status: DeploymentStatus) -> UnitRecord {
+        UnitRecord {
+            name: name.into(),
+            status,
+            detail: (status != DeploymentStatus::Verified).then(|| "serves the old one".into()),
+            problem: None,
+            holding: Some("ab".into()),
+            handle: Some(format!("id-{name}")),
+            key_type: None,
+            check_after: None,
         }
     }
 
     #[test]
-    fn regions_come_from_the_listener_arn_and_cloudfront_is_us_east_1() {
-        let elb = TargetConfig::Elbv2Listener {
-            listener_arn: "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2".into(),
-            sni: false,
-        };
-        assert_eq!(elb.region().expect("region"), "eu-west-1");
-        let cf = TargetConfig::Cloudfront {
-            distribution_id: "E2QWRUHAPOMQZL".into(),
-        };
-        assert_eq!(cf.region().expect("region"), "us-east-1");
-        assert!(cf.default_verify_deadline() > elb.default_verify_deadline());
-    }
-
-    #[test]
-    fn bad_deployments_name_the_input() {
-        let err = deployment(TargetConfig::Elbv2Listener {
-            listener_arn: "shop-lb".into(),
-            sni: false,
-        })
-        .validate(&[])
-        .expect_err("not an ARN");
-        assert_eq!(err.input, "shop-lb");
-
-        let mut d = deployment(TargetConfig::Cloudfront {
-            distribution_id: "E1".into(),
-        });
-        d.endpoints.clear();
-        let err = d.validate(&[]).expect_err("no endpoints");
-        assert!(err.reason.contains("needs endpoints to verify"), "{err}");
-        d.validate(&["shop.example.com".parse().expect("target")])
-            .expect("certificate's endpoints do");
-
-        let mut d = deployment(TargetConfig::AcmImport {
-            region: "eu-west-1".into(),
-        });
-        d.role_arn = Some("deployer".into());
-        assert_eq!(d.validate(&[]).expect_err("role").input, "deployer");
-    }
-
-    #[test]
-    fn deployments_round_trip_through_json_with_their_kind() {
-        let d = deployment(TargetConfig::ApiGateway {
-            domain_name: "api.example.com".into(),
-            region: "eu-west-1".into(),
-            api: ApiGatewayApi::Http,
-        });
-        let json = serde_json::to_value(&d).expect("json");
-        assert_eq!(json["kind"], "api-gateway");
-        assert_eq!(json["api"], "http");
-        assert_eq!(serde_json::from_value::<Deployment>(json).expect("back"), d);
+    fn a_deployment_is_as_bad_as_its_worst_unit_and_names_it() {
+        let at = datetime!(2026-12-04 10:00 UTC);
+        let r = DeploymentRecord::of_units(
+            "k8s",
+            "ab",
+            at,
+            vec![
+                unit("eu", DeploymentStatus::Verified),
+                unit("us", DeploymentStatus::NotServing),
+            ],
+        );
+        assert_eq!(r.status, DeploymentStatus::NotServing);
+        assert_eq!(r.detail.as_deref(), Some("us: serves the old one"));
+        assert_eq!(r.units.len(), 2);
+        assert_eq!(r.handles().collect::<Vec<_>>(), ["id-eu", "id-us"]);
+        let one = DeploymentRecord::of_units(
+            "k8s",
+            "ab",
+            at,
+            vec![unit("k8s", DeploymentStatus::Verified)],
+        );
+        assert!(one.units.is_empty(), "a single unit is stored flat");
+        assert_eq!(one.handle.as_deref(), Some("id-k8s"));
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod certificate;
 pub mod deploy;
+pub mod deploy_kind;
 pub mod endpoint;
 pub mod observation;
 pub mod target;

@@ -13,30 +13,33 @@ pub struct DeployMaterial {
     pub key_type: crate::model::certificate::KeyType,
     /// Leaf first, then the intermediates, PEM.
     pub chain_pem: String,
-    /// The private key, PKCS#8 PEM (empty when ACM issued it and keeps the key).
-    pub key: SecretValue,
+    /// The private key, PKCS#8 PEM: only for kinds whose descriptor says they take it, and
+    /// never when ACM issued the certificate and keeps the key.
+    pub key: Option<SecretValue>,
     /// The ACM certificate, when ACM issued it: targets bind it as it is.
     pub acm_arn: Option<String>,
 }
 
-/// One deploy: the certificate to install, the one to put back on rollback, and what was
-/// recorded at this deployment last time (the ACM ARN certpilot imports into).
+/// One deploy at one unit: the certificate to install, the one to put back on rollback, and
+/// what was recorded at this unit last time (its handle).
 #[derive(Clone, Copy, Debug)]
 pub struct DeployRequest<'a> {
     /// The managed certificate's id (tags the ACM import).
     pub id: &'a str,
+    /// The unit, with its settings.
+    pub unit: &'a crate::model::deploy::Unit,
     /// The certificate to install.
     pub certificate: &'a DeployMaterial,
     /// The certificate before it, when there was one.
     pub previous: Option<&'a DeployMaterial>,
-    /// The deployment's last record.
-    pub record: Option<&'a crate::model::deploy::DeploymentRecord>,
+    /// The unit's last record.
+    pub record: Option<&'a crate::model::deploy::UnitRecord>,
 }
 
 /// What a target holds now, read from its API.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Bound {
-    /// The certificates bound (ACM ARNs), the default one first.
+    /// The handles of what is bound (ACM ARNs, version directories), the default one first.
     pub certificates: Vec<String>,
     /// The leaf fingerprints of those that could be read.
     pub fingerprints: Vec<String>,
@@ -45,14 +48,18 @@ pub struct Bound {
 /// The result of [`DeployTarget::deploy`]: enough to finish or undo it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Deployed {
-    /// The ACM certificate the new certificate was imported into.
-    pub certificate_arn: Option<String>,
+    /// The adapter's handle of what it installed (stored in the unit's record).
+    pub handle: Option<String>,
     /// What was bound before, when the deploy bound a different certificate (to remove after
     /// verification, or to bind again on rollback).
     pub replaced: Option<String>,
     /// Whether the certificate was bound beside others (added to an SNI list) rather than in
     /// place of one: a rollback removes it.
     pub added: bool,
+    /// Set when the target accepted the change but needs time (a CDN rollout, a rate limit):
+    /// the unit is recorded `in_progress` and the next run after this instant calls
+    /// `deploy` again, which resumes (deploy is idempotent) instead of sleeping.
+    pub check_after: Option<time::OffsetDateTime>,
 }
 
 /// Why a deploy, read or rollback failed.
@@ -101,12 +108,68 @@ pub trait DeployTarget: Send + Sync {
     ) -> Result<(), DeployError>;
 }
 
-/// Builds the [`DeployTarget`] for a deployment (clients, regions, assumed roles).
+/// Builds the [`DeployTarget`] of one unit of one kind (clients, regions, assumed roles).
 #[async_trait]
-pub trait DeployTargets: Send + Sync {
-    /// The target `deployment` names.
+pub trait TargetFactory: Send + Sync {
+    /// The target `unit` names (its settings were checked against the kind's descriptor).
     async fn target(
         &self,
-        deployment: &crate::model::deploy::Deployment,
+        unit: &crate::model::deploy::Unit,
     ) -> Result<Box<dyn DeployTarget>, DeployError>;
+}
+
+/// The registry of deploy target kinds: each kind's descriptor and the factory that builds
+/// its targets. The composition root fills it, one line per kind.
+#[derive(Clone, Default)]
+pub struct DeployTargets {
+    kinds: crate::model::deploy_kind::DeployKinds,
+    factories: Vec<(&'static str, std::sync::Arc<dyn TargetFactory>)>,
+}
+
+impl DeployTargets {
+    /// An empty registry.
+    pub fn new() -> Self {
+        DeployTargets::default()
+    }
+
+    /// Registers a kind.
+    pub fn register(
+        &mut self,
+        descriptor: crate::model::deploy_kind::KindDescriptor,
+        factory: std::sync::Arc<dyn TargetFactory>,
+    ) -> &mut Self {
+        self.factories.push((descriptor.kind, factory));
+        self.kinds.add(descriptor);
+        self
+    }
+
+    /// The descriptors of every registered kind.
+    pub fn kinds(&self) -> &crate::model::deploy_kind::DeployKinds {
+        &self.kinds
+    }
+
+    /// The target of `unit`.
+    pub async fn target(
+        &self,
+        unit: &crate::model::deploy::Unit,
+    ) -> Result<Box<dyn DeployTarget>, DeployError> {
+        let Some((_, factory)) = self.factories.iter().find(|(k, _)| *k == unit.kind) else {
+            return Err(DeployError::Config(format!(
+                "{}: this build has no deploy target of kind {:?}",
+                unit.name, unit.kind
+            )));
+        };
+        factory.target(unit).await
+    }
+}
+
+impl std::fmt::Debug for DeployTargets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeployTargets")
+            .field(
+                "kinds",
+                &self.factories.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }

@@ -16,7 +16,10 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::model::certificate::{IssuedCertificate, ManagedCertificate};
-use crate::model::deploy::{DeployProblem, Deployment, DeploymentRecord, DeploymentStatus};
+use crate::model::deploy::{
+    DeployProblem, Deployment, DeploymentRecord, DeploymentStatus, Unit, UnitRecord,
+};
+use crate::model::deploy_kind::RunsIn;
 use crate::model::target::ScanRequest;
 use crate::ports::{
     CertificateStore, Clock, DeployError, DeployMaterial, DeployRequest, DeployTargets,
@@ -32,6 +35,9 @@ pub struct DeploySettings {
     /// Caps every deployment's own deadline (a Lambda invocation cannot wait 25 minutes for
     /// CloudFront; the next delivery checks again).
     pub max_deadline: Option<std::time::Duration>,
+    /// Whether this process runs on the host a host-only kind (`files`) writes to: the CLI
+    /// does, the deploy function does not, and leaves those deployments to the host.
+    pub on_host: bool,
 }
 
 impl Default for DeploySettings {
@@ -39,6 +45,7 @@ impl Default for DeploySettings {
         DeploySettings {
             interval: std::time::Duration::from_secs(5),
             max_deadline: None,
+            on_host: true,
         }
     }
 }
@@ -50,9 +57,10 @@ pub struct TargetReport {
     pub name: String,
     /// Its kind.
     pub kind: String,
-    /// Where it stands now.
+    /// Where it stands now (its worst unit).
     pub status: DeploymentStatus,
-    /// Whether this run changed nothing because it already served the certificate.
+    /// Whether this run changed nothing because it already served the certificate (or is
+    /// waiting for its `check_after`).
     pub unchanged: bool,
     /// What went wrong, for people.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,7 +71,35 @@ pub struct TargetReport {
     /// Whether the previous certificate was put back (absent when nothing was rolled back).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<bool>,
-    /// Every endpoint check.
+    /// For `in_progress`: when the next run looks again.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub check_after: Option<time::OffsetDateTime>,
+    /// Every endpoint check, of every unit.
+    pub checks: Vec<EndpointCheck>,
+    /// Each unit, when the deployment has more than one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<UnitReport>,
+}
+
+/// What happened at one unit of a deployment.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnitReport {
+    /// The unit's name.
+    pub name: String,
+    /// Where it stands now.
+    pub status: DeploymentStatus,
+    /// Whether this run left it alone.
+    pub unchanged: bool,
+    /// What went wrong there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Whether the previous certificate was put back there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<bool>,
+    /// Its endpoint checks.
     pub checks: Vec<EndpointCheck>,
 }
 
@@ -71,6 +107,27 @@ impl TargetReport {
     /// Whether the deployment serves the certificate.
     pub fn is_verified(&self) -> bool {
         self.status == DeploymentStatus::Verified
+    }
+
+    /// The report of a deployment from its record and its units' reports.
+    fn of(deployment: &Deployment, record: &DeploymentRecord, units: Vec<UnitReport>) -> Self {
+        let unchanged = units.iter().all(|u| u.unchanged);
+        let rolled_back = units
+            .iter()
+            .filter_map(|u| u.rolled_back)
+            .reduce(|a, b| a && b);
+        TargetReport {
+            name: deployment.name.clone(),
+            kind: deployment.kind.clone(),
+            status: record.status,
+            unchanged,
+            detail: record.detail.clone(),
+            problem: record.problem,
+            rolled_back,
+            check_after: record.check_after,
+            checks: units.iter().flat_map(|u| u.checks.clone()).collect(),
+            units: if units.len() > 1 { units } else { Vec::new() },
+        }
     }
 }
 
@@ -151,7 +208,7 @@ impl From<LeaseError> for DeployServiceError {
 pub struct DeployService {
     certificates: Arc<dyn CertificateStore>,
     secrets: Arc<dyn SecretStore>,
-    targets: Arc<dyn DeployTargets>,
+    targets: Arc<DeployTargets>,
     verifier: VerifyService,
     clock: Arc<dyn Clock>,
     settings: DeploySettings,
@@ -190,7 +247,7 @@ impl DeployService {
     pub fn new(
         certificates: Arc<dyn CertificateStore>,
         secrets: Arc<dyn SecretStore>,
-        targets: Arc<dyn DeployTargets>,
+        targets: Arc<DeployTargets>,
         verifier: VerifyService,
         clock: Arc<dyn Clock>,
         settings: DeploySettings,
@@ -204,6 +261,13 @@ impl DeployService {
             settings,
             leases: None,
         }
+    }
+
+    /// The same service reading time from `clock`.
+    pub fn with_clock(&self, clock: Arc<dyn Clock>) -> Self {
+        let mut service = self.clone();
+        service.clock = clock;
+        service
     }
 
     /// The same service, with verification capped at `max_deadline` (what is left of a
@@ -251,47 +315,123 @@ impl DeployService {
             Some(p) => Some(self.material(&cert, p).await?),
             None => None,
         };
+        let now = self.clock.now();
+        let fingerprint = current.fingerprint.as_str();
         let runs = cert.spec.deployments.iter().map(|d| {
             let record = cert.deployment_record(&d.name);
-            let done = record.is_some_and(|r| {
-                r.status == DeploymentStatus::Verified && r.fingerprint == current.fingerprint
-            });
-            let request = DeployRequest {
-                id,
-                certificate: &material,
-                previous: previous.as_ref(),
-                record,
-            };
             let cert = &cert;
+            let (material, previous) = (&material, previous.as_ref());
             async move {
-                if done && !force {
-                    return (
-                        TargetReport {
-                            name: d.name.clone(),
-                            kind: d.target.kind().to_owned(),
-                            status: DeploymentStatus::Verified,
-                            unchanged: true,
-                            detail: None,
-                            problem: None,
-                            rolled_back: None,
-                            checks: Vec::new(),
-                        },
-                        None,
-                    );
+                if !self.runs_here(d) {
+                    // Left to the host: the record stays as the host wrote it.
+                    let mut report = self.unchanged(d, record);
+                    report.detail = Some(format!(
+                        "{} deployments run on the host (certpilot deploy {id} there), not here",
+                        d.kind
+                    ));
+                    return (report, None);
                 }
-                let (report, record) = self.deploy_one(cert, d, request).await;
-                (report, Some(record))
+                let units = d.resolved_units(&cert.spec.endpoints);
+                let unit_runs = units.iter().map(|unit| {
+                    let last = record.and_then(|r| r.unit(&unit.name));
+                    async move {
+                        let done = last.as_ref().is_some_and(|r| {
+                            r.status == DeploymentStatus::Verified
+                                && record.is_some_and(|d| d.fingerprint == fingerprint)
+                        });
+                        let waiting = last.as_ref().is_some_and(|r| {
+                            r.status == DeploymentStatus::InProgress
+                                && record.is_some_and(|d| d.fingerprint == fingerprint)
+                                && r.check_after.is_some_and(|t| t > now)
+                        });
+                        if (done || waiting) && !force {
+                            let last = last.unwrap_or_else(|| fresh_record(unit));
+                            let report = UnitReport {
+                                name: unit.name.clone(),
+                                status: last.status,
+                                unchanged: true,
+                                detail: last.detail.clone(),
+                                rolled_back: None,
+                                checks: Vec::new(),
+                            };
+                            return (report, last);
+                        }
+                        let key = self.key_for(d, material);
+                        let previous_key = previous.map(|p| self.key_for(d, p));
+                        let request = DeployRequest {
+                            id,
+                            unit,
+                            certificate: &key,
+                            previous: previous_key.as_ref(),
+                            record: last.as_ref(),
+                        };
+                        self.deploy_unit(cert, d, request).await
+                    }
+                });
+                let (reports, unit_records): (Vec<UnitReport>, Vec<UnitRecord>) =
+                    join_all(unit_runs).await.into_iter().unzip();
+                let record = DeploymentRecord::of_units(
+                    &d.name,
+                    fingerprint,
+                    self.clock.now(),
+                    unit_records,
+                );
+                (TargetReport::of(d, &record, reports), Some(record))
             }
         });
         let results = join_all(runs).await;
-        let records: Vec<DeploymentRecord> =
-            results.iter().filter_map(|(_, r)| r.clone()).collect();
+        let records: Vec<DeploymentRecord> = results
+            .iter()
+            .filter(|(r, _)| !r.unchanged)
+            .filter_map(|(_, r)| r.clone())
+            .collect();
         self.record(id, records).await?;
         Ok(DeployReport {
             id: id.to_owned(),
-            fingerprint: current.fingerprint,
+            fingerprint: current.fingerprint.clone(),
             targets: results.into_iter().map(|(r, _)| r).collect(),
         })
+    }
+
+    /// Whether `d`'s kind can run in this process.
+    fn runs_here(&self, d: &Deployment) -> bool {
+        self.settings.on_host
+            || self
+                .targets
+                .kinds()
+                .get(&d.kind)
+                .is_none_or(|k| k.runs_in != RunsIn::Host)
+    }
+
+    /// A report of a deployment this run left alone.
+    fn unchanged(&self, d: &Deployment, record: Option<&DeploymentRecord>) -> TargetReport {
+        TargetReport {
+            name: d.name.clone(),
+            kind: d.kind.clone(),
+            status: record.map_or(DeploymentStatus::InProgress, |r| r.status),
+            unchanged: true,
+            detail: record.and_then(|r| r.detail.clone()),
+            problem: record.and_then(|r| r.problem),
+            rolled_back: None,
+            check_after: record.and_then(|r| r.check_after),
+            checks: Vec::new(),
+            units: Vec::new(),
+        }
+    }
+
+    /// The material as `d`'s kind receives it: with the private key only when its
+    /// descriptor says it takes the key.
+    fn key_for(&self, d: &Deployment, material: &DeployMaterial) -> DeployMaterial {
+        let needs_key = self
+            .targets
+            .kinds()
+            .get(&d.kind)
+            .is_some_and(|k| k.needs_key());
+        let mut m = material.clone();
+        if !needs_key {
+            m.key = None;
+        }
+        m
     }
 
     /// Puts the previous certificate back at every deployment (or the one named `only`) and
@@ -335,133 +475,169 @@ impl DeployService {
             .deployments
             .iter()
             .filter(|d| only.is_none_or(|n| n == d.name))
+            .filter(|d| self.runs_here(d))
         {
             let record = cert.deployment_record(&d.name);
-            let request = DeployRequest {
-                id,
-                certificate: &material,
-                previous: Some(&previous),
-                record,
-            };
-            let outcome = match self.targets.target(d).await {
-                Ok(target) => target.roll_back(request, None).await,
-                Err(e) => Err(e),
-            };
-            let (status, detail, problem, holding) = match &outcome {
-                Ok(()) => (
-                    DeploymentStatus::RolledBack,
-                    None,
-                    None,
-                    Some(previous.fingerprint.clone()),
-                ),
-                Err(e) => (
-                    DeploymentStatus::Failed,
-                    Some(format!("rollback failed: {e}")),
-                    Some(DeployProblem::of(e)),
-                    record.and_then(|r| r.holding.clone()),
-                ),
-            };
-            warn!(%id, deployment = %d.name, status = status.as_str(), "deploy: rolled back by hand");
-            records.push(DeploymentRecord {
-                name: d.name.clone(),
-                fingerprint: current.fingerprint.clone(),
-                status,
-                at: self.clock.now(),
-                detail: detail.clone(),
-                problem,
-                holding,
-                certificate_arn: record.and_then(|r| r.certificate_arn.clone()),
-                key_type: record.and_then(|r| r.key_type),
-            });
-            reports.push(TargetReport {
-                name: d.name.clone(),
-                kind: d.target.kind().to_owned(),
-                status,
-                unchanged: false,
-                detail,
-                problem,
-                rolled_back: Some(outcome.is_ok()),
-                checks: Vec::new(),
-            });
+            let (key, previous_key) = (self.key_for(d, &material), self.key_for(d, &previous));
+            let mut unit_reports = Vec::new();
+            let mut unit_records = Vec::new();
+            for unit in d.resolved_units(&cert.spec.endpoints) {
+                let last = record.and_then(|r| r.unit(&unit.name));
+                let request = DeployRequest {
+                    id,
+                    unit: &unit,
+                    certificate: &key,
+                    previous: Some(&previous_key),
+                    record: last.as_ref(),
+                };
+                let outcome = match self.targets.target(&unit).await {
+                    Ok(target) => target.roll_back(request, None).await,
+                    Err(e) => Err(e),
+                };
+                let mut r = last.clone().unwrap_or_else(|| fresh_record(&unit));
+                match &outcome {
+                    Ok(()) => {
+                        r.status = DeploymentStatus::RolledBack;
+                        r.detail = None;
+                        r.problem = None;
+                        r.holding = Some(previous.fingerprint.clone());
+                        r.check_after = None;
+                    }
+                    Err(e) => {
+                        r.status = DeploymentStatus::Failed;
+                        r.detail = Some(format!("rollback failed: {e}"));
+                        r.problem = Some(DeployProblem::of(e));
+                    }
+                }
+                warn!(%id, deployment = %d.name, unit = %unit.name, status = r.status.as_str(), "deploy: rolled back by hand");
+                unit_reports.push(UnitReport {
+                    name: unit.name.clone(),
+                    status: r.status,
+                    unchanged: false,
+                    detail: r.detail.clone(),
+                    rolled_back: Some(outcome.is_ok()),
+                    checks: Vec::new(),
+                });
+                unit_records.push(r);
+            }
+            let rec = DeploymentRecord::of_units(
+                &d.name,
+                &current.fingerprint,
+                self.clock.now(),
+                unit_records,
+            );
+            reports.push(TargetReport::of(d, &rec, unit_reports));
+            records.push(rec);
         }
         self.record(id, records).await?;
         Ok(reports)
     }
 
-    /// The certificates whose current certificate is not yet served everywhere (excluding
-    /// deployments rolled back by hand), for a scheduled run to deploy again.
+    /// The certificates whose current certificate is not yet served everywhere this process
+    /// can deploy (excluding deployments rolled back by hand, and those in progress until
+    /// their `check_after`), for a scheduled run to deploy again.
     pub async fn pending(&self) -> Result<Vec<String>, DeployServiceError> {
+        let now = self.clock.now();
         Ok(self
             .certificates
             .certificates()
             .await?
             .into_iter()
-            .filter(|c| c.current.is_some() && !c.is_deployed())
             .filter(|c| {
-                !c.deployments
+                let Some(current) = &c.current else {
+                    return false;
+                };
+                if c.deployments
                     .iter()
                     .any(|r| r.status == DeploymentStatus::RolledBack)
+                {
+                    return false;
+                }
+                c.spec
+                    .deployments
+                    .iter()
+                    .filter(|d| self.runs_here(d))
+                    .any(|d| match c.deployment_record(&d.name) {
+                        None => true,
+                        Some(r) if r.fingerprint != current.fingerprint => true,
+                        Some(r) => match r.status {
+                            DeploymentStatus::Verified | DeploymentStatus::RolledBack => false,
+                            DeploymentStatus::InProgress => r.check_after.is_none_or(|t| t <= now),
+                            DeploymentStatus::NotServing | DeploymentStatus::Failed => true,
+                        },
+                    })
             })
             .map(|c| c.id)
             .collect())
     }
 
-    async fn deploy_one(
+    async fn deploy_unit(
         &self,
         cert: &ManagedCertificate,
         deployment: &Deployment,
         request: DeployRequest<'_>,
-    ) -> (TargetReport, DeploymentRecord) {
+    ) -> (UnitReport, UnitRecord) {
+        let unit = request.unit;
         let fingerprint = request.certificate.fingerprint.clone();
-        let mut record = DeploymentRecord {
-            name: deployment.name.clone(),
-            fingerprint: fingerprint.clone(),
+        let mut record = UnitRecord {
+            name: unit.name.clone(),
             status: DeploymentStatus::Failed,
-            at: self.clock.now(),
             detail: None,
             problem: None,
             holding: request.record.and_then(|r| r.holding.clone()),
-            certificate_arn: request.record.and_then(|r| r.certificate_arn.clone()),
+            handle: request.record.and_then(|r| r.handle.clone()),
             key_type: request.record.and_then(|r| r.key_type),
+            check_after: None,
         };
-        let mut report = TargetReport {
-            name: deployment.name.clone(),
-            kind: deployment.target.kind().to_owned(),
+        let mut report = UnitReport {
+            name: unit.name.clone(),
             status: DeploymentStatus::Failed,
             unchanged: false,
             detail: None,
-            problem: None,
             rolled_back: None,
             checks: Vec::new(),
         };
-        let target = match self.targets.target(deployment).await {
+        let done = |mut report: UnitReport, record: UnitRecord| {
+            report.status = record.status;
+            report.detail = record.detail.clone();
+            (report, record)
+        };
+        let target = match self.targets.target(unit).await {
             Ok(t) => t,
             Err(e) => {
                 record.detail = Some(e.to_string());
                 record.problem = Some(DeployProblem::of(&e));
-                report.detail = record.detail.clone();
-                report.problem = record.problem;
-                return (report, record);
+                return done(report, record);
             }
         };
         let deployed = match target.deploy(request).await {
             Ok(d) => d,
             Err(e) => {
-                warn!(id = %cert.id, deployment = %deployment.name, error = %e, "deploy: target refused; rolling back");
+                warn!(id = %cert.id, deployment = %deployment.name, unit = %unit.name, error = %e, "deploy: target refused; rolling back");
                 let undo = target.roll_back(request, None).await;
                 record.detail = Some(with_rollback(format!("deploy failed: {e}"), &undo));
                 record.problem = Some(DeployProblem::of(&e));
                 report.rolled_back = Some(undo.is_ok());
-                report.detail = record.detail.clone();
-                report.problem = record.problem;
-                return (report, record);
+                return done(report, record);
             }
         };
-        record.certificate_arn = deployed.certificate_arn.clone().or(record.certificate_arn);
+        record.handle = deployed.handle.clone().or(record.handle);
         record.key_type = Some(request.certificate.key_type);
+        if let Some(after) = deployed.check_after {
+            // Accepted, not yet in place: the next run resumes it (nothing sleeps here).
+            info!(id = %cert.id, deployment = %deployment.name, unit = %unit.name, %after, "deploy: in progress");
+            record.status = DeploymentStatus::InProgress;
+            record.check_after = Some(after);
+            record.detail = Some(format!(
+                "the target is still installing; looking again after {after}"
+            ));
+            return done(report, record);
+        }
         record.holding = Some(fingerprint.clone());
 
-        let checks = self.verify(cert, deployment, &fingerprint, &*target).await;
+        let checks = self
+            .verify(cert, deployment, unit, &fingerprint, &*target)
+            .await;
         let served = match &checks {
             Ok(c) => c.iter().all(EndpointCheck::is_verified),
             Err(_) => false,
@@ -476,44 +652,46 @@ impl DeployService {
                 record.problem = Some(DeployProblem::ReplacedStillBound);
             }
             record.status = DeploymentStatus::Verified;
-            info!(id = %cert.id, deployment = %deployment.name, %fingerprint, "deploy: verified");
+            info!(id = %cert.id, deployment = %deployment.name, unit = %unit.name, %fingerprint, "deploy: verified");
         } else {
             let (problem, what) = match &checks {
                 Ok(c) => (DeployProblem::NotServing, not_serving_summary(c)),
                 Err((problem, what)) => (*problem, what.clone()),
             };
-            warn!(id = %cert.id, deployment = %deployment.name, %what, "deploy: not serving the new certificate; rolling back");
-            let undo = target.roll_back(request, Some(&deployed)).await;
-            if undo.is_ok() {
-                record.holding = request.previous.map(|p| p.fingerprint.clone());
+            warn!(id = %cert.id, deployment = %deployment.name, unit = %unit.name, %what, "deploy: not serving the new certificate; rolling back");
+            let can_roll_back = self
+                .targets
+                .kinds()
+                .get(&deployment.kind)
+                .is_none_or(|k| k.can_roll_back);
+            if can_roll_back {
+                let undo = target.roll_back(request, Some(&deployed)).await;
+                if undo.is_ok() {
+                    record.holding = request.previous.map(|p| p.fingerprint.clone());
+                }
+                record.detail = Some(with_rollback(what, &undo));
+                report.rolled_back = Some(undo.is_ok());
+            } else {
+                record.detail = Some(format!("{what}; this kind cannot roll back"));
             }
             record.status = DeploymentStatus::NotServing;
-            record.detail = Some(with_rollback(what, &undo));
             record.problem = Some(problem);
-            report.rolled_back = Some(undo.is_ok());
         }
-        report.status = record.status;
-        report.detail = record.detail.clone();
-        report.problem = record.problem;
         report.checks = checks.unwrap_or_default();
-        (report, record)
+        done(report, record)
     }
 
-    /// Handshakes with the deployment's endpoints; with none (a plain ACM import), checks
-    /// that the target's API holds the fingerprint.
+    /// Handshakes with the unit's endpoints; with none (a plain ACM import), checks that
+    /// the target's API holds the fingerprint.
     async fn verify(
         &self,
         cert: &ManagedCertificate,
         deployment: &Deployment,
+        unit: &Unit,
         fingerprint: &str,
         target: &dyn crate::ports::DeployTarget,
     ) -> Result<Vec<EndpointCheck>, (DeployProblem, String)> {
-        let endpoints = if deployment.endpoints.is_empty() {
-            &cert.spec.endpoints
-        } else {
-            &deployment.endpoints
-        };
-        if endpoints.is_empty() {
+        if unit.endpoints.is_empty() {
             let bound = target
                 .bound()
                 .await
@@ -534,11 +712,12 @@ impl DeployService {
                 ))
             };
         }
-        let mut deadline = deployment.verify_deadline();
+        let mut deadline = self.targets.kinds().verify_deadline(deployment);
         if let Some(cap) = self.settings.max_deadline {
             deadline = deadline.min(cap);
         }
-        let requests = endpoints
+        let requests = unit
+            .endpoints
             .iter()
             .map(|t| {
                 let mut r = ScanRequest::new(t.clone());
@@ -577,7 +756,7 @@ impl DeployService {
                 fingerprint: issued.fingerprint.clone(),
                 key_type: cert.spec.key_type,
                 chain_pem: issued.chain_pem.clone(),
-                key: crate::ports::SecretValue::new(Vec::new()),
+                key: None,
                 acm_arn: Some(issued.order_url.clone()),
             });
         }
@@ -597,7 +776,7 @@ impl DeployService {
             fingerprint: issued.fingerprint.clone(),
             key_type: cert.spec.key_type,
             chain_pem: issued.chain_pem.clone(),
-            key,
+            key: Some(key),
             acm_arn: None,
         })
     }
@@ -638,6 +817,20 @@ impl DeployService {
             expected: 0,
         }
         .into())
+    }
+}
+
+/// The record of a unit never deployed before (what a rollback by hand starts from).
+fn fresh_record(unit: &Unit) -> UnitRecord {
+    UnitRecord {
+        name: unit.name.clone(),
+        status: DeploymentStatus::Failed,
+        detail: None,
+        problem: None,
+        holding: None,
+        handle: None,
+        key_type: None,
+        check_after: None,
     }
 }
 
@@ -688,9 +881,11 @@ mod tests {
 
     use super::*;
     use crate::model::certificate::{CertificateSpec, IssuedCertificate, KeyType};
-    use crate::model::deploy::TargetConfig;
+    use crate::model::deploy_kind::{KeyDelivery, KindDescriptor};
     use crate::model::observation::{ProbeError, Served};
-    use crate::ports::{Bound, DeployTarget, Deployed, Prober, ScanLimits, SecretValue};
+    use crate::ports::{
+        Bound, DeployTarget, Deployed, Prober, ScanLimits, SecretValue, TargetFactory,
+    };
     use crate::services::scan::ScanService;
     use crate::services::test_support::{FixedClock, MemoryCertificates, MemorySecrets, served};
 
@@ -701,6 +896,8 @@ mod tests {
         serving: Mutex<String>,
         frozen: bool,
         refuse: bool,
+        slow: bool,
+        accepted: std::sync::atomic::AtomicBool,
         calls: Mutex<Vec<String>>,
     }
 
@@ -723,10 +920,24 @@ mod tests {
             if !self.0.frozen {
                 *self.0.serving.lock().expect("lock") = r.certificate.fingerprint.clone();
             }
+            if self.0.slow
+                && !self
+                    .0
+                    .accepted
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                // A CDN rollout: accepted now, in place by the next run.
+                return Ok(Deployed {
+                    handle: Some("arn:acm:new".into()),
+                    check_after: Some(datetime!(2026-11-22 12:30 UTC)),
+                    ..Deployed::default()
+                });
+            }
             Ok(Deployed {
-                certificate_arn: Some("arn:acm:new".into()),
+                handle: Some("arn:acm:new".into()),
                 replaced: Some("arn:acm:old".into()),
                 added: false,
+                check_after: None,
             })
         }
         async fn finish(&self, d: &Deployed) -> Result<(), DeployError> {
@@ -759,9 +970,27 @@ mod tests {
     struct Estate(BTreeMap<String, Arc<Balancer>>);
 
     #[async_trait]
-    impl DeployTargets for Estate {
-        async fn target(&self, d: &Deployment) -> Result<Box<dyn DeployTarget>, DeployError> {
-            Ok(Box::new(Listener(self.0[&d.name].clone())))
+    impl TargetFactory for Estate {
+        async fn target(&self, unit: &Unit) -> Result<Box<dyn DeployTarget>, DeployError> {
+            Ok(Box::new(Listener(self.0[&unit.name].clone())))
+        }
+    }
+
+    /// A load-balancer kind, as a descriptor says.
+    fn lb_kind() -> KindDescriptor {
+        KindDescriptor {
+            kind: "test-lb",
+            family: "test",
+            summary: "a load balancer",
+            settings: Vec::new(),
+            default_verify_deadline: Duration::from_millis(0),
+            permissions: Vec::new(),
+            key_types: KeyType::ALL.to_vec(),
+            key_delivery: KeyDelivery::InRequest,
+            runs_in: RunsIn::Anywhere,
+            binds: true,
+            can_roll_back: true,
+            check: None,
         }
     }
 
@@ -801,6 +1030,13 @@ mod tests {
     async fn setup(
         lbs: &[(&str, bool, bool)],
     ) -> (DeployService, Arc<MemoryCertificates>, Arc<Estate>) {
+        setup_with(lbs, |_| {}).await
+    }
+
+    async fn setup_with(
+        lbs: &[(&str, bool, bool)],
+        tune: impl Fn(&mut Balancer),
+    ) -> (DeployService, Arc<MemoryCertificates>, Arc<Estate>) {
         let store = Arc::new(MemoryCertificates::default());
         let secrets = Arc::new(MemorySecrets::default());
         let old_key = secrets
@@ -813,17 +1049,9 @@ mod tests {
             .expect("put");
         let deployments = lbs
             .iter()
-            .map(|(name, _, _)| Deployment {
-                name: (*name).into(),
-                target: TargetConfig::Elbv2Listener {
-                    listener_arn: "arn:aws:elasticloadbalancing:eu-west-1:1:listener/app/x/1/2"
-                        .into(),
-                    sni: true,
-                },
-                certificate_arn: None,
-                role_arn: None,
-                endpoints: vec![format!("{name}.example.com").parse().expect("target")],
-                verify_deadline_secs: Some(0),
+            .map(|(name, _, _)| {
+                Deployment::new(name, "test-lb")
+                    .with_endpoint(format!("{name}.example.com").parse().expect("target"))
             })
             .collect();
         let spec = CertificateSpec {
@@ -837,11 +1065,12 @@ mod tests {
         let estate = Arc::new(Estate(
             lbs.iter()
                 .map(|(name, frozen, refuse)| {
-                    let lb = Balancer {
+                    let mut lb = Balancer {
                         frozen: *frozen,
                         refuse: *refuse,
                         ..Balancer::default()
                     };
+                    tune(&mut lb);
                     *lb.serving.lock().expect("lock") = "old".into();
                     ((*name).to_owned(), Arc::new(lb))
                 })
@@ -856,15 +1085,18 @@ mod tests {
                 target_timeout: Duration::from_secs(1),
             },
         );
+        let mut targets = DeployTargets::new();
+        targets.register(lb_kind(), estate.clone());
         let service = DeployService::new(
             store.clone(),
             secrets,
-            estate.clone(),
+            Arc::new(targets),
             VerifyService::new(scanner),
             clock,
             DeploySettings {
                 interval: Duration::from_millis(1),
                 max_deadline: None,
+                on_host: true,
             },
         );
         (service, store, estate)
@@ -934,10 +1166,7 @@ mod tests {
             .expect("load")
             .expect("there");
         assert!(cert.is_deployed());
-        assert_eq!(
-            cert.deployments[0].certificate_arn.as_deref(),
-            Some("arn:acm:new")
-        );
+        assert_eq!(cert.deployments[0].handle.as_deref(), Some("arn:acm:new"));
         assert!(service.pending().await.expect("pending").is_empty());
 
         // A redelivered message changes nothing.
@@ -1025,5 +1254,117 @@ mod tests {
             service.roll_back("shop", Some("cdn")).await,
             Err(DeployServiceError::NoDeployment { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn an_outage_in_one_unit_is_rolled_back_there_alone() {
+        let (service, store, estate) =
+            setup(&[("alb", false, false), ("stuck", true, false)]).await;
+        let mut cert = store
+            .certificate("shop")
+            .await
+            .expect("load")
+            .expect("there");
+        let mut fleet = Deployment::new("fleet", "test-lb");
+        fleet.units = ["alb", "stuck"]
+            .iter()
+            .map(|name| crate::model::deploy::UnitSpec {
+                name: (*name).into(),
+                settings: Default::default(),
+                endpoints: vec![format!("{name}.example.com").parse().expect("target")],
+            })
+            .collect();
+        cert.spec.deployments = vec![fleet];
+        store.update_certificate(&cert).await.expect("update");
+
+        let report = service.deploy("shop", None, false).await.expect("deploy");
+        let fleet = &report.targets[0];
+        assert_eq!(fleet.status, DeploymentStatus::NotServing);
+        assert_eq!(fleet.units.len(), 2);
+        assert_eq!(fleet.units[0].status, DeploymentStatus::Verified);
+        assert_eq!(fleet.units[1].status, DeploymentStatus::NotServing);
+        assert_eq!(
+            calls(&estate, "alb"),
+            ["deploy new", "finish Some(\"arn:acm:old\")"]
+        );
+        assert_eq!(
+            calls(&estate, "stuck"),
+            ["deploy new", "roll_back to old after true"]
+        );
+        assert_eq!(*estate.0["alb"].serving.lock().expect("lock"), "new");
+
+        // The next run leaves the verified unit alone and tries the other again.
+        let cert = store
+            .certificate("shop")
+            .await
+            .expect("load")
+            .expect("there");
+        let rec = cert.deployment_record("fleet").expect("record");
+        assert_eq!(rec.units.len(), 2);
+        assert!(
+            rec.detail
+                .as_deref()
+                .expect("detail")
+                .starts_with("stuck: "),
+            "{rec:?}"
+        );
+        service.deploy("shop", None, false).await.expect("again");
+        assert_eq!(calls(&estate, "alb").len(), 2, "verified unit untouched");
+        assert_eq!(calls(&estate, "stuck").len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_slow_target_is_in_progress_and_the_run_after_check_after_resumes_it() {
+        let (service, store, estate) =
+            setup_with(&[("cdn", false, false)], |lb| lb.slow = true).await;
+        let report = service.deploy("shop", None, false).await.expect("deploy");
+        assert_eq!(report.targets[0].status, DeploymentStatus::InProgress);
+        assert_eq!(
+            report.targets[0].check_after,
+            Some(datetime!(2026-11-22 12:30 UTC))
+        );
+        assert!(
+            report.targets[0].checks.is_empty(),
+            "nothing waited for the rollout"
+        );
+        // Before check_after: not pending, and a deploy leaves it alone.
+        assert!(service.pending().await.expect("pending").is_empty());
+        let again = service.deploy("shop", None, false).await.expect("deploy");
+        assert!(again.targets[0].unchanged);
+        assert_eq!(calls(&estate, "cdn").len(), 1);
+
+        // After check_after, the next run resumes and proves it.
+        let later = service.with_clock(Arc::new(FixedClock(datetime!(2026-11-22 12:31 UTC))));
+        assert_eq!(later.pending().await.expect("pending"), ["shop"]);
+        let done = later.deploy("shop", None, false).await.expect("deploy");
+        assert!(done.is_verified(), "{done:?}");
+        let cert = store
+            .certificate("shop")
+            .await
+            .expect("load")
+            .expect("there");
+        assert!(cert.is_deployed());
+        assert_eq!(cert.deployments[0].check_after, None);
+    }
+
+    #[tokio::test]
+    async fn the_key_reaches_only_kinds_that_take_it() {
+        let (service, _store, _estate) = setup(&[("alb", false, false)]).await;
+        let cert = service.load("shop").await.expect("load");
+        let material = service
+            .material(&cert, cert.current.as_ref().expect("current"))
+            .await
+            .expect("material");
+        let d = &cert.spec.deployments[0];
+        assert!(service.key_for(d, &material).key.is_some());
+        let mut kind = lb_kind();
+        kind.kind = "webhook-like";
+        kind.key_delivery = KeyDelivery::None;
+        let mut targets = DeployTargets::new();
+        targets.register(kind, Arc::new(Estate(BTreeMap::new())));
+        let mut without = service.clone();
+        without.targets = Arc::new(targets);
+        let hook = Deployment::new("hook", "webhook-like");
+        assert!(without.key_for(&hook, &material).key.is_none());
     }
 }

@@ -273,13 +273,11 @@ impl RenewService {
             .find(|c| c.acm.as_ref().is_some_and(|a| a.arn == arn));
         let imported = || {
             certificates.iter().find(|c| {
-                c.deployments
-                    .iter()
-                    .any(|d| d.certificate_arn.as_deref() == Some(arn))
+                c.deployments.iter().any(|d| d.handles().any(|h| h == arn))
                     || c.spec
                         .deployments
                         .iter()
-                        .any(|d| d.certificate_arn.as_deref() == Some(arn))
+                        .any(|d| d.settings.values().any(|v| v.as_str() == Some(arn)))
             })
         };
         let (id, force) = match (issued, imported()) {
