@@ -206,7 +206,7 @@ async fn bad_certificate_input_is_named_and_nothing_is_stored() {
         (
             &["shop.certpilot.test"],
             &["--deploy", "elbv2-listener:listener-arn=shop-lb"],
-            "deployment \"elbv2-listener\": not an ARN",
+            "--deploy \"elbv2-listener:listener-arn=shop-lb\": not an ARN",
         ),
     ];
     for (names, extra, expected) in cases {
