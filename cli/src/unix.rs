@@ -1,10 +1,8 @@
 //! What the CLI asks of the operating system: signals that end a command, the open-file
-//! limit, whether a lease's owner still runs, and process groups for hooks.
-
-use std::time::Duration;
+//! limit, and whether a lease's owner still runs.
 
 use certpilot_core::ports::Liveness;
-use rustix::process::{Pid, Resource, Signal};
+use rustix::process::Resource;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// SIGINT (Ctrl-C) and SIGTERM (`timeout`, systemd, a container stop) end a command the same
@@ -121,54 +119,6 @@ impl Liveness for LocalProcesses {
             // Leases written before the start time was part of the owner name only have a PID.
             Some(now) => start.is_some_and(|s| !s.is_empty() && s != now),
         }
-    }
-}
-
-/// A child started in its own process group; ending the group ends the hook's children
-/// too (a `sh -c` hook's `sleep`, a service reload's helpers).
-pub(crate) struct ProcessGroup(Option<Pid>);
-
-impl ProcessGroup {
-    /// The group led by the child with this id.
-    pub(crate) fn of(pid: Option<u32>) -> Self {
-        ProcessGroup(pid.and_then(|p| Pid::from_raw(i32::try_from(p).ok()?)))
-    }
-
-    fn signal(&self, sig: Signal) {
-        if let Some(pid) = self.0 {
-            // Gone already is fine: that is what we wanted.
-            let _ = rustix::process::kill_process_group(pid, sig);
-        }
-    }
-
-    /// SIGTERM to the group, then SIGKILL after `grace` to whatever is left.
-    pub(crate) async fn end(mut self, grace: Duration) {
-        self.signal(Signal::TERM);
-        let deadline = tokio::time::Instant::now() + grace;
-        while tokio::time::Instant::now() < deadline {
-            let alive = self
-                .0
-                .is_some_and(|pid| rustix::process::test_kill_process_group(pid).is_ok());
-            if !alive {
-                self.0 = None;
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.signal(Signal::KILL);
-        self.0 = None;
-    }
-
-    /// The hook finished: its group needs nothing more.
-    pub(crate) fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for ProcessGroup {
-    /// Dropped while the hook still runs (the command was interrupted): end the group.
-    fn drop(&mut self) {
-        self.signal(Signal::TERM);
     }
 }
 

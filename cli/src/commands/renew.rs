@@ -2,7 +2,7 @@
 //! local [`IssuedSink`] exports the live files and runs the deploy hook, then the
 //! certificate is deployed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,14 +19,12 @@ use crate::args::RenewArgs;
 use crate::context::find;
 use crate::error::{CliError, usage};
 use crate::exit::Exit;
-use crate::output::{format_or_default, rfc3339, write_records};
-use crate::unix::{LocalProcesses, ProcessGroup, Shutdown};
+use crate::output::{format_or_default, write_records};
+use crate::unix::{LocalProcesses, Shutdown};
+use certpilot_deploy_local::command::{HostCommand, Output, hook_env};
 
 /// How long DNS-01 records may take to reach every authoritative server.
 const DNS_PROPAGATION: Duration = Duration::from_secs(120);
-
-/// How long a deploy hook's process group has between SIGTERM and SIGKILL.
-const HOOK_GRACE: Duration = Duration::from_secs(5);
 
 /// The local [`IssuedSink`]: exports the live files, then runs the deploy hook.
 struct LocalSink {
@@ -57,49 +55,24 @@ impl IssuedSink for LocalSink {
             .current
             .as_ref()
             .ok_or_else(|| AnnounceError::Failed("no current certificate".into()))?;
-        let mut command = tokio::process::Command::new("sh");
+        let command = HostCommand {
+            what: "deploy hook",
+            line: hook.clone(),
+            env: hook_env(
+                &cert.id,
+                &cert.spec.name_set(),
+                &current.fingerprint,
+                current.not_after,
+                live.as_deref(),
+            ),
+            timeout: self.hook_timeout,
+        };
+        // stdout is ours (JSON rows): the hook's output goes to stderr.
         command
-            .arg("-c")
-            .arg(hook)
-            .env("CERTPILOT_ID", &cert.id)
-            .env("CERTPILOT_NAMES", cert.spec.name_set().join(" "))
-            .env("CERTPILOT_FINGERPRINT", &current.fingerprint)
-            .env("CERTPILOT_NOT_AFTER", rfc3339(current.not_after))
-            .env(
-                "CERTPILOT_LIVE_DIR",
-                live.as_deref().map(Path::as_os_str).unwrap_or_default(),
-            )
-            .stdin(std::process::Stdio::null())
-            // stdout is ours (JSON rows): the hook's output goes to stderr.
-            .stdout(std::io::stderr())
-            .kill_on_drop(true);
-        // Its own process group, so that a timeout or an interrupt ends the hook's children
-        // (a `sh -c` hook's `sleep`, a reload's helpers) and not only the shell.
-        command.process_group(0);
-        let mut child = command.spawn().map_err(|e| {
-            AnnounceError::Failed(format!("deploy hook {hook:?}: cannot start: {e}"))
-        })?;
-        let group = ProcessGroup::of(child.id());
-        match tokio::time::timeout(self.hook_timeout, child.wait()).await {
-            Ok(result) => {
-                group.disarm();
-                match result {
-                    Ok(status) if status.success() => Ok(()),
-                    Ok(status) => Err(AnnounceError::Failed(format!(
-                        "deploy hook {hook:?} failed: {status}"
-                    ))),
-                    Err(e) => Err(AnnounceError::Failed(format!("deploy hook {hook:?}: {e}"))),
-                }
-            }
-            Err(_) => {
-                group.end(HOOK_GRACE).await;
-                let _ = child.wait().await;
-                Err(AnnounceError::Failed(format!(
-                    "deploy hook {hook:?} still running after {:?}; it and its children were ended",
-                    self.hook_timeout
-                )))
-            }
-        }
+            .run(Output::ToStderr)
+            .await
+            .map(|_| ())
+            .map_err(|e| AnnounceError::Failed(e.to_string()))
     }
 }
 

@@ -361,6 +361,8 @@ fn registry(aws: Arc<certpilot_deploy_aws::AwsDeployTargets>) -> DeployTargets {
         aws.kind(elbv2::Kind),
         aws.kind(cloudfront::Kind),
         aws.kind(apigateway::Kind),
+        #[cfg(feature = "deploy-local")]
+        certpilot_deploy_local::files::Kind::entry(),
     ] {
         targets.register(descriptor, factory);
     }

@@ -6,12 +6,14 @@
 //! - [`observations`]: observation builders for store and policy tests.
 //! - [`contract`] and [`store_contract!`]: the suite every `Store` implementation passes.
 //! - [`renewal_contract`]: the suites of `CertificateStore` and `SecretStore`.
+//! - [`deploy_contract`]: the suite every deploy target kind passes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod certs;
 pub mod clock;
 pub mod contract;
+pub mod deploy_contract;
 pub mod dns;
 pub mod hostile_ca;
 pub mod lambda;

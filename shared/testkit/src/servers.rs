@@ -482,3 +482,68 @@ impl Swappable {
         &self.server
     }
 }
+
+/// A TLS server that serves `DIR/fullchain.pem` with `DIR/privkey.pem`, loaded at start and
+/// again each time the file `reload` appears (which it then removes) — a web server on a VM
+/// and its `systemctl reload`. Files it cannot load leave it serving what it had, as nginx
+/// keeps its old configuration when a reload fails.
+pub struct FilesServer {
+    swappable: Swappable,
+    reload: std::path::PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FilesServer {
+    /// Starts it on `dir`, reloading on `reload`.
+    pub async fn start(dir: &std::path::Path, reload: &std::path::Path) -> FilesServer {
+        let swappable = Swappable::start().await;
+        let load = {
+            let dir = dir.to_owned();
+            move || -> Option<Leaf> {
+                let chain = std::fs::read_to_string(dir.join("fullchain.pem")).ok()?;
+                let key = std::fs::read_to_string(dir.join("privkey.pem")).ok()?;
+                std::panic::catch_unwind(|| Leaf::from_pem(&chain, &key)).ok()
+            }
+        };
+        if let Some(leaf) = load() {
+            swappable.serve(&leaf);
+        }
+        let current = swappable.current.clone();
+        let flag = reload.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if std::fs::remove_file(&flag).is_ok()
+                    && let Some(leaf) = load()
+                {
+                    let provider = rustls::crypto::aws_lc_rs::default_provider();
+                    if let Ok(key) = provider.key_provider.load_private_key(leaf.private_key()) {
+                        *current.write().expect("lock") =
+                            Some(Arc::new(CertifiedKey::new(leaf.chain.clone(), key)));
+                    }
+                }
+            }
+        });
+        FilesServer {
+            swappable,
+            reload: reload.to_owned(),
+            task,
+        }
+    }
+
+    /// The command that reloads it.
+    pub fn reload_command(&self) -> String {
+        format!("touch '{}'", self.reload.display())
+    }
+
+    /// The server (address, target).
+    pub fn server(&self) -> &Server {
+        self.swappable.server()
+    }
+}
+
+impl Drop for FilesServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -9,6 +9,10 @@ use super::*;
 pub struct DeployMaterial {
     /// SHA-256 of the leaf, hex.
     pub fingerprint: String,
+    /// The names the certificate covers (for hooks and reload commands).
+    pub names: Vec<String>,
+    /// When the leaf expires.
+    pub not_after: time::OffsetDateTime,
     /// The key type.
     pub key_type: crate::model::certificate::KeyType,
     /// Leaf first, then the intermediates, PEM.

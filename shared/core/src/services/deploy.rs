@@ -754,6 +754,8 @@ impl DeployService {
             // ACM keeps the key; the certificate is bound by its ARN.
             return Ok(DeployMaterial {
                 fingerprint: issued.fingerprint.clone(),
+                names: cert.spec.name_set(),
+                not_after: issued.not_after,
                 key_type: cert.spec.key_type,
                 chain_pem: issued.chain_pem.clone(),
                 key: None,
@@ -774,6 +776,8 @@ impl DeployService {
             })?;
         Ok(DeployMaterial {
             fingerprint: issued.fingerprint.clone(),
+            names: cert.spec.name_set(),
+            not_after: issued.not_after,
             key_type: cert.spec.key_type,
             chain_pem: issued.chain_pem.clone(),
             key: Some(key),

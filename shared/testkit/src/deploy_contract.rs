@@ -1,0 +1,160 @@
+//! The contract every deploy target kind keeps (see `DeployTarget`), run against a unit of
+//! that kind through the registry, so each step uses a target built afresh, as separate runs
+//! would:
+//!
+//! 1. `bound` reports what `deploy` installed: its handle and the leaf's fingerprint;
+//! 2. `deploy` is idempotent: deploying the same certificate again changes nothing;
+//! 3. nothing is removed before `finish`: after deploying a renewal, `roll_back` restores
+//!    what was bound before, and a second `roll_back` changes nothing more;
+//! 4. after `finish`, the renewal is what is bound.
+
+use certpilot_core::model::certificate::KeyType;
+use certpilot_core::model::deploy::{DeploymentStatus, Unit, UnitRecord};
+use certpilot_core::ports::{
+    Bound, DeployMaterial, DeployRequest, DeployTargets, Deployed, SecretValue,
+};
+
+use crate::certs::Leaf;
+
+/// `leaf` as a deploy target receives it, with its key.
+pub fn material(leaf: &Leaf, key_type: KeyType, names: &[&str]) -> DeployMaterial {
+    DeployMaterial {
+        fingerprint: leaf.fingerprint(),
+        names: names.iter().map(|n| (*n).to_owned()).collect(),
+        not_after: time::OffsetDateTime::now_utc() + time::Duration::days(90),
+        key_type,
+        chain_pem: leaf.chain_pem(),
+        key: Some(SecretValue::new(leaf.key_pem().into_bytes())),
+        acm_arn: None,
+    }
+}
+
+/// What the service records after `deployed`.
+fn record_of(unit: &Unit, deployed: &Deployed, material: &DeployMaterial) -> UnitRecord {
+    UnitRecord {
+        name: unit.name.clone(),
+        status: DeploymentStatus::Verified,
+        detail: None,
+        problem: None,
+        holding: Some(material.fingerprint.clone()),
+        handle: deployed.handle.clone(),
+        key_type: Some(material.key_type),
+        check_after: None,
+    }
+}
+
+async fn bound(targets: &DeployTargets, unit: &Unit) -> Bound {
+    targets
+        .target(unit)
+        .await
+        .unwrap()
+        .bound()
+        .await
+        .unwrap_or_else(|e| panic!("{}: bound: {e}", unit.kind))
+}
+
+async fn deploy(
+    targets: &DeployTargets,
+    unit: &Unit,
+    certificate: &DeployMaterial,
+    previous: Option<&DeployMaterial>,
+    record: Option<&UnitRecord>,
+) -> Deployed {
+    targets
+        .target(unit)
+        .await
+        .unwrap()
+        .deploy(DeployRequest {
+            id: "contract",
+            unit,
+            certificate,
+            previous,
+            record,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{}: deploy: {e}", unit.kind))
+}
+
+/// Runs the contract on `unit` with two certificates for the same names: `first` is
+/// installed, then `second` as its renewal. The unit's target must not hold `first` or
+/// `second` yet.
+pub async fn deploy_target_contract(
+    targets: &DeployTargets,
+    unit: &Unit,
+    first: &DeployMaterial,
+    second: &DeployMaterial,
+) {
+    let kind = unit.kind.as_str();
+
+    // 1. What deploy installed is what bound reports.
+    let d1 = deploy(targets, unit, first, None, None).await;
+    let after_first = bound(targets, unit).await;
+    let handle = d1.handle.clone().expect("deploy returns a handle");
+    assert!(
+        after_first.certificates.contains(&handle),
+        "{kind}: bound {after_first:?} lacks the handle {handle}"
+    );
+    assert!(
+        after_first.fingerprints.contains(&first.fingerprint),
+        "{kind}: bound {after_first:?} lacks the deployed certificate"
+    );
+
+    // 2. Idempotent.
+    let r1 = record_of(unit, &d1, first);
+    let again = deploy(targets, unit, first, None, Some(&r1)).await;
+    assert_eq!(
+        again.handle, d1.handle,
+        "{kind}: a second deploy moved the handle"
+    );
+    assert_eq!(
+        bound(targets, unit).await,
+        after_first,
+        "{kind}: a second deploy of the same certificate changed what is bound"
+    );
+
+    // 3. A renewal leaves the previous certificate restorable until finish.
+    let d2 = deploy(targets, unit, second, Some(first), Some(&r1)).await;
+    let renewed = bound(targets, unit).await;
+    assert!(
+        renewed.fingerprints.contains(&second.fingerprint),
+        "{kind}: bound {renewed:?} lacks the renewal"
+    );
+    let request = DeployRequest {
+        id: "contract",
+        unit,
+        certificate: second,
+        previous: Some(first),
+        record: Some(&r1),
+    };
+    for round in 1..=2 {
+        targets
+            .target(unit)
+            .await
+            .unwrap()
+            .roll_back(request, Some(&d2))
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: roll back #{round}: {e}"));
+        let rolled = bound(targets, unit).await;
+        assert!(
+            rolled.fingerprints.contains(&first.fingerprint)
+                && !rolled.fingerprints.contains(&second.fingerprint),
+            "{kind}: after roll back #{round} bound is {rolled:?}, expected the first certificate only"
+        );
+    }
+
+    // 4. Deployed again and finished: the renewal is what is bound.
+    let d2 = deploy(targets, unit, second, Some(first), Some(&r1)).await;
+    targets
+        .target(unit)
+        .await
+        .unwrap()
+        .finish(&d2)
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: finish: {e}"));
+    let finished = bound(targets, unit).await;
+    assert!(
+        finished.fingerprints.contains(&second.fingerprint)
+            && !finished.fingerprints.contains(&first.fingerprint),
+        "{kind}: after finish bound is {finished:?}"
+    );
+}
