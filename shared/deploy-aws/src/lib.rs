@@ -164,8 +164,6 @@ pub struct AcmBacked {
     binder: Box<dyn Binder>,
     /// An imported certificate to re-import over (adopted by the deployment).
     adopt: Option<String>,
-    /// What this target imported into last, so that `bound` can read a plain import back.
-    imported: std::sync::Mutex<Option<String>>,
     /// The target's region.
     region: String,
 }
@@ -184,11 +182,10 @@ impl AcmBacked {
 
 #[async_trait]
 impl DeployTarget for AcmBacked {
-    async fn bound(&self) -> Result<Bound, DeployError> {
+    async fn bound(&self, recorded: Option<&str>) -> Result<Bound, DeployError> {
         let mut certificates = self.binder.bound().await?;
         if certificates.is_empty() {
-            let imported = self.imported.lock().ok().and_then(|i| i.clone());
-            certificates.extend(imported.or_else(|| self.adopt.clone()));
+            certificates.extend(recorded.map(str::to_owned).or_else(|| self.adopt.clone()));
         }
         let mut fingerprints = Vec::new();
         for arn in &certificates {
@@ -223,9 +220,6 @@ impl DeployTarget for AcmBacked {
                     .await?
             }
         };
-        if let Ok(mut imported) = self.imported.lock() {
-            *imported = Some(arn.clone());
-        }
         let bind = self.binder.bind(&arn, managed.as_deref()).await?;
         Ok(Deployed {
             handle: Some(arn),
@@ -363,7 +357,6 @@ impl<K: AwsKind> TargetFactory for AwsFactory<K> {
             acm,
             binder,
             adopt: unit.text("certificate-arn").map(str::to_owned),
-            imported: std::sync::Mutex::new(None),
             region,
         }))
     }

@@ -43,12 +43,12 @@ fn record_of(unit: &Unit, deployed: &Deployed, material: &DeployMaterial) -> Uni
     }
 }
 
-async fn bound(targets: &DeployTargets, unit: &Unit) -> Bound {
+async fn bound(targets: &DeployTargets, unit: &Unit, recorded: &Deployed) -> Bound {
     targets
         .target(unit)
         .await
         .unwrap()
-        .bound()
+        .bound(recorded.handle.as_deref())
         .await
         .unwrap_or_else(|e| panic!("{}: bound: {e}", unit.kind))
 }
@@ -88,7 +88,7 @@ pub async fn deploy_target_contract(
 
     // 1. What deploy installed is what bound reports.
     let d1 = deploy(targets, unit, first, None, None).await;
-    let after_first = bound(targets, unit).await;
+    let after_first = bound(targets, unit, &d1).await;
     let handle = d1.handle.clone().expect("deploy returns a handle");
     assert!(
         after_first.certificates.contains(&handle),
@@ -107,14 +107,14 @@ pub async fn deploy_target_contract(
         "{kind}: a second deploy moved the handle"
     );
     assert_eq!(
-        bound(targets, unit).await,
+        bound(targets, unit, &again).await,
         after_first,
         "{kind}: a second deploy of the same certificate changed what is bound"
     );
 
     // 3. A renewal leaves the previous certificate restorable until finish.
     let d2 = deploy(targets, unit, second, Some(first), Some(&r1)).await;
-    let renewed = bound(targets, unit).await;
+    let renewed = bound(targets, unit, &d2).await;
     assert!(
         renewed.fingerprints.contains(&second.fingerprint),
         "{kind}: bound {renewed:?} lacks the renewal"
@@ -134,7 +134,7 @@ pub async fn deploy_target_contract(
             .roll_back(request, Some(&d2))
             .await
             .unwrap_or_else(|e| panic!("{kind}: roll back #{round}: {e}"));
-        let rolled = bound(targets, unit).await;
+        let rolled = bound(targets, unit, &d1).await;
         assert!(
             rolled.fingerprints.contains(&first.fingerprint)
                 && !rolled.fingerprints.contains(&second.fingerprint),
@@ -151,7 +151,7 @@ pub async fn deploy_target_contract(
         .finish(&d2)
         .await
         .unwrap_or_else(|e| panic!("{kind}: finish: {e}"));
-    let finished = bound(targets, unit).await;
+    let finished = bound(targets, unit, &d2).await;
     assert!(
         finished.fingerprints.contains(&second.fingerprint)
             && !finished.fingerprints.contains(&first.fingerprint),

@@ -94,8 +94,10 @@ pub enum DeployError {
 /// `deploy` (with `deployed` absent when `deploy` failed part-way) and is idempotent too.
 #[async_trait]
 pub trait DeployTarget: Send + Sync {
-    /// What is bound now.
-    async fn bound(&self) -> Result<Bound, DeployError>;
+    /// What is bound now. `recorded` is the handle recorded at this unit (what `deploy`
+    /// returned last): a kind whose API lists nothing as bound (a plain ACM import) reads
+    /// what it installed back by it.
+    async fn bound(&self, recorded: Option<&str>) -> Result<Bound, DeployError>;
 
     /// Installs `request.certificate`.
     async fn deploy(&self, request: DeployRequest<'_>) -> Result<Deployed, DeployError>;

@@ -636,7 +636,14 @@ impl DeployService {
         record.holding = Some(fingerprint.clone());
 
         let checks = self
-            .verify(cert, deployment, unit, &fingerprint, &*target)
+            .verify(
+                cert,
+                deployment,
+                unit,
+                &fingerprint,
+                &*target,
+                deployed.handle.as_deref(),
+            )
             .await;
         let served = match &checks {
             Ok(c) => c.iter().all(EndpointCheck::is_verified),
@@ -690,10 +697,11 @@ impl DeployService {
         unit: &Unit,
         fingerprint: &str,
         target: &dyn crate::ports::DeployTarget,
+        handle: Option<&str>,
     ) -> Result<Vec<EndpointCheck>, (DeployProblem, String)> {
         if unit.endpoints.is_empty() {
             let bound = target
-                .bound()
+                .bound(handle)
                 .await
                 .map_err(|e| (DeployProblem::of(&e), e.to_string()))?;
             return if bound.fingerprints.iter().any(|f| f == fingerprint) {
@@ -909,7 +917,7 @@ mod tests {
 
     #[async_trait]
     impl DeployTarget for Listener {
-        async fn bound(&self) -> Result<Bound, DeployError> {
+        async fn bound(&self, _: Option<&str>) -> Result<Bound, DeployError> {
             Ok(Bound::default())
         }
         async fn deploy(&self, r: DeployRequest<'_>) -> Result<Deployed, DeployError> {

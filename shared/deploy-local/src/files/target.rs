@@ -83,7 +83,7 @@ impl FilesTarget {
 
 #[async_trait]
 impl DeployTarget for FilesTarget {
-    async fn bound(&self) -> Result<Bound, DeployError> {
+    async fn bound(&self, _recorded: Option<&str>) -> Result<Bound, DeployError> {
         self.on_disk(|l| {
             Ok(match l.current()? {
                 Current::Version(v) => Bound {
