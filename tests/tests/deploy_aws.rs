@@ -1,7 +1,7 @@
 //! Deploying to every AWS target kind on moto (ACM import, ELBv2 default and SNI listeners,
 //! CloudFront, REST and HTTP API domains, one through an assumed role), with real TLS servers
 //! standing in for each data plane, and the outage itself: the API takes the new certificate,
-//! the endpoint keeps serving the old one.
+//! the endpoint keeps serving the old one. And the `files` kind, end to end on a directory.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -540,4 +540,84 @@ async fn an_sni_certificate_that_is_not_served_is_taken_off_the_listener_again()
         .filter_map(|c| c.certificate_arn.clone())
         .collect();
     assert_eq!(arns, [legacy_arn], "only the team's certificate is left");
+}
+
+/// The `files` kind end to end: a server on a VM reading a directory certbot used to fill,
+/// taken over, proven by handshake, rolled back when the reload does not take, and pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_on_a_vm_are_switched_reloaded_proven_and_rolled_back_when_not_served() {
+    use certpilot_testkit::servers::FilesServer;
+    let w = World::new("files");
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("shop");
+    let legacy = w.leaf(KeyKind::EcdsaP256);
+    std::fs::create_dir(&live).unwrap();
+    std::fs::write(live.join("fullchain.pem"), legacy.chain_pem()).unwrap();
+    std::fs::write(live.join("privkey.pem"), legacy.key_pem()).unwrap();
+    let server = FilesServer::start(&live, &root.path().join("reload-requested")).await;
+    let files = |reload: &str| {
+        deployment(
+            "web",
+            (
+                "files",
+                serde_json::json!({"dir": live.to_str().unwrap(), "reload": reload}),
+            ),
+            &server.server().target(),
+        )
+    };
+    w.add("shop", vec![files(&server.reload_command())]).await;
+
+    let first = w.leaf(KeyKind::EcdsaP256);
+    w.issue("shop", &first, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("shop", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    assert!(std::fs::symlink_metadata(&live).unwrap().is_symlink());
+    let versions = root.path().join("shop.versions");
+    assert!(
+        versions.join("before-certpilot/fullchain.pem").is_file(),
+        "what certbot left is kept to roll back to"
+    );
+
+    // A reload that does not reload (a typo'd unit name that exits 0): the endpoint keeps
+    // the first certificate, so the second is not served and the files are switched back.
+    let mut cert = w.store.certificate("shop").await.unwrap().unwrap();
+    cert.spec.deployments = vec![files("true")];
+    w.store.update_certificate(&cert).await.unwrap();
+    let second = w.leaf(KeyKind::EcdsaP256);
+    w.issue("shop", &second, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("shop", None, false).await.unwrap();
+    let web = &report.targets[0];
+    assert_eq!(web.status, DeploymentStatus::NotServing, "{report:#?}");
+    assert_eq!(web.rolled_back, Some(true), "{report:#?}");
+    let read = |f: &str| std::fs::read_to_string(live.join(f)).unwrap();
+    assert_eq!(
+        read("fullchain.pem"),
+        std::fs::read_to_string(
+            versions
+                .join(certpilot_deploy_local::files::layout::version_of(
+                    &first.fingerprint()
+                ))
+                .join("fullchain.pem")
+        )
+        .unwrap()
+    );
+
+    // The reload fixed: the second certificate is served, and only it and the first are
+    // kept on disk (the pre-certpilot files, with their key, are gone).
+    cert = w.store.certificate("shop").await.unwrap().unwrap();
+    cert.spec.deployments = vec![files(&server.reload_command())];
+    w.store.update_certificate(&cert).await.unwrap();
+    let report = w.service.deploy("shop", None, true).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    let mut left: Vec<String> = std::fs::read_dir(&versions)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut kept = vec![
+        certpilot_deploy_local::files::layout::version_of(&first.fingerprint()),
+        certpilot_deploy_local::files::layout::version_of(&second.fingerprint()),
+    ];
+    kept.sort();
+    assert_eq!(left, kept);
 }
