@@ -520,3 +520,65 @@ async fn renew_deploys_to_aws_targets_proves_them_and_rolls_back_an_endpoint_tha
         .unwrap();
     assert_eq!(estate.acm_fingerprint(&arn).await, first);
 }
+
+/// After the deploy hook, `renew` proves by handshake that the certificate's endpoints
+/// serve it, and says so plainly when the hook exited 0 without the server taking the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_proves_the_hook_took_and_says_so_when_it_did_not() {
+    use certpilot_testkit::certs::LeafBuilder;
+    use certpilot_testkit::servers::{FilesServer, tls_default};
+    let env = Env::start();
+    let live = env.path("live");
+    let server = FilesServer::start(&live.join("web.certpilot.test"), &env.path("reload")).await;
+    let web_endpoint = server.server().target();
+    let added = env
+        .add(&["web.certpilot.test"], &["--endpoint", &web_endpoint])
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    let live_arg = live.display().to_string();
+    let renew = |hook: String| {
+        let live_arg = live_arg.clone();
+        let env = &env;
+        async move {
+            env.run(&[
+                "renew",
+                "--due",
+                "--format",
+                "json",
+                "--live-dir",
+                &live_arg,
+                "--deploy-hook",
+                &hook,
+                "--verify-max-deadline",
+                "5s",
+                "--verify-interval",
+                "200ms",
+            ])
+            .await
+        }
+    };
+    let took = renew(server.reload_command()).await;
+    assert!(took.status.success(), "{}", stderr(&took));
+    assert!(
+        stderr(&took).contains("web.certpilot.test: every endpoint serves the new certificate"),
+        "{}",
+        stderr(&took)
+    );
+
+    // A hook that reloads nothing, in front of a server that keeps its own certificate.
+    let stale = tls_default(&LeafBuilder::self_signed(&["api.certpilot.test"]).build()).await;
+    let added = env
+        .add(&["api.certpilot.test"], &["--endpoint", &stale.target()])
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    let missed = renew("true".into()).await;
+    assert_eq!(missed.status.code(), Some(2), "{}", stderr(&missed));
+    let text = stderr(&missed);
+    assert!(
+        text.contains("api.certpilot.test: after the deploy hook, 1 of 1 endpoint addresses still do not serve the new certificate")
+            && text.contains(&stale.target()),
+        "{text}"
+    );
+    // The issuance itself succeeded and is not redone.
+    assert_eq!(json_lines(&missed)[0]["outcome"], "issued");
+}

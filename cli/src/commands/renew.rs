@@ -14,6 +14,7 @@ use certpilot_core::Classify;
 use certpilot_core::model::certificate::ManagedCertificate;
 use certpilot_core::ports::{AnnounceError, IssuedSink, SecretStore};
 use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService, RenewSettings};
+use certpilot_core::services::verify::VerifySettings;
 
 use crate::args::RenewArgs;
 use crate::context::find;
@@ -167,6 +168,17 @@ pub async fn renew(app: &App, args: RenewArgs) -> Result<ExitCode, CliError> {
     if failed > 0 {
         eprintln!("certpilot: {failed} of {} renewals failed", results.len());
     }
+    if args.deploy_hook.is_some() || args.live_dir.is_some() {
+        let proving = verify_after_hook(app, &results, &args);
+        let proven = tokio::select! {
+            proven = proving => Some(proven),
+            _ = shutdown.recv() => None,
+        };
+        let Some(proven) = proven else {
+            return interrupted(&service).await;
+        };
+        exit = exit.worst(proven?);
+    }
     if !args.no_deploy {
         let deploying = deploy_after_renew(app, &results, &args);
         let deployed = tokio::select! {
@@ -210,6 +222,62 @@ fn renew_exit(result: &Result<RenewOutcome, RenewError>) -> Exit {
         Err(e) if e.is_retryable() => Exit::TempFail,
         Err(_) => Exit::Attention,
     }
+}
+
+/// How long endpoints may take to serve a certificate after the deploy hook, unless
+/// `--verify-max-deadline` says otherwise.
+const HOOK_VERIFY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Proves by handshake that the endpoints of each certificate just issued and handed to the
+/// live directory and deploy hook now serve it (certificates with deployments are proven by
+/// their deploy). A hook that exits 0 without the server taking the files is the outage
+/// certpilot exists for: it is reported here, not at the next `verify`.
+async fn verify_after_hook(
+    app: &App,
+    results: &[(String, Result<RenewOutcome, RenewError>)],
+    args: &RenewArgs,
+) -> Result<Exit, CliError> {
+    let mut exit = Exit::Done;
+    for (id, result) in results {
+        if !matches!(result, Ok(RenewOutcome::Issued { .. })) {
+            continue;
+        }
+        let cert = find(app.certificates().as_ref(), id).await?;
+        if cert.spec.endpoints.is_empty() || !cert.spec.deployments.is_empty() {
+            continue;
+        }
+        let checks = super::verify::prove(
+            app,
+            &cert,
+            &args.verify.ca_files,
+            &[],
+            VerifySettings {
+                deadline: args.verify.max_deadline.unwrap_or(HOOK_VERIFY_DEADLINE),
+                interval: args.verify.interval,
+            },
+        )
+        .await?;
+        let failing: Vec<String> = checks
+            .iter()
+            .filter(|c| !c.is_verified())
+            .map(|c| match &c.address {
+                Some(a) => format!("{} ({a})", c.target),
+                None => c.target.clone(),
+            })
+            .collect();
+        if failing.is_empty() {
+            eprintln!("certpilot: {id}: every endpoint serves the new certificate");
+        } else {
+            eprintln!(
+                "certpilot: {id}: after the deploy hook, {} of {} endpoint addresses still do not serve the new certificate: {}; check that the hook reloads the server (`certpilot verify {id}` shows what they serve)",
+                failing.len(),
+                checks.len(),
+                failing.join(", ")
+            );
+            exit = exit.worst(Exit::Attention);
+        }
+    }
+    Ok(exit)
 }
 
 /// Deploys what was just issued, and whatever is not yet served everywhere (a deploy that

@@ -2,9 +2,12 @@
 
 use std::process::ExitCode;
 
-use certpilot_core::ScanRequest;
+use std::path::PathBuf;
+
+use certpilot_core::model::certificate::ManagedCertificate;
 use certpilot_core::services::scan::Recorder;
-use certpilot_core::services::verify::{Verdict, VerifyService, VerifySettings};
+use certpilot_core::services::verify::{EndpointCheck, Verdict, VerifyService, VerifySettings};
+use certpilot_core::{ResolveOverride, ScanRequest};
 use serde_json::json;
 
 use crate::args::VerifyArgs;
@@ -17,7 +20,6 @@ use crate::output::{format_or_default, rfc3339, write_records};
 /// serves its current version, records what was seen, and exits 2 on `not_serving`.
 pub async fn verify(app: &certpilot_app::App, args: VerifyArgs) -> Result<ExitCode, CliError> {
     let certificates = app.certificates();
-    let store = app.store();
     let cert = find(certificates.as_ref(), &args.id).await?;
     let Some(current) = &cert.current else {
         return Err(usage(format!(
@@ -31,29 +33,17 @@ pub async fn verify(app: &certpilot_app::App, args: VerifyArgs) -> Result<ExitCo
             cert.id
         )));
     }
-    let scanner = scanner(app, &args.ca_file)?;
-    let requests = cert
-        .spec
-        .endpoints
-        .iter()
-        .map(|t| ScanRequest::new(t.clone()).with_overrides(&args.resolve))
-        .collect();
-    let checks = VerifyService::new(scanner)
-        .verify(
-            &current.fingerprint,
-            requests,
-            VerifySettings {
-                deadline: args.deadline,
-                interval: args.interval,
-            },
-        )
-        .await;
-    // What the handshakes saw is inventory like any scan.
-    let mut recorder = Recorder::new(store);
-    for check in &checks {
-        recorder.push(check.observation.clone()).await;
-    }
-    recorder.finish().await?;
+    let checks = prove(
+        app,
+        &cert,
+        &args.ca_file,
+        &args.resolve,
+        VerifySettings {
+            deadline: args.deadline,
+            interval: args.interval,
+        },
+    )
+    .await?;
     let failing = checks.iter().filter(|c| !c.is_verified()).count();
     write_records(
         format_or_default(args.format),
@@ -106,4 +96,33 @@ pub async fn verify(app: &certpilot_app::App, args: VerifyArgs) -> Result<ExitCo
         return Ok(Exit::Attention.into());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Handshakes with `cert`'s endpoints until each serves its current certificate or
+/// `settings.deadline` passes, and records what was seen as inventory like any scan.
+pub(crate) async fn prove(
+    app: &certpilot_app::App,
+    cert: &ManagedCertificate,
+    ca_files: &[PathBuf],
+    resolve: &[ResolveOverride],
+    settings: VerifySettings,
+) -> Result<Vec<EndpointCheck>, CliError> {
+    let Some(current) = &cert.current else {
+        return Ok(Vec::new());
+    };
+    let requests = cert
+        .spec
+        .endpoints
+        .iter()
+        .map(|t| ScanRequest::new(t.clone()).with_overrides(resolve))
+        .collect();
+    let checks = VerifyService::new(scanner(app, ca_files)?)
+        .verify(&current.fingerprint, requests, settings)
+        .await;
+    let mut recorder = Recorder::new(app.store());
+    for check in &checks {
+        recorder.push(check.observation.clone()).await;
+    }
+    recorder.finish().await?;
+    Ok(checks)
 }
