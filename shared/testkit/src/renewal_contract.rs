@@ -364,25 +364,48 @@ pub async fn text_and_binary_values_round_trip<S: SecretStore>(s: Arc<S>) {
 pub fn first_version_record(id: &str) -> String {
     let mut cert = managed("shop.example", Duration::ZERO);
     cert.id = id.to_owned();
-    let mut json = serde_json::to_value(&cert).expect("json");
-    json["spec"]["endpoints"] = serde_json::json!(["shop.example:443"]);
-    json["spec"]["deployments"] = serde_json::json!([{
+    cert.version = 1;
+    cert.spec.endpoints = vec!["shop.example:443".parse().expect("target")];
+    as_first_version(
+        &cert,
+        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2",
+        Some("arn:aws:iam::123456789012:role/deployer"),
+        "arn:aws:acm:eu-west-1:123456789012:certificate/0b6d3b2c",
+        "ab",
+    )
+}
+
+/// `cert` as the first versions stored it, with one ELBv2 deployment `alb` on `listener`
+/// (assuming `role`, 180 s to verify) whose record says ACM certificate `handle` was
+/// verified holding `holding`: flat settings in snake case, `verify_deadline_secs`, and
+/// `certificate_arn` in the record.
+pub fn as_first_version(
+    cert: &ManagedCertificate,
+    listener: &str,
+    role: Option<&str>,
+    handle: &str,
+    holding: &str,
+) -> String {
+    let mut json = serde_json::to_value(cert).expect("json");
+    let mut deployment = serde_json::json!({
         "name": "alb",
         "kind": "elbv2-listener",
-        "listener_arn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2",
+        "listener_arn": listener,
         "sni": false,
-        "role_arn": "arn:aws:iam::123456789012:role/deployer",
         "verify_deadline_secs": 180
-    }]);
+    });
+    if let Some(role) = role {
+        deployment["role_arn"] = role.into();
+    }
+    json["spec"]["deployments"] = serde_json::json!([deployment]);
     json["deployments"] = serde_json::json!([{
         "name": "alb",
-        "fingerprint": "ab",
+        "fingerprint": holding,
         "status": "verified",
         "at": "2026-11-30T10:00:00Z",
-        "holding": "ab",
-        "certificate_arn": "arn:aws:acm:eu-west-1:123456789012:certificate/0b6d3b2c",
+        "holding": holding,
+        "certificate_arn": handle,
         "key_type": "ecdsa-p256"
     }]);
-    json["version"] = serde_json::json!(1);
     json.to_string()
 }
