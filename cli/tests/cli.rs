@@ -515,3 +515,28 @@ async fn dynamodb_and_sqlite_stores_record_the_same_facts() {
         "both stores hold the same facts"
     );
 }
+
+/// The README's table of deploy target kinds is what the descriptors say: a kind added, or a
+/// setting, key type or permission changed, without the README following fails here.
+#[test]
+fn the_readme_table_of_deploy_kinds_is_generated_from_the_descriptors() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_certpilot"))
+        .args(["deploy-kinds", "--markdown"])
+        .output()
+        .expect("certpilot runs");
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let (_, rest) = readme
+        .split_once("<!-- deploy-kinds:begin -->\n")
+        .expect("README marks the table's start");
+    let (table, _) = rest
+        .split_once("<!-- deploy-kinds:end -->")
+        .expect("README marks the table's end");
+    assert_eq!(
+        table.trim(),
+        generated.trim(),
+        "README.md's deploy kinds table is stale: replace it with `certpilot deploy-kinds --markdown`"
+    );
+}
