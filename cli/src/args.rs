@@ -335,7 +335,7 @@ pub struct CertificateAddArgs {
     #[arg(long, value_name = "SPEC")]
     pub deploy: Vec<String>,
 
-    /// Deployments as JSON (one object or a list), the object the API takes:
+    /// Deployments as JSON or YAML (one object or a list), the object the API takes:
     /// `{name, kind, settings, units?, endpoints, verify_deadline}`; its schema is printed by
     /// `certpilot deploy-kinds --schema`.
     #[arg(long, value_name = "FILE")]

@@ -16,13 +16,19 @@ pub fn parse_deploy_spec(kinds: &DeployKinds, spec: &str) -> Result<Deployment, 
         .map_err(|e| usage(format!("--deploy {spec:?}: {}", e.reason)))
 }
 
-/// Reads `--deploy-file`: one deployment object, or a list of them, in JSON — the object the
-/// API takes (`{name, kind, settings, units?, endpoints, verify_deadline}`).
+/// Reads `--deploy-file`: one deployment object, or a list of them, in JSON or YAML — the
+/// object the API takes (`{name, kind, settings, units?, endpoints, verify_deadline}`).
+/// A `.yaml`/`.yml` file, or one that does not start with `{` or `[`, is read as YAML.
 pub fn read_deploy_file(kinds: &DeployKinds, path: &Path) -> Result<Vec<Deployment>, CliError> {
     let bad = |reason: String| usage(format!("--deploy-file {}: {reason}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+        || !text.trim_start().starts_with(['{', '[']);
+    let value: serde_json::Value = if yaml {
+        yaml_serde::from_str(&text).map_err(|e| bad(format!("not YAML: {e}")))?
+    } else {
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?
+    };
     let items = match value {
         serde_json::Value::Array(items) => items,
         one => vec![one],
@@ -103,6 +109,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("api-gateway needs region="), "{err}");
+    }
+
+    #[test]
+    fn a_deploy_file_in_yaml_reads_like_its_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = dir.path().join("web.yaml");
+        std::fs::write(
+            &yaml,
+            "- name: web\n  kind: files\n  settings:\n    dir: /etc/ssl/web\n    reload: systemctl reload nginx\n    reload-timeout: 30\n  endpoints: [www.example.com]\n  verify_deadline: 5m\n",
+        )
+        .unwrap();
+        let json = dir.path().join("web.json");
+        std::fs::write(
+            &json,
+            r#"[{"name": "web", "kind": "files", "settings": {"dir": "/etc/ssl/web", "reload": "systemctl reload nginx", "reload-timeout": 30}, "endpoints": ["www.example.com"], "verify_deadline": "5m"}]"#,
+        )
+        .unwrap();
+        let from_yaml = read_deploy_file(&kinds(), &yaml).unwrap();
+        assert_eq!(from_yaml, read_deploy_file(&kinds(), &json).unwrap());
+        assert_eq!(from_yaml[0].text("reload"), Some("systemctl reload nginx"));
+        assert_eq!(from_yaml[0].verify_deadline, Some(300));
+
+        std::fs::write(&yaml, "name: web\nkind: files\nsettings:\n  dir: etc/ssl\n").unwrap();
+        let err = read_deploy_file(&kinds(), &yaml).unwrap_err().to_string();
+        assert!(err.contains("web.yaml") && err.contains("etc/ssl"), "{err}");
+        std::fs::write(&yaml, "name: [web\n").unwrap();
+        let err = read_deploy_file(&kinds(), &yaml).unwrap_err().to_string();
+        assert!(err.contains("not YAML"), "{err}");
     }
 
     #[test]
