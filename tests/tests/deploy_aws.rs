@@ -263,6 +263,7 @@ async fn every_target_kind_ends_up_serving_each_renewal_and_keeps_its_settings()
     let arn_of = |name: &str| {
         cert.deployment_record(name)
             .unwrap()
+            .state
             .handle
             .clone()
             .unwrap()
@@ -326,11 +327,14 @@ async fn every_target_kind_ends_up_serving_each_renewal_and_keeps_its_settings()
     let cert = w.store.certificate("checkout").await.unwrap().unwrap();
     for name in ["alb", "alb-sni", "cdn", "rest-api", "http-api", "acm"] {
         let rec = cert.deployment_record(name).unwrap();
-        assert_eq!(rec.status, DeploymentStatus::Verified, "{name}");
-        assert_eq!(rec.holding.as_deref(), Some(second.fingerprint().as_str()));
+        assert_eq!(rec.state.status, DeploymentStatus::Verified, "{name}");
+        assert_eq!(
+            rec.state.holding.as_deref(),
+            Some(second.fingerprint().as_str())
+        );
     }
     assert_eq!(
-        cert.deployment_record("alb").unwrap().handle,
+        cert.deployment_record("alb").unwrap().state.handle,
         Some(alb_arn.clone())
     );
     assert_eq!(
@@ -348,6 +352,7 @@ async fn every_target_kind_ends_up_serving_each_renewal_and_keeps_its_settings()
     let rsa_arn = cert
         .deployment_record("alb")
         .unwrap()
+        .state
         .handle
         .clone()
         .unwrap();
@@ -429,6 +434,7 @@ async fn an_endpoint_that_keeps_the_old_certificate_is_not_serving_and_the_previ
         .unwrap()
         .deployment_record("alb")
         .unwrap()
+        .state
         .handle
         .clone()
         .unwrap();
@@ -440,7 +446,7 @@ async fn an_endpoint_that_keeps_the_old_certificate_is_not_serving_and_the_previ
     let report = w.service.deploy("checkout", None, false).await.unwrap();
     assert!(!report.is_verified());
     let bad = &report.targets[0];
-    assert_eq!(bad.status, DeploymentStatus::NotServing);
+    assert_eq!(bad.state.status, DeploymentStatus::NotServing);
     assert_eq!(bad.rolled_back, Some(true));
     let check = &bad.checks[0];
     match &check.verdict {
@@ -449,7 +455,7 @@ async fn an_endpoint_that_keeps_the_old_certificate_is_not_serving_and_the_previ
         }
         other => panic!("expected not_serving, got {other:?}"),
     }
-    let detail = bad.detail.as_deref().unwrap();
+    let detail = bad.state.detail.as_deref().unwrap();
     assert!(
         detail.contains(&alb.endpoint()) && detail.contains(&first.fingerprint()),
         "{detail}"
@@ -463,7 +469,7 @@ async fn an_endpoint_that_keeps_the_old_certificate_is_not_serving_and_the_previ
         w.estate.acm_fingerprint(&alb_arn).await,
         first.fingerprint()
     );
-    assert_eq!(report.targets[1].status, DeploymentStatus::Verified);
+    assert_eq!(report.targets[1].state.status, DeploymentStatus::Verified);
 
     let cert = w.store.certificate("checkout").await.unwrap().unwrap();
     assert!(
@@ -487,7 +493,7 @@ async fn an_endpoint_that_keeps_the_old_certificate_is_not_serving_and_the_previ
     assert!(
         rolled
             .iter()
-            .all(|t| t.status == DeploymentStatus::RolledBack),
+            .all(|t| t.state.status == DeploymentStatus::RolledBack),
         "{rolled:?}"
     );
     assert_eq!(
@@ -524,7 +530,7 @@ async fn an_sni_certificate_that_is_not_served_is_taken_off_the_listener_again()
     let first = w.leaf(KeyKind::EcdsaP256);
     w.issue("checkout", &first, KeyType::EcdsaP256).await;
     let report = w.service.deploy("checkout", None, false).await.unwrap();
-    assert_eq!(report.targets[0].status, DeploymentStatus::NotServing);
+    assert_eq!(report.targets[0].state.status, DeploymentStatus::NotServing);
     assert_eq!(report.targets[0].rolled_back, Some(true));
     let listed = w
         .estate
@@ -587,7 +593,11 @@ async fn files_on_a_vm_are_switched_reloaded_proven_and_rolled_back_when_not_ser
     w.issue("shop", &second, KeyType::EcdsaP256).await;
     let report = w.service.deploy("shop", None, false).await.unwrap();
     let web = &report.targets[0];
-    assert_eq!(web.status, DeploymentStatus::NotServing, "{report:#?}");
+    assert_eq!(
+        web.state.status,
+        DeploymentStatus::NotServing,
+        "{report:#?}"
+    );
     assert_eq!(web.rolled_back, Some(true), "{report:#?}");
     let read = |f: &str| std::fs::read_to_string(live.join(f)).unwrap();
     assert_eq!(

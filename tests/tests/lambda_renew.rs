@@ -321,13 +321,18 @@ async fn the_renew_function_issues_stores_the_key_and_announces_the_certificate(
     let cert = store.certificate("shop").await.unwrap().unwrap();
     assert!(!cert.is_deployed());
     let alb_record = cert.deployment_record("alb").unwrap();
-    assert_eq!(alb_record.status, DeploymentStatus::NotServing);
+    assert_eq!(alb_record.state.status, DeploymentStatus::NotServing);
     assert!(
-        alb_record.detail.as_deref().unwrap().contains(fingerprint),
+        alb_record
+            .state
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains(fingerprint),
         "names what the endpoint serves instead: {alb_record:?}"
     );
     assert_eq!(
-        cert.deployment_record("cdn").unwrap().status,
+        cert.deployment_record("cdn").unwrap().state.status,
         DeploymentStatus::Verified
     );
 

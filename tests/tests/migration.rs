@@ -185,7 +185,12 @@ async fn migrated_and_deployed(
     assert_eq!(d.text("listener-arn"), Some(listener.as_str()));
     assert_eq!(d.verify_deadline, Some(180));
     assert_eq!(
-        loaded.deployment_record("alb").unwrap().handle.as_deref(),
+        loaded
+            .deployment_record("alb")
+            .unwrap()
+            .state
+            .handle
+            .as_deref(),
         Some(first_arn.as_str())
     );
 
@@ -220,8 +225,8 @@ async fn migrated_and_deployed(
     // The renewal went over the first version's import: same ARN, so nothing was rebound.
     let after = store.certificate("shop").await.unwrap().unwrap();
     let record = after.deployment_record("alb").unwrap();
-    assert_eq!(record.status, DeploymentStatus::Verified);
-    assert_eq!(record.handle.as_deref(), Some(first_arn.as_str()));
+    assert_eq!(record.state.status, DeploymentStatus::Verified);
+    assert_eq!(record.state.handle.as_deref(), Some(first_arn.as_str()));
     assert_eq!(
         estate.acm_fingerprint(&first_arn).await,
         second.fingerprint()

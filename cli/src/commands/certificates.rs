@@ -381,8 +381,10 @@ impl CertificateRow {
         let deploy_problem = c
             .deployments
             .iter()
-            .find(|r| r.detail.is_some() && c.spec.deployments.iter().any(|d| d.name == r.name))
-            .and_then(|r| r.detail.as_ref().map(|d| format!("{}: {d}", r.name)));
+            .find(|r| {
+                r.state.detail.is_some() && c.spec.deployments.iter().any(|d| d.name == r.name)
+            })
+            .and_then(|r| r.state.detail.as_ref().map(|d| format!("{}: {d}", r.name)));
         CertificateRow {
             id: c.id.clone(),
             names: c.spec.name_set().join(","),

@@ -86,7 +86,7 @@ pub fn report_deploys(
 }
 
 fn row(id: &str, t: &TargetReport) -> Vec<String> {
-    let detail = match (&t.detail, t.unchanged) {
+    let detail = match (&t.state.detail, t.unchanged) {
         (Some(d), _) => d.clone(),
         (None, true) => "already serving it".to_owned(),
         (None, false) => format!("{} endpoint address(es) serve it", t.checks.len()),
@@ -95,7 +95,7 @@ fn row(id: &str, t: &TargetReport) -> Vec<String> {
         id.to_owned(),
         t.name.clone(),
         t.kind.clone(),
-        t.status.as_str().to_owned(),
+        t.state.status.as_str().to_owned(),
         detail,
     ]
 }
@@ -133,7 +133,7 @@ pub async fn rollback(app: &App, args: RollbackArgs) -> Result<ExitCode, CliErro
                 o.insert("id".into(), json!(cert.id));
             }
             let mut r = row(&cert.id, t);
-            if t.detail.is_none() {
+            if t.state.detail.is_none() {
                 r[4] = "the previous certificate is back".into();
             }
             (r, json)

@@ -127,9 +127,9 @@ async fn messages(service: &DeployService, event: SqsEvent) -> SqsBatchResponse 
                 for t in report
                     .targets
                     .iter()
-                    .filter(|t| t.status.as_str() != "verified")
+                    .filter(|t| t.state.status.as_str() != "verified")
                 {
-                    error!(id = %report.id, deployment = %t.name, kind = %t.kind, status = t.status.as_str(), detail = t.detail.as_deref().unwrap_or_default(), "not served");
+                    error!(id = %report.id, deployment = %t.name, kind = %t.kind, status = t.state.status.as_str(), detail = t.state.detail.as_deref().unwrap_or_default(), "not served");
                 }
                 failures.push(message_id);
             }

@@ -13,12 +13,12 @@ use aws_config::SdkConfig;
 use aws_sdk_elasticloadbalancingv2::Client;
 use aws_sdk_elasticloadbalancingv2::types::Certificate;
 use certpilot_core::model::certificate::KeyType;
-use certpilot_core::model::deploy::{Unit, arn_region};
+use certpilot_core::model::deploy::Unit;
 use certpilot_core::model::deploy_kind::{KindDescriptor, Setting, ValueKind, settings_as};
 use certpilot_core::ports::DeployError;
 use tracing::info;
 
-use crate::{Bind, Binder, refused};
+use crate::{Bind, Binder, arn_region, refused};
 
 /// The `elbv2-listener` kind.
 pub struct Kind;

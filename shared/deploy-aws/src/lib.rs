@@ -24,7 +24,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use certpilot_core::model::certificate::KeyType;
-use certpilot_core::model::deploy::{Settings, Unit, arn_region};
+use certpilot_core::model::certificate::SpecError;
+use certpilot_core::model::deploy::{Settings, Unit};
 use certpilot_core::model::deploy_kind::{KeyDelivery, KindDescriptor, RunsIn, Setting};
 use certpilot_core::ports::{
     Bound, DeployError, DeployRequest, DeployTarget, Deployed, TargetFactory,
@@ -152,6 +153,20 @@ pub fn check_common(settings: &Settings, region: &str) -> Result<(), (String, St
     Ok(())
 }
 
+/// The region of an ARN (`arn:partition:service:region:account:resource`).
+pub fn arn_region(arn: &str) -> Result<String, SpecError> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", _, _, region, _, resource] if !region.is_empty() && !resource.is_empty() => {
+            Ok((*region).to_owned())
+        }
+        _ => Err(SpecError {
+            input: arn.to_owned(),
+            reason: "not an ARN with a region (arn:aws:service:region:account:resource)".into(),
+        }),
+    }
+}
+
 /// A required text setting of `unit`, or a configuration error naming it.
 pub(crate) fn need<'a>(unit: &'a Unit, key: &str) -> Result<&'a str, DeployError> {
     unit.text(key)
@@ -173,8 +188,11 @@ impl AcmBacked {
     /// which ACM cannot re-import over.
     fn reuse(&self, request: &DeployRequest<'_>) -> Option<String> {
         let recorded = request.record.and_then(|r| {
-            let same_key = r.key_type.is_none_or(|k| k == request.certificate.key_type);
-            r.handle.clone().filter(|_| same_key)
+            let same_key = r
+                .state
+                .key_type
+                .is_none_or(|k| k == request.certificate.key_type);
+            r.state.handle.clone().filter(|_| same_key)
         });
         recorded.or_else(|| self.adopt.clone())
     }
@@ -198,7 +216,7 @@ impl DeployTarget for AcmBacked {
     }
 
     async fn deploy(&self, request: DeployRequest<'_>) -> Result<Deployed, DeployError> {
-        let managed = request.record.and_then(|r| r.handle.clone());
+        let managed = request.record.and_then(|r| r.state.handle.clone());
         let arn = match &request.certificate.acm_arn {
             // Issued by ACM: bound as it is, which only works in its own region.
             Some(arn) => {

@@ -35,7 +35,7 @@ async fn a_first_version_certificate_loads_deploys_settings_and_handle_and_is_re
         .expect("still a valid deployment");
     let record = cert.deployment_record("alb").unwrap();
     assert_eq!(
-        record.handle.as_deref(),
+        record.state.handle.as_deref(),
         Some("arn:aws:acm:eu-west-1:123456789012:certificate/0b6d3b2c")
     );
     assert!(cert.is_deployed() || cert.current.is_none());

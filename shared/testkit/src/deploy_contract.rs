@@ -9,7 +9,7 @@
 //! 4. after `finish`, the renewal is what is bound.
 
 use certpilot_core::model::certificate::KeyType;
-use certpilot_core::model::deploy::{DeploymentStatus, Unit, UnitRecord};
+use certpilot_core::model::deploy::{DeploymentStatus, Unit, UnitRecord, UnitState};
 use certpilot_core::ports::{
     Bound, DeployMaterial, DeployRequest, DeployTargets, Deployed, SecretValue,
 };
@@ -33,13 +33,12 @@ pub fn material(leaf: &Leaf, key_type: KeyType, names: &[&str]) -> DeployMateria
 fn record_of(unit: &Unit, deployed: &Deployed, material: &DeployMaterial) -> UnitRecord {
     UnitRecord {
         name: unit.name.clone(),
-        status: DeploymentStatus::Verified,
-        detail: None,
-        problem: None,
-        holding: Some(material.fingerprint.clone()),
-        handle: deployed.handle.clone(),
-        key_type: Some(material.key_type),
-        check_after: None,
+        state: UnitState {
+            holding: Some(material.fingerprint.clone()),
+            handle: deployed.handle.clone(),
+            key_type: Some(material.key_type),
+            ..UnitState::new(DeploymentStatus::Verified)
+        },
     }
 }
 

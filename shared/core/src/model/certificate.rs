@@ -944,7 +944,7 @@ impl ManagedCertificate {
         };
         self.spec.deployments.iter().all(|d| {
             self.deployment_record(&d.name).is_some_and(|r| {
-                r.status == DeploymentStatus::Verified && r.fingerprint == current.fingerprint
+                r.state.status == DeploymentStatus::Verified && r.fingerprint == current.fingerprint
             })
         })
     }

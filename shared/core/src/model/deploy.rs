@@ -259,20 +259,6 @@ impl Deployment {
     }
 }
 
-/// The region of an ARN (`arn:partition:service:region:account:resource`).
-pub fn arn_region(arn: &str) -> Result<String, SpecError> {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    match parts.as_slice() {
-        ["arn", _, _, region, _, resource] if !region.is_empty() && !resource.is_empty() => {
-            Ok((*region).to_owned())
-        }
-        _ => Err(SpecError {
-            input: arn.to_owned(),
-            reason: "not an ARN with a region (arn:aws:service:region:account:resource)".into(),
-        }),
-    }
-}
-
 /// Where a deployment stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -475,11 +461,32 @@ pub struct DeploymentRecord {
     pub name: String,
     /// The certificate the deployment was last asked to serve (SHA-256 of the leaf, hex).
     pub fingerprint: String,
-    /// The outcome.
-    pub status: DeploymentStatus,
     /// When.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// Where it stands (a single unit's state, or the sum of its units').
+    #[serde(flatten)]
+    pub state: UnitState,
+    /// Each unit's record, for a deployment of several units.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<UnitRecord>,
+}
+
+/// What certpilot last did at one unit of a deployment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitRecord {
+    /// The unit's name.
+    pub name: String,
+    /// Where it stands.
+    #[serde(flatten)]
+    pub state: UnitState,
+}
+
+/// Where a unit stands (and a deployment, summed over its units), stored flat in its record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitState {
+    /// The outcome.
+    pub status: DeploymentStatus,
     /// What went wrong, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -487,9 +494,11 @@ pub struct DeploymentRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<DeployProblem>,
     /// The certificate the target holds now (after a rollback, the previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holding: Option<String>,
-    /// The adapter's own reference to what it installed (an ACM ARN, a CDN certificate id):
-    /// opaque to everything else. Records of the first versions called it `certificate_arn`.
+    /// The adapter's own reference to what it installed (an ACM ARN, a CDN certificate id,
+    /// a version directory): opaque to everything else. Records of the first versions called
+    /// it `certificate_arn`.
     #[serde(
         default,
         alias = "certificate_arn",
@@ -506,40 +515,21 @@ pub struct DeploymentRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub check_after: Option<OffsetDateTime>,
-    /// Each unit's record, for a deployment of several units.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub units: Vec<UnitRecord>,
 }
 
-/// What certpilot last did at one unit of a deployment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnitRecord {
-    /// The unit's name.
-    pub name: String,
-    /// The outcome there.
-    pub status: DeploymentStatus,
-    /// What went wrong there, for people.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// What went wrong there, as a kind.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub problem: Option<DeployProblem>,
-    /// The certificate the unit holds now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub holding: Option<String>,
-    /// The adapter's handle for this unit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handle: Option<String>,
-    /// The key type of what the handle holds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_type: Option<KeyType>,
-    /// For `in_progress`: when to look again.
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub check_after: Option<OffsetDateTime>,
+impl UnitState {
+    /// A state with `status` and nothing else known.
+    pub fn new(status: DeploymentStatus) -> Self {
+        UnitState {
+            status,
+            detail: None,
+            problem: None,
+            holding: None,
+            handle: None,
+            key_type: None,
+            check_after: None,
+        }
+    }
 }
 
 impl DeploymentRecord {
@@ -551,21 +541,16 @@ impl DeploymentRecord {
         }
         (self.units.is_empty() && name == self.name).then(|| UnitRecord {
             name: self.name.clone(),
-            status: self.status,
-            detail: self.detail.clone(),
-            problem: self.problem,
-            holding: self.holding.clone(),
-            handle: self.handle.clone(),
-            key_type: self.key_type,
-            check_after: self.check_after,
+            state: self.state.clone(),
         })
     }
 
     /// Every handle the record holds (the deployment's and its units').
     pub fn handles(&self) -> impl Iterator<Item = &str> {
-        self.handle
+        self.state
+            .handle
             .iter()
-            .chain(self.units.iter().filter_map(|u| u.handle.as_ref()))
+            .chain(self.units.iter().filter_map(|u| u.state.handle.as_ref()))
             .map(String::as_str)
     }
 
@@ -580,22 +565,26 @@ impl DeploymentRecord {
     ) -> Self {
         let status = units
             .iter()
-            .map(|u| u.status)
+            .map(|u| u.state.status)
             .max_by_key(|s| s.weight())
             .unwrap_or(DeploymentStatus::Verified);
-        let single = units.len() == 1 && units[0].name == name;
-        let worst: Vec<&UnitRecord> = units.iter().filter(|u| u.status == status).collect();
-        let detail = if single {
-            units[0].detail.clone()
-        } else {
-            let lines: Vec<String> = units
-                .iter()
-                .filter_map(|u| u.detail.as_ref().map(|d| format!("{}: {d}", u.name)))
-                .collect();
-            (!lines.is_empty()).then(|| lines.join("; "))
-        };
+        if units.len() == 1 && units[0].name == name {
+            let mut units = units;
+            let only = units.remove(0);
+            return DeploymentRecord {
+                name: name.to_owned(),
+                fingerprint: fingerprint.to_owned(),
+                at,
+                state: only.state,
+                units: Vec::new(),
+            };
+        }
+        let lines: Vec<String> = units
+            .iter()
+            .filter_map(|u| u.state.detail.as_ref().map(|d| format!("{}: {d}", u.name)))
+            .collect();
         let holding = {
-            let mut held: Vec<&Option<String>> = units.iter().map(|u| &u.holding).collect();
+            let mut held: Vec<&Option<String>> = units.iter().map(|u| &u.state.holding).collect();
             held.dedup();
             // One certificate everywhere, or none named when the units differ.
             if held.len() == 1 {
@@ -607,19 +596,20 @@ impl DeploymentRecord {
         DeploymentRecord {
             name: name.to_owned(),
             fingerprint: fingerprint.to_owned(),
-            status,
             at,
-            detail,
-            problem: worst.iter().find_map(|u| u.problem),
-            holding,
-            handle: if single {
-                units[0].handle.clone()
-            } else {
-                None
+            state: UnitState {
+                status,
+                detail: (!lines.is_empty()).then(|| lines.join("; ")),
+                problem: units
+                    .iter()
+                    .filter(|u| u.state.status == status)
+                    .find_map(|u| u.state.problem),
+                holding,
+                handle: None,
+                key_type: None,
+                check_after: units.iter().filter_map(|u| u.state.check_after).min(),
             },
-            key_type: if single { units[0].key_type } else { None },
-            check_after: units.iter().filter_map(|u| u.check_after).min(),
-            units: if single { Vec::new() } else { units },
+            units,
         }
     }
 }
@@ -664,14 +654,14 @@ mod tests {
         let old = r#"{"name":"alb","fingerprint":"ab","status":"verified","at":"2026-11-30T10:00:00Z","holding":"ab","certificate_arn":"arn:aws:acm:eu-west-1:1:certificate/x","key_type":"ecdsa-p256"}"#;
         let r: DeploymentRecord = serde_json::from_str(old).expect("loads");
         assert_eq!(
-            r.handle.as_deref(),
+            r.state.handle.as_deref(),
             Some("arn:aws:acm:eu-west-1:1:certificate/x")
         );
         let unit = r
             .unit("alb")
             .expect("a single unit named after the deployment");
-        assert_eq!(unit.handle, r.handle);
-        assert_eq!(unit.key_type, Some(KeyType::EcdsaP256));
+        assert_eq!(unit.state.handle, r.state.handle);
+        assert_eq!(unit.state.key_type, Some(KeyType::EcdsaP256));
         assert!(r.unit("other").is_none());
         let json = serde_json::to_value(&r).expect("json");
         assert_eq!(json["handle"], "arn:aws:acm:eu-west-1:1:certificate/x");
@@ -723,13 +713,12 @@ mod tests {
     fn unit(name: &str, status: DeploymentStatus) -> UnitRecord {
         UnitRecord {
             name: name.into(),
-            status,
-            detail: (status != DeploymentStatus::Verified).then(|| "serves the old one".into()),
-            problem: None,
-            holding: Some("ab".into()),
-            handle: Some(format!("id-{name}")),
-            key_type: None,
-            check_after: None,
+            state: UnitState {
+                detail: (status != DeploymentStatus::Verified).then(|| "serves the old one".into()),
+                holding: Some("ab".into()),
+                handle: Some(format!("id-{name}")),
+                ..UnitState::new(status)
+            },
         }
     }
 
@@ -745,8 +734,8 @@ mod tests {
                 unit("us", DeploymentStatus::NotServing),
             ],
         );
-        assert_eq!(r.status, DeploymentStatus::NotServing);
-        assert_eq!(r.detail.as_deref(), Some("us: serves the old one"));
+        assert_eq!(r.state.status, DeploymentStatus::NotServing);
+        assert_eq!(r.state.detail.as_deref(), Some("us: serves the old one"));
         assert_eq!(r.units.len(), 2);
         assert_eq!(r.handles().collect::<Vec<_>>(), ["id-eu", "id-us"]);
         let one = DeploymentRecord::of_units(
@@ -756,6 +745,6 @@ mod tests {
             vec![unit("k8s", DeploymentStatus::Verified)],
         );
         assert!(one.units.is_empty(), "a single unit is stored flat");
-        assert_eq!(one.handle.as_deref(), Some("id-k8s"));
+        assert_eq!(one.state.handle.as_deref(), Some("id-k8s"));
     }
 }

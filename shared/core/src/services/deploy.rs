@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::model::certificate::{IssuedCertificate, ManagedCertificate};
 use crate::model::deploy::{
-    DeployProblem, Deployment, DeploymentRecord, DeploymentStatus, Unit, UnitRecord,
+    DeployProblem, Deployment, DeploymentRecord, DeploymentStatus, Unit, UnitRecord, UnitState,
 };
 use crate::model::deploy_kind::RunsIn;
 use crate::model::target::ScanRequest;
@@ -57,26 +57,15 @@ pub struct TargetReport {
     pub name: String,
     /// Its kind.
     pub kind: String,
-    /// Where it stands now (its worst unit).
-    pub status: DeploymentStatus,
+    /// Where it stands now, as recorded (its worst unit).
+    #[serde(flatten)]
+    pub state: UnitState,
     /// Whether this run changed nothing because it already served the certificate (or is
     /// waiting for its `check_after`).
     pub unchanged: bool,
-    /// What went wrong, for people.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// What went wrong, as a kind.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<DeployProblem>,
     /// Whether the previous certificate was put back (absent when nothing was rolled back).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<bool>,
-    /// For `in_progress`: when the next run looks again.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
-    pub check_after: Option<time::OffsetDateTime>,
     /// Every endpoint check, of every unit.
     pub checks: Vec<EndpointCheck>,
     /// Each unit, when the deployment has more than one.
@@ -89,13 +78,11 @@ pub struct TargetReport {
 pub struct UnitReport {
     /// The unit's name.
     pub name: String,
-    /// Where it stands now.
-    pub status: DeploymentStatus,
+    /// Where it stands now, as recorded.
+    #[serde(flatten)]
+    pub state: UnitState,
     /// Whether this run left it alone.
     pub unchanged: bool,
-    /// What went wrong there.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
     /// Whether the previous certificate was put back there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<bool>,
@@ -106,7 +93,7 @@ pub struct UnitReport {
 impl TargetReport {
     /// Whether the deployment serves the certificate.
     pub fn is_verified(&self) -> bool {
-        self.status == DeploymentStatus::Verified
+        self.state.status == DeploymentStatus::Verified
     }
 
     /// The report of a deployment from its record and its units' reports.
@@ -119,12 +106,9 @@ impl TargetReport {
         TargetReport {
             name: deployment.name.clone(),
             kind: deployment.kind.clone(),
-            status: record.status,
+            state: record.state.clone(),
             unchanged,
-            detail: record.detail.clone(),
-            problem: record.problem,
             rolled_back,
-            check_after: record.check_after,
             checks: units.iter().flat_map(|u| u.checks.clone()).collect(),
             units: if units.len() > 1 { units } else { Vec::new() },
         }
@@ -325,7 +309,7 @@ impl DeployService {
                 if !self.runs_here(d) {
                     // Left to the host: the record stays as the host wrote it.
                     let mut report = self.unchanged(d, record);
-                    report.detail = Some(format!(
+                    report.state.detail = Some(format!(
                         "{} deployments run on the host (certpilot deploy {id} there), not here",
                         d.kind
                     ));
@@ -336,21 +320,20 @@ impl DeployService {
                     let last = record.and_then(|r| r.unit(&unit.name));
                     async move {
                         let done = last.as_ref().is_some_and(|r| {
-                            r.status == DeploymentStatus::Verified
+                            r.state.status == DeploymentStatus::Verified
                                 && record.is_some_and(|d| d.fingerprint == fingerprint)
                         });
                         let waiting = last.as_ref().is_some_and(|r| {
-                            r.status == DeploymentStatus::InProgress
+                            r.state.status == DeploymentStatus::InProgress
                                 && record.is_some_and(|d| d.fingerprint == fingerprint)
-                                && r.check_after.is_some_and(|t| t > now)
+                                && r.state.check_after.is_some_and(|t| t > now)
                         });
                         if (done || waiting) && !force {
                             let last = last.unwrap_or_else(|| fresh_record(unit));
                             let report = UnitReport {
                                 name: unit.name.clone(),
-                                status: last.status,
+                                state: last.state.clone(),
                                 unchanged: true,
-                                detail: last.detail.clone(),
                                 rolled_back: None,
                                 checks: Vec::new(),
                             };
@@ -408,12 +391,12 @@ impl DeployService {
         TargetReport {
             name: d.name.clone(),
             kind: d.kind.clone(),
-            status: record.map_or(DeploymentStatus::InProgress, |r| r.status),
+            state: record.map_or_else(
+                || UnitState::new(DeploymentStatus::InProgress),
+                |r| r.state.clone(),
+            ),
             unchanged: true,
-            detail: record.and_then(|r| r.detail.clone()),
-            problem: record.and_then(|r| r.problem),
             rolled_back: None,
-            check_after: record.and_then(|r| r.check_after),
             checks: Vec::new(),
             units: Vec::new(),
         }
@@ -497,24 +480,23 @@ impl DeployService {
                 let mut r = last.clone().unwrap_or_else(|| fresh_record(&unit));
                 match &outcome {
                     Ok(()) => {
-                        r.status = DeploymentStatus::RolledBack;
-                        r.detail = None;
-                        r.problem = None;
-                        r.holding = Some(previous.fingerprint.clone());
-                        r.check_after = None;
+                        r.state.status = DeploymentStatus::RolledBack;
+                        r.state.detail = None;
+                        r.state.problem = None;
+                        r.state.holding = Some(previous.fingerprint.clone());
+                        r.state.check_after = None;
                     }
                     Err(e) => {
-                        r.status = DeploymentStatus::Failed;
-                        r.detail = Some(format!("rollback failed: {e}"));
-                        r.problem = Some(DeployProblem::of(e));
+                        r.state.status = DeploymentStatus::Failed;
+                        r.state.detail = Some(format!("rollback failed: {e}"));
+                        r.state.problem = Some(DeployProblem::of(e));
                     }
                 }
-                warn!(%id, deployment = %d.name, unit = %unit.name, status = r.status.as_str(), "deploy: rolled back by hand");
+                warn!(%id, deployment = %d.name, unit = %unit.name, status = r.state.status.as_str(), "deploy: rolled back by hand");
                 unit_reports.push(UnitReport {
                     name: unit.name.clone(),
-                    status: r.status,
+                    state: r.state.clone(),
                     unchanged: false,
-                    detail: r.detail.clone(),
                     rolled_back: Some(outcome.is_ok()),
                     checks: Vec::new(),
                 });
@@ -549,7 +531,7 @@ impl DeployService {
                 };
                 if c.deployments
                     .iter()
-                    .any(|r| r.status == DeploymentStatus::RolledBack)
+                    .any(|r| r.state.status == DeploymentStatus::RolledBack)
                 {
                     return false;
                 }
@@ -560,9 +542,11 @@ impl DeployService {
                     .any(|d| match c.deployment_record(&d.name) {
                         None => true,
                         Some(r) if r.fingerprint != current.fingerprint => true,
-                        Some(r) => match r.status {
+                        Some(r) => match r.state.status {
                             DeploymentStatus::Verified | DeploymentStatus::RolledBack => false,
-                            DeploymentStatus::InProgress => r.check_after.is_none_or(|t| t <= now),
+                            DeploymentStatus::InProgress => {
+                                r.state.check_after.is_none_or(|t| t <= now)
+                            }
                             DeploymentStatus::NotServing | DeploymentStatus::Failed => true,
                         },
                     })
@@ -581,32 +565,29 @@ impl DeployService {
         let fingerprint = request.certificate.fingerprint.clone();
         let mut record = UnitRecord {
             name: unit.name.clone(),
-            status: DeploymentStatus::Failed,
-            detail: None,
-            problem: None,
-            holding: request.record.and_then(|r| r.holding.clone()),
-            handle: request.record.and_then(|r| r.handle.clone()),
-            key_type: request.record.and_then(|r| r.key_type),
-            check_after: None,
+            state: UnitState {
+                holding: request.record.and_then(|r| r.state.holding.clone()),
+                handle: request.record.and_then(|r| r.state.handle.clone()),
+                key_type: request.record.and_then(|r| r.state.key_type),
+                ..UnitState::new(DeploymentStatus::Failed)
+            },
         };
         let mut report = UnitReport {
             name: unit.name.clone(),
-            status: DeploymentStatus::Failed,
+            state: record.state.clone(),
             unchanged: false,
-            detail: None,
             rolled_back: None,
             checks: Vec::new(),
         };
         let done = |mut report: UnitReport, record: UnitRecord| {
-            report.status = record.status;
-            report.detail = record.detail.clone();
+            report.state = record.state.clone();
             (report, record)
         };
         let target = match self.targets.target(unit).await {
             Ok(t) => t,
             Err(e) => {
-                record.detail = Some(e.to_string());
-                record.problem = Some(DeployProblem::of(&e));
+                record.state.detail = Some(e.to_string());
+                record.state.problem = Some(DeployProblem::of(&e));
                 return done(report, record);
             }
         };
@@ -615,25 +596,25 @@ impl DeployService {
             Err(e) => {
                 warn!(id = %cert.id, deployment = %deployment.name, unit = %unit.name, error = %e, "deploy: target refused; rolling back");
                 let undo = target.roll_back(request, None).await;
-                record.detail = Some(with_rollback(format!("deploy failed: {e}"), &undo));
-                record.problem = Some(DeployProblem::of(&e));
+                record.state.detail = Some(with_rollback(format!("deploy failed: {e}"), &undo));
+                record.state.problem = Some(DeployProblem::of(&e));
                 report.rolled_back = Some(undo.is_ok());
                 return done(report, record);
             }
         };
-        record.handle = deployed.handle.clone().or(record.handle);
-        record.key_type = Some(request.certificate.key_type);
+        record.state.handle = deployed.handle.clone().or(record.state.handle);
+        record.state.key_type = Some(request.certificate.key_type);
         if let Some(after) = deployed.check_after {
             // Accepted, not yet in place: the next run resumes it (nothing sleeps here).
             info!(id = %cert.id, deployment = %deployment.name, unit = %unit.name, %after, "deploy: in progress");
-            record.status = DeploymentStatus::InProgress;
-            record.check_after = Some(after);
-            record.detail = Some(format!(
+            record.state.status = DeploymentStatus::InProgress;
+            record.state.check_after = Some(after);
+            record.state.detail = Some(format!(
                 "the target is still installing; looking again after {after}"
             ));
             return done(report, record);
         }
-        record.holding = Some(fingerprint.clone());
+        record.state.holding = Some(fingerprint.clone());
 
         let checks = self
             .verify(
@@ -653,12 +634,12 @@ impl DeployService {
             if let Err(e) = target.finish(&deployed).await {
                 // The new certificate is served; a leftover old SNI entry is only untidy.
                 warn!(id = %cert.id, deployment = %deployment.name, error = %e, "deploy: could not remove the replaced certificate");
-                record.detail = Some(format!(
+                record.state.detail = Some(format!(
                     "served, but the replaced certificate is still bound: {e}"
                 ));
-                record.problem = Some(DeployProblem::ReplacedStillBound);
+                record.state.problem = Some(DeployProblem::ReplacedStillBound);
             }
-            record.status = DeploymentStatus::Verified;
+            record.state.status = DeploymentStatus::Verified;
             info!(id = %cert.id, deployment = %deployment.name, unit = %unit.name, %fingerprint, "deploy: verified");
         } else {
             let (problem, what) = match &checks {
@@ -674,15 +655,15 @@ impl DeployService {
             if can_roll_back {
                 let undo = target.roll_back(request, Some(&deployed)).await;
                 if undo.is_ok() {
-                    record.holding = request.previous.map(|p| p.fingerprint.clone());
+                    record.state.holding = request.previous.map(|p| p.fingerprint.clone());
                 }
-                record.detail = Some(with_rollback(what, &undo));
+                record.state.detail = Some(with_rollback(what, &undo));
                 report.rolled_back = Some(undo.is_ok());
             } else {
-                record.detail = Some(format!("{what}; this kind cannot roll back"));
+                record.state.detail = Some(format!("{what}; this kind cannot roll back"));
             }
-            record.status = DeploymentStatus::NotServing;
-            record.problem = Some(problem);
+            record.state.status = DeploymentStatus::NotServing;
+            record.state.problem = Some(problem);
         }
         report.checks = checks.unwrap_or_default();
         done(report, record)
@@ -836,13 +817,7 @@ impl DeployService {
 fn fresh_record(unit: &Unit) -> UnitRecord {
     UnitRecord {
         name: unit.name.clone(),
-        status: DeploymentStatus::Failed,
-        detail: None,
-        problem: None,
-        holding: None,
-        handle: None,
-        key_type: None,
-        check_after: None,
+        state: UnitState::new(DeploymentStatus::Failed),
     }
 }
 
@@ -1178,7 +1153,10 @@ mod tests {
             .expect("load")
             .expect("there");
         assert!(cert.is_deployed());
-        assert_eq!(cert.deployments[0].handle.as_deref(), Some("arn:acm:new"));
+        assert_eq!(
+            cert.deployments[0].state.handle.as_deref(),
+            Some("arn:acm:new")
+        );
         assert!(service.pending().await.expect("pending").is_empty());
 
         // A redelivered message changes nothing.
@@ -1197,9 +1175,9 @@ mod tests {
         let report = service.deploy("shop", None, false).await.expect("deploy");
         assert!(!report.is_verified());
         let stuck = &report.targets[1];
-        assert_eq!(stuck.status, DeploymentStatus::NotServing);
+        assert_eq!(stuck.state.status, DeploymentStatus::NotServing);
         assert_eq!(stuck.rolled_back, Some(true));
-        let detail = stuck.detail.as_deref().expect("detail");
+        let detail = stuck.state.detail.as_deref().expect("detail");
         assert!(
             detail.contains("stuck.example.com:443 (10.0.0.1:443) serves old"),
             "{detail}"
@@ -1208,7 +1186,7 @@ mod tests {
             calls(&estate, "stuck"),
             ["deploy new", "roll_back to old after true"]
         );
-        assert_eq!(report.targets[0].status, DeploymentStatus::Verified);
+        assert_eq!(report.targets[0].state.status, DeploymentStatus::Verified);
 
         let cert = store
             .certificate("shop")
@@ -1220,7 +1198,7 @@ mod tests {
             "a renewal that is not served is not done"
         );
         let rec = cert.deployment_record("stuck").expect("record");
-        assert_eq!(rec.holding.as_deref(), Some("old"));
+        assert_eq!(rec.state.holding.as_deref(), Some("old"));
         assert_eq!(service.pending().await.expect("pending"), ["shop"]);
     }
 
@@ -1228,9 +1206,10 @@ mod tests {
     async fn a_refused_deploy_fails_and_puts_the_previous_back() {
         let (service, store, estate) = setup(&[("alb", false, true)]).await;
         let report = service.deploy("shop", None, false).await.expect("deploy");
-        assert_eq!(report.targets[0].status, DeploymentStatus::Failed);
+        assert_eq!(report.targets[0].state.status, DeploymentStatus::Failed);
         assert!(
             report.targets[0]
+                .state
                 .detail
                 .as_deref()
                 .expect("detail")
@@ -1245,7 +1224,7 @@ mod tests {
             .await
             .expect("load")
             .expect("there");
-        assert_eq!(cert.deployments[0].status, DeploymentStatus::Failed);
+        assert_eq!(cert.deployments[0].state.status, DeploymentStatus::Failed);
     }
 
     #[tokio::test]
@@ -1253,14 +1232,14 @@ mod tests {
         let (service, store, estate) = setup(&[("alb", false, false)]).await;
         service.deploy("shop", None, false).await.expect("deploy");
         let reports = service.roll_back("shop", None).await.expect("rollback");
-        assert_eq!(reports[0].status, DeploymentStatus::RolledBack);
+        assert_eq!(reports[0].state.status, DeploymentStatus::RolledBack);
         assert_eq!(*estate.0["alb"].serving.lock().expect("lock"), "old");
         let cert = store
             .certificate("shop")
             .await
             .expect("load")
             .expect("there");
-        assert_eq!(cert.deployments[0].holding.as_deref(), Some("old"));
+        assert_eq!(cert.deployments[0].state.holding.as_deref(), Some("old"));
         assert!(service.pending().await.expect("pending").is_empty());
         assert!(matches!(
             service.roll_back("shop", Some("cdn")).await,
@@ -1291,10 +1270,10 @@ mod tests {
 
         let report = service.deploy("shop", None, false).await.expect("deploy");
         let fleet = &report.targets[0];
-        assert_eq!(fleet.status, DeploymentStatus::NotServing);
+        assert_eq!(fleet.state.status, DeploymentStatus::NotServing);
         assert_eq!(fleet.units.len(), 2);
-        assert_eq!(fleet.units[0].status, DeploymentStatus::Verified);
-        assert_eq!(fleet.units[1].status, DeploymentStatus::NotServing);
+        assert_eq!(fleet.units[0].state.status, DeploymentStatus::Verified);
+        assert_eq!(fleet.units[1].state.status, DeploymentStatus::NotServing);
         assert_eq!(
             calls(&estate, "alb"),
             ["deploy new", "finish Some(\"arn:acm:old\")"]
@@ -1314,7 +1293,8 @@ mod tests {
         let rec = cert.deployment_record("fleet").expect("record");
         assert_eq!(rec.units.len(), 2);
         assert!(
-            rec.detail
+            rec.state
+                .detail
                 .as_deref()
                 .expect("detail")
                 .starts_with("stuck: "),
@@ -1330,9 +1310,9 @@ mod tests {
         let (service, store, estate) =
             setup_with(&[("cdn", false, false)], |lb| lb.slow = true).await;
         let report = service.deploy("shop", None, false).await.expect("deploy");
-        assert_eq!(report.targets[0].status, DeploymentStatus::InProgress);
+        assert_eq!(report.targets[0].state.status, DeploymentStatus::InProgress);
         assert_eq!(
-            report.targets[0].check_after,
+            report.targets[0].state.check_after,
             Some(datetime!(2026-11-22 12:30 UTC))
         );
         assert!(
@@ -1356,7 +1336,7 @@ mod tests {
             .expect("load")
             .expect("there");
         assert!(cert.is_deployed());
-        assert_eq!(cert.deployments[0].check_after, None);
+        assert_eq!(cert.deployments[0].state.check_after, None);
     }
 
     #[tokio::test]
