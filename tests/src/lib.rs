@@ -339,3 +339,28 @@ pub fn pebble_resolving_through(
     std::fs::write(&ca_file, &pebble.tls_ca_pem).expect("write the CA");
     (pebble, dir, ca_file)
 }
+
+/// A verifier that trusts `ca` besides the Mozilla roots (its root is written to `dir`), as
+/// the deploy tests prove by handshake with servers holding certificates `ca` signed.
+pub fn verifier_trusting(
+    ca: &certpilot_testkit::certs::Ca,
+    dir: &std::path::Path,
+) -> certpilot_core::services::verify::VerifyService {
+    use std::sync::Arc;
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.root_pem()).unwrap();
+    let mut trust = certpilot_scanner::TrustStore::mozilla();
+    trust.add_pem_file(&ca_file).unwrap();
+    let scanner = certpilot_core::services::scan::ScanService::new(
+        Arc::new(certpilot_scanner::TlsProber::new(
+            trust,
+            certpilot_scanner::Deadlines::default(),
+        )),
+        Arc::new(certpilot_core::ports::SystemClock),
+        certpilot_core::ports::ScanLimits {
+            concurrency: 16,
+            target_timeout: Duration::from_secs(5),
+        },
+    );
+    certpilot_core::services::verify::VerifyService::new(scanner)
+}

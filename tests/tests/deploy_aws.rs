@@ -14,15 +14,11 @@ use certpilot_core::model::certificate::{
     ManagedCertificate, RenewalPolicy,
 };
 use certpilot_core::model::deploy::{Deployment, DeploymentStatus};
-use certpilot_core::ports::{
-    CertificateStore, Clock, ScanLimits, SecretStore, SecretValue, SystemClock,
-};
+use certpilot_core::ports::{CertificateStore, Clock, SecretStore, SecretValue, SystemClock};
 use certpilot_core::services::deploy::{DeployService, DeploySettings};
-use certpilot_core::services::scan::ScanService;
-use certpilot_core::services::verify::{Verdict, VerifyService};
+use certpilot_core::services::verify::Verdict;
 use certpilot_e2e::estate::Estate;
 use certpilot_files::FileSecretStore;
-use certpilot_scanner::{Deadlines, TlsProber, TrustStore};
 use certpilot_sqlite::SqliteStore;
 use certpilot_testkit::certs::{Ca, KeyKind, Leaf};
 use certpilot_testkit::procs::shared_moto;
@@ -46,25 +42,13 @@ impl World {
         let secrets = Arc::new(FileSecretStore::new(dir.path().join("secrets")));
         let estate = Estate::new(&moto.endpoint_url);
         let ca = Ca::new("Deploy Test CA");
-        let ca_file = dir.path().join("ca.pem");
-        std::fs::write(&ca_file, ca.root_pem()).unwrap();
-        let mut trust = TrustStore::mozilla();
-        trust.add_pem_file(&ca_file).unwrap();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let scanner = ScanService::new(
-            Arc::new(TlsProber::new(trust, Deadlines::default())),
-            clock.clone(),
-            ScanLimits {
-                concurrency: 16,
-                target_timeout: Duration::from_secs(5),
-            },
-        );
         let targets = certpilot_app::App::registry_with(estate.aws.clone());
         let service = DeployService::new(
             store.clone(),
             secrets.clone(),
             targets,
-            VerifyService::new(scanner),
+            certpilot_e2e::verifier_trusting(&ca, dir.path()),
             clock,
             DeploySettings {
                 interval: Duration::from_millis(200),

@@ -11,16 +11,11 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use certpilot_core::model::certificate::IssuedCertificate;
 use certpilot_core::model::deploy::DeploymentStatus;
-use certpilot_core::ports::{
-    CertificateStore, Clock, ScanLimits, SecretStore, SecretValue, SystemClock,
-};
+use certpilot_core::ports::{CertificateStore, Clock, SecretStore, SecretValue, SystemClock};
 use certpilot_core::services::deploy::{DeployService, DeploySettings};
-use certpilot_core::services::scan::ScanService;
-use certpilot_core::services::verify::VerifyService;
 use certpilot_dynamodb::DynamoStore;
 use certpilot_e2e::estate::Estate;
 use certpilot_files::FileSecretStore;
-use certpilot_scanner::{Deadlines, TlsProber, TrustStore};
 use certpilot_sqlite::SqliteStore;
 use certpilot_testkit::certs::{Ca, KeyKind, Leaf};
 use certpilot_testkit::procs::shared_moto;
@@ -194,24 +189,12 @@ async fn migrated_and_deployed(
         Some(first_arn.as_str())
     );
 
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.root_pem()).unwrap();
-    let mut trust = TrustStore::mozilla();
-    trust.add_pem_file(&ca_file).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let scanner = ScanService::new(
-        Arc::new(TlsProber::new(trust, Deadlines::default())),
-        clock.clone(),
-        ScanLimits {
-            concurrency: 4,
-            target_timeout: Duration::from_secs(5),
-        },
-    );
     let service = DeployService::new(
         store.clone(),
         secrets.clone(),
         certpilot_app::App::registry_with(estate.aws.clone()),
-        VerifyService::new(scanner),
+        certpilot_e2e::verifier_trusting(&ca, dir.path()),
         clock,
         DeploySettings {
             interval: Duration::from_millis(200),

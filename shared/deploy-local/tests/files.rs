@@ -53,6 +53,17 @@ fn request<'a>(
     }
 }
 
+/// Deploys `cert` at `unit`, expecting a refusal.
+async fn refused(unit: &Unit, cert: &DeployMaterial) -> DeployError {
+    registry()
+        .target(unit)
+        .await
+        .unwrap()
+        .deploy(request(unit, cert, None))
+        .await
+        .unwrap_err()
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
@@ -205,13 +216,7 @@ async fn bad_directories_are_refused_with_the_path_and_the_reason() {
     std::fs::write(&file, "not a directory").unwrap();
     let certs = certificates(1);
     let u = unit(&file, None);
-    let e = registry()
-        .target(&u)
-        .await
-        .unwrap()
-        .deploy(request(&u, &certs[0], None))
-        .await
-        .unwrap_err();
+    let e = refused(&u, &certs[0]).await;
     assert!(e.to_string().contains("is a file"), "{e}");
     assert_eq!(read(&file), "not a directory", "nothing was touched");
 
@@ -220,23 +225,11 @@ async fn bad_directories_are_refused_with_the_path_and_the_reason() {
     let link = root.path().join("linked");
     std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
     let u = unit(&link, None);
-    let e = registry()
-        .target(&u)
-        .await
-        .unwrap()
-        .deploy(request(&u, &certs[0], None))
-        .await
-        .unwrap_err();
+    let e = refused(&u, &certs[0]).await;
     assert!(e.to_string().contains("certpilot did not make"), "{e}");
 
     let u = unit(&root.path().join("missing/shop"), None);
-    let e = registry()
-        .target(&u)
-        .await
-        .unwrap()
-        .deploy(request(&u, &certs[0], None))
-        .await
-        .unwrap_err();
+    let e = refused(&u, &certs[0]).await;
     assert!(e.to_string().contains("no such directory"), "{e}");
 }
 
@@ -247,13 +240,7 @@ async fn a_certificate_without_its_key_is_refused_before_anything_is_written() {
     let mut certs = certificates(1);
     certs[0].key = None;
     let unit = unit(&dir, None);
-    let e = registry()
-        .target(&unit)
-        .await
-        .unwrap()
-        .deploy(request(&unit, &certs[0], None))
-        .await
-        .unwrap_err();
+    let e = refused(&unit, &certs[0]).await;
     assert!(matches!(e, DeployError::Config(_)), "{e:?}");
     assert!(!root.path().join("shop.versions").exists());
 }
