@@ -168,7 +168,9 @@ pub async fn renew(app: &App, args: RenewArgs) -> Result<ExitCode, CliError> {
     if failed > 0 {
         eprintln!("certpilot: {failed} of {} renewals failed", results.len());
     }
-    if args.deploy_hook.is_some() || args.live_dir.is_some() {
+    // Files alone prove nothing is served yet (a server reads them at its next reload);
+    // after the hook, the server should have taken them.
+    if args.deploy_hook.is_some() {
         let proving = verify_after_hook(app, &results, &args);
         let proven = tokio::select! {
             proven = proving => Some(proven),
@@ -229,7 +231,7 @@ fn renew_exit(result: &Result<RenewOutcome, RenewError>) -> Exit {
 const HOOK_VERIFY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Proves by handshake that the endpoints of each certificate just issued and handed to the
-/// live directory and deploy hook now serve it (certificates with deployments are proven by
+/// deploy hook now serve it (certificates with deployments are proven by
 /// their deploy). A hook that exits 0 without the server taking the files is the outage
 /// certpilot exists for: it is reported here, not at the next `verify`.
 async fn verify_after_hook(
