@@ -1024,6 +1024,16 @@ mod tests {
         lbs: &[(&str, bool, bool)],
         tune: impl Fn(&mut Balancer),
     ) -> (DeployService, Arc<MemoryCertificates>, Arc<Estate>) {
+        setup_in(lbs, tune, true).await
+    }
+
+    /// `setup_with`, in the CLI on the host (`on_host`) or in the deploy function. A
+    /// deployment whose name starts with `vm` is of a host-only kind.
+    async fn setup_in(
+        lbs: &[(&str, bool, bool)],
+        tune: impl Fn(&mut Balancer),
+        on_host: bool,
+    ) -> (DeployService, Arc<MemoryCertificates>, Arc<Estate>) {
         let store = Arc::new(MemoryCertificates::default());
         let secrets = Arc::new(MemorySecrets::default());
         let old_key = secrets
@@ -1037,7 +1047,12 @@ mod tests {
         let deployments = lbs
             .iter()
             .map(|(name, _, _)| {
-                Deployment::new(name, "test-lb")
+                let kind = if name.starts_with("vm") {
+                    "test-host"
+                } else {
+                    "test-lb"
+                };
+                Deployment::new(name, kind)
                     .with_endpoint(format!("{name}.example.com").parse().expect("target"))
             })
             .collect();
@@ -1074,6 +1089,15 @@ mod tests {
         );
         let mut targets = DeployTargets::new();
         targets.register(lb_kind(), estate.clone());
+        targets.register(
+            KindDescriptor {
+                kind: "test-host",
+                runs_in: RunsIn::Host,
+                key_delivery: KeyDelivery::File,
+                ..lb_kind()
+            },
+            estate.clone(),
+        );
         let service = DeployService::new(
             store.clone(),
             secrets,
@@ -1083,7 +1107,7 @@ mod tests {
             DeploySettings {
                 interval: Duration::from_millis(1),
                 max_deadline: None,
-                on_host: true,
+                on_host,
             },
         );
         (service, store, estate)
@@ -1091,6 +1115,37 @@ mod tests {
 
     fn calls(estate: &Estate, lb: &str) -> Vec<String> {
         estate.0[lb].calls.lock().expect("lock").clone()
+    }
+
+    #[tokio::test]
+    async fn the_deploy_function_leaves_host_only_kinds_to_the_cli_on_the_host() {
+        let lbs = [("alb", false, false), ("vm", false, false)];
+        let (service, store, estate) = setup_in(&lbs, |_| {}, false).await;
+        let report = service.deploy("shop", None, false).await.expect("deploy");
+        let vm = report.targets.iter().find(|t| t.name == "vm").expect("vm");
+        assert!(vm.unchanged, "{report:#?}");
+        assert!(calls(&estate, "vm").is_empty(), "nothing ran for the VM");
+        assert!(
+            report
+                .targets
+                .iter()
+                .any(|t| t.name == "alb" && t.is_verified())
+        );
+        let cert = store
+            .certificate("shop")
+            .await
+            .expect("load")
+            .expect("cert");
+        assert!(
+            cert.deployment_record("vm").is_none(),
+            "no failure recorded"
+        );
+
+        // On the host the same deployment is installed.
+        let (service, _, estate) = setup_in(&lbs, |_| {}, true).await;
+        let report = service.deploy("shop", None, false).await.expect("deploy");
+        assert!(report.is_verified(), "{report:#?}");
+        assert_eq!(calls(&estate, "vm").len(), 2, "deployed and finished");
     }
 
     #[tokio::test]
