@@ -4,5 +4,6 @@ pub mod certificate;
 pub mod deploy;
 pub mod deploy_kind;
 pub mod endpoint;
+pub mod finding;
 pub mod observation;
 pub mod target;

@@ -11,4 +11,4 @@ pub mod scheduled;
 pub mod verify;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;

@@ -1,0 +1,384 @@
+//! Findings: a problem someone must hear about, with a life of its own.
+//!
+//! A finding has a stable key (its kind and subject), a severity, words for people (summary,
+//! detail, what to do next), the owner and environment from the tags, and a state. Its life
+//! goes through [`Transition`]s — opened, escalated, reminded, resolved, acknowledged,
+//! reopened — and notifications go out on transitions only: each is stored as `pending` with
+//! the finding, and cleared once a channel accepted it. The JSON field names are a public
+//! interface (`certpilot findings --format json`, the SNS message, the API).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::endpoint::Tags;
+
+/// What a finding is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// A served or managed certificate has expired.
+    Expired,
+    /// A certificate certpilot does not manage expires within a threshold.
+    Expiring,
+    /// A managed certificate is past its renewal window and still not renewed.
+    RenewalOverdue,
+    /// The last renewal failed (with the CA's problem).
+    RenewalFailed,
+    /// A deploy target refused the certificate.
+    DeployFailed,
+    /// The deploy hook or live-directory export after an issuance failed.
+    HookFailed,
+    /// An endpoint still serves something else than the current certificate.
+    NotServing,
+    /// A served certificate fails validation: untrusted, wrong name, incomplete chain, weak.
+    Validation,
+    /// An endpoint failed several scans in a row.
+    Unreachable,
+    /// ACM's own renewal of a certificate is blocked.
+    AcmRenewalBlocked,
+    /// An endpoint was not scanned for twice its interval: the scheduler itself is silent.
+    ScanStale,
+}
+
+impl FindingKind {
+    /// Every kind.
+    pub const ALL: [FindingKind; 11] = [
+        FindingKind::Expired,
+        FindingKind::Expiring,
+        FindingKind::RenewalOverdue,
+        FindingKind::RenewalFailed,
+        FindingKind::DeployFailed,
+        FindingKind::HookFailed,
+        FindingKind::NotServing,
+        FindingKind::Validation,
+        FindingKind::Unreachable,
+        FindingKind::AcmRenewalBlocked,
+        FindingKind::ScanStale,
+    ];
+
+    /// The snake_case name every output uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::Expired => "expired",
+            FindingKind::Expiring => "expiring",
+            FindingKind::RenewalOverdue => "renewal_overdue",
+            FindingKind::RenewalFailed => "renewal_failed",
+            FindingKind::DeployFailed => "deploy_failed",
+            FindingKind::HookFailed => "hook_failed",
+            FindingKind::NotServing => "not_serving",
+            FindingKind::Validation => "validation",
+            FindingKind::Unreachable => "unreachable",
+            FindingKind::AcmRenewalBlocked => "acm_renewal_blocked",
+            FindingKind::ScanStale => "scan_stale",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn parse(name: &str) -> Option<FindingKind> {
+        FindingKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How urgent a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Needs attention within days.
+    Warning,
+    /// An outage, or one soon.
+    Critical,
+}
+
+impl Severity {
+    /// The snake_case name every output uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// The severity named `name`.
+    pub fn parse(name: &str) -> Option<Severity> {
+        [Severity::Info, Severity::Warning, Severity::Critical]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What sort of thing a finding is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectType {
+    /// An endpoint (and one of its addresses).
+    Endpoint,
+    /// A managed certificate.
+    Certificate,
+    /// One deployment of a managed certificate.
+    Deployment,
+}
+
+/// What a finding is about: an endpoint address, a certificate or a deployment.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Subject {
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: SubjectType,
+    /// The endpoint's target, the certificate's id, or `<certificate id>/<deployment>`.
+    pub id: String,
+    /// For an endpoint, the address (`ip:port`); absent when it did not resolve, or when
+    /// the finding is about the endpoint as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+impl Subject {
+    /// An endpoint, or one address of it.
+    pub fn endpoint(target: &str, address: Option<&str>) -> Subject {
+        Subject {
+            kind: SubjectType::Endpoint,
+            id: target.to_owned(),
+            address: address.filter(|a| !a.is_empty()).map(str::to_owned),
+        }
+    }
+
+    /// A managed certificate.
+    pub fn certificate(id: &str) -> Subject {
+        Subject {
+            kind: SubjectType::Certificate,
+            id: id.to_owned(),
+            address: None,
+        }
+    }
+
+    /// A deployment of a managed certificate.
+    pub fn deployment(certificate: &str, deployment: &str) -> Subject {
+        Subject {
+            kind: SubjectType::Deployment,
+            id: format!("{certificate}/{deployment}"),
+            address: None,
+        }
+    }
+
+    /// The one string that names it (what the key hashes).
+    pub fn canonical(&self) -> String {
+        let kind = match self.kind {
+            SubjectType::Endpoint => "endpoint",
+            SubjectType::Certificate => "certificate",
+            SubjectType::Deployment => "deployment",
+        };
+        match &self.address {
+            Some(a) => format!("{kind}:{}@{a}", self.id),
+            None => format!("{kind}:{}", self.id),
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.address {
+            Some(a) => write!(f, "{} ({a})", self.id),
+            None => f.write_str(&self.id),
+        }
+    }
+}
+
+/// A finding's key: `<kind>.<lowercase base32 of the SHA-256 of its subject>`, URL-safe and
+/// the same in every process and version.
+pub fn finding_key(kind: FindingKind, subject: &Subject) -> String {
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, subject.canonical().as_bytes());
+    format!(
+        "{}.{}",
+        kind.as_str(),
+        data_encoding::BASE32_NOPAD
+            .encode(digest.as_ref())
+            .to_ascii_lowercase()
+    )
+}
+
+/// Where a finding stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingState {
+    /// The problem is there.
+    Open,
+    /// The problem is there, and someone muted it until a date.
+    Acknowledged,
+    /// The problem is gone.
+    Resolved,
+}
+
+impl FindingState {
+    /// The snake_case name every output uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingState::Open => "open",
+            FindingState::Acknowledged => "acknowledged",
+            FindingState::Resolved => "resolved",
+        }
+    }
+}
+
+/// A change in a finding's life: the only moments anyone is notified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transition {
+    /// First seen.
+    Opened,
+    /// Its severity rose (an expiring certificate crossed into critical).
+    Escalated,
+    /// Still open after the reminder interval, or past another threshold.
+    Reminded,
+    /// The problem is gone.
+    Resolved,
+    /// Someone muted it until a date.
+    Acknowledged,
+    /// Back after it was resolved, or its acknowledgement ran out.
+    Reopened,
+}
+
+impl Transition {
+    /// The snake_case name every output uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Opened => "opened",
+            Transition::Escalated => "escalated",
+            Transition::Reminded => "reminded",
+            Transition::Resolved => "resolved",
+            Transition::Acknowledged => "acknowledged",
+            Transition::Reopened => "reopened",
+        }
+    }
+}
+
+/// A finding, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Its stable key ([`finding_key`]).
+    pub key: String,
+    /// What it is about.
+    pub kind: FindingKind,
+    /// How urgent.
+    pub severity: Severity,
+    /// Where it stands.
+    pub state: FindingState,
+    /// What it is about.
+    pub subject: Subject,
+    /// One line for people.
+    pub summary: String,
+    /// What exactly is wrong (what is served instead, the CA's problem, the target's error).
+    pub detail: String,
+    /// What to do next.
+    pub next_step: String,
+    /// The owning team (tag `owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The environment (tag `environment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Every tag of the subject.
+    #[serde(default)]
+    pub tags: Tags,
+    /// What makes this occurrence what it is (the threshold crossed, the serial served):
+    /// when it changes while open, people are reminded.
+    #[serde(default)]
+    pub fact: String,
+    /// When it was first opened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub opened_at: OffsetDateTime,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// When it was resolved (while resolved).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub resolved_at: Option<OffsetDateTime>,
+    /// Muted until then (while acknowledged).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub acknowledged_until: Option<OffsetDateTime>,
+    /// Why it was muted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_reason: Option<String>,
+    /// When people were last told about it (a channel accepted the notification).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub notified_at: Option<OffsetDateTime>,
+    /// The transition not yet accepted by a channel: sent on the next run until it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Transition>,
+    /// Optimistic-locking version: 1 on creation, incremented by the store on every update.
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl Finding {
+    /// Whether the problem is there (open or acknowledged).
+    pub fn is_active(&self) -> bool {
+        self.state != FindingState::Resolved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_url_safe_stable_and_differ_by_kind_and_subject() {
+        let a = Subject::endpoint("shop.example.com:443", Some("192.0.2.1:443"));
+        let key = finding_key(FindingKind::Expiring, &a);
+        // Pinned: computed apart (Python's hashlib and base64), so a change of the scheme,
+        // which would orphan every stored finding, fails here.
+        assert_eq!(
+            key,
+            "expiring.f25zipba7zusiv4yzaqypypuvjjtdevxmgefextmsnapvrg7tgiq"
+        );
+        assert!(key.starts_with("expiring."), "{key}");
+        let hash = key.trim_start_matches("expiring.");
+        assert_eq!(hash.len(), 52, "256 bits in unpadded base32");
+        assert!(
+            hash.chars()
+                .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
+        );
+        assert_ne!(key, finding_key(FindingKind::Expired, &a));
+        let b = Subject::endpoint("shop.example.com:443", Some("192.0.2.2:443"));
+        assert_ne!(key, finding_key(FindingKind::Expiring, &b));
+        assert_ne!(
+            finding_key(FindingKind::NotServing, &Subject::certificate("shop")),
+            finding_key(FindingKind::NotServing, &Subject::deployment("shop", "alb"))
+        );
+    }
+
+    #[test]
+    fn subjects_and_kinds_read_as_the_json_says() {
+        let s = Subject::deployment("shop", "alb");
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "deployment", "id": "shop/alb"})
+        );
+        for kind in FindingKind::ALL {
+            assert_eq!(FindingKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(
+                serde_json::to_value(kind).expect("json"),
+                serde_json::json!(kind.as_str())
+            );
+        }
+        assert!(Severity::Critical > Severity::Warning && Severity::Warning > Severity::Info);
+    }
+}
