@@ -17,6 +17,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+mod findings;
+
 use async_trait::async_trait;
 use certpilot_core::model::certificate::ManagedCertificate;
 use certpilot_core::policy::{self, RecordDecision};
@@ -219,6 +221,7 @@ impl SqliteStore {
             tx.commit().map_err(&err)?;
         }
         conn.execute_batch(SCHEMA).map_err(&err)?;
+        conn.execute_batch(findings::SCHEMA).map_err(&err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(&err)?;
         Ok(SqliteStore {
@@ -920,6 +923,7 @@ mod tests {
 
     certpilot_testkit::store_contract!(fresh);
     certpilot_testkit::certificate_store_contract!(fresh);
+    certpilot_testkit::finding_store_contract!(fresh);
 
     #[tokio::test]
     async fn data_survives_reopening_the_file() {

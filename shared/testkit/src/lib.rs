@@ -7,6 +7,7 @@
 //! - [`contract`] and [`store_contract!`]: the suite every `Store` implementation passes.
 //! - [`renewal_contract`]: the suites of `CertificateStore` and `SecretStore`.
 //! - [`deploy_contract`]: the suite every deploy target kind passes.
+//! - [`findings_contract`]: the `FindingStore` suite, and the in-memory store that passes it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod contract;
 pub mod deploy_contract;
 pub mod dns;
+pub mod findings_contract;
 pub mod hostile_ca;
 pub mod lambda;
 pub mod observations;

@@ -1,0 +1,250 @@
+//! The contract suite of [`FindingStore`] (with
+//! [`finding_store_contract!`](crate::finding_store_contract)), and the in-memory store that
+//! passes it ([`MemoryFindings`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use certpilot_core::model::finding::{
+    Finding, FindingKind, FindingState, Severity, Subject, Transition, finding_key,
+};
+use certpilot_core::ports::{FindingStore, StoreError, sort_findings};
+use time::macros::datetime;
+
+/// Generates one `#[tokio::test]` per [`FindingStore`] contract case.
+#[macro_export]
+macro_rules! finding_store_contract {
+    ($fresh:path) => {
+        $crate::finding_store_contract!(@cases $fresh;
+            findings_are_created_once_and_read_back,
+            finding_updates_need_the_stored_version,
+            concurrent_finding_writes_let_exactly_one_win,
+            queries_sort_most_severe_first_and_select_by_state_and_pending,
+        );
+    };
+    (@cases $fresh:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $fresh().await;
+                $crate::findings_contract::$case(std::sync::Arc::new(store)).await;
+            }
+        )*
+    };
+}
+
+/// A finding of `kind` about endpoint `target`, open, opened and not yet notified.
+pub fn finding(kind: FindingKind, target: &str, severity: Severity) -> Finding {
+    let subject = Subject::endpoint(target, Some("192.0.2.1:443"));
+    let at = datetime!(2026-12-01 09:00 UTC);
+    Finding {
+        key: finding_key(kind, &subject),
+        kind,
+        severity,
+        state: FindingState::Open,
+        subject,
+        summary: format!("{target}: {kind}"),
+        detail: "serial 01".into(),
+        next_step: "renew it".into(),
+        owner: Some("payments".into()),
+        environment: Some("prod".into()),
+        tags: BTreeMap::from([
+            ("owner".to_owned(), "payments".to_owned()),
+            ("environment".to_owned(), "prod".to_owned()),
+        ]),
+        fact: "01@30".into(),
+        opened_at: at,
+        updated_at: at,
+        resolved_at: None,
+        acknowledged_until: None,
+        acknowledged_reason: None,
+        notified_at: None,
+        pending: Some(Transition::Opened),
+        version: 0,
+    }
+}
+
+pub async fn findings_are_created_once_and_read_back<S: FindingStore>(s: Arc<S>) {
+    let f = finding(FindingKind::Expiring, "shop.example:443", Severity::Warning);
+    assert!(s.finding(&f.key).await.unwrap().is_none());
+    let stored = s.put_finding(&f).await.unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(s.finding(&f.key).await.unwrap().as_ref(), Some(&stored));
+    assert!(matches!(
+        s.put_finding(&f).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.finding(&f.key).await.unwrap(), Some(stored));
+}
+
+pub async fn finding_updates_need_the_stored_version<S: FindingStore>(s: Arc<S>) {
+    let f = finding(FindingKind::Expiring, "shop.example:443", Severity::Warning);
+    let v1 = s.put_finding(&f).await.unwrap();
+    let mut change = v1.clone();
+    change.severity = Severity::Critical;
+    change.pending = Some(Transition::Escalated);
+    let v2 = s.put_finding(&change).await.unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(
+        s.finding(&f.key).await.unwrap().unwrap().severity,
+        Severity::Critical
+    );
+    // A writer that read version 1 loses, and writes nothing.
+    let mut stale = v1.clone();
+    stale.summary = "stale".into();
+    assert!(matches!(
+        s.put_finding(&stale).await,
+        Err(StoreError::Conflict { expected: 1, .. })
+    ));
+    assert_eq!(s.finding(&f.key).await.unwrap(), Some(v2));
+    let mut missing = finding(FindingKind::Expired, "gone.example:443", Severity::Critical);
+    missing.version = 3;
+    assert!(matches!(
+        s.put_finding(&missing).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(s.finding(&missing.key).await.unwrap().is_none());
+}
+
+pub async fn concurrent_finding_writes_let_exactly_one_win<S: FindingStore + 'static>(s: Arc<S>) {
+    // Two evaluations (or two senders claiming a notification) from the same version.
+    let f = finding(
+        FindingKind::NotServing,
+        "shop.example:443",
+        Severity::Critical,
+    );
+    let v1 = s.put_finding(&f).await.unwrap();
+    let mut writers = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        let mut mine = v1.clone();
+        mine.detail = format!("writer {i}");
+        writers.push(tokio::spawn(async move { s.put_finding(&mine).await }));
+    }
+    let mut won = 0;
+    for w in writers {
+        match w.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(s.finding(&f.key).await.unwrap().unwrap().version, 2);
+    // Two evaluations opening the same finding: one creates it.
+    let g = finding(
+        FindingKind::Unreachable,
+        "api.example:443",
+        Severity::Warning,
+    );
+    let (a, b) = tokio::join!(s.put_finding(&g), s.put_finding(&g));
+    assert_eq!(
+        [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(),
+        1,
+        "{a:?} {b:?}"
+    );
+}
+
+pub async fn queries_sort_most_severe_first_and_select_by_state_and_pending<S: FindingStore>(
+    s: Arc<S>,
+) {
+    let warning = finding(FindingKind::Validation, "b.example:443", Severity::Warning);
+    let critical = finding(FindingKind::Expired, "c.example:443", Severity::Critical);
+    let mut acked = finding(FindingKind::Expiring, "a.example:443", Severity::Critical);
+    acked.state = FindingState::Acknowledged;
+    acked.acknowledged_until = Some(datetime!(2026-12-10 00:00 UTC));
+    acked.pending = None;
+    let mut resolved = finding(FindingKind::Unreachable, "d.example:443", Severity::Warning);
+    resolved.state = FindingState::Resolved;
+    resolved.pending = Some(Transition::Resolved);
+    let mut quiet = finding(FindingKind::ScanStale, "e.example:443", Severity::Critical);
+    quiet.state = FindingState::Resolved;
+    quiet.pending = None;
+    for f in [&warning, &critical, &acked, &resolved, &quiet] {
+        s.put_finding(f).await.unwrap();
+    }
+    let keys = |v: Vec<Finding>| v.into_iter().map(|f| f.key).collect::<Vec<_>>();
+    let mut active = vec![critical.clone(), acked.clone(), warning.clone()];
+    sort_findings(&mut active);
+    assert_eq!(keys(s.active_findings().await.unwrap()), keys(active));
+    let mut pending = vec![critical.clone(), warning.clone(), resolved.clone()];
+    sort_findings(&mut pending);
+    assert_eq!(keys(s.pending_findings().await.unwrap()), keys(pending));
+    let all = s.all_findings().await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert!(all.windows(2).all(|w| w[0].severity >= w[1].severity));
+    // Marking one notified takes it off the pending list.
+    let stored = s.finding(&critical.key).await.unwrap().unwrap();
+    let mut sent = stored.clone();
+    sent.pending = None;
+    sent.notified_at = Some(datetime!(2026-12-01 09:01 UTC));
+    s.put_finding(&sent).await.unwrap();
+    assert!(!keys(s.pending_findings().await.unwrap()).contains(&critical.key));
+}
+
+/// Findings in memory, keeping the [`FindingStore`] contract: for tests of the services.
+#[derive(Default)]
+pub struct MemoryFindings(Mutex<BTreeMap<String, Finding>>);
+
+impl MemoryFindings {
+    fn select(&self, keep: impl Fn(&Finding) -> bool) -> Vec<Finding> {
+        let mut v: Vec<Finding> = self
+            .0
+            .lock()
+            .expect("lock")
+            .values()
+            .filter(|f| keep(f))
+            .cloned()
+            .collect();
+        sort_findings(&mut v);
+        v
+    }
+}
+
+#[async_trait::async_trait]
+impl FindingStore for MemoryFindings {
+    async fn finding(&self, key: &str) -> Result<Option<Finding>, StoreError> {
+        Ok(self.0.lock().expect("lock").get(key).cloned())
+    }
+
+    async fn put_finding(&self, f: &Finding) -> Result<Finding, StoreError> {
+        let mut map = self.0.lock().expect("lock");
+        let what = format!("finding {:?}", f.key);
+        match (map.get(&f.key), f.version) {
+            (Some(_), 0) => return Err(StoreError::AlreadyExists { what }),
+            (None, 0) => {}
+            (None, _) => return Err(StoreError::NotFound { what }),
+            (Some(old), v) if old.version != v => {
+                return Err(StoreError::Conflict { what, expected: v });
+            }
+            (Some(_), _) => {}
+        }
+        let mut stored = f.clone();
+        stored.version += 1;
+        map.insert(f.key.clone(), stored.clone());
+        Ok(stored)
+    }
+
+    async fn active_findings(&self) -> Result<Vec<Finding>, StoreError> {
+        Ok(self.select(Finding::is_active))
+    }
+
+    async fn pending_findings(&self) -> Result<Vec<Finding>, StoreError> {
+        Ok(self.select(|f| f.pending.is_some()))
+    }
+
+    async fn all_findings(&self) -> Result<Vec<Finding>, StoreError> {
+        Ok(self.select(|_| true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryFindings;
+
+    async fn fresh() -> (MemoryFindings, ()) {
+        (MemoryFindings::default(), ())
+    }
+
+    crate::finding_store_contract!(fresh);
+}
