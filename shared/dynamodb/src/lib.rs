@@ -9,6 +9,7 @@
 //! | history | `EP#<target>` | `OBS#<scanned_at, ns, 20 digits>#<address>` | — (expires through the `expires_at` TTL) |
 //! | tick marker | `SCHEDULE` | `#TICK` | — |
 //! | managed certificate | `CERT#<id>` | `#CERT` | `due`: `gsi1pk` = `RENEW` (module `certificates`) |
+//! | finding | `FINDING#<key>` | `#FINDING` | `due`: `gsi1pk` = `FINDING#ACTIVE`/`FINDING#RESOLVED`; `inventory` while pending: `gsi2pk` = `FINDING#PENDING` (module `findings`) |
 //!
 //! Every access is a `GetItem`, `BatchGetItem` or a `Query` on a key or an index — never a
 //! `Scan`. The indexes are sharded so that 100,000 endpoints do not all write one index
@@ -35,6 +36,7 @@
 //! [`DynamoStore::create_table`].
 
 mod certificates;
+mod findings;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The Store and CertificateStore contract suites against a real DynamoDB API: moto server, one table per test.
+//! The Store, CertificateStore and FindingStore contract suites against a real DynamoDB API: moto server, one table per test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,3 +35,4 @@ async fn fresh() -> (DynamoStore, ()) {
 
 certpilot_testkit::store_contract!(fresh);
 certpilot_testkit::certificate_store_contract!(fresh);
+certpilot_testkit::finding_store_contract!(fresh);
