@@ -60,6 +60,8 @@ pub fn finding(kind: FindingKind, target: &str, severity: Severity) -> Finding {
         acknowledged_reason: None,
         notified_at: None,
         pending: Some(Transition::Opened),
+        delivered_to: Vec::new(),
+        sending_until: None,
         version: 0,
     }
 }

@@ -319,9 +319,21 @@ pub struct Finding {
     /// When people were last told about it (a channel accepted the notification).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub notified_at: Option<OffsetDateTime>,
-    /// The transition not yet accepted by a channel: sent on the next run until it is.
+    /// The transition not yet accepted by every channel it goes to: sent on the next run
+    /// until it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Transition>,
+    /// The channels that accepted the pending transition already (a retry skips them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivered_to: Vec<String>,
+    /// A sender claimed the pending transition until then: others leave it alone, and once
+    /// it lapses (the sender died) the next run sends it.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sending_until: Option<OffsetDateTime>,
     /// Optimistic-locking version: 1 on creation, incremented by the store on every update.
     #[serde(default)]
     pub version: u64,

@@ -490,6 +490,8 @@ fn opened(c: &Condition, now: OffsetDateTime) -> Finding {
         acknowledged_reason: None,
         notified_at: None,
         pending: Some(Transition::Opened),
+        delivered_to: Vec::new(),
+        sending_until: None,
         version: 0,
     }
 }
@@ -497,6 +499,7 @@ fn opened(c: &Condition, now: OffsetDateTime) -> Finding {
 /// Records `transition` on `f`: a transition not yet sent is replaced by the newer one,
 /// except that a finding opened and resolved before anyone heard of it needs no message.
 fn transition(f: &mut Finding, t: Transition) {
+    let before = f.pending;
     f.pending = match (f.pending, t) {
         (Some(Transition::Opened | Transition::Reopened), Transition::Resolved)
             if f.notified_at.is_none_or(|n| n < f.opened_at) =>
@@ -508,6 +511,12 @@ fn transition(f: &mut Finding, t: Transition) {
         }
         _ => Some(t),
     };
+    if f.pending != before {
+        // A new message: every channel gets it, whoever had the old one, and no sender's
+        // claim on the old one holds it back.
+        f.delivered_to.clear();
+        f.sending_until = None;
+    }
 }
 
 /// How the stored findings change given the conditions found now. `in_scope` says which
@@ -625,10 +634,12 @@ pub fn unacknowledge(f: &Finding, now: OffsetDateTime) -> Finding {
     f
 }
 
-/// `f` once a channel accepted its pending transition.
+/// `f` once every channel it goes to accepted its pending transition.
 pub fn notified(f: &Finding, now: OffsetDateTime) -> Finding {
     let mut f = f.clone();
     f.pending = None;
+    f.delivered_to.clear();
+    f.sending_until = None;
     f.notified_at = Some(now);
     f
 }

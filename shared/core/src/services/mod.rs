@@ -4,6 +4,7 @@
 pub mod acm;
 pub mod deploy;
 pub mod endpoints;
+pub mod findings;
 pub mod lease;
 pub mod renew;
 pub mod scan;

@@ -1,0 +1,245 @@
+//! Findings as a use case: record what an evaluation found (each transition written once,
+//! however many evaluations run at once), and tell people through the channels (each
+//! transition sent once to each channel that wants it, retried until accepted).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::finding::{Finding, Transition, finding_key};
+use crate::policy::findings::{Condition, FindingsPolicy, notified, reconcile};
+use crate::ports::{Clock, FindingStore, Notification, Notifier, StoreError};
+
+/// How long a sender holds a transition it is sending before another may take it over.
+pub const CLAIM: Duration = Duration::from_secs(5 * 60);
+
+/// Attempts at one finding's write before giving up to the next run.
+const ATTEMPTS: usize = 5;
+
+/// What one round of notifications did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifyReport {
+    /// (finding key, transition, channel) accepted.
+    pub sent: Vec<(String, Transition, String)>,
+    /// (finding key, channel, error) not accepted: retried on the next run.
+    pub failed: Vec<(String, String, String)>,
+    /// Findings another sender is sending now.
+    pub busy: usize,
+}
+
+/// Records findings and sends their transitions.
+pub struct FindingsService {
+    store: Arc<dyn FindingStore>,
+    clock: Arc<dyn Clock>,
+    policy: FindingsPolicy,
+}
+
+impl FindingsService {
+    /// Findings in `store`, judged by `policy`.
+    pub fn new(
+        store: Arc<dyn FindingStore>,
+        clock: Arc<dyn Clock>,
+        policy: FindingsPolicy,
+    ) -> Self {
+        FindingsService {
+            store,
+            clock,
+            policy,
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &FindingsPolicy {
+        &self.policy
+    }
+
+    /// Writes what `conditions` change among the stored findings that `in_scope` says this
+    /// evaluation speaks for. Reads the active findings once; writes only changes. Returns
+    /// the findings written, as stored.
+    pub async fn record(
+        &self,
+        conditions: &[Condition],
+        in_scope: &(dyn Fn(&Finding) -> bool + Send + Sync),
+    ) -> Result<Vec<Finding>, StoreError> {
+        let now = self.clock.now();
+        let existing = self.store.active_findings().await?;
+        let changed = reconcile(&existing, conditions, in_scope, now, &self.policy);
+        let mut written = Vec::new();
+        for f in changed {
+            if let Some(stored) = self.write(f, conditions, in_scope).await? {
+                written.push(stored);
+            }
+        }
+        Ok(written)
+    }
+
+    /// Writes `f`; when someone else wrote that finding first (another evaluation, a
+    /// sender, a resolved finding to reopen), decides again from what is stored now.
+    async fn write(
+        &self,
+        mut f: Finding,
+        conditions: &[Condition],
+        in_scope: &(dyn Fn(&Finding) -> bool + Send + Sync),
+    ) -> Result<Option<Finding>, StoreError> {
+        for _ in 0..ATTEMPTS {
+            match self.store.put_finding(&f).await {
+                Ok(stored) => return Ok(Some(stored)),
+                Err(StoreError::AlreadyExists { .. } | StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let key = f.key.clone();
+            let stored: Vec<Finding> = self.store.finding(&key).await?.into_iter().collect();
+            let relevant: Vec<Condition> = conditions
+                .iter()
+                .filter(|c| finding_key(c.kind, &c.subject) == key)
+                .cloned()
+                .collect();
+            let scope = |x: &Finding| x.key == key && in_scope(x);
+            match reconcile(&stored, &relevant, &scope, self.clock.now(), &self.policy)
+                .into_iter()
+                .next()
+            {
+                Some(next) => f = next,
+                // What is stored already says it.
+                None => return Ok(None),
+            }
+        }
+        Err(StoreError::Conflict {
+            what: format!("finding {:?}", f.key),
+            expected: f.version,
+        })
+    }
+
+    /// Acknowledges the finding `key` until `until`, for `reason`.
+    pub async fn acknowledge(
+        &self,
+        key: &str,
+        until: time::OffsetDateTime,
+        reason: &str,
+    ) -> Result<Finding, StoreError> {
+        self.change(key, |f, now| {
+            crate::policy::findings::acknowledge(f, until, reason, now)
+        })
+        .await
+    }
+
+    /// Withdraws the acknowledgement of `key`.
+    pub async fn unacknowledge(&self, key: &str) -> Result<Finding, StoreError> {
+        self.change(key, crate::policy::findings::unacknowledge)
+            .await
+    }
+
+    async fn change(
+        &self,
+        key: &str,
+        change: impl Fn(&Finding, time::OffsetDateTime) -> Finding,
+    ) -> Result<Finding, StoreError> {
+        for _ in 0..ATTEMPTS {
+            let f = self
+                .store
+                .finding(key)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: format!("finding {key:?}"),
+                })?;
+            match self.store.put_finding(&change(&f, self.clock.now())).await {
+                Err(StoreError::Conflict { .. }) => {}
+                other => return other,
+            }
+        }
+        Err(StoreError::Conflict {
+            what: format!("finding {key:?}"),
+            expected: 0,
+        })
+    }
+
+    /// Sends every pending transition to each channel that wants it and has not accepted it
+    /// yet. A transition is claimed first (a versioned write), so two senders at once send
+    /// it once; it is marked notified only when every channel accepted it.
+    pub async fn notify(&self, channels: &[Arc<dyn Notifier>]) -> Result<NotifyReport, StoreError> {
+        let mut report = NotifyReport::default();
+        for f in self.store.pending_findings().await? {
+            let now = self.clock.now();
+            if f.sending_until.is_some_and(|u| u > now) {
+                report.busy += 1;
+                continue;
+            }
+            let Some(transition) = f.pending else {
+                continue;
+            };
+            let mut claim = f.clone();
+            claim.sending_until = Some(now + CLAIM);
+            let claimed = match self.store.put_finding(&claim).await {
+                Ok(c) => c,
+                Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {
+                    report.busy += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut delivered = claimed.delivered_to.clone();
+            let mut failed = false;
+            for channel in channels {
+                let name = channel.name().to_owned();
+                if delivered.contains(&name) || !channel.wants(&claimed) {
+                    continue;
+                }
+                let message = Notification {
+                    transition,
+                    finding: &claimed,
+                    now,
+                };
+                match channel.notify(message).await {
+                    Ok(()) => {
+                        report
+                            .sent
+                            .push((claimed.key.clone(), transition, name.clone()));
+                        delivered.push(name);
+                    }
+                    Err(e) => {
+                        failed = true;
+                        report
+                            .failed
+                            .push((claimed.key.clone(), name, e.to_string()));
+                    }
+                }
+            }
+            self.settle(claimed, transition, delivered, failed).await?;
+        }
+        Ok(report)
+    }
+
+    /// Records what a send achieved: notified when every channel accepted, else which did
+    /// (and the claim released). If the finding changed meanwhile (a new transition), what
+    /// was delivered of the old one no longer matters.
+    async fn settle(
+        &self,
+        claimed: Finding,
+        transition: Transition,
+        delivered: Vec<String>,
+        failed: bool,
+    ) -> Result<(), StoreError> {
+        let mut current = claimed;
+        for _ in 0..ATTEMPTS {
+            if current.pending != Some(transition) {
+                return Ok(());
+            }
+            let done = if failed {
+                let mut d = current.clone();
+                d.delivered_to.clone_from(&delivered);
+                d.sending_until = None;
+                d
+            } else {
+                notified(&current, self.clock.now())
+            };
+            match self.store.put_finding(&done).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => match self.store.finding(&current.key).await? {
+                    Some(f) => current = f,
+                    None => return Ok(()),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
