@@ -67,6 +67,62 @@ pub enum Command {
     Init,
     /// List the deploy target kinds and their settings (what `--deploy` takes).
     DeployKinds(DeployKindsArgs),
+    /// Open problems, most severe first (expired, expiring, not served, failed renewals and
+    /// deploys…); `ack` mutes one until a date, `unack` withdraws that.
+    #[command(after_help = EXIT_CODES)]
+    Findings(FindingsArgs),
+}
+
+/// `certpilot findings`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct FindingsArgs {
+    /// Mute or unmute one finding.
+    #[command(subcommand)]
+    pub action: Option<FindingsAction>,
+
+    /// Resolved findings too.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Only findings of this kind (repeatable): expired, expiring, renewal_overdue,
+    /// renewal_failed, deploy_failed, hook_failed, not_serving, validation, unreachable,
+    /// acm_renewal_blocked, scan_stale.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Vec<String>,
+
+    /// Only findings at least this severe: info, warning, critical.
+    #[arg(long, value_name = "SEVERITY")]
+    pub severity: Option<String>,
+
+    /// Only findings whose subject has this tag (repeatable; all must match).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: Vec<String>,
+
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+/// `certpilot findings ack|unack`.
+#[derive(Debug, Subcommand)]
+pub enum FindingsAction {
+    /// Mute a finding until a date: no reminders; it reopens if still there afterwards.
+    Ack {
+        /// The finding's key (`certpilot findings` lists them).
+        key: String,
+        /// Until when: a date (2026-12-31, midnight UTC) or an RFC 3339 time.
+        #[arg(long, value_name = "DATE")]
+        until: String,
+        /// Why, for whoever reads it later.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// Withdraw an acknowledgement: the finding is open again.
+    Unack {
+        /// The finding's key.
+        key: String,
+    },
 }
 
 /// `certpilot deploy-kinds`.

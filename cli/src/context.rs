@@ -14,7 +14,7 @@ use certpilot_files::FileSecretStore;
 use certpilot_scanner::{Deadlines, TrustStore};
 use certpilot_sqlite::SqliteStore;
 
-use crate::args::{CertificatesCommand, Command, EndpointsCommand};
+use crate::args::{CertificatesCommand, Command, EndpointsCommand, FindingsArgs};
 use crate::error::{CliError, usage};
 
 /// The store chosen on the command line.
@@ -91,6 +91,7 @@ impl Access {
             Command::Scan(_) | Command::Init => Access::Create,
             Command::Endpoints(EndpointsCommand::Add { .. })
             | Command::Certificates(CertificatesCommand::Add(_)) => Access::Create,
+            Command::Findings(FindingsArgs { action: None, .. }) => Access::Read,
             Command::Inventory(_)
             | Command::Endpoints(EndpointsCommand::List { .. })
             | Command::Certificates(

@@ -540,3 +540,109 @@ fn the_readme_table_of_deploy_kinds_is_generated_from_the_descriptors() {
         "README.md's deploy kinds table is stale: replace it with `certpilot deploy-kinds --markdown`"
     );
 }
+
+/// `certpilot findings`: the settled JSON fields, most severe first, filters that name a bad
+/// value, and an acknowledgement's life.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_are_listed_most_severe_first_filtered_and_acknowledged() {
+    use certpilot_core::model::finding::{FindingKind, Severity};
+    use certpilot_core::ports::FindingStore;
+    use certpilot_testkit::findings_contract::finding;
+    let env = Env::new(&Ca::new("Findings CA"));
+    let store = certpilot_sqlite::SqliteStore::open(env.path("inventory.db")).unwrap();
+    let warning = finding(FindingKind::Validation, "b.example:443", Severity::Warning);
+    let critical = finding(FindingKind::Expired, "a.example:443", Severity::Critical);
+    store.put_finding(&warning).await.unwrap();
+    store.put_finding(&critical).await.unwrap();
+
+    let out = env.run(&["findings", "--format", "json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = json_lines(&out);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["key"], critical.key.as_str());
+    for field in [
+        "key",
+        "kind",
+        "severity",
+        "state",
+        "subject",
+        "summary",
+        "detail",
+        "next_step",
+        "owner",
+        "environment",
+        "tags",
+        "opened_at",
+        "updated_at",
+        "resolved_at",
+        "acknowledged_until",
+    ] {
+        assert!(rows[0].get(field).is_some(), "{field} missing: {}", rows[0]);
+    }
+    assert_eq!(rows[0]["subject"]["type"], "endpoint");
+    assert!(rows[0].get("pending").is_none(), "nothing internal");
+
+    let only = env
+        .run(&["findings", "--severity", "critical", "--format", "json"])
+        .await;
+    assert_eq!(json_lines(&only).len(), 1);
+    let tagged = env
+        .run(&["findings", "--tag", "owner=search", "--format", "json"])
+        .await;
+    assert!(json_lines(&tagged).is_empty());
+    let bad = env.run(&["findings", "--kind", "expirng"]).await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--kind \"expirng\": not a kind"));
+
+    let past = env
+        .run(&[
+            "findings",
+            "ack",
+            &critical.key,
+            "--until",
+            "2001-01-01",
+            "--reason",
+            "x",
+        ])
+        .await;
+    assert_eq!(past.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&past.stderr).contains("in the past"));
+    let acked = env
+        .run(&[
+            "findings",
+            "ack",
+            &critical.key,
+            "--until",
+            "2099-01-01",
+            "--reason",
+            "host retired",
+        ])
+        .await;
+    assert!(
+        acked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&acked.stderr)
+    );
+    let stored = store.finding(&critical.key).await.unwrap().unwrap();
+    assert_eq!(stored.state.as_str(), "acknowledged");
+    assert_eq!(stored.acknowledged_reason.as_deref(), Some("host retired"));
+    let unknown = env.run(&["findings", "unack", "expired.nope"]).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no finding \"expired.nope\""));
+    let unacked = env.run(&["findings", "unack", &critical.key]).await;
+    assert!(unacked.status.success());
+    assert_eq!(
+        store
+            .finding(&critical.key)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str(),
+        "open"
+    );
+}

@@ -10,6 +10,7 @@ use crate::error::CliError;
 mod certificates;
 mod deploy;
 mod endpoints;
+mod findings;
 mod inventory;
 mod renew;
 mod scan;
@@ -64,5 +65,6 @@ pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, C
         Command::Endpoints(cmd) => endpoints::endpoints(app.store(), cmd).await,
         Command::Inventory(args) => inventory::inventory(app.store(), args).await,
         Command::DeployKinds(_) => Ok(ExitCode::SUCCESS),
+        Command::Findings(args) => findings::findings(&app, args).await,
     }
 }

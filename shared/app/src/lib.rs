@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certpilot_core::ports::{
-    CertificateStore, Clock, DeployTargets, IssuedSink, Issuer, SecretStore, Store, SystemClock,
-    WorkQueue,
+    CertificateStore, Clock, DeployTargets, FindingStore, IssuedSink, Issuer, SecretStore, Store,
+    SystemClock, WorkQueue,
 };
 use certpilot_core::services::deploy::{DeployService, DeploySettings};
 use certpilot_core::services::lease::Leases;
@@ -37,6 +37,7 @@ pub struct App {
     clock: Arc<dyn Clock>,
     store: Arc<dyn Store>,
     certificates: Arc<dyn CertificateStore>,
+    findings: Arc<dyn FindingStore>,
     secrets: Arc<dyn SecretStore>,
     #[cfg(feature = "aws")]
     aws: Arc<tokio::sync::OnceCell<aws_config::SdkConfig>>,
@@ -49,15 +50,16 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// An app over `store` (the inventory and the certificates) and `secrets`.
+    /// An app over `store` (the inventory, the certificates and the findings) and `secrets`.
     pub fn new<S>(store: Arc<S>, secrets: Arc<dyn SecretStore>) -> Self
     where
-        S: Store + CertificateStore + 'static,
+        S: Store + CertificateStore + FindingStore + 'static,
     {
         App {
             clock: Arc::new(SystemClock),
             store: store.clone(),
-            certificates: store,
+            certificates: store.clone(),
+            findings: store,
             secrets,
             #[cfg(feature = "aws")]
             aws: Arc::default(),
@@ -78,6 +80,23 @@ impl App {
     /// The certificate store.
     pub fn certificates(&self) -> Arc<dyn CertificateStore> {
         self.certificates.clone()
+    }
+
+    /// The findings store.
+    pub fn findings(&self) -> Arc<dyn FindingStore> {
+        self.findings.clone()
+    }
+
+    /// The findings use case, judged by `policy`.
+    pub fn findings_service(
+        &self,
+        policy: certpilot_core::policy::findings::FindingsPolicy,
+    ) -> certpilot_core::services::findings::FindingsService {
+        certpilot_core::services::findings::FindingsService::new(
+            self.findings.clone(),
+            self.clock.clone(),
+            policy,
+        )
     }
 
     /// The secret store.

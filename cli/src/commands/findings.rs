@@ -1,0 +1,163 @@
+//! `certpilot findings`: the open problems, most severe first; `ack` and `unack`.
+
+use std::process::ExitCode;
+
+use certpilot_app::App;
+use certpilot_core::model::finding::{Finding, FindingKind, Severity};
+use certpilot_core::parse_tag;
+use certpilot_core::policy::findings::FindingsPolicy;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::args::{FindingsAction, FindingsArgs};
+use crate::error::{CliError, usage};
+use crate::output::{format_or_default, rfc3339, write_records};
+
+/// Runs `certpilot findings`.
+pub async fn findings(app: &App, args: FindingsArgs) -> Result<ExitCode, CliError> {
+    match args.action {
+        Some(FindingsAction::Ack { key, until, reason }) => {
+            let now = app.clock().now();
+            let until = parse_until(&until, now)?;
+            if reason.trim().is_empty() {
+                return Err(usage(
+                    "--reason: say why, for whoever reads it later (\"replaced by hand\", \"host retired on 2027-01-15\")",
+                ));
+            }
+            let f = app
+                .findings_service(FindingsPolicy::default())
+                .acknowledge(&key, until, reason.trim())
+                .await
+                .map_err(|e| not_found(&key, e))?;
+            eprintln!("acknowledged {} until {}", f.key, rfc3339(until));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(FindingsAction::Unack { key }) => {
+            let f = app
+                .findings_service(FindingsPolicy::default())
+                .unacknowledge(&key)
+                .await
+                .map_err(|e| not_found(&key, e))?;
+            eprintln!("{} is {}", f.key, f.state.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        None => list(app, args).await,
+    }
+}
+
+fn not_found(key: &str, e: certpilot_core::ports::StoreError) -> CliError {
+    match e {
+        certpilot_core::ports::StoreError::NotFound { .. } => usage(format!(
+            "no finding {key:?}; `certpilot findings --all` lists their keys"
+        )),
+        e => CliError::Store(e),
+    }
+}
+
+/// `2026-12-31` (midnight UTC) or an RFC 3339 time, in the future.
+fn parse_until(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime, CliError> {
+    use time::format_description::well_known::Rfc3339;
+    let day = time::macros::format_description!("[year]-[month]-[day]");
+    let at = OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .or_else(|| {
+            time::Date::parse(text, day)
+                .ok()
+                .map(|d| d.midnight().assume_utc())
+        })
+        .ok_or_else(|| {
+            usage(format!(
+                "--until {text:?}: not a date (2026-12-31) or an RFC 3339 time (2026-12-31T18:00:00Z)"
+            ))
+        })?;
+    if at <= now {
+        return Err(usage(format!(
+            "--until {text:?}: that is in the past; an acknowledgement runs until a later date"
+        )));
+    }
+    Ok(at)
+}
+
+async fn list(app: &App, args: FindingsArgs) -> Result<ExitCode, CliError> {
+    let kinds = args
+        .kind
+        .iter()
+        .map(|k| {
+            FindingKind::parse(k).ok_or_else(|| {
+                let all: Vec<&str> = FindingKind::ALL.iter().map(|k| k.as_str()).collect();
+                usage(format!("--kind {k:?}: not a kind ({})", all.join(", ")))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let min = args
+        .severity
+        .as_deref()
+        .map(|s| {
+            Severity::parse(s)
+                .ok_or_else(|| usage(format!("--severity {s:?}: info, warning or critical")))
+        })
+        .transpose()?;
+    let tags = args
+        .tag
+        .iter()
+        .map(|t| parse_tag(t).map_err(|e| usage(format!("--tag {t:?}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = app.findings();
+    let all = if args.all {
+        store.all_findings().await?
+    } else {
+        store.active_findings().await?
+    };
+    let shown: Vec<Finding> = all
+        .into_iter()
+        .filter(|f| kinds.is_empty() || kinds.contains(&f.kind))
+        .filter(|f| min.is_none_or(|m| f.severity >= m))
+        .filter(|f| tags.iter().all(|(k, v)| f.tags.get(k) == Some(v)))
+        .collect();
+    if shown.is_empty() {
+        eprintln!("no findings");
+    }
+    write_records(
+        format_or_default(args.format),
+        &[
+            "severity", "kind", "state", "subject", "summary", "owner", "key",
+        ],
+        shown.iter().map(|f| {
+            (
+                vec![
+                    f.severity.as_str().to_owned(),
+                    f.kind.as_str().to_owned(),
+                    f.state.as_str().to_owned(),
+                    f.subject.to_string(),
+                    f.summary.clone(),
+                    f.owner.clone().unwrap_or_default(),
+                    f.key.clone(),
+                ],
+                finding_json(f),
+            )
+        }),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A finding as `--format json` prints it: the settled fields, nothing internal.
+pub(crate) fn finding_json(f: &Finding) -> serde_json::Value {
+    let time = |t: Option<OffsetDateTime>| t.map(rfc3339);
+    json!({
+        "key": f.key,
+        "kind": f.kind,
+        "severity": f.severity,
+        "state": f.state,
+        "subject": f.subject,
+        "summary": f.summary,
+        "detail": f.detail,
+        "next_step": f.next_step,
+        "owner": f.owner,
+        "environment": f.environment,
+        "tags": f.tags,
+        "opened_at": rfc3339(f.opened_at),
+        "updated_at": rfc3339(f.updated_at),
+        "resolved_at": time(f.resolved_at),
+        "acknowledged_until": time(f.acknowledged_until),
+    })
+}
