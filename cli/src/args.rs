@@ -194,9 +194,13 @@ pub struct ScanArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub fail_within: Option<Duration>,
 
-    /// Do not record the results in the inventory.
+    /// Do not record the results in the inventory (nor evaluate findings).
     #[arg(long)]
     pub no_record: bool,
+
+    /// Record findings, but tell no one (the transitions wait for the next run that does).
+    #[arg(long)]
+    pub no_notify: bool,
 }
 
 /// `certpilot endpoints …`.

@@ -646,3 +646,50 @@ async fn findings_are_listed_most_severe_first_filtered_and_acknowledged() {
         "open"
     );
 }
+
+/// A scan opens a finding for an endpoint whose certificate expires soon, says it once, and
+/// resolves it when the endpoint serves a renewed certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_opens_an_expiring_finding_once_and_resolves_it_after_the_renewal() {
+    let ca = Ca::new("Expiry CA");
+    let env = Env::new(&ca);
+    let old = ca.leaf(&["localhost"]).expiring_in_days(10).build();
+    let server = servers::Swappable::start().await;
+    server.serve(&old);
+    let target = format!("localhost:{}", server.server().port());
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    let (_, first) = env.scan_json(&[&target]).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("certpilot: opened warning expiring:"),
+        "{}",
+        stderr(&first)
+    );
+    let listed = env.run(&["findings", "--format", "json"]).await;
+    let rows = json_lines(&listed);
+    assert_eq!(rows.len(), 1, "one per address: {rows:?}");
+    assert_eq!(rows[0]["kind"], "expiring");
+    assert_eq!(rows[0]["subject"]["id"], target.as_str());
+
+    // The same facts again: nothing new is said.
+    let (_, again) = env.scan_json(&[&target]).await;
+    assert!(
+        !stderr(&again).contains("certpilot: opened"),
+        "{}",
+        stderr(&again)
+    );
+
+    // Renewed: resolved, and said so once.
+    server.serve(&ca.leaf(&["localhost"]).build());
+    let (_, fixed) = env.scan_json(&[&target]).await;
+    assert!(
+        stderr(&fixed).contains("certpilot: resolved warning expiring:"),
+        "{}",
+        stderr(&fixed)
+    );
+    let open = env.run(&["findings", "--format", "json"]).await;
+    assert!(json_lines(&open).is_empty());
+    let all = env.run(&["findings", "--all", "--format", "json"]).await;
+    assert_eq!(json_lines(&all)[0]["state"], "resolved");
+}

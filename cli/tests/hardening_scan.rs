@@ -208,9 +208,10 @@ async fn hardening_a_closed_stdout_stops_the_output_not_the_work() {
     args.extend(targets.iter().map(String::as_str));
     let out = with_closed_stdout(scratch.command(&args)).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The findings the scan opened are told on stderr (these servers' names do not match).
     let said: Vec<String> = stderr(&out)
         .lines()
-        .filter(|l| !l.contains("created a new store"))
+        .filter(|l| !l.contains("created a new store") && !l.starts_with("certpilot: opened "))
         .map(str::to_owned)
         .collect();
     assert!(said.is_empty(), "nothing printed about the pipe: {said:?}");

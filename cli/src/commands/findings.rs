@@ -3,14 +3,19 @@
 use std::process::ExitCode;
 
 use certpilot_app::App;
-use certpilot_core::model::finding::{Finding, FindingKind, Severity};
+use std::sync::Arc;
+
+use certpilot_core::model::finding::{Finding, FindingKind, Severity, Transition};
 use certpilot_core::parse_tag;
 use certpilot_core::policy::findings::FindingsPolicy;
+use certpilot_core::ports::{Notification, Notifier, NotifyError};
+use certpilot_core::services::findings::{FindingsService, ScanEvaluation};
 use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::args::{FindingsAction, FindingsArgs};
 use crate::error::{CliError, usage};
+use crate::exit::Exit;
 use crate::output::{format_or_default, rfc3339, write_records};
 
 /// Runs `certpilot findings`.
@@ -160,4 +165,68 @@ pub(crate) fn finding_json(f: &Finding) -> serde_json::Value {
         "resolved_at": time(f.resolved_at),
         "acknowledged_until": time(f.acknowledged_until),
     })
+}
+
+/// The terminal as a channel: each transition as a line on stderr (stdout holds the
+/// command's own rows).
+pub(crate) struct Terminal;
+
+#[async_trait::async_trait]
+impl Notifier for Terminal {
+    fn name(&self) -> &str {
+        "terminal"
+    }
+
+    fn wants(&self, _: &Finding) -> bool {
+        true
+    }
+
+    async fn notify(&self, n: Notification<'_>) -> Result<(), NotifyError> {
+        let f = n.finding;
+        let next = if n.transition == Transition::Resolved {
+            String::new()
+        } else {
+            format!(" — {}", f.next_step)
+        };
+        eprintln!(
+            "certpilot: {} {} {}: {}{next} [{}]",
+            n.transition.as_str(),
+            f.severity.as_str(),
+            f.kind.as_str(),
+            f.summary,
+            f.key
+        );
+        Ok(())
+    }
+}
+
+/// Records what a scan found and, unless `notify` is off, tells the channels. A failure to
+/// record findings does not undo the scan: it is reported, and the exit status says so.
+pub(crate) async fn evaluate(
+    service: &FindingsService,
+    evaluation: ScanEvaluation,
+    notify: bool,
+) -> Exit {
+    if let Err(e) = evaluation.record(service).await {
+        eprintln!("certpilot: recording findings: {e}");
+        return Exit::of(&e);
+    }
+    if !notify {
+        return Exit::Done;
+    }
+    let channels: Vec<Arc<dyn Notifier>> = vec![Arc::new(Terminal)];
+    match service.notify(&channels).await {
+        Ok(report) => {
+            for (key, channel, error) in &report.failed {
+                eprintln!(
+                    "certpilot: {channel} did not take {key}: {error}; the next run sends it again"
+                );
+            }
+            Exit::Done
+        }
+        Err(e) => {
+            eprintln!("certpilot: sending findings: {e}");
+            Exit::of(&e)
+        }
+    }
 }

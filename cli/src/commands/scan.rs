@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use certpilot_core::policy::findings::FindingsPolicy;
 use certpilot_core::ports::ScanLimits;
 use certpilot_core::services::endpoints::registered_requests;
 use certpilot_core::services::scan::Recorder;
@@ -88,6 +89,15 @@ pub(super) async fn scan(
 
     let mut shutdown = crate::unix::Shutdown::install().map_err(CliError::Output)?;
     let mut recorder = (!args.no_record).then(|| Recorder::new(store.clone()));
+    let findings = app.findings_service(FindingsPolicy::default());
+    let mut evaluation = match args.no_record {
+        true => None,
+        false => Some(
+            findings
+                .scan_evaluation(app.certificates().as_ref())
+                .await?,
+        ),
+    };
     let mut run = service.start(requests);
     let mut attention = 0usize;
     let mut failed = 0usize;
@@ -132,6 +142,9 @@ pub(super) async fn scan(
         written?;
         progress.set_message(format!("{total} results, {failed} failed"));
         progress.inc(1);
+        if let Some(e) = evaluation.as_mut() {
+            e.push(&obs, findings.policy());
+        }
         if let Some(r) = recorder.as_mut() {
             r.push(obs).await;
         }
@@ -148,6 +161,9 @@ pub(super) async fn scan(
                 exit = exit.worst(Exit::of(&e));
             }
         }
+    }
+    if let Some(e) = evaluation.filter(|_| !interrupted && exit == Exit::Done) {
+        exit = exit.worst(super::findings::evaluate(&findings, e, !args.no_notify).await);
     }
     if local > 0 {
         eprintln!(

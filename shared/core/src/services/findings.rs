@@ -2,12 +2,16 @@
 //! however many evaluations run at once), and tell people through the channels (each
 //! transition sent once to each channel that wants it, retried until accepted).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::finding::{Finding, Transition, finding_key};
-use crate::policy::findings::{Condition, FindingsPolicy, notified, reconcile};
-use crate::ports::{Clock, FindingStore, Notification, Notifier, StoreError};
+use crate::model::finding::{Finding, FindingKind, SubjectType, Transition, finding_key};
+use crate::model::observation::{Observation, Status};
+use crate::policy::findings::{
+    Condition, FindingsPolicy, endpoint_conditions, notified, reconcile,
+};
+use crate::ports::{CertificateStore, Clock, FindingStore, Notification, Notifier, StoreError};
 
 /// How long a sender holds a transition it is sending before another may take it over.
 pub const CLAIM: Duration = Duration::from_secs(5 * 60);
@@ -106,6 +110,27 @@ impl FindingsService {
         Err(StoreError::Conflict {
             what: format!("finding {:?}", f.key),
             expected: f.version,
+        })
+    }
+
+    /// An evaluation of a scan's observations, fed one at a time as they stream in: reads
+    /// which certificates certpilot manages (their endpoints speak of renewals, not of
+    /// expiry) once.
+    pub async fn scan_evaluation(
+        &self,
+        certificates: &dyn CertificateStore,
+    ) -> Result<ScanEvaluation, StoreError> {
+        let managed = certificates
+            .certificates()
+            .await?
+            .into_iter()
+            .filter_map(|c| c.current.map(|i| i.fingerprint))
+            .collect();
+        Ok(ScanEvaluation {
+            managed,
+            now: self.clock.now(),
+            conditions: Vec::new(),
+            served: HashSet::new(),
         })
     }
 
@@ -241,5 +266,46 @@ impl FindingsService {
             }
         }
         Ok(())
+    }
+}
+
+/// What a scan found, gathered while it streams; [`ScanEvaluation::record`] writes it.
+///
+/// It speaks for the endpoints that served a certificate in this scan: their `expired`,
+/// `expiring` and `validation` findings open, change or resolve. An endpoint that failed
+/// this time keeps what was found before (nothing is known of what it serves now).
+/// `unreachable` needs a count of failures in a row that the stores do not keep yet, so this
+/// evaluation neither raises nor resolves it.
+pub struct ScanEvaluation {
+    managed: HashSet<String>,
+    now: time::OffsetDateTime,
+    conditions: Vec<Condition>,
+    served: HashSet<String>,
+}
+
+impl ScanEvaluation {
+    /// Takes one observation into account.
+    pub fn push(&mut self, obs: &Observation, policy: &FindingsPolicy) {
+        if obs.status != Status::Ok {
+            return;
+        }
+        self.served.insert(obs.target.clone());
+        let managed = obs.fingerprint().is_some_and(|f| self.managed.contains(f));
+        self.conditions
+            .extend(endpoint_conditions(obs, 0, managed, self.now, policy));
+    }
+
+    /// Records what the scan found with `service`.
+    pub async fn record(self, service: &FindingsService) -> Result<Vec<Finding>, StoreError> {
+        let served = self.served;
+        let scope = move |f: &Finding| {
+            f.subject.kind == SubjectType::Endpoint
+                && matches!(
+                    f.kind,
+                    FindingKind::Expired | FindingKind::Expiring | FindingKind::Validation
+                )
+                && served.contains(&f.subject.id)
+        };
+        service.record(&self.conditions, &scope).await
     }
 }
