@@ -461,6 +461,10 @@ pub struct RenewArgs {
     #[arg(long)]
     pub no_deploy: bool,
 
+    /// Record findings, but tell no one (the transitions wait for the next run that does).
+    #[arg(long)]
+    pub no_notify: bool,
+
     /// How deploys are verified.
     #[command(flatten)]
     pub verify: DeployVerifyArgs,
@@ -519,6 +523,10 @@ pub struct DeployVerifyArgs {
 pub struct DeployArgs {
     /// The certificate id.
     pub id: String,
+
+    /// Record findings, but tell no one (the transitions wait for the next run that does).
+    #[arg(long)]
+    pub no_notify: bool,
 
     /// Deploy again where it is already verified.
     #[arg(long)]

@@ -466,6 +466,15 @@ async fn renew_deploys_to_aws_targets_proves_them_and_rolls_back_an_endpoint_tha
         "{}",
         stderr(&out)
     );
+    // The outage is a critical finding, said once at the end of the run.
+    assert_eq!(
+        stderr(&out)
+            .matches("certpilot: opened critical not_serving: alb does not serve the renewed pay.certpilot.test")
+            .count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
     let cdn_row = rows.iter().find(|r| r["name"] == "cdn").unwrap();
     assert_eq!(cdn_row["status"], "verified");
     let listed = env.run(&["certificates", "list", "--format", "json"]).await;
@@ -487,6 +496,11 @@ async fn renew_deploys_to_aws_targets_proves_them_and_rolls_back_an_endpoint_tha
     let alb_row = rows.iter().find(|r| r["name"] == "alb").unwrap();
     assert_eq!(alb_row["status"], "verified", "{rows:?}");
     assert_eq!(alb_row["fingerprint"], second.as_str());
+    assert!(
+        stderr(&out).contains("certpilot: resolved critical not_serving: alb"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         rows.iter()
             .all(|r| r.get("outcome") != Some(&serde_json::json!("issued")))

@@ -48,7 +48,11 @@ pub async fn deploy(app: &App, args: DeployArgs) -> Result<ExitCode, CliError> {
         .deploy(&cert.id, None, args.force)
         .await
         .map_err(CliError::Deploy)?;
-    report_deploys(std::slice::from_ref(&report), args.format).map(ExitCode::from)
+    let exit = report_deploys(std::slice::from_ref(&report), args.format)?;
+    let told =
+        super::findings::after_certificates(app, std::slice::from_ref(&cert.id), !args.no_notify)
+            .await;
+    Ok(exit.worst(told).into())
 }
 
 /// Writes one row per deployment; exit 2 when any is not verified.

@@ -211,6 +211,32 @@ pub(crate) async fn evaluate(
         eprintln!("certpilot: recording findings: {e}");
         return Exit::of(&e);
     }
+    tell(service, notify).await
+}
+
+/// Records the findings of the certificates named (every one when `ids` is empty) after a
+/// renewal or deploy run, and tells the channels unless `notify` is off.
+pub(crate) async fn after_certificates(app: &App, ids: &[String], notify: bool) -> Exit {
+    let service = app.findings_service(FindingsPolicy::default());
+    let recorded = async {
+        let certificates: Vec<_> = app
+            .certificates()
+            .certificates()
+            .await?
+            .into_iter()
+            .filter(|c| ids.is_empty() || ids.contains(&c.id))
+            .collect();
+        service.record_certificates(&certificates).await
+    };
+    if let Err(e) = recorded.await {
+        eprintln!("certpilot: recording findings: {e}");
+        return Exit::of(&e);
+    }
+    tell(&service, notify).await
+}
+
+/// Sends what is pending to the channels (the terminal, for now), unless `notify` is off.
+async fn tell(service: &FindingsService, notify: bool) -> Exit {
     if !notify {
         return Exit::Done;
     }

@@ -192,6 +192,7 @@ pub async fn renew(app: &App, args: RenewArgs) -> Result<ExitCode, CliError> {
         };
         exit = exit.worst(deployed?);
     }
+    exit = exit.worst(super::findings::after_certificates(app, &[], !args.no_notify).await);
     Ok(exit.into())
 }
 

@@ -390,7 +390,6 @@ pub fn certificate_conditions(
             failure.kind.as_str().to_owned(),
         );
     }
-    let issued_at = cert.current.as_ref().map(|c| c.issued_at);
     for record in &cert.deployments {
         let subject = Subject::deployment(id, &record.name);
         let detail = record.state.detail.clone().unwrap_or_default();
@@ -404,9 +403,9 @@ pub fn certificate_conditions(
                 format!("fix what the target says, then `certpilot deploy {id}`"),
                 record.fingerprint.clone(),
             ),
-            DeploymentStatus::NotServing
-                if issued_at.is_none_or(|at| now - at >= policy.not_serving_grace) =>
-            {
+            // The deploy waited its kind's verification deadline before it said so: that
+            // was the grace.
+            DeploymentStatus::NotServing => {
                 push(
                     FindingKind::NotServing,
                     subject,

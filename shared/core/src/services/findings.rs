@@ -134,6 +134,31 @@ impl FindingsService {
         })
     }
 
+    /// Records the findings of `certificates` (expired, overdue, failed renewal or hook,
+    /// each deployment's failure or outage, ACM's blocked renewal): this evaluation speaks
+    /// for those certificates and their deployments only.
+    pub async fn record_certificates(
+        &self,
+        certificates: &[crate::model::certificate::ManagedCertificate],
+    ) -> Result<Vec<Finding>, StoreError> {
+        let now = self.clock.now();
+        let conditions: Vec<Condition> = certificates
+            .iter()
+            .flat_map(|c| crate::policy::findings::certificate_conditions(c, now, &self.policy))
+            .collect();
+        let ids: HashSet<String> = certificates.iter().map(|c| c.id.clone()).collect();
+        let scope = move |f: &Finding| match f.subject.kind {
+            SubjectType::Certificate => ids.contains(&f.subject.id),
+            SubjectType::Deployment => f
+                .subject
+                .id
+                .split_once('/')
+                .is_some_and(|(id, _)| ids.contains(id)),
+            SubjectType::Endpoint => false,
+        };
+        self.record(&conditions, &scope).await
+    }
+
     /// Acknowledges the finding `key` until `until`, for `reason`.
     pub async fn acknowledge(
         &self,
