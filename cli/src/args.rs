@@ -71,6 +71,25 @@ pub enum Command {
     /// deploys…); `ack` mutes one until a date, `unack` withdraws that.
     #[command(after_help = EXIT_CODES)]
     Findings(FindingsArgs),
+    /// Per owner: open findings, and what expires soon (served certificates and managed ones).
+    #[command(after_help = EXIT_CODES)]
+    Digest(DigestArgs),
+}
+
+/// `certpilot digest`.
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// Only this owner (tag `owner`); without it, one digest per owner.
+    #[arg(long, value_name = "OWNER")]
+    pub owner: Option<String>,
+
+    /// What expires within this many days.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..=400))]
+    pub days: u16,
+
+    /// Output format: `table` is text for people; `json` one object per owner.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
 }
 
 /// `certpilot findings`.

@@ -91,7 +91,9 @@ impl Access {
             Command::Scan(_) | Command::Init => Access::Create,
             Command::Endpoints(EndpointsCommand::Add { .. })
             | Command::Certificates(CertificatesCommand::Add(_)) => Access::Create,
-            Command::Findings(FindingsArgs { action: None, .. }) => Access::Read,
+            Command::Findings(FindingsArgs { action: None, .. }) | Command::Digest(_) => {
+                Access::Read
+            }
             Command::Inventory(_)
             | Command::Endpoints(EndpointsCommand::List { .. })
             | Command::Certificates(

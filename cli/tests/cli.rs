@@ -671,6 +671,28 @@ async fn a_scan_opens_an_expiring_finding_once_and_resolves_it_after_the_renewal
     assert_eq!(rows.len(), 1, "one per address: {rows:?}");
     assert_eq!(rows[0]["kind"], "expiring");
     assert_eq!(rows[0]["subject"]["id"], target.as_str());
+    // The digest: the open finding and the certificate that expires, under no owner.
+    let digest = env.run(&["digest", "--format", "json"]).await;
+    assert!(digest.status.success(), "{}", stderr(&digest));
+    let digests = json_lines(&digest);
+    assert_eq!(digests.len(), 1, "{digests:?}");
+    assert_eq!(digests[0]["owner"], "(no owner)");
+    assert_eq!(digests[0]["findings"].as_array().unwrap().len(), 1);
+    assert_eq!(digests[0]["expiring"][0]["target"], target.as_str());
+    let text = env.run(&["digest", "--format", "table"]).await;
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("(no owner): 1 open findings; 1 expire within 30 days"),
+        "{text}"
+    );
+    assert!(
+        text.contains("expires ") && text.contains(&target),
+        "{text}"
+    );
+    let other = env
+        .run(&["digest", "--owner", "payments", "--format", "table"])
+        .await;
+    assert!(String::from_utf8_lossy(&other.stdout).contains("nothing open"));
 
     // The same facts again: nothing new is said.
     let (_, again) = env.scan_json(&[&target]).await;

@@ -66,5 +66,6 @@ pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, C
         Command::Inventory(args) => inventory::inventory(app.store(), args).await,
         Command::DeployKinds(_) => Ok(ExitCode::SUCCESS),
         Command::Findings(args) => findings::findings(&app, args).await,
+        Command::Digest(args) => findings::digest(&app, args).await,
     }
 }
