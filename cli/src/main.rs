@@ -10,6 +10,7 @@ mod deploy_spec;
 mod error;
 mod exit;
 mod output;
+mod terminal;
 mod unix;
 
 use std::io::IsTerminal;

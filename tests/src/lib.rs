@@ -364,3 +364,23 @@ pub fn verifier_trusting(
     );
     certpilot_core::services::verify::VerifyService::new(scanner)
 }
+
+/// `leaf` as issued now for 90 days, its key at `key_version` in the secret store.
+pub fn issued(
+    leaf: &certpilot_testkit::certs::Leaf,
+    key_version: &str,
+) -> certpilot_core::model::certificate::IssuedCertificate {
+    let now = time::OffsetDateTime::now_utc();
+    certpilot_core::model::certificate::IssuedCertificate {
+        fingerprint: leaf.fingerprint(),
+        serial: "01".into(),
+        not_before: now,
+        not_after: now + time::Duration::days(90),
+        issued_at: now,
+        ari_id: None,
+        profile: None,
+        chain_pem: leaf.chain_pem(),
+        key_version: key_version.into(),
+        order_url: "https://ca.example/order/1".into(),
+    }
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use certpilot_core::Tags;
 use certpilot_core::model::certificate::{
-    AcmeIssuer as IssuerConfig, CertificateSpec, ChallengeConfig, IssuedCertificate, KeyType,
-    ManagedCertificate, RenewalPolicy,
+    AcmeIssuer as IssuerConfig, CertificateSpec, ChallengeConfig, KeyType, ManagedCertificate,
+    RenewalPolicy,
 };
 use certpilot_core::model::deploy::{Deployment, DeploymentStatus};
 use certpilot_core::ports::{CertificateStore, Clock, SecretStore, SecretValue, SystemClock};
@@ -84,21 +84,9 @@ impl World {
             .await
             .unwrap();
         let mut cert = self.store.certificate(id).await.unwrap().unwrap();
-        let now = time::OffsetDateTime::now_utc();
         cert.previous = cert.current.take();
         cert.spec.key_type = key_type;
-        cert.current = Some(IssuedCertificate {
-            fingerprint: leaf.fingerprint(),
-            serial: "01".into(),
-            not_before: now,
-            not_after: now + time::Duration::days(90),
-            issued_at: now,
-            ari_id: None,
-            profile: None,
-            chain_pem: leaf.chain_pem(),
-            key_version: version,
-            order_url: "https://ca.example/order/1".into(),
-        });
+        cert.current = Some(certpilot_e2e::issued(leaf, &version));
         self.store.update_certificate(&cert).await.unwrap();
     }
 

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use certpilot_core::model::certificate::IssuedCertificate;
 use certpilot_core::model::deploy::DeploymentStatus;
 use certpilot_core::ports::{CertificateStore, Clock, SecretStore, SecretValue, SystemClock};
 use certpilot_core::services::deploy::{DeployService, DeploySettings};
@@ -17,27 +16,11 @@ use certpilot_dynamodb::DynamoStore;
 use certpilot_e2e::estate::Estate;
 use certpilot_files::FileSecretStore;
 use certpilot_sqlite::SqliteStore;
-use certpilot_testkit::certs::{Ca, KeyKind, Leaf};
+use certpilot_testkit::certs::{Ca, KeyKind};
 use certpilot_testkit::procs::shared_moto;
 use certpilot_testkit::renewal_contract::{as_first_version, managed};
 
 const NAME: &str = "legacy.example.test";
-
-fn issued(leaf: &Leaf, key_version: &str) -> IssuedCertificate {
-    let now = time::OffsetDateTime::now_utc();
-    IssuedCertificate {
-        fingerprint: leaf.fingerprint(),
-        serial: "01".into(),
-        not_before: now,
-        not_after: now + time::Duration::days(90),
-        issued_at: now,
-        ari_id: None,
-        profile: None,
-        chain_pem: leaf.chain_pem(),
-        key_version: key_version.into(),
-        order_url: "https://ca.example/order/1".into(),
-    }
-}
 
 /// How a test writes and reads a certificate's raw record in one store.
 #[async_trait::async_trait]
@@ -169,8 +152,8 @@ async fn migrated_and_deployed(
     cert.id = "shop".into();
     cert.version = 1;
     cert.spec.endpoints = vec![plane.endpoint().parse().unwrap()];
-    cert.previous = Some(issued(&first, &key_versions[0]));
-    cert.current = Some(issued(&second, &key_versions[1]));
+    cert.previous = Some(certpilot_e2e::issued(&first, &key_versions[0]));
+    cert.current = Some(certpilot_e2e::issued(&second, &key_versions[1]));
     let raw = as_first_version(&cert, &listener, None, &first_arn, &first.fingerprint());
     raw_store.write(&raw).await;
 

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use certpilot_app::App;
 use std::sync::Arc;
 
-use certpilot_core::model::finding::{Finding, FindingKind, Severity, Transition};
+use certpilot_core::model::finding::{Finding, FindingKind, Severity};
 use certpilot_core::parse_tag;
 use certpilot_core::policy::findings::FindingsPolicy;
-use certpilot_core::ports::{Notification, Notifier, NotifyError};
+use certpilot_core::ports::Notifier;
 use certpilot_core::services::findings::{FindingsService, ScanEvaluation};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -167,39 +167,6 @@ pub(crate) fn finding_json(f: &Finding) -> serde_json::Value {
     })
 }
 
-/// The terminal as a channel: each transition as a line on stderr (stdout holds the
-/// command's own rows).
-pub(crate) struct Terminal;
-
-#[async_trait::async_trait]
-impl Notifier for Terminal {
-    fn name(&self) -> &str {
-        "terminal"
-    }
-
-    fn wants(&self, _: &Finding) -> bool {
-        true
-    }
-
-    async fn notify(&self, n: Notification<'_>) -> Result<(), NotifyError> {
-        let f = n.finding;
-        let next = if n.transition == Transition::Resolved {
-            String::new()
-        } else {
-            format!(" — {}", f.next_step)
-        };
-        eprintln!(
-            "certpilot: {} {} {}: {}{next} [{}]",
-            n.transition.as_str(),
-            f.severity.as_str(),
-            f.kind.as_str(),
-            f.summary,
-            f.key
-        );
-        Ok(())
-    }
-}
-
 /// Records what a scan found and, unless `notify` is off, tells the channels. A failure to
 /// record findings does not undo the scan: it is reported, and the exit status says so.
 pub(crate) async fn evaluate(
@@ -240,7 +207,7 @@ async fn tell(service: &FindingsService, notify: bool) -> Exit {
     if !notify {
         return Exit::Done;
     }
-    let channels: Vec<Arc<dyn Notifier>> = vec![Arc::new(Terminal)];
+    let channels: Vec<Arc<dyn Notifier>> = vec![Arc::new(crate::terminal::Terminal)];
     match service.notify(&channels).await {
         Ok(report) => {
             for (key, channel, error) in &report.failed {

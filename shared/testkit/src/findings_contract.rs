@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use certpilot_core::model::finding::{
-    Finding, FindingKind, FindingState, Severity, Subject, Transition, finding_key,
+    Finding, FindingKind, FindingState, Severity, Subject, Transition,
 };
+use certpilot_core::policy::findings::{Condition, FindingsPolicy, reconcile};
 use certpilot_core::ports::{FindingStore, StoreError, sort_findings};
 use time::macros::datetime;
 
@@ -33,37 +34,27 @@ macro_rules! finding_store_contract {
     };
 }
 
-/// A finding of `kind` about endpoint `target`, open, opened and not yet notified.
+/// A finding of `kind` about endpoint `target`, open, opened and not yet notified: what
+/// the policy opens for such a condition.
 pub fn finding(kind: FindingKind, target: &str, severity: Severity) -> Finding {
-    let subject = Subject::endpoint(target, Some("192.0.2.1:443"));
-    let at = datetime!(2026-12-01 09:00 UTC);
-    Finding {
-        key: finding_key(kind, &subject),
+    let tags = BTreeMap::from([
+        ("owner".to_owned(), "payments".to_owned()),
+        ("environment".to_owned(), "prod".to_owned()),
+    ]);
+    let condition = Condition {
         kind,
+        subject: Subject::endpoint(target, Some("192.0.2.1:443")),
         severity,
-        state: FindingState::Open,
-        subject,
         summary: format!("{target}: {kind}"),
         detail: "serial 01".into(),
         next_step: "renew it".into(),
-        owner: Some("payments".into()),
-        environment: Some("prod".into()),
-        tags: BTreeMap::from([
-            ("owner".to_owned(), "payments".to_owned()),
-            ("environment".to_owned(), "prod".to_owned()),
-        ]),
+        tags,
         fact: "01@30".into(),
-        opened_at: at,
-        updated_at: at,
-        resolved_at: None,
-        acknowledged_until: None,
-        acknowledged_reason: None,
-        notified_at: None,
-        pending: Some(Transition::Opened),
-        delivered_to: Vec::new(),
-        sending_until: None,
-        version: 0,
-    }
+    };
+    let at = datetime!(2026-12-01 09:00 UTC);
+    reconcile(&[], &[condition], &|_| true, at, &FindingsPolicy::default())
+        .pop()
+        .expect("a condition opens a finding")
 }
 
 pub async fn findings_are_created_once_and_read_back<S: FindingStore>(s: Arc<S>) {
