@@ -49,6 +49,7 @@ fn conditions(n: usize) -> Vec<Condition> {
             next_step: "renew it".into(),
             tags: Tags::new(),
             fact: "01@30".into(),
+            expires_at: Some(time::macros::datetime!(2026-12-20 00:00 UTC)),
         })
         .collect()
 }

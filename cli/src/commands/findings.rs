@@ -147,24 +147,7 @@ async fn list(app: &App, args: FindingsArgs) -> Result<ExitCode, CliError> {
 
 /// A finding as `--format json` prints it: the settled fields, nothing internal.
 pub(crate) fn finding_json(f: &Finding) -> serde_json::Value {
-    let time = |t: Option<OffsetDateTime>| t.map(rfc3339);
-    json!({
-        "key": f.key,
-        "kind": f.kind,
-        "severity": f.severity,
-        "state": f.state,
-        "subject": f.subject,
-        "summary": f.summary,
-        "detail": f.detail,
-        "next_step": f.next_step,
-        "owner": f.owner,
-        "environment": f.environment,
-        "tags": f.tags,
-        "opened_at": rfc3339(f.opened_at),
-        "updated_at": rfc3339(f.updated_at),
-        "resolved_at": time(f.resolved_at),
-        "acknowledged_until": time(f.acknowledged_until),
-    })
+    f.public_json()
 }
 
 /// Records what a scan found and, unless `notify` is off, tells the channels. A failure to

@@ -26,6 +26,7 @@ fn expiring(target: &str, severity: Severity) -> Condition {
         next_step: "renew it".into(),
         tags: Tags::from([("owner".to_owned(), "payments".to_owned())]),
         fact: "01@30".into(),
+        expires_at: Some(time::macros::datetime!(2026-12-20 00:00 UTC)),
     }
 }
 

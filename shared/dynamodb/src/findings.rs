@@ -3,14 +3,16 @@
 //! | item | `pk` | `sk` | index keys |
 //! |---|---|---|---|
 //! | finding | `FINDING#<key>` | `#FINDING` | `due`: `gsi1pk` = `FINDING#ACTIVE` or `FINDING#RESOLVED`; `inventory` (only while a transition is not yet notified): `gsi2pk` = `FINDING#PENDING`; both sort keys `<0 critical, 1 warning, 2 info>#<key>` |
+//! | channel | `CHANNEL#<name>` | `#CHANNEL` | `due`: `gsi1pk` = `CHANNELS`, `gsi1sk` = `<name>` |
 //!
 //! So "active findings", "pending notifications" and "everything" are each a `Query` that
 //! returns them already sorted most severe first; a run that changes nothing reads one
 //! partition and writes nothing. Writes are `PutItem`s conditional on the version.
 
 use async_trait::async_trait;
+use certpilot_core::model::channel::Channel;
 use certpilot_core::model::finding::{Finding, Severity};
-use certpilot_core::ports::{FindingStore, StoreError};
+use certpilot_core::ports::{ChannelStore, FindingStore, StoreError};
 
 use crate::{
     DUE_INDEX, DynamoStore, INVENTORY_INDEX, Item, SortKey, corrupt, get_s, is_conditional_failure,
@@ -122,5 +124,55 @@ impl FindingStore for DynamoStore {
         all.extend(self.findings_in(DUE_INDEX, RESOLVED).await?);
         certpilot_core::ports::sort_findings(&mut all);
         Ok(all)
+    }
+}
+
+const CHANNEL_SK: &str = "#CHANNEL";
+const CHANNELS: &str = "CHANNELS";
+
+#[async_trait]
+impl ChannelStore for DynamoStore {
+    async fn channels(&self) -> Result<Vec<Channel>, StoreError> {
+        self.query_partition(DUE_INDEX, CHANNELS.to_owned(), &SortKey::Any)
+            .await?
+            .iter()
+            .map(|i| serde_json::from_str(get_s(i, "record")?).map_err(|e| corrupt("channel", e)))
+            .collect()
+    }
+
+    async fn add_channel(&self, channel: &Channel) -> Result<(), StoreError> {
+        let record = serde_json::to_string(channel)
+            .map_err(|e| StoreError::Backend(format!("channel {:?}: {e}", channel.name)))?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("CHANNEL#{}", channel.name)))
+            .item("sk", s(CHANNEL_SK))
+            .item("record", s(record))
+            .item("gsi1pk", s(CHANNELS))
+            .item("gsi1sk", s(channel.name.clone()))
+            .condition_expression("attribute_not_exists(pk)");
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Err(StoreError::AlreadyExists {
+                what: format!("channel {:?}", channel.name),
+            }),
+            Err(e) => Err(sdk_error("PutItem", &self.table, e)),
+        }
+    }
+
+    async fn remove_channel(&self, name: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("CHANNEL#{name}")))
+            .key("sk", s(CHANNEL_SK))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| sdk_error("DeleteItem", &self.table, e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
     }
 }

@@ -36,3 +36,4 @@ async fn fresh() -> (DynamoStore, ()) {
 certpilot_testkit::store_contract!(fresh);
 certpilot_testkit::certificate_store_contract!(fresh);
 certpilot_testkit::finding_store_contract!(fresh);
+certpilot_testkit::channel_store_contract!(fresh);

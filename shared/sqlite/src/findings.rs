@@ -2,8 +2,9 @@
 //! queries select and sort on (partial indexes keep "active" and "pending" cheap).
 
 use async_trait::async_trait;
+use certpilot_core::model::channel::Channel;
 use certpilot_core::model::finding::{Finding, Severity};
-use certpilot_core::ports::{FindingStore, StoreError};
+use certpilot_core::ports::{ChannelStore, FindingStore, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, backend};
@@ -19,6 +20,10 @@ CREATE TABLE IF NOT EXISTS findings (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS findings_active ON findings (severity DESC, key) WHERE active = 1;
 CREATE INDEX IF NOT EXISTS findings_pending ON findings (severity DESC, key) WHERE pending = 1;
+CREATE TABLE IF NOT EXISTS channels (
+    name   TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 fn rank(s: Severity) -> i64 {
@@ -134,5 +139,60 @@ impl FindingStore for SqliteStore {
 
     async fn all_findings(&self) -> Result<Vec<Finding>, StoreError> {
         self.with(|conn, path| select(conn, path, "")).await
+    }
+}
+
+#[async_trait]
+impl ChannelStore for SqliteStore {
+    async fn channels(&self) -> Result<Vec<Channel>, StoreError> {
+        self.with(|conn, path| {
+            let records: Vec<String> = conn
+                .prepare("SELECT record FROM channels ORDER BY name")
+                .and_then(|mut s| {
+                    s.query_map([], |r| r.get::<_, String>(0))?
+                        .collect::<rusqlite::Result<_>>()
+                })
+                .map_err(backend("read channels", path))?;
+            records
+                .iter()
+                .map(|r| {
+                    serde_json::from_str(r).map_err(|e| {
+                        StoreError::Backend(format!("a stored channel cannot be read: {e}"))
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn add_channel(&self, channel: &Channel) -> Result<(), StoreError> {
+        let record = serde_json::to_string(channel)
+            .map_err(|e| StoreError::Backend(format!("channel {:?}: {e}", channel.name)))?;
+        let name = channel.name.clone();
+        self.with(move |conn, path| {
+            let written = conn
+                .execute(
+                    "INSERT OR IGNORE INTO channels (name, record) VALUES (?1, ?2)",
+                    params![name, record],
+                )
+                .map_err(backend("write channel", path))?;
+            if written == 0 {
+                return Err(StoreError::AlreadyExists {
+                    what: format!("channel {name:?}"),
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_channel(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.with(move |conn, path| {
+            conn.execute("DELETE FROM channels WHERE name = ?1", [&name])
+                .map(|n| n > 0)
+                .map_err(backend("remove channel", path))
+        })
+        .await
     }
 }

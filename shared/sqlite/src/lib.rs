@@ -924,6 +924,7 @@ mod tests {
     certpilot_testkit::store_contract!(fresh);
     certpilot_testkit::certificate_store_contract!(fresh);
     certpilot_testkit::finding_store_contract!(fresh);
+    certpilot_testkit::channel_store_contract!(fresh);
 
     #[tokio::test]
     async fn data_survives_reopening_the_file() {

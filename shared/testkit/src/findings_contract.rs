@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use certpilot_core::model::channel::{Channel, ChannelKind};
 use certpilot_core::model::finding::{
     Finding, FindingKind, FindingState, Severity, Subject, Transition,
 };
 use certpilot_core::policy::findings::{Condition, FindingsPolicy, reconcile};
-use certpilot_core::ports::{FindingStore, StoreError, sort_findings};
+use certpilot_core::ports::{ChannelStore, FindingStore, StoreError, sort_findings};
 use time::macros::datetime;
 
 /// Generates one `#[tokio::test]` per [`FindingStore`] contract case.
@@ -34,6 +35,52 @@ macro_rules! finding_store_contract {
     };
 }
 
+/// Generates the [`ChannelStore`] contract test.
+#[macro_export]
+macro_rules! channel_store_contract {
+    ($fresh:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn channels_are_added_once_listed_by_name_and_removed() {
+            let (store, _guard) = $fresh().await;
+            $crate::findings_contract::channels_are_added_once_listed_by_name_and_removed(
+                std::sync::Arc::new(store),
+            )
+            .await;
+        }
+    };
+}
+
+/// A channel named `name` for owner `owner`.
+pub fn channel(name: &str, owner: &str) -> Channel {
+    Channel {
+        name: name.to_owned(),
+        kind: ChannelKind::Webhook {
+            url: format!("https://hooks.example/{name}"),
+        },
+        min_severity: Severity::Warning,
+        kinds: vec![FindingKind::Expiring, FindingKind::NotServing],
+        matches: BTreeMap::from([("owner".to_owned(), owner.to_owned())]),
+    }
+}
+
+pub async fn channels_are_added_once_listed_by_name_and_removed<S: ChannelStore>(s: Arc<S>) {
+    assert!(s.channels().await.unwrap().is_empty());
+    let b = channel("search", "search");
+    let a = channel("payments", "payments");
+    s.add_channel(&b).await.unwrap();
+    s.add_channel(&a).await.unwrap();
+    let mut other = a.clone();
+    other.min_severity = Severity::Critical;
+    assert!(matches!(
+        s.add_channel(&other).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.channels().await.unwrap(), vec![a.clone(), b.clone()]);
+    assert!(s.remove_channel("payments").await.unwrap());
+    assert!(!s.remove_channel("payments").await.unwrap());
+    assert_eq!(s.channels().await.unwrap(), vec![b]);
+}
+
 /// A finding of `kind` about endpoint `target`, open, opened and not yet notified: what
 /// the policy opens for such a condition.
 pub fn finding(kind: FindingKind, target: &str, severity: Severity) -> Finding {
@@ -50,6 +97,7 @@ pub fn finding(kind: FindingKind, target: &str, severity: Severity) -> Finding {
         next_step: "renew it".into(),
         tags,
         fact: "01@30".into(),
+        expires_at: Some(time::macros::datetime!(2026-12-20 00:00 UTC)),
     };
     let at = datetime!(2026-12-01 09:00 UTC);
     reconcile(&[], &[condition], &|_| true, at, &FindingsPolicy::default())
@@ -175,9 +223,13 @@ pub async fn queries_sort_most_severe_first_and_select_by_state_and_pending<S: F
     assert!(!keys(s.pending_findings().await.unwrap()).contains(&critical.key));
 }
 
-/// Findings in memory, keeping the [`FindingStore`] contract: for tests of the services.
+/// Findings and channels in memory, keeping the [`FindingStore`] and [`ChannelStore`]
+/// contracts: for tests of the services.
 #[derive(Default)]
-pub struct MemoryFindings(Mutex<BTreeMap<String, Finding>>);
+pub struct MemoryFindings(
+    Mutex<BTreeMap<String, Finding>>,
+    Mutex<BTreeMap<String, Channel>>,
+);
 
 impl MemoryFindings {
     fn select(&self, keep: impl Fn(&Finding) -> bool) -> Vec<Finding> {
@@ -231,6 +283,28 @@ impl FindingStore for MemoryFindings {
     }
 }
 
+#[async_trait::async_trait]
+impl ChannelStore for MemoryFindings {
+    async fn channels(&self) -> Result<Vec<Channel>, StoreError> {
+        Ok(self.1.lock().expect("lock").values().cloned().collect())
+    }
+
+    async fn add_channel(&self, c: &Channel) -> Result<(), StoreError> {
+        let mut map = self.1.lock().expect("lock");
+        if map.contains_key(&c.name) {
+            return Err(StoreError::AlreadyExists {
+                what: format!("channel {:?}", c.name),
+            });
+        }
+        map.insert(c.name.clone(), c.clone());
+        Ok(())
+    }
+
+    async fn remove_channel(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.1.lock().expect("lock").remove(name).is_some())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::MemoryFindings;
@@ -240,4 +314,5 @@ mod tests {
     }
 
     crate::finding_store_contract!(fresh);
+    crate::channel_store_contract!(fresh);
 }

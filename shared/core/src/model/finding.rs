@@ -301,6 +301,13 @@ pub struct Finding {
     /// when it changes while open, people are reminded.
     #[serde(default)]
     pub fact: String,
+    /// When the certificate concerned expires, when there is one (for "days left").
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
     /// When it was first opened.
     #[serde(with = "time::serde::rfc3339")]
     pub opened_at: OffsetDateTime,
@@ -340,6 +347,31 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// The finding as every front and subscriber sees it (`certpilot findings --format json`,
+    /// webhooks, SNS): the settled fields, nothing internal (versions, claims, deliveries).
+    pub fn public_json(&self) -> serde_json::Value {
+        use time::format_description::well_known::Rfc3339;
+        let time = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_else(|_| t.to_string());
+        serde_json::json!({
+            "key": self.key,
+            "kind": self.kind,
+            "severity": self.severity,
+            "state": self.state,
+            "subject": self.subject,
+            "summary": self.summary,
+            "detail": self.detail,
+            "next_step": self.next_step,
+            "owner": self.owner,
+            "environment": self.environment,
+            "tags": self.tags,
+            "expires_at": self.expires_at.map(time),
+            "opened_at": time(self.opened_at),
+            "updated_at": time(self.updated_at),
+            "resolved_at": self.resolved_at.map(time),
+            "acknowledged_until": self.acknowledged_until.map(time),
+        })
+    }
+
     /// Whether the problem is there (open or acknowledged).
     pub fn is_active(&self) -> bool {
         self.state != FindingState::Resolved

@@ -1,6 +1,7 @@
 //! The domain model: targets, endpoints, what a scan observed, and managed certificates.
 
 pub mod certificate;
+pub mod channel;
 pub mod deploy;
 pub mod deploy_kind;
 pub mod endpoint;

@@ -144,6 +144,8 @@ pub struct Condition {
     /// What makes this occurrence what it is (the threshold crossed, the serial): a change
     /// while open reminds people.
     pub fact: String,
+    /// When the certificate concerned expires, when there is one (for "days left").
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 fn date(t: OffsetDateTime) -> String {
@@ -176,6 +178,7 @@ pub fn endpoint_conditions(
         next_step: next.to_owned(),
         tags: tags.clone(),
         fact,
+        expires_at: obs.certificate.as_ref().map(|c| c.not_after),
     };
     let mut found = Vec::new();
     if obs.status == Status::Error {
@@ -285,6 +288,7 @@ pub fn certificate_conditions(
     policy: &FindingsPolicy,
 ) -> Vec<Condition> {
     let tags = &cert.spec.tags;
+    let expires_at = cert.current.as_ref().map(|c| c.not_after);
     let mut found = Vec::new();
     let mut push = |kind: FindingKind,
                     subject: Subject,
@@ -302,6 +306,7 @@ pub fn certificate_conditions(
             next_step: next,
             tags: tags.clone(),
             fact,
+            expires_at,
         });
     };
     let id = cert.id.as_str();
@@ -464,6 +469,7 @@ pub fn stale_condition(
         next_step: "check that the scheduled scan runs (the scan function's schedule and logs, or the cron job)".into(),
         tags: tags.clone(),
         fact: String::new(),
+        expires_at: None,
     })
 }
 
@@ -482,6 +488,7 @@ fn opened(c: &Condition, now: OffsetDateTime) -> Finding {
         environment: c.tags.get("environment").cloned(),
         tags: c.tags.clone(),
         fact: c.fact.clone(),
+        expires_at: c.expires_at,
         opened_at: now,
         updated_at: now,
         resolved_at: None,
@@ -545,13 +552,15 @@ pub fn reconcile(
         let words_changed = f.summary != c.summary
             || f.detail != c.detail
             || f.next_step != c.next_step
-            || f.tags != c.tags;
+            || f.tags != c.tags
+            || f.expires_at != c.expires_at;
         f.summary.clone_from(&c.summary);
         f.detail.clone_from(&c.detail);
         f.next_step.clone_from(&c.next_step);
         f.owner = c.tags.get("owner").cloned();
         f.environment = c.tags.get("environment").cloned();
         f.tags.clone_from(&c.tags);
+        f.expires_at = c.expires_at;
         let rose = c.severity > f.severity;
         let severity_changed = c.severity != f.severity;
         let fact_changed = f.fact != c.fact;

@@ -42,3 +42,21 @@ pub trait FindingStore: Send + Sync {
 pub fn sort_findings(findings: &mut [Finding]) {
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.key.cmp(&b.key)));
 }
+
+/// Where channels are configured (the same table or file as everything else).
+///
+/// Contract: `add_channel` creates a channel ([`StoreError::AlreadyExists`] when the name is
+/// taken: replacing one is a remove and an add, never a silent overwrite); `channels` lists
+/// them by name; `remove_channel` returns whether there was one.
+#[async_trait]
+pub trait ChannelStore: Send + Sync {
+    /// Every channel, by name.
+    async fn channels(&self) -> Result<Vec<crate::model::channel::Channel>, StoreError>;
+
+    /// Adds a channel.
+    async fn add_channel(&self, channel: &crate::model::channel::Channel)
+    -> Result<(), StoreError>;
+
+    /// Removes the channel `name`; whether there was one.
+    async fn remove_channel(&self, name: &str) -> Result<bool, StoreError>;
+}
