@@ -74,6 +74,69 @@ pub enum Command {
     /// Per owner: open findings, and what expires soon (served certificates and managed ones).
     #[command(after_help = EXIT_CODES)]
     Digest(DigestArgs),
+    /// Where findings are sent (Slack, signed webhooks) and which each takes: add, list,
+    /// remove, test.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Channels(ChannelsCommand),
+}
+
+/// `certpilot channels`.
+#[derive(Debug, Subcommand)]
+pub enum ChannelsCommand {
+    /// Add a channel. Its URL or signing secret is read from a file (never from the command
+    /// line, where `ps` shows it), checked, and kept in the secret store; it is never printed.
+    Add(Box<ChannelAddArgs>),
+    /// List the channels and what each takes (never their secrets).
+    List {
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Remove a channel and delete its secret.
+    Remove {
+        /// The channel's name.
+        name: String,
+    },
+    /// Send a sample message through a channel now (it says it is a test).
+    Test {
+        /// The channel's name.
+        name: String,
+    },
+}
+
+/// `certpilot channels add`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["slack_webhook_file", "webhook"])))]
+pub struct ChannelAddArgs {
+    /// Its name (`slack-payments`): lowercase letters, digits and `-`.
+    pub name: String,
+
+    /// A Slack incoming webhook: a file holding its URL (https://hooks.slack.com/services/…).
+    #[arg(long, value_name = "FILE")]
+    pub slack_webhook_file: Option<PathBuf>,
+
+    /// A generic webhook: the HTTPS URL messages are POSTed to, signed with the Standard
+    /// Webhooks scheme (needs --secret-file).
+    #[arg(long, value_name = "URL", requires = "secret_file")]
+    pub webhook: Option<String>,
+
+    /// The webhook's signing secret: a file holding `whsec_` and the base64 of 24 to 64
+    /// random bytes (what the receiver verifies with).
+    #[arg(long, value_name = "FILE", requires = "webhook")]
+    pub secret_file: Option<PathBuf>,
+
+    /// The least severe findings it takes: info, warning (default) or critical.
+    #[arg(long, value_name = "SEVERITY", default_value = "warning")]
+    pub min_severity: String,
+
+    /// Only findings of this kind (repeatable; default every kind).
+    #[arg(long, value_name = "KIND")]
+    pub kind: Vec<String>,
+
+    /// Only findings whose subject has this tag (repeatable; all must match):
+    /// `--match owner=payments` routes a team's findings to its channel.
+    #[arg(long = "match", value_name = "KEY=VALUE")]
+    pub matches: Vec<String>,
 }
 
 /// `certpilot digest`.
@@ -518,6 +581,10 @@ pub struct VerifyArgs {
     /// Output format.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+
+    /// Record findings, but tell no one (the transitions wait for the next run that does).
+    #[arg(long)]
+    pub no_notify: bool,
 }
 
 /// How a deploy proves the certificate is served.

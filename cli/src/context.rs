@@ -14,7 +14,7 @@ use certpilot_files::FileSecretStore;
 use certpilot_scanner::{Deadlines, TrustStore};
 use certpilot_sqlite::SqliteStore;
 
-use crate::args::{CertificatesCommand, Command, EndpointsCommand, FindingsArgs};
+use crate::args::{CertificatesCommand, ChannelsCommand, Command, EndpointsCommand, FindingsArgs};
 use crate::error::{CliError, usage};
 
 /// The store chosen on the command line.
@@ -91,9 +91,12 @@ impl Access {
             Command::Scan(_) | Command::Init => Access::Create,
             Command::Endpoints(EndpointsCommand::Add { .. })
             | Command::Certificates(CertificatesCommand::Add(_)) => Access::Create,
-            Command::Findings(FindingsArgs { action: None, .. }) | Command::Digest(_) => {
+            Command::Findings(FindingsArgs { action: None, .. })
+            | Command::Digest(_)
+            | Command::Channels(ChannelsCommand::List { .. } | ChannelsCommand::Test { .. }) => {
                 Access::Read
             }
+            Command::Channels(ChannelsCommand::Add(_)) => Access::Create,
             Command::Inventory(_)
             | Command::Endpoints(EndpointsCommand::List { .. })
             | Command::Certificates(

@@ -27,6 +27,8 @@ pub(crate) enum CliError {
     Renew(#[from] RenewError),
     #[error(transparent)]
     Deploy(#[from] certpilot_core::services::deploy::DeployServiceError),
+    #[error(transparent)]
+    Notify(#[from] certpilot_core::ports::NotifyError),
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
 }

@@ -87,7 +87,8 @@ impl Exit {
             CliError::Secret(e) => Exit::of(e),
             CliError::Renew(e) => Exit::of(e),
             CliError::Deploy(e) => Exit::of(e),
-            CliError::Output(_) => Exit::Attention,
+            CliError::Notify(certpilot_core::ports::NotifyError::Unavailable(_)) => Exit::TempFail,
+            CliError::Notify(_) | CliError::Output(_) => Exit::Attention,
         }
     }
 }

@@ -153,6 +153,7 @@ pub(crate) fn finding_json(f: &Finding) -> serde_json::Value {
 /// Records what a scan found and, unless `notify` is off, tells the channels. A failure to
 /// record findings does not undo the scan: it is reported, and the exit status says so.
 pub(crate) async fn evaluate(
+    app: &App,
     service: &FindingsService,
     evaluation: ScanEvaluation,
     notify: bool,
@@ -161,7 +162,7 @@ pub(crate) async fn evaluate(
         eprintln!("certpilot: recording findings: {e}");
         return Exit::of(&e);
     }
-    tell(service, notify).await
+    tell(app, service, notify).await
 }
 
 /// Records the findings of the certificates named (every one when `ids` is empty) after a
@@ -182,23 +183,53 @@ pub(crate) async fn after_certificates(app: &App, ids: &[String], notify: bool) 
         eprintln!("certpilot: recording findings: {e}");
         return Exit::of(&e);
     }
-    tell(&service, notify).await
+    tell(app, &service, notify).await
 }
 
-/// Sends what is pending to the channels (the terminal, for now), unless `notify` is off.
-async fn tell(service: &FindingsService, notify: bool) -> Exit {
+/// Records what `certpilot verify` found at a certificate's endpoints and tells the
+/// channels unless `notify` is off.
+pub(crate) async fn after_verification(
+    app: &App,
+    cert: &certpilot_core::model::certificate::ManagedCertificate,
+    not_served: &[certpilot_core::policy::findings::NotServed<'_>],
+    notify: bool,
+) -> Exit {
+    let service = app.findings_service(FindingsPolicy::default());
+    if let Err(e) = service.record_verification(cert, not_served).await {
+        eprintln!("certpilot: recording findings: {e}");
+        return Exit::of(&e);
+    }
+    tell(app, &service, notify).await
+}
+
+/// Sends what is pending to the configured channels and the terminal, unless `notify` is
+/// off. A channel that did not take a message keeps it pending for the next run, and the
+/// exit status says so.
+async fn tell(app: &App, service: &FindingsService, notify: bool) -> Exit {
     if !notify {
         return Exit::Done;
     }
-    let channels: Vec<Arc<dyn Notifier>> = vec![Arc::new(crate::terminal::Terminal)];
+    let mut channels: Vec<Arc<dyn Notifier>> = match app.notifiers().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("certpilot: reading channels: {e}");
+            return Exit::of(&e);
+        }
+    };
+    channels.push(Arc::new(crate::terminal::Terminal));
     match service.notify(&channels).await {
         Ok(report) => {
+            let mut exit = Exit::Done;
             for (key, channel, error) in &report.failed {
                 eprintln!(
                     "certpilot: {channel} did not take {key}: {error}; the next run sends it again"
                 );
+                exit = exit.worst(match error {
+                    certpilot_core::ports::NotifyError::Unavailable(_) => Exit::TempFail,
+                    certpilot_core::ports::NotifyError::Refused(_) => Exit::Attention,
+                });
             }
-            Exit::Done
+            exit
         }
         Err(e) => {
             eprintln!("certpilot: sending findings: {e}");

@@ -8,6 +8,7 @@ use crate::context::{Access, open_secrets, open_store, scrub_directory_credentia
 use crate::error::CliError;
 
 mod certificates;
+mod channels;
 mod deploy;
 mod endpoints;
 mod findings;
@@ -67,5 +68,6 @@ pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, C
         Command::DeployKinds(_) => Ok(ExitCode::SUCCESS),
         Command::Findings(args) => findings::findings(&app, args).await,
         Command::Digest(args) => findings::digest(&app, args).await,
+        Command::Channels(cmd) => channels::channels(&app, cmd).await,
     }
 }

@@ -163,7 +163,7 @@ pub(super) async fn scan(
         }
     }
     if let Some(e) = evaluation.filter(|_| !interrupted && exit == Exit::Done) {
-        exit = exit.worst(super::findings::evaluate(&findings, e, !args.no_notify).await);
+        exit = exit.worst(super::findings::evaluate(app, &findings, e, !args.no_notify).await);
     }
     if local > 0 {
         eprintln!(

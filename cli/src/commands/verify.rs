@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::path::PathBuf;
 
 use certpilot_core::model::certificate::ManagedCertificate;
+use certpilot_core::policy::findings::NotServed;
 use certpilot_core::services::scan::Recorder;
 use certpilot_core::services::verify::{EndpointCheck, Verdict, VerifyService, VerifySettings};
 use certpilot_core::{ResolveOverride, ScanRequest};
@@ -45,6 +46,24 @@ pub async fn verify(app: &certpilot_app::App, args: VerifyArgs) -> Result<ExitCo
     )
     .await?;
     let failing = checks.iter().filter(|c| !c.is_verified()).count();
+    let not_served: Vec<NotServed<'_>> = checks
+        .iter()
+        .filter_map(|c| match &c.verdict {
+            Verdict::Verified => None,
+            Verdict::NotServing {
+                serving,
+                error,
+                since,
+            } => Some(NotServed {
+                target: &c.target,
+                address: c.address.as_deref(),
+                serving: serving.as_deref(),
+                error: error.as_deref(),
+                since: *since,
+            }),
+        })
+        .collect();
+    let findings = super::findings::after_verification(app, &cert, &not_served, !args.no_notify).await;
     write_records(
         format_or_default(args.format),
         &["target", "address", "verdict", "detail"],
@@ -93,9 +112,9 @@ pub async fn verify(app: &certpilot_app::App, args: VerifyArgs) -> Result<ExitCo
             cert.id,
             current.fingerprint
         );
-        return Ok(Exit::Attention.into());
+        return Ok(Exit::Attention.worst(findings).into());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(findings.into())
 }
 
 /// Handshakes with `cert`'s endpoints until each serves its current certificate or

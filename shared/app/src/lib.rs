@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certpilot_core::ports::{
-    CertificateStore, Clock, DeployTargets, FindingStore, IssuedSink, Issuer, SecretStore, Store,
+    CertificateStore, ChannelStore, Clock, DeployTargets, FindingStore, IssuedSink, Issuer, SecretStore, Store,
     SystemClock, WorkQueue,
 };
 use certpilot_core::services::deploy::{DeployService, DeploySettings};
@@ -38,6 +38,7 @@ pub struct App {
     store: Arc<dyn Store>,
     certificates: Arc<dyn CertificateStore>,
     findings: Arc<dyn FindingStore>,
+    channels: Arc<dyn ChannelStore>,
     secrets: Arc<dyn SecretStore>,
     #[cfg(feature = "aws")]
     aws: Arc<tokio::sync::OnceCell<aws_config::SdkConfig>>,
@@ -53,13 +54,14 @@ impl App {
     /// An app over `store` (the inventory, the certificates and the findings) and `secrets`.
     pub fn new<S>(store: Arc<S>, secrets: Arc<dyn SecretStore>) -> Self
     where
-        S: Store + CertificateStore + FindingStore + 'static,
+        S: Store + CertificateStore + FindingStore + ChannelStore + 'static,
     {
         App {
             clock: Arc::new(SystemClock),
             store: store.clone(),
             certificates: store.clone(),
-            findings: store,
+            findings: store.clone(),
+            channels: store,
             secrets,
             #[cfg(feature = "aws")]
             aws: Arc::default(),
@@ -85,6 +87,23 @@ impl App {
     /// The findings store.
     pub fn findings(&self) -> Arc<dyn FindingStore> {
         self.findings.clone()
+    }
+
+    /// Where channels are configured.
+    pub fn channels(&self) -> Arc<dyn ChannelStore> {
+        self.channels.clone()
+    }
+
+    /// A notifier for each configured channel, its secret read from the secret store. A
+    /// channel whose secret is gone refuses its messages with the reason (they stay
+    /// pending) rather than vanishing.
+    #[cfg(feature = "notify")]
+    pub async fn notifiers(
+        &self,
+    ) -> Result<Vec<Arc<dyn certpilot_core::ports::Notifier>>, certpilot_core::ports::StoreError>
+    {
+        let channels = self.channels.channels().await?;
+        Ok(certpilot_notify::notifiers(&channels, self.secrets.as_ref()).await)
     }
 
     /// The findings use case, judged by `policy`.
@@ -346,6 +365,10 @@ impl NoSecretStore {
 #[cfg(all(feature = "aws", not(feature = "aws-secrets")))]
 #[async_trait::async_trait]
 impl SecretStore for NoSecretStore {
+    async fn delete(&self, _: &str) -> Result<bool, certpilot_core::ports::SecretError> {
+        Err(Self::refuse())
+    }
+
     async fn put_pending(
         &self,
         _: &str,

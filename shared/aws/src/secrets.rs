@@ -147,6 +147,24 @@ impl SecretsManagerStore {
 
 #[async_trait]
 impl SecretStore for SecretsManagerStore {
+    async fn delete(&self, name: &str) -> Result<bool, SecretError> {
+        let id = self.id(name);
+        // No recovery window: a removed channel's webhook URL is gone at once, and its name
+        // can be used again (a secret scheduled for deletion blocks a new one of that name).
+        match self
+            .client
+            .delete_secret()
+            .secret_id(&id)
+            .force_delete_without_recovery(true)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(false),
+            Err(e) => Err(sdk_error("DeleteSecret", &id, e)),
+        }
+    }
+
     async fn put_pending(&self, name: &str, value: &SecretValue) -> Result<String, SecretError> {
         let id = self.id(name);
         let version = new_version_id()?;

@@ -100,6 +100,16 @@ impl FileSecretStore {
 
 #[async_trait]
 impl SecretStore for FileSecretStore {
+    async fn delete(&self, name: &str) -> Result<bool, SecretError> {
+        let dir = self.dir(name)?;
+        self.blocking(move || match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(&dir, e)),
+        })
+        .await
+    }
+
     async fn put_pending(&self, name: &str, value: &SecretValue) -> Result<String, SecretError> {
         let dir = self.dir(name)?;
         let value = value.clone();

@@ -46,6 +46,7 @@ macro_rules! secret_store_contract {
             missing_secrets_and_stages_read_as_none,
             promoting_an_unknown_version_is_not_found,
             text_and_binary_values_round_trip,
+            deleting_removes_every_version_and_the_name_can_be_used_again,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -354,6 +355,31 @@ pub async fn text_and_binary_values_round_trip<S: SecretStore>(s: Arc<S>) {
             .await
             .map(|(_, t)| t),
         Some(pem.to_owned())
+    );
+}
+
+pub async fn deleting_removes_every_version_and_the_name_can_be_used_again<S: SecretStore>(
+    s: Arc<S>,
+) {
+    let name = "certpilot/channels/payments";
+    let v1 = s.put_current(name, &value("one")).await.unwrap();
+    s.put_current(name, &value("two")).await.unwrap();
+    assert!(s.delete(name).await.unwrap());
+    assert!(s.get(name, &SecretVersion::Current).await.unwrap().is_none());
+    assert!(s.get(name, &SecretVersion::Previous).await.unwrap().is_none());
+    assert!(
+        s.get(name, &SecretVersion::Id(v1)).await.unwrap().is_none(),
+        "no old version lingers"
+    );
+    // Deleting again is no error (Secrets Manager deletes asynchronously and may not say
+    // whether it was still there).
+    s.delete(name).await.unwrap();
+    s.put_current(name, &value("three")).await.unwrap();
+    assert_eq!(
+        read(s.as_ref(), name, SecretVersion::Current)
+            .await
+            .map(|(_, t)| t),
+        Some("three".to_owned())
     );
 }
 

@@ -444,6 +444,64 @@ pub fn certificate_conditions(
     found
 }
 
+/// What one endpoint address serves instead of a certificate's current version, after a
+/// verification gave it the whole deadline to pick it up.
+#[derive(Clone, Debug)]
+pub struct NotServed<'a> {
+    /// The endpoint.
+    pub target: &'a str,
+    /// The address handshaken with.
+    pub address: Option<&'a str>,
+    /// The fingerprint served instead, when a handshake completed.
+    pub serving: Option<&'a str>,
+    /// Why no certificate was obtained, when none was.
+    pub error: Option<&'a str>,
+    /// Since when.
+    pub since: OffsetDateTime,
+}
+
+/// `not_serving` for an endpoint address of `cert` (a certificate verified at its endpoints
+/// rather than through a deployment): naming what it serves instead.
+pub fn endpoint_not_serving(
+    cert: &ManagedCertificate,
+    seen: &NotServed<'_>,
+    policy: &FindingsPolicy,
+) -> Condition {
+    let id = &cert.id;
+    let tags = &cert.spec.tags;
+    let expected = cert
+        .current
+        .as_ref()
+        .map(|c| c.serial.as_str())
+        .unwrap_or("?");
+    let instead = match (seen.serving, seen.error) {
+        (Some(other), _) => format!("serves {other} instead"),
+        (None, Some(error)) => format!("serves no certificate ({error})"),
+        (None, None) => "serves no certificate".into(),
+    };
+    Condition {
+        kind: FindingKind::NotServing,
+        subject: Subject::endpoint(seen.target, seen.address),
+        severity: policy.severity(FindingKind::NotServing, tags, Severity::Critical),
+        summary: format!("{} does not serve the current {id}", seen.target),
+        detail: format!(
+            "{} {instead} of serial {expected}, since {}",
+            seen.address.unwrap_or(seen.target),
+            date(seen.since)
+        ),
+        next_step: format!(
+            "find why it keeps the old certificate (a node not reloaded, another certificate in front), then `certpilot verify {id}`"
+        ),
+        tags: tags.clone(),
+        fact: seen
+            .serving
+            .or(seen.error)
+            .unwrap_or("none")
+            .to_owned(),
+        expires_at: cert.current.as_ref().map(|c| c.not_after),
+    }
+}
+
 /// `scan_stale` for an endpoint last scanned at `last` (never, when `None`, counted from
 /// `added`), when that is more than twice `interval` ago.
 pub fn stale_condition(

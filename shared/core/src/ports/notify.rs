@@ -16,7 +16,7 @@ pub struct Notification<'a> {
 }
 
 /// Why a channel did not accept a message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NotifyError {
     /// Try again later (an outage, a rate limit): the next run resends.
     #[error("{0}")]

@@ -92,4 +92,9 @@ pub trait SecretStore: Send + Sync {
         name: &str,
         version: &SecretVersion,
     ) -> Result<Option<(String, SecretValue)>, SecretError>;
+
+    /// Deletes `name` and every version of it, at once and for good (a removed channel's
+    /// webhook URL must not linger); whether there was one, as far as the backend says
+    /// (deleting a missing secret is no error).
+    async fn delete(&self, name: &str) -> Result<bool, SecretError>;
 }

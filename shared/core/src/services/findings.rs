@@ -11,7 +11,9 @@ use crate::model::observation::{Observation, Status};
 use crate::policy::findings::{
     Condition, FindingsPolicy, endpoint_conditions, notified, reconcile,
 };
-use crate::ports::{CertificateStore, Clock, FindingStore, Notification, Notifier, StoreError};
+use crate::ports::{
+    CertificateStore, Clock, FindingStore, Notification, Notifier, NotifyError, StoreError,
+};
 
 /// How long a sender holds a transition it is sending before another may take it over.
 pub const CLAIM: Duration = Duration::from_secs(5 * 60);
@@ -25,7 +27,7 @@ pub struct NotifyReport {
     /// (finding key, transition, channel) accepted.
     pub sent: Vec<(String, Transition, String)>,
     /// (finding key, channel, error) not accepted: retried on the next run.
-    pub failed: Vec<(String, String, String)>,
+    pub failed: Vec<(String, String, NotifyError)>,
     /// Findings another sender is sending now.
     pub busy: usize,
 }
@@ -159,6 +161,26 @@ impl FindingsService {
         self.record(&conditions, &scope).await
     }
 
+    /// Records what a verification of `cert` at its endpoints found: `not_serving` for each
+    /// endpoint address in `not_served`, resolved for the others of its endpoints.
+    pub async fn record_verification(
+        &self,
+        cert: &crate::model::certificate::ManagedCertificate,
+        not_served: &[crate::policy::findings::NotServed<'_>],
+    ) -> Result<Vec<Finding>, StoreError> {
+        let conditions: Vec<Condition> = not_served
+            .iter()
+            .map(|n| crate::policy::findings::endpoint_not_serving(cert, n, &self.policy))
+            .collect();
+        let endpoints: HashSet<String> = cert.spec.endpoints.iter().map(|t| t.to_string()).collect();
+        let scope = move |f: &Finding| {
+            f.kind == FindingKind::NotServing
+                && f.subject.kind == SubjectType::Endpoint
+                && endpoints.contains(&f.subject.id)
+        };
+        self.record(&conditions, &scope).await
+    }
+
     /// Acknowledges the finding `key` until `until`, for `reason`.
     pub async fn acknowledge(
         &self,
@@ -249,7 +271,7 @@ impl FindingsService {
                         failed = true;
                         report
                             .failed
-                            .push((claimed.key.clone(), name, e.to_string()));
+                            .push((claimed.key.clone(), name, e));
                     }
                 }
             }

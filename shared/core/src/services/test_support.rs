@@ -160,6 +160,14 @@ pub struct MemorySecrets(
 
 #[async_trait::async_trait]
 impl crate::ports::SecretStore for MemorySecrets {
+    async fn delete(&self, name: &str) -> Result<bool, crate::ports::SecretError> {
+        let mut all = self.0.lock().expect("lock");
+        let before = all.len();
+        all.retain(|(n, _, _)| n != name);
+        self.1.lock().expect("lock").remove(name);
+        Ok(all.len() != before)
+    }
+
     async fn put_pending(
         &self,
         name: &str,

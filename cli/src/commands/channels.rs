@@ -1,0 +1,209 @@
+//! `certpilot channels`: where findings are sent, and which each channel takes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use certpilot_app::App;
+use certpilot_core::model::channel::{Channel, ChannelKind, check_channel_name};
+use certpilot_core::model::finding::{FindingKind, Severity, Transition};
+use certpilot_core::parse_tag;
+use certpilot_core::ports::{Notification, SecretValue, StoreError};
+use serde_json::json;
+
+use crate::args::{ChannelAddArgs, ChannelsCommand};
+use crate::error::{CliError, usage};
+use crate::output::{format_or_default, write_records};
+
+/// Runs `certpilot channels …`.
+pub async fn channels(app: &App, cmd: ChannelsCommand) -> Result<ExitCode, CliError> {
+    match cmd {
+        ChannelsCommand::Add(args) => add(app, *args).await,
+        ChannelsCommand::List { format } => {
+            let all = app.channels().channels().await?;
+            if all.is_empty() {
+                eprintln!(
+                    "no channels: findings are only printed; `certpilot channels add` sends them to Slack or a webhook"
+                );
+            }
+            write_records(
+                format_or_default(format),
+                &["name", "type", "destination", "min_severity", "kinds", "match"],
+                all.iter().map(|c| {
+                    let kinds: Vec<&str> = c.kinds.iter().map(|k| k.as_str()).collect();
+                    let matches: Vec<String> =
+                        c.matches.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    (
+                        vec![
+                            c.name.clone(),
+                            c.kind.as_str().to_owned(),
+                            destination(c),
+                            c.min_severity.as_str().to_owned(),
+                            if kinds.is_empty() {
+                                "any".to_owned()
+                            } else {
+                                kinds.join(",")
+                            },
+                            matches.join(","),
+                        ],
+                        json!({
+                            "name": c.name,
+                            "type": c.kind.as_str(),
+                            "destination": destination(c),
+                            "min_severity": c.min_severity,
+                            "kinds": c.kinds,
+                            "match": c.matches,
+                        }),
+                    )
+                }),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ChannelsCommand::Remove { name } => {
+            let removed = app.channels().remove_channel(&name).await?;
+            let secret = Channel {
+                name: name.clone(),
+                kind: ChannelKind::Slack,
+                min_severity: Severity::Info,
+                kinds: vec![],
+                matches: BTreeMap::new(),
+            }
+            .secret_name();
+            // The secret goes too, even when the record was already gone (a half-done add).
+            app.secrets().delete(&secret).await?;
+            if !removed {
+                return Err(usage(format!(
+                    "no channel {name:?}; `certpilot channels list` shows them"
+                )));
+            }
+            eprintln!("removed channel {name} and its secret");
+            Ok(ExitCode::SUCCESS)
+        }
+        ChannelsCommand::Test { name } => test(app, &name).await,
+    }
+}
+
+/// What may be shown of where a channel posts: never a Slack URL (it is the secret), a
+/// webhook's scheme and host only.
+fn destination(c: &Channel) -> String {
+    match &c.kind {
+        ChannelKind::Slack => "Slack incoming webhook".into(),
+        ChannelKind::Webhook { url } => certpilot_notify::shown_url(url),
+    }
+}
+
+/// Reads a file holding a secret, trimmed; the error names the flag and the file.
+fn read_secret(flag: &str, path: &Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::File {
+        path: format!("{flag} {}", path.display()),
+        source,
+    })?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(usage(format!("{flag} {}: the file is empty", path.display())));
+    }
+    Ok(trimmed.to_owned())
+}
+
+async fn add(app: &App, args: ChannelAddArgs) -> Result<ExitCode, CliError> {
+    check_channel_name(&args.name).map_err(|e| usage(e.to_string()))?;
+    let min_severity = Severity::parse(&args.min_severity).ok_or_else(|| {
+        usage(format!(
+            "--min-severity {:?}: info, warning or critical",
+            args.min_severity
+        ))
+    })?;
+    let kinds = args
+        .kind
+        .iter()
+        .map(|k| {
+            FindingKind::parse(k).ok_or_else(|| {
+                let all: Vec<&str> = FindingKind::ALL.iter().map(|k| k.as_str()).collect();
+                usage(format!("--kind {k:?}: not a kind ({})", all.join(", ")))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let matches = args
+        .matches
+        .iter()
+        .map(|t| parse_tag(t).map_err(|e| usage(format!("--match {t:?}: {e}"))))
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    let (kind, flag, file) = match (&args.slack_webhook_file, &args.webhook, &args.secret_file) {
+        (Some(file), _, _) => (ChannelKind::Slack, "--slack-webhook-file", file),
+        (None, Some(url), Some(file)) => {
+            certpilot_notify::check_url(url).map_err(|e| usage(format!("--webhook {url:?}: {e}")))?;
+            (ChannelKind::Webhook { url: url.clone() }, "--secret-file", file)
+        }
+        _ => return Err(usage("give --slack-webhook-file, or --webhook with --secret-file")),
+    };
+    let secret = read_secret(flag, file)?;
+    certpilot_notify::check_secret(&kind, &secret)
+        .map_err(|e| usage(format!("{flag} {}: {e}", file.display())))?;
+    let channel = Channel {
+        name: args.name.clone(),
+        kind,
+        min_severity,
+        kinds,
+        matches,
+    };
+    let exists = || {
+        usage(format!(
+            "channel {:?} exists; `certpilot channels remove {}` first to replace it",
+            channel.name, channel.name
+        ))
+    };
+    if app
+        .channels()
+        .channels()
+        .await?
+        .iter()
+        .any(|c| c.name == channel.name)
+    {
+        return Err(exists());
+    }
+    // The secret first: a channel record never exists without what it needs to send.
+    app.secrets()
+        .put_current(&channel.secret_name(), &SecretValue::new(secret.into_bytes()))
+        .await?;
+    match app.channels().add_channel(&channel).await {
+        Ok(()) => {}
+        Err(StoreError::AlreadyExists { .. }) => return Err(exists()),
+        Err(e) => return Err(e.into()),
+    }
+    eprintln!(
+        "added channel {} ({}); `certpilot channels test {}` sends a sample",
+        channel.name,
+        destination(&channel),
+        channel.name
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn test(app: &App, name: &str) -> Result<ExitCode, CliError> {
+    let channel = app
+        .channels()
+        .channels()
+        .await?
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| usage(format!("no channel {name:?}; `certpilot channels list` shows them")))?;
+    let notifiers = app.notifiers().await?;
+    let notifier = notifiers
+        .iter()
+        .find(|n| n.name() == name)
+        .ok_or_else(|| usage(format!("no channel {name:?}")))?;
+    let now = app.clock().now();
+    let sample = certpilot_notify::sample(&channel, now);
+    let message = Notification {
+        transition: Transition::Opened,
+        finding: &sample,
+        now,
+    };
+    match notifier.notify(message).await {
+        Ok(()) => {
+            eprintln!("channel {name} took the sample message");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(CliError::Notify(e)),
+    }
+}
