@@ -278,6 +278,20 @@ async fn verify_reports_an_endpoint_still_serving_the_old_certificate_and_then_t
         .unwrap()
         .to_owned();
     let resolve = format!("shop.certpilot.test:{port}:127.0.0.1");
+    // Alerts go to Slack too.
+    let slack = certpilot_testkit::slack::MockSlack::start().await;
+    std::fs::write(env.path("slack-url"), slack.url()).unwrap();
+    let hook_file = env.path("slack-url").display().to_string();
+    let added = env
+        .run(&[
+            "channels",
+            "add",
+            "oncall",
+            "--slack-webhook-file",
+            &hook_file,
+        ])
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
 
     // The outage: the renewal succeeded, but the endpoint still serves the old certificate.
     let old = Ca::new("Old CA").leaf(&["shop.certpilot.test"]).build();
@@ -306,6 +320,30 @@ async fn verify_reports_an_endpoint_still_serving_the_old_certificate_and_then_t
     assert_eq!(rows[0]["expected"], fingerprint.as_str());
     assert!(rows[0]["since"].is_string());
     assert!(stderr(&out).contains("do not serve shop.certpilot.test"));
+    // One critical not_serving finding for the address, on Slack once, naming what is served.
+    let said = slack.messages();
+    assert_eq!(said.len(), 1, "{said:?}");
+    let text = said[0].to_string();
+    assert!(
+        said[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("New critical: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("not serving") && text.contains(&old.fingerprint()),
+        "{text}"
+    );
+    let listed = env
+        .run(&["findings", "--kind", "not_serving", "--format", "json"])
+        .await;
+    let found = json_lines(&listed);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        found[0]["subject"]["address"],
+        format!("127.0.0.1:{port}").as_str()
+    );
     drop(stale);
     // The old server's listener closes once its task is gone.
     for _ in 0..100 {
@@ -334,6 +372,13 @@ async fn verify_reports_an_endpoint_still_serving_the_old_certificate_and_then_t
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json_lines(&out)[0]["verdict"], "verified");
+    let said = slack.messages();
+    assert_eq!(said.len(), 2, "the fix, said once: {said:?}");
+    assert!(
+        said[1]["text"].as_str().unwrap().starts_with("Resolved: "),
+        "{}",
+        said[1]
+    );
     // What verify saw is in the inventory.
     let inventory = env.run(&["inventory", "--format", "json"]).await;
     let seen = json_lines(&inventory);

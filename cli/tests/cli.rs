@@ -715,3 +715,274 @@ async fn a_scan_opens_an_expiring_finding_once_and_resolves_it_after_the_renewal
     let all = env.run(&["findings", "--all", "--format", "json"]).await;
     assert_eq!(json_lines(&all)[0]["state"], "resolved");
 }
+
+/// Alerts to Slack and to a signed webhook, from the CLI on the embedded store: an expiring
+/// endpoint makes exactly one alert per channel that wants it (routed by owner), a second
+/// run none, a reminder once the interval has passed, a 429 is waited out, and the fix one
+/// "resolved". Secrets are never printed, and go with their channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_slack_and_webhooks_once_routed_by_owner_reminded_and_resolved() {
+    use certpilot_core::ports::FindingStore;
+    use certpilot_testkit::slack::MockSlack;
+    use certpilot_testkit::webhook_receiver::WebhookReceiver;
+    let ca = Ca::new("Alerts CA");
+    let env = Env::new(&ca);
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let slack = MockSlack::start().await;
+    let search_slack = MockSlack::start().await;
+    let receiver = WebhookReceiver::start().await;
+    std::fs::write(env.path("payments-slack"), format!("{}\n", slack.url())).unwrap();
+    std::fs::write(env.path("search-slack"), search_slack.url()).unwrap();
+    std::fs::write(env.path("hook-secret"), &receiver.secret).unwrap();
+    let file = |n: &str| env.path(n).display().to_string();
+
+    let add = |args: Vec<String>| {
+        let env = &env;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            env.run(&args).await
+        }
+    };
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    let out = add(s(&[
+        "channels",
+        "add",
+        "payments",
+        "--slack-webhook-file",
+        &file("payments-slack"),
+        "--match",
+        "owner=payments",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains(&slack.url()),
+        "the URL is the secret"
+    );
+    let out = add(s(&[
+        "channels",
+        "add",
+        "search",
+        "--slack-webhook-file",
+        &file("search-slack"),
+        "--match",
+        "owner=search",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = add(s(&[
+        "channels",
+        "add",
+        "router",
+        "--webhook",
+        &receiver.url(),
+        "--secret-file",
+        &file("hook-secret"),
+        "--min-severity",
+        "critical",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Refusals name the input and what is wrong; nothing is stored.
+    std::fs::write(env.path("not-a-url"), "hooks.slack.com/services/x").unwrap();
+    let bad = add(s(&[
+        "channels",
+        "add",
+        "bad",
+        "--slack-webhook-file",
+        &file("not-a-url"),
+    ]))
+    .await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("--slack-webhook-file") && stderr(&bad).contains("not a URL"),
+        "{}",
+        stderr(&bad)
+    );
+    std::fs::write(env.path("short-secret"), "whsec_c2hvcnQ=").unwrap();
+    let bad = add(s(&[
+        "channels",
+        "add",
+        "bad",
+        "--webhook",
+        &receiver.url(),
+        "--secret-file",
+        &file("short-secret"),
+    ]))
+    .await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("holds 5 bytes"), "{}", stderr(&bad));
+    assert!(
+        !stderr(&bad).contains("c2hvcnQ"),
+        "the secret is not echoed"
+    );
+    let dup = add(s(&[
+        "channels",
+        "add",
+        "payments",
+        "--slack-webhook-file",
+        &file("search-slack"),
+    ]))
+    .await;
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(
+        stderr(&dup).contains("channel \"payments\" exists"),
+        "{}",
+        stderr(&dup)
+    );
+    let plain = add(s(&[
+        "channels",
+        "add",
+        "bad",
+        "--webhook",
+        "http://hooks.example/x",
+        "--secret-file",
+        &file("hook-secret"),
+    ]))
+    .await;
+    assert_eq!(plain.status.code(), Some(1));
+    assert!(stderr(&plain).contains("plain HTTP"), "{}", stderr(&plain));
+
+    let listed = env.run(&["channels", "list", "--format", "json"]).await;
+    let rows = json_lines(&listed);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[0]["name"], "payments");
+    assert_eq!(rows[0]["destination"], "Slack incoming webhook");
+    assert_eq!(rows[0]["match"]["owner"], "payments");
+    let printed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        !printed.contains("/services/")
+            && !printed.contains("/hooks/certpilot")
+            && !printed.contains("whsec_"),
+        "{printed}"
+    );
+
+    // channels test: a sample through the channel, marked as a test.
+    let tested = env.run(&["channels", "test", "payments"]).await;
+    assert!(tested.status.success(), "{}", stderr(&tested));
+    assert_eq!(slack.messages().len(), 1);
+    assert!(
+        slack.messages()[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Test from certpilot")
+    );
+
+    // An endpoint of the payments team whose certificate expires in five days: critical.
+    let old = ca.leaf(&["localhost"]).expiring_in_days(5).build();
+    let server = servers::Swappable::start().await;
+    server.serve(&old);
+    let target = format!("localhost:{}", server.server().port());
+    let registered = env
+        .run(&[
+            "endpoints",
+            "add",
+            &target,
+            "owner=payments",
+            "environment=prod",
+        ])
+        .await;
+    assert!(registered.status.success(), "{}", stderr(&registered));
+    slack.rate_limit(1, 1);
+    let (_, first) = env.scan_json(&[]).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    let said = slack.messages();
+    assert_eq!(said.len(), 2, "one alert after the test message: {said:?}");
+    assert_eq!(
+        slack.early_retries(),
+        0,
+        "the 429's Retry-After was honoured"
+    );
+    let alert = &said[1];
+    assert!(
+        alert["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("New critical: "),
+        "{alert}"
+    );
+    let shown = alert.to_string();
+    assert!(
+        shown.contains(&target) && shown.contains("days left") && shown.contains("payments"),
+        "{shown}"
+    );
+    assert!(
+        search_slack.messages().is_empty(),
+        "another owner's channel hears nothing"
+    );
+    let hooks = receiver.deliveries();
+    assert_eq!(hooks.len(), 1, "{:?}", receiver.refusals());
+    assert_eq!(hooks[0].body["type"], "finding.opened");
+    assert_eq!(
+        hooks[0].body["data"]["finding"]["subject"]["id"],
+        target.as_str()
+    );
+
+    // The same facts again: nothing is sent.
+    let (_, again) = env.scan_json(&[]).await;
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(slack.messages().len(), 2);
+    assert_eq!(receiver.deliveries().len(), 1);
+
+    // A day later (the store's clock moved back a day): one reminder.
+    let store = certpilot_sqlite::SqliteStore::open(env.path("inventory.db")).unwrap();
+    let key = hooks[0].body["data"]["finding"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut f = store.finding(&key).await.unwrap().unwrap();
+    let day = time::Duration::hours(25);
+    f.notified_at = f.notified_at.map(|t| t - day);
+    f.opened_at -= day;
+    store.put_finding(&f).await.unwrap();
+    drop(store);
+    let (_, later) = env.scan_json(&[]).await;
+    assert!(later.status.success(), "{}", stderr(&later));
+    let said = slack.messages();
+    assert_eq!(said.len(), 3, "{said:?}");
+    assert!(
+        said[2]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Still open critical: "),
+        "{}",
+        said[2]
+    );
+    assert_eq!(receiver.deliveries()[1].body["type"], "finding.reminded");
+
+    // Slack is down for the fix: the run says so (exit 75) and the next run sends it.
+    server.serve(&ca.leaf(&["localhost"]).build());
+    slack.fail(3);
+    let (_, fixed) = env.scan_json(&[]).await;
+    assert_eq!(fixed.status.code(), Some(75), "{}", stderr(&fixed));
+    assert!(
+        stderr(&fixed).contains("payments did not take"),
+        "{}",
+        stderr(&fixed)
+    );
+    assert_eq!(receiver.deliveries().len(), 3, "the webhook took it");
+    let (_, next) = env.scan_json(&[]).await;
+    assert!(next.status.success(), "{}", stderr(&next));
+    let said = slack.messages();
+    assert_eq!(said.len(), 4, "{said:?}");
+    assert!(
+        said[3]["text"].as_str().unwrap().starts_with("Resolved: "),
+        "{}",
+        said[3]
+    );
+    assert_eq!(
+        receiver.deliveries().len(),
+        3,
+        "the webhook is not told twice"
+    );
+
+    // Removing a channel deletes its secret.
+    let removed = env.run(&["channels", "remove", "payments"]).await;
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    let secrets = env.path("secrets").join("certpilot/channels/payments");
+    assert!(!secrets.exists(), "{} is left", secrets.display());
+    let again = env.run(&["channels", "remove", "payments"]).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("no channel \"payments\""));
+}

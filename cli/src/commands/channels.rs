@@ -28,7 +28,14 @@ pub async fn channels(app: &App, cmd: ChannelsCommand) -> Result<ExitCode, CliEr
             }
             write_records(
                 format_or_default(format),
-                &["name", "type", "destination", "min_severity", "kinds", "match"],
+                &[
+                    "name",
+                    "type",
+                    "destination",
+                    "min_severity",
+                    "kinds",
+                    "match",
+                ],
                 all.iter().map(|c| {
                     let kinds: Vec<&str> = c.kinds.iter().map(|k| k.as_str()).collect();
                     let matches: Vec<String> =
@@ -100,7 +107,10 @@ fn read_secret(flag: &str, path: &Path) -> Result<String, CliError> {
     })?;
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err(usage(format!("{flag} {}: the file is empty", path.display())));
+        return Err(usage(format!(
+            "{flag} {}: the file is empty",
+            path.display()
+        )));
     }
     Ok(trimmed.to_owned())
 }
@@ -131,10 +141,19 @@ async fn add(app: &App, args: ChannelAddArgs) -> Result<ExitCode, CliError> {
     let (kind, flag, file) = match (&args.slack_webhook_file, &args.webhook, &args.secret_file) {
         (Some(file), _, _) => (ChannelKind::Slack, "--slack-webhook-file", file),
         (None, Some(url), Some(file)) => {
-            certpilot_notify::check_url(url).map_err(|e| usage(format!("--webhook {url:?}: {e}")))?;
-            (ChannelKind::Webhook { url: url.clone() }, "--secret-file", file)
+            certpilot_notify::check_url(url)
+                .map_err(|e| usage(format!("--webhook {url:?}: {e}")))?;
+            (
+                ChannelKind::Webhook { url: url.clone() },
+                "--secret-file",
+                file,
+            )
         }
-        _ => return Err(usage("give --slack-webhook-file, or --webhook with --secret-file")),
+        _ => {
+            return Err(usage(
+                "give --slack-webhook-file, or --webhook with --secret-file",
+            ));
+        }
     };
     let secret = read_secret(flag, file)?;
     certpilot_notify::check_secret(&kind, &secret)
@@ -163,7 +182,10 @@ async fn add(app: &App, args: ChannelAddArgs) -> Result<ExitCode, CliError> {
     }
     // The secret first: a channel record never exists without what it needs to send.
     app.secrets()
-        .put_current(&channel.secret_name(), &SecretValue::new(secret.into_bytes()))
+        .put_current(
+            &channel.secret_name(),
+            &SecretValue::new(secret.into_bytes()),
+        )
         .await?;
     match app.channels().add_channel(&channel).await {
         Ok(()) => {}
@@ -186,7 +208,11 @@ async fn test(app: &App, name: &str) -> Result<ExitCode, CliError> {
         .await?
         .into_iter()
         .find(|c| c.name == name)
-        .ok_or_else(|| usage(format!("no channel {name:?}; `certpilot channels list` shows them")))?;
+        .ok_or_else(|| {
+            usage(format!(
+                "no channel {name:?}; `certpilot channels list` shows them"
+            ))
+        })?;
     let notifiers = app.notifiers().await?;
     let notifier = notifiers
         .iter()

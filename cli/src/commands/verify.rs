@@ -63,7 +63,8 @@ pub async fn verify(app: &certpilot_app::App, args: VerifyArgs) -> Result<ExitCo
             }),
         })
         .collect();
-    let findings = super::findings::after_verification(app, &cert, &not_served, !args.no_notify).await;
+    let findings =
+        super::findings::after_verification(app, &cert, &not_served, !args.no_notify).await;
     write_records(
         format_or_default(args.format),
         &["target", "address", "verdict", "detail"],

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certpilot_core::ports::{
-    CertificateStore, ChannelStore, Clock, DeployTargets, FindingStore, IssuedSink, Issuer, SecretStore, Store,
-    SystemClock, WorkQueue,
+    CertificateStore, ChannelStore, Clock, DeployTargets, FindingStore, IssuedSink, Issuer,
+    SecretStore, Store, SystemClock, WorkQueue,
 };
 use certpilot_core::services::deploy::{DeployService, DeploySettings};
 use certpilot_core::services::lease::Leases;

@@ -131,32 +131,6 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_must_be_https_or_loopback_and_carry_no_credentials() {
-        assert!(check_url("https://hooks.slack.com/services/T0/B0/x").is_ok());
-        assert!(check_url("http://127.0.0.1:8080/hook").is_ok());
-        assert!(check_url("http://[::1]:8080/hook").is_ok());
-        assert!(check_url("http://localhost/hook").is_ok());
-        for (bad, why) in [
-            ("http://hooks.example/x", "plain HTTP"),
-            ("ftp://hooks.example/x", "scheme"),
-            ("https://user:pw@hooks.example/x", "credentials"),
-            ("hooks.example/x", "not a URL"),
-        ] {
-            let e = check_url(bad).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
-        assert_eq!(
-            shown_url("https://hooks.slack.com/services/T0/B0/secret"),
-            "https://hooks.slack.com/…"
-        );
-    }
-}
-
 /// What a channel makes of an answer.
 pub(crate) enum Verdict {
     /// Accepted.
@@ -214,4 +188,30 @@ where
     Err(NotifyError::Unavailable(format!(
         "{last} ({ATTEMPTS} attempts; the next run sends it again)"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_must_be_https_or_loopback_and_carry_no_credentials() {
+        assert!(check_url("https://hooks.slack.com/services/T0/B0/x").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/hook").is_ok());
+        assert!(check_url("http://[::1]:8080/hook").is_ok());
+        assert!(check_url("http://localhost/hook").is_ok());
+        for (bad, why) in [
+            ("http://hooks.example/x", "plain HTTP"),
+            ("ftp://hooks.example/x", "scheme"),
+            ("https://user:pw@hooks.example/x", "credentials"),
+            ("hooks.example/x", "not a URL"),
+        ] {
+            let e = check_url(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert_eq!(
+            shown_url("https://hooks.slack.com/services/T0/B0/secret"),
+            "https://hooks.slack.com/…"
+        );
+    }
 }

@@ -3,6 +3,8 @@
 //! (`ok`, plain-text errors, 429 with `Retry-After`, 5xx), and Standard Webhooks signatures
 //! checked by an independent receiver.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -365,8 +365,18 @@ pub async fn deleting_removes_every_version_and_the_name_can_be_used_again<S: Se
     let v1 = s.put_current(name, &value("one")).await.unwrap();
     s.put_current(name, &value("two")).await.unwrap();
     assert!(s.delete(name).await.unwrap());
-    assert!(s.get(name, &SecretVersion::Current).await.unwrap().is_none());
-    assert!(s.get(name, &SecretVersion::Previous).await.unwrap().is_none());
+    assert!(
+        s.get(name, &SecretVersion::Current)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.get(name, &SecretVersion::Previous)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(
         s.get(name, &SecretVersion::Id(v1)).await.unwrap().is_none(),
         "no old version lingers"

@@ -493,11 +493,7 @@ pub fn endpoint_not_serving(
             "find why it keeps the old certificate (a node not reloaded, another certificate in front), then `certpilot verify {id}`"
         ),
         tags: tags.clone(),
-        fact: seen
-            .serving
-            .or(seen.error)
-            .unwrap_or("none")
-            .to_owned(),
+        fact: seen.serving.or(seen.error).unwrap_or("none").to_owned(),
         expires_at: cert.current.as_ref().map(|c| c.not_after),
     }
 }

@@ -172,7 +172,8 @@ impl FindingsService {
             .iter()
             .map(|n| crate::policy::findings::endpoint_not_serving(cert, n, &self.policy))
             .collect();
-        let endpoints: HashSet<String> = cert.spec.endpoints.iter().map(|t| t.to_string()).collect();
+        let endpoints: HashSet<String> =
+            cert.spec.endpoints.iter().map(|t| t.to_string()).collect();
         let scope = move |f: &Finding| {
             f.kind == FindingKind::NotServing
                 && f.subject.kind == SubjectType::Endpoint
@@ -269,9 +270,7 @@ impl FindingsService {
                     }
                     Err(e) => {
                         failed = true;
-                        report
-                            .failed
-                            .push((claimed.key.clone(), name, e));
+                        report.failed.push((claimed.key.clone(), name, e));
                     }
                 }
             }
