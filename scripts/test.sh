@@ -5,6 +5,7 @@
 #   - Pebble >= 2.5 (ACME test server with ARI and profiles) from Debian unstable, pinned at
 #     low priority so nothing else on the machine is upgraded from it
 #   - Knot DNS from Debian (the RFC 2136 server of the DNS-01 tests)
+#   - Prometheus from Debian, for `promtool` (parses `certpilot metrics`, runs the rule tests)
 # then checks formatting and lints, and runs the whole Rust test suite.
 #
 # Environment: CERTPILOT_TEST_ENV (default ./.test-env) holds the virtualenv;
@@ -81,9 +82,21 @@ ensure_knot() {
     apt_install --no-install-recommends knot
 }
 
+# promtool: the real parser of the Prometheus text `certpilot metrics` writes, and the rule
+# unit tests that run the seeds' expiry rule over it.
+ensure_promtool() {
+    if command -v promtool >/dev/null 2>&1; then
+        return
+    fi
+    say "installing prometheus (for promtool) from Debian"
+    apt_install --no-install-recommends prometheus
+}
+
 ensure_python_tools
 ensure_pebble
 ensure_knot
+ensure_promtool
+export CERTPILOT_PROMTOOL="$(command -v promtool)"
 export CERTPILOT_KNOTD="$(command -v knotd || echo /usr/sbin/knotd)"
 export CERTPILOT_MOTO_SERVER="$TEST_ENV/venv/bin/moto_server"
 export CERTPILOT_CARGO_LAMBDA="$TEST_ENV/venv/bin/cargo-lambda"

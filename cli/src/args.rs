@@ -74,10 +74,38 @@ pub enum Command {
     /// Per owner: open findings, and what expires soon (served certificates and managed ones).
     #[command(after_help = EXIT_CODES)]
     Digest(DigestArgs),
+    /// The estate as metrics: Prometheus text (ssl_exporter's names, so its rules work) or
+    /// CloudWatch EMF; to stdout or atomically to a file for node_exporter's textfile
+    /// collector.
+    #[command(after_help = EXIT_CODES)]
+    Metrics(MetricsArgs),
     /// Where findings are sent (Slack, signed webhooks) and which each takes: add, list,
     /// remove, test.
     #[command(subcommand, after_help = EXIT_CODES)]
     Channels(ChannelsCommand),
+}
+
+/// `certpilot metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// `prometheus` (text exposition 0.0.4) or `emf` (CloudWatch Embedded Metric Format,
+    /// one JSON object per line).
+    #[arg(long, value_enum, default_value = "prometheus")]
+    pub format: MetricsFormat,
+
+    /// Write to this file atomically (a temporary file renamed over it), for node_exporter's
+    /// textfile collector (which reads `*.prom`), instead of stdout.
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<PathBuf>,
+}
+
+/// Metrics formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricsFormat {
+    /// Prometheus text exposition.
+    Prometheus,
+    /// CloudWatch Embedded Metric Format.
+    Emf,
 }
 
 /// `certpilot channels`.

@@ -93,6 +93,7 @@ impl Access {
             | Command::Certificates(CertificatesCommand::Add(_)) => Access::Create,
             Command::Findings(FindingsArgs { action: None, .. })
             | Command::Digest(_)
+            | Command::Metrics(_)
             | Command::Channels(ChannelsCommand::List { .. } | ChannelsCommand::Test { .. }) => {
                 Access::Read
             }

@@ -986,3 +986,179 @@ async fn alerts_reach_slack_and_webhooks_once_routed_by_owner_reminded_and_resol
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("no channel \"payments\""));
 }
+
+/// `certpilot metrics`: Prometheus text that promtool parses, with ssl_exporter's names and
+/// labels, over which the seeds' own rule `(ssl_cert_not_after - time()) / 86400 < 30`
+/// fires for the endpoint that expires in 10 days and not for the one with 60; EMF lines
+/// with millisecond timestamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_ssl_exporter_compatible_and_the_seed_rule_fires_on_them() {
+    let ca = Ca::new("Metrics CA");
+    let env = Env::new(&ca);
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let soon = servers::tls_default(&ca.leaf(&["localhost"]).expiring_in_days(10).build()).await;
+    let later = servers::tls_default(
+        &ca.leaf(&["localhost", "127.0.0.1"])
+            .expiring_in_days(60)
+            .build(),
+    )
+    .await;
+    let (rows, out) = env.scan_json(&[&soon.target(), &later.target()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(rows.len(), 2);
+
+    let file = env.path("textfile/certpilot.prom");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let written = env
+        .run(&["metrics", "--textfile", &file.display().to_string()])
+        .await;
+    assert!(written.status.success(), "{}", stderr(&written));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file left: {leftovers:?}");
+
+    let promtool = certpilot_testkit::procs::locate("CERTPILOT_PROMTOOL", "promtool");
+    let checked = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // ssl_exporter's labels and formats.
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ssl_cert_not_after{"))
+        .collect();
+    assert_eq!(series.len(), 2, "{text}");
+    let soon_line = series
+        .iter()
+        .find(|l| l.contains(&format!("instance=\"{}\"", soon.target())))
+        .unwrap();
+    assert!(
+        soon_line.contains("dnsnames=\",localhost,\""),
+        "{soon_line}"
+    );
+    assert!(
+        soon_line.contains("issuer_cn=\"Metrics CA\""),
+        "{soon_line}"
+    );
+    let later_line = series
+        .iter()
+        .find(|l| l.contains(&format!("instance=\"{}\"", later.target())))
+        .unwrap();
+    assert!(later_line.contains("ips=\",127.0.0.1,\""), "{later_line}");
+    let serial = |l: &str| {
+        let start = l.find("serial_no=\"").unwrap() + 11;
+        l[start..].split('"').next().unwrap().to_owned()
+    };
+    assert!(
+        serial(soon_line).chars().all(|c| c.is_ascii_digit()),
+        "decimal: {soon_line}"
+    );
+    assert!(text.contains(&format!(
+        "ssl_probe_success{{instance=\"{}\"",
+        soon.target()
+    )));
+    assert!(
+        text.contains(
+            "certpilot_finding_open{kind=\"expiring\",severity=\"warning\",owner=\"\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("certpilot_scan_last_run_timestamp_seconds "),
+        "{text}"
+    );
+
+    // The seeds' rule, unchanged, over these very series at this very time.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // Label pairs of one exposition line, read as the format says (values quoted, `\"`
+    // escaped), as a YAML flow map.
+    let yaml_labels = |line: &str| {
+        let inner = &line[line.find('{').unwrap() + 1..line.rfind('}').unwrap()];
+        let mut pairs = Vec::new();
+        let mut rest = inner;
+        while let Some((key, after)) = rest.split_once("=\"") {
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let mut end = after.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            // An empty label is no label to Prometheus.
+            if !value.is_empty() {
+                pairs.push(format!("{}: '{value}'", key.trim_start_matches(',')));
+            }
+            rest = &after[end..];
+        }
+        pairs.join(", ")
+    };
+    // promtool's clock starts at 0 and evaluates every interval up to eval_time: the
+    // series are moved back in time with it (by now - 10 minutes), so at eval_time 10m
+    // `ssl_cert_not_after - time()` is what it is now.
+    let shift = now - 600;
+    let series_yaml: String = series
+        .iter()
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            let value: i64 = value.parse().unwrap();
+            format!(
+                "      - series: '{name}'\n        values: '{}+0x10'\n",
+                value - shift
+            )
+        })
+        .collect();
+    std::fs::write(
+        env.path("rules.yml"),
+        "groups:\n  - name: certificates\n    rules:\n      - alert: CertificateExpiresSoon\n        expr: (ssl_cert_not_after - time()) / 86400 < 30\n",
+    )
+    .unwrap();
+    std::fs::write(
+        env.path("rules_test.yml"),
+        format!(
+            "rule_files: [rules.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series_yaml}    alert_rule_test:\n      - eval_time: 10m\n        alertname: CertificateExpiresSoon\n        exp_alerts:\n          - exp_labels: {{{}}}\n",
+            yaml_labels(soon_line)
+        ),
+    )
+    .unwrap();
+    let tested = std::process::Command::new(&promtool)
+        .args(["test", "rules", "rules_test.yml"])
+        .current_dir(env.path(""))
+        .output()
+        .unwrap();
+    assert!(
+        tested.status.success(),
+        "promtool test rules: {}{}",
+        String::from_utf8_lossy(&tested.stdout),
+        String::from_utf8_lossy(&tested.stderr)
+    );
+
+    let emf = env.run(&["metrics", "--format", "emf"]).await;
+    assert!(emf.status.success(), "{}", stderr(&emf));
+    let lines = json_lines(&emf);
+    assert!(lines.len() >= 2 + 3, "{lines:?}");
+    let first = &lines[0];
+    let ms = first["_aws"]["Timestamp"].as_i64().unwrap();
+    assert!((ms / 1000 - now).abs() < 600, "milliseconds: {ms}");
+    assert_eq!(
+        first["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "certpilot"
+    );
+    assert!(first["DaysToExpiry"].as_f64().is_some(), "{first}");
+}

@@ -13,6 +13,7 @@ mod deploy;
 mod endpoints;
 mod findings;
 mod inventory;
+mod metrics;
 mod renew;
 mod scan;
 mod verify;
@@ -69,5 +70,6 @@ pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, C
         Command::Findings(args) => findings::findings(&app, args).await,
         Command::Digest(args) => findings::digest(&app, args).await,
         Command::Channels(cmd) => channels::channels(&app, cmd).await,
+        Command::Metrics(args) => metrics::metrics(&app, args).await,
     }
 }

@@ -6,6 +6,7 @@ pub mod deploy;
 pub mod endpoints;
 pub mod findings;
 pub mod lease;
+pub mod metrics;
 pub mod renew;
 pub mod scan;
 pub mod scheduled;
