@@ -1162,3 +1162,61 @@ async fn metrics_are_ssl_exporter_compatible_and_the_seed_rule_fires_on_them() {
     );
     assert!(first["DaysToExpiry"].as_f64().is_some(), "{first}");
 }
+
+/// An endpoint that refuses connections is `unreachable` at the third failed scan in a row
+/// (not before: one blip pages no one), said once with the error kind, and resolved when it
+/// serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_three_scans_in_a_row_is_unreachable_until_it_serves_again() {
+    let ca = Ca::new("Unreachable CA");
+    let env = Env::new(&ca);
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let port = certpilot_testkit::procs::free_port();
+    let target = format!("127.0.0.1:{port}");
+    for scan in 1..=2 {
+        let (_, out) = env.scan_json(&[&target]).await;
+        assert!(
+            !stderr(&out).contains("unreachable"),
+            "scan {scan}: {}",
+            stderr(&out)
+        );
+    }
+    let (_, third) = env.scan_json(&[&target]).await;
+    assert_eq!(
+        stderr(&third)
+            .matches("certpilot: opened warning unreachable:")
+            .count(),
+        1,
+        "{}",
+        stderr(&third)
+    );
+    let listed = json_lines(&env.run(&["findings", "--format", "json"]).await);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["kind"], "unreachable");
+    assert!(
+        listed[0]["summary"].as_str().unwrap().contains("(refused)"),
+        "{}",
+        listed[0]
+    );
+    assert!(
+        listed[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("3 scans in a row failed")
+    );
+    let (_, fourth) = env.scan_json(&[&target]).await;
+    assert!(
+        !stderr(&fourth).contains("unreachable"),
+        "said once: {}",
+        stderr(&fourth)
+    );
+
+    let _back = servers::tls_on_ports(&ca.leaf(&["127.0.0.1"]).build(), 1, [port]).await;
+    let (_, served) = env.scan_json(&[&target]).await;
+    assert!(
+        stderr(&served).contains("certpilot: resolved warning unreachable:"),
+        "{}",
+        stderr(&served)
+    );
+    assert!(json_lines(&env.run(&["findings", "--format", "json"]).await).is_empty());
+}

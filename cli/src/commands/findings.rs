@@ -156,9 +156,10 @@ pub(crate) async fn evaluate(
     app: &App,
     service: &FindingsService,
     evaluation: ScanEvaluation,
+    streaks: &std::collections::HashMap<(String, Option<String>), u32>,
     notify: bool,
 ) -> Exit {
-    if let Err(e) = evaluation.record(service).await {
+    if let Err(e) = evaluation.record(service, streaks).await {
         eprintln!("certpilot: recording findings: {e}");
         return Exit::of(&e);
     }

@@ -152,8 +152,11 @@ pub(super) async fn scan(
     progress.finish_and_clear();
     writer.finish()?;
     let mut exit = Exit::Done;
-    if let Some(r) = recorder {
+    let mut streaks = Default::default();
+    if let Some(mut r) = recorder {
         // Whatever was observed before an interrupt is still recorded.
+        r.flush().await;
+        streaks = r.failure_streaks().clone();
         match r.finish().await {
             Ok(recorded) => tracing::info!(recorded, "observations recorded"),
             Err(e) => {
@@ -163,7 +166,8 @@ pub(super) async fn scan(
         }
     }
     if let Some(e) = evaluation.filter(|_| !interrupted && exit == Exit::Done) {
-        exit = exit.worst(super::findings::evaluate(app, &findings, e, !args.no_notify).await);
+        exit = exit
+            .worst(super::findings::evaluate(app, &findings, e, &streaks, !args.no_notify).await);
     }
     if local > 0 {
         eprintln!(

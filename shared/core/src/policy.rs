@@ -150,11 +150,35 @@ pub fn is_material_change(previous: &Observation, current: &Observation) -> bool
 /// month; writing changes plus one refresh a day is at most 100,000 a day.
 pub const LAST_SEEN_REFRESH: time::Duration = time::Duration::DAY;
 
+/// The most failed scans in a row a store counts: enough for any `unreachable` threshold,
+/// and a bound on the writes an endpoint that stays down costs (one per scan until then,
+/// then one refresh a day like any unchanged row).
+pub const FAILURE_STREAK_CAP: u32 = 10;
+
+/// How many scans in a row of one (endpoint, address) have failed once `current` is
+/// recorded, given the latest recorded observation and its streak: 0 when it served, one
+/// more than before when it failed again (whatever the error), at most
+/// [`FAILURE_STREAK_CAP`]. A row stored before streaks were kept counts as one failure.
+pub fn failure_streak(previous: Option<(&Observation, u32)>, current: &Observation) -> u32 {
+    if current.status != Status::Error {
+        return 0;
+    }
+    match previous {
+        Some((p, n)) if p.status == Status::Error => {
+            n.max(1).saturating_add(1).min(FAILURE_STREAK_CAP)
+        }
+        _ => 1,
+    }
+}
+
 /// What a store writes for a new observation, given what it holds for that (endpoint, address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordDecision {
     /// Something changed (or nothing is known): append to history and replace the latest.
     Change,
+    /// It failed again as before: no history, but the latest row's failure streak (and
+    /// "last seen") go up, until [`FAILURE_STREAK_CAP`].
+    CountFailure,
     /// Nothing changed, but "last seen" is older than [`LAST_SEEN_REFRESH`]: refresh it.
     RefreshLastSeen,
     /// Nothing to write: unchanged and seen recently, or older than what is stored.
@@ -162,18 +186,20 @@ pub enum RecordDecision {
 }
 
 /// Decides what to write for `current`, given the latest recorded observation of the same
-/// (endpoint, address) and when it was last seen.
+/// (endpoint, address), when it was last seen, and its failure streak.
 pub fn record_decision(
-    latest: Option<(&Observation, OffsetDateTime)>,
+    latest: Option<(&Observation, OffsetDateTime, u32)>,
     current: &Observation,
 ) -> RecordDecision {
     match latest {
         None => RecordDecision::Change,
-        Some((previous, last_seen)) => {
+        Some((previous, last_seen, streak)) => {
             if current.scanned_at <= last_seen.max(previous.scanned_at) {
                 RecordDecision::Skip
             } else if is_material_change(previous, current) {
                 RecordDecision::Change
+            } else if failure_streak(Some((previous, streak)), current) > streak {
+                RecordDecision::CountFailure
             } else if current.scanned_at - last_seen >= LAST_SEEN_REFRESH {
                 RecordDecision::RefreshLastSeen
             } else {
@@ -510,8 +536,32 @@ mod tests {
             ),
         ];
         for (i, (latest, current, want)) in cases.into_iter().enumerate() {
+            // At the cap, a failing row is counted no further: only changes and refreshes.
+            let latest = latest.map(|(o, seen)| (o, seen, FAILURE_STREAK_CAP));
             assert_eq!(record_decision(latest, &current), want, "case {i}");
         }
+        // Below the cap, each failure in a row is counted (any error kind), and counting
+        // stops at the cap; a success ends the streak.
+        assert_eq!(
+            record_decision(Some((&first, at(0), 1)), &obs(1, ErrorKind::Refused)),
+            RecordDecision::CountFailure
+        );
+        assert_eq!(
+            failure_streak(Some((&first, 1)), &obs(1, ErrorKind::Refused)),
+            2
+        );
+        assert_eq!(
+            failure_streak(Some((&first, 0)), &obs(1, ErrorKind::Timeout)),
+            2
+        );
+        assert_eq!(
+            failure_streak(
+                Some((&first, FAILURE_STREAK_CAP)),
+                &obs(1, ErrorKind::Refused)
+            ),
+            FAILURE_STREAK_CAP
+        );
+        assert_eq!(failure_streak(None, &obs(1, ErrorKind::Refused)), 1);
     }
 
     #[test]

@@ -508,6 +508,9 @@ fn latest_state(item: &Item) -> Result<(Observation, LatestMeta), StoreError> {
         cert_first_seen: get_n(item, "cert_first_seen")?,
         last_changed: get_n(item, "last_changed")?.unwrap_or(0),
         last_seen: get_n(item, "last_seen")?.unwrap_or(0),
+        failures: get_n(item, "failures")?
+            .and_then(|f| u32::try_from(f).ok())
+            .unwrap_or(0),
     };
     Ok((obs, meta))
 }
@@ -522,6 +525,8 @@ struct LatestMeta {
     cert_first_seen: Option<i64>,
     last_changed: i64,
     last_seen: i64,
+    /// Failed scans in a row ([`policy::failure_streak`]).
+    failures: u32,
 }
 
 fn latest_item(obs: &Observation, meta: &LatestMeta) -> Result<Item, StoreError> {
@@ -535,6 +540,9 @@ fn latest_item(obs: &Observation, meta: &LatestMeta) -> Result<Item, StoreError>
     item.insert("scanned_at".into(), n(nanos(obs.scanned_at)));
     item.insert("last_changed".into(), n(meta.last_changed));
     item.insert("last_seen".into(), n(meta.last_seen));
+    if meta.failures > 0 {
+        item.insert("failures".into(), n(meta.failures));
+    }
     if let Some(c) = &meta.last_cert {
         item.insert("last_cert".into(), s(c));
     }
@@ -576,7 +584,7 @@ impl DynamoStore {
     fn plan_writes(
         observations: &[Observation],
         stored: &HashMap<(String, String), Item>,
-    ) -> Result<Vec<KeyWrites>, StoreError> {
+    ) -> Result<(Vec<KeyWrites>, HashMap<(String, String), u32>), StoreError> {
         let mut order: Vec<(String, String)> = Vec::new();
         let mut state: HashMap<(String, String), KeyState> = HashMap::new();
         let mut sorted: Vec<&Observation> = observations.iter().collect();
@@ -606,7 +614,11 @@ impl DynamoStore {
                 continue;
             };
             let at = nanos(obs.scanned_at);
-            let latest = current.as_ref().map(|(o, m)| (o, from_nanos(m.last_seen)));
+            let latest = current
+                .as_ref()
+                .map(|(o, m)| (o, from_nanos(m.last_seen), m.failures));
+            let streak =
+                policy::failure_streak(current.as_ref().map(|(o, m)| (o, m.failures)), obs);
             match policy::record_decision(latest, obs) {
                 RecordDecision::Skip => {}
                 RecordDecision::RefreshLastSeen => {
@@ -617,6 +629,18 @@ impl DynamoStore {
                         } else {
                             writes.refresh = Some((at, reference.unwrap_or(0)));
                         }
+                    }
+                }
+                RecordDecision::CountFailure => {
+                    if let Some((_, meta)) = current.as_ref() {
+                        let meta = LatestMeta {
+                            failures: streak,
+                            last_seen: at,
+                            ..meta.clone()
+                        };
+                        writes.latest = Some((latest_item(obs, &meta)?, *reference));
+                        writes.refresh = None;
+                        *current = Some((obs.clone(), meta));
                     }
                 }
                 RecordDecision::Change => {
@@ -630,6 +654,7 @@ impl DynamoStore {
                         cert_first_seen: lineage.first_seen,
                         last_changed: at,
                         last_seen: at,
+                        failures: streak,
                     };
                     writes.history.push(obs.clone());
                     writes.latest = Some((latest_item(obs, &meta)?, *reference));
@@ -638,10 +663,17 @@ impl DynamoStore {
                 }
             }
         }
-        Ok(order
+        let streaks = state
+            .iter()
+            .map(|(k, (current, _, _))| {
+                (k.clone(), current.as_ref().map_or(0, |(_, m)| m.failures))
+            })
+            .collect();
+        let writes = order
             .into_iter()
             .filter_map(|k| state.remove(&k).map(|(_, _, w)| w))
-            .collect())
+            .collect();
+        Ok((writes, streaks))
     }
 
     fn actions_for(&self, w: KeyWrites) -> Result<Vec<TransactWriteItem>, StoreError> {
@@ -941,7 +973,10 @@ impl ScheduleStore for DynamoStore {
 
 #[async_trait]
 impl ObservationStore for DynamoStore {
-    async fn record_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
+    async fn record_observations(
+        &self,
+        observations: &[Observation],
+    ) -> Result<Vec<u32>, StoreError> {
         for _attempt in 0..4 {
             let mut keys: Vec<(String, String)> = observations
                 .iter()
@@ -950,7 +985,7 @@ impl ObservationStore for DynamoStore {
             keys.sort();
             keys.dedup();
             let stored = self.latest_items(&keys).await?;
-            let plan = Self::plan_writes(observations, &stored)?;
+            let (plan, streaks) = Self::plan_writes(observations, &stored)?;
             let mut conflicted = false;
             let mut batch: Vec<TransactWriteItem> = Vec::new();
             let mut flushes: Vec<Vec<TransactWriteItem>> = Vec::new();
@@ -975,7 +1010,15 @@ impl ObservationStore for DynamoStore {
                 }
             }
             if !conflicted {
-                return Ok(());
+                return Ok(observations
+                    .iter()
+                    .map(|o| {
+                        streaks
+                            .get(&(o.target.clone(), o.address_key().to_owned()))
+                            .copied()
+                            .unwrap_or(0)
+                    })
+                    .collect());
             }
         }
         Err(StoreError::Unavailable(format!(
@@ -1014,6 +1057,7 @@ impl ObservationStore for DynamoStore {
                     .and(meta.cert_first_seen.map(from_nanos)),
                 last_changed: from_nanos(meta.last_changed),
                 last_seen: from_nanos(meta.last_seen),
+                failures: meta.failures,
                 observation,
             });
         }

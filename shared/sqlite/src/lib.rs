@@ -31,7 +31,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 
 /// The schema version this code writes; older files are migrated on open.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1 had no scheduling and no "last seen"; bring such a file up to date.
 const MIGRATE_FROM_1: &str = "
@@ -47,6 +47,11 @@ const MIGRATE_FROM_2: &str = "
 DROP INDEX IF EXISTS endpoints_by_due;
 ALTER TABLE endpoints RENAME COLUMN next_scan_at TO due_at;
 ALTER TABLE endpoints ADD COLUMN slot INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Version 3 did not count failed scans in a row.
+const MIGRATE_FROM_3: &str = "
+ALTER TABLE latest ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
 ";
 
 const SCHEMA: &str = "
@@ -90,6 +95,7 @@ CREATE TABLE IF NOT EXISTS latest (
     cert_first_seen INTEGER,
     last_changed    INTEGER NOT NULL,
     last_seen       INTEGER NOT NULL,
+    failures        INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (target, address)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS latest_by_expiry ON latest (not_after);
@@ -216,8 +222,22 @@ impl SqliteStore {
             if version == 1 {
                 tx.execute_batch(MIGRATE_FROM_1).map_err(&err)?;
             }
-            tx.execute_batch(MIGRATE_FROM_2).map_err(&err)?;
-            fill_slots(&tx).map_err(&err)?;
+            if version <= 2 {
+                tx.execute_batch(MIGRATE_FROM_2).map_err(&err)?;
+                fill_slots(&tx).map_err(&err)?;
+            }
+            // A file without `latest` yet gets it whole from SCHEMA below.
+            let has_latest: bool = tx
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'latest'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(&err)?
+                > 0;
+            if has_latest {
+                tx.execute_batch(MIGRATE_FROM_3).map_err(&err)?;
+            }
             tx.commit().map_err(&err)?;
         }
         conn.execute_batch(SCHEMA).map_err(&err)?;
@@ -332,19 +352,20 @@ struct LatestRow {
     last_cert: Option<String>,
     cert_first_seen: Option<i64>,
     last_seen: i64,
+    failures: u32,
 }
 
 fn record_one(
     tx: &rusqlite::Transaction<'_>,
     path: &Path,
     obs: &Observation,
-) -> Result<(), StoreError> {
+) -> Result<u32, StoreError> {
     let err = backend("record observation", path);
     let address = obs.address_key();
     let at = nanos(obs.scanned_at);
     let previous = tx
         .query_row(
-            "SELECT record, last_cert, cert_first_seen, last_seen
+            "SELECT record, last_cert, cert_first_seen, last_seen, failures
              FROM latest WHERE target = ?1 AND address = ?2",
             params![obs.target, address],
             |r| {
@@ -353,6 +374,7 @@ fn record_one(
                     last_cert: r.get(1)?,
                     cert_first_seen: r.get(2)?,
                     last_seen: r.get(3)?,
+                    failures: r.get(4)?,
                 })
             },
         )
@@ -366,16 +388,26 @@ fn record_one(
     let latest = previous_obs
         .as_ref()
         .zip(previous.as_ref())
-        .map(|(o, p)| (o, from_nanos(p.last_seen)));
+        .map(|(o, p)| (o, from_nanos(p.last_seen), p.failures));
+    let stored = previous.as_ref().map_or(0, |p| p.failures);
+    let streak = policy::failure_streak(previous_obs.as_ref().map(|o| (o, stored)), obs);
     match policy::record_decision(latest, obs) {
-        RecordDecision::Skip => Ok(()),
+        RecordDecision::Skip => Ok(stored),
         RecordDecision::RefreshLastSeen => {
             tx.execute(
                 "UPDATE latest SET last_seen = ?3 WHERE target = ?1 AND address = ?2",
                 params![obs.target, address, at],
             )
             .map_err(&err)?;
-            Ok(())
+            Ok(stored)
+        }
+        RecordDecision::CountFailure => {
+            tx.execute(
+                "UPDATE latest SET last_seen = ?3, failures = ?4 WHERE target = ?1 AND address = ?2",
+                params![obs.target, address, at, streak],
+            )
+            .map_err(&err)?;
+            Ok(streak)
         }
         RecordDecision::Change => {
             let record =
@@ -403,17 +435,18 @@ fn record_one(
                 .as_ref()
                 .map(|c| c.not_after.unix_timestamp());
             tx.execute(
-                "INSERT INTO latest (target, address, scanned_at, not_after, record, last_cert, cert_first_seen, last_changed, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?3, ?3)
+                "INSERT INTO latest (target, address, scanned_at, not_after, record, last_cert, cert_first_seen, last_changed, last_seen, failures)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?3, ?3, ?8)
                  ON CONFLICT (target, address) DO UPDATE SET
                     scanned_at = excluded.scanned_at, not_after = excluded.not_after,
                     record = excluded.record, last_cert = excluded.last_cert,
                     cert_first_seen = excluded.cert_first_seen,
-                    last_changed = excluded.last_changed, last_seen = excluded.last_seen",
-                params![obs.target, address, at, not_after, record, last_cert, cert_first_seen],
+                    last_changed = excluded.last_changed, last_seen = excluded.last_seen,
+                    failures = excluded.failures",
+                params![obs.target, address, at, not_after, record, last_cert, cert_first_seen, streak],
             )
             .map_err(&err)?;
-            Ok(())
+            Ok(streak)
         }
     }
 }
@@ -623,17 +656,22 @@ impl ScheduleStore for SqliteStore {
 
 #[async_trait]
 impl ObservationStore for SqliteStore {
-    async fn record_observations(&self, observations: &[Observation]) -> Result<(), StoreError> {
+    async fn record_observations(
+        &self,
+        observations: &[Observation],
+    ) -> Result<Vec<u32>, StoreError> {
         let batch = observations.to_vec();
         self.with(move |conn, path| {
             let err = backend("record observations", path);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&err)?;
-            for obs in &batch {
-                record_one(&tx, path, obs)?;
-            }
-            tx.commit().map_err(&err)
+            let streaks = batch
+                .iter()
+                .map(|obs| record_one(&tx, path, obs))
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit().map_err(&err)?;
+            Ok(streaks)
         })
         .await
     }
@@ -644,7 +682,7 @@ impl ObservationStore for SqliteStore {
             let err = backend("read inventory", path);
             let mut stmt = conn
                 .prepare(
-                    "SELECT l.record, l.cert_first_seen, l.last_changed, e.tags, l.last_seen
+                    "SELECT l.record, l.cert_first_seen, l.last_changed, e.tags, l.last_seen, l.failures
                      FROM latest l LEFT JOIN endpoints e ON e.target = l.target
                      WHERE ?1 IS NULL OR l.not_after < ?1
                      ORDER BY l.target, l.address",
@@ -658,12 +696,13 @@ impl ObservationStore for SqliteStore {
                         r.get::<_, i64>(2)?,
                         r.get::<_, Option<String>>(3)?,
                         r.get::<_, i64>(4)?,
+                        r.get::<_, u32>(5)?,
                     ))
                 })
                 .map_err(&err)?;
             let mut out = Vec::new();
             for row in rows {
-                let (record, first_seen, last_changed, endpoint_tags, last_seen) =
+                let (record, first_seen, last_changed, endpoint_tags, last_seen, failures) =
                     row.map_err(&err)?;
                 let observation: Observation =
                     serde_json::from_str(&record).map_err(|e| corrupt("observation", e))?;
@@ -679,6 +718,7 @@ impl ObservationStore for SqliteStore {
                         .and(first_seen.map(from_nanos)),
                     last_changed: from_nanos(last_changed),
                     last_seen: from_nanos(last_seen),
+                    failures,
                     observation,
                     tags,
                     registered,
@@ -985,6 +1025,45 @@ mod tests {
                 .unwrap()
                 .len(),
             2
+        );
+    }
+
+    #[tokio::test]
+    async fn a_version_3_file_gains_failure_streaks_and_keeps_its_rows() {
+        use certpilot_core::ErrorKind;
+        use certpilot_testkit::observations::observed;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        let failed = |s: i64| {
+            observed("down.test:443", "10.0.0.9:443")
+                .at(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(s))
+                .error(ErrorKind::Refused)
+                .build()
+        };
+        let record = serde_json::to_string(&failed(1)).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE latest (target TEXT NOT NULL, address TEXT NOT NULL,
+                 scanned_at INTEGER NOT NULL, not_after INTEGER, record TEXT NOT NULL,
+                 last_cert TEXT, cert_first_seen INTEGER, last_changed INTEGER NOT NULL,
+                 last_seen INTEGER NOT NULL, PRIMARY KEY (target, address)) WITHOUT ROWID;
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO latest VALUES ('down.test:443', '10.0.0.9:443', 1000000000, NULL, ?1, NULL, NULL, 1000000000, 1000000000)",
+            [&record],
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        let inv = store.inventory(&InventoryQuery::default()).await.unwrap();
+        assert_eq!(inv.len(), 1);
+        assert_eq!(inv[0].failures, 0, "not counted before the migration");
+        // The stored failure counts as one: the next is the second in a row.
+        assert_eq!(
+            store.record_observations(&[failed(2)]).await.unwrap(),
+            vec![2]
         );
     }
 

@@ -37,6 +37,7 @@ macro_rules! store_contract {
             history_is_newest_first_and_limited,
             a_large_batch_is_recorded_whole,
             unchanged_observations_only_refresh_last_seen_once_a_day,
+            failed_scans_in_a_row_are_counted_up_to_the_cap_and_reset_by_a_success,
             due_endpoints_are_those_in_the_slots_or_explicitly_due,
             setting_due_keeps_the_version_and_skips_removed_endpoints,
             the_tick_advances_only_from_what_was_read
@@ -454,6 +455,61 @@ pub async fn unchanged_observations_only_refresh_last_seen_once_a_day<S: Store>(
     assert_eq!(
         s.history("shop.test:443", 100).await.unwrap(),
         vec![scan(0)]
+    );
+}
+
+pub async fn failed_scans_in_a_row_are_counted_up_to_the_cap_and_reset_by_a_success<S: Store>(
+    s: Arc<S>,
+) {
+    use certpilot_core::policy::FAILURE_STREAK_CAP;
+    let at = |h: i64| t0() + Duration::hours(h);
+    let failed = |h: i64, kind| {
+        observed("down.test:443", "10.0.0.9:443")
+            .at(at(h))
+            .error(kind)
+            .build()
+    };
+    let mut streaks = Vec::new();
+    // Any error counts: a refused connection, then timeouts.
+    for h in 0..12 {
+        let kind = if h == 0 {
+            ErrorKind::Refused
+        } else {
+            ErrorKind::Timeout
+        };
+        streaks.extend(s.record_observations(&[failed(h, kind)]).await.unwrap());
+    }
+    let cap = FAILURE_STREAK_CAP;
+    assert_eq!(streaks, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, cap, cap]);
+    let inv = s.inventory(&InventoryQuery::default()).await.unwrap();
+    assert_eq!(inv[0].failures, cap);
+    assert_eq!(
+        s.history("down.test:443", 100).await.unwrap().len(),
+        2,
+        "counting writes no history: the first failure and the change of error kind"
+    );
+    // A late, older observation neither counts nor resets.
+    assert_eq!(
+        s.record_observations(&[failed(5, ErrorKind::Timeout)])
+            .await
+            .unwrap(),
+        vec![cap]
+    );
+    let served = observed("down.test:443", "10.0.0.9:443")
+        .at(at(20))
+        .cert("back", t0() + Duration::days(60))
+        .build();
+    assert_eq!(s.record_observations(&[served]).await.unwrap(), vec![0]);
+    assert_eq!(
+        s.inventory(&InventoryQuery::default()).await.unwrap()[0].failures,
+        0
+    );
+    assert_eq!(
+        s.record_observations(&[failed(21, ErrorKind::Refused)])
+            .await
+            .unwrap(),
+        vec![1],
+        "a success ends the streak"
     );
 }
 

@@ -63,6 +63,9 @@ pub struct InventoryEntry {
     /// When this (endpoint, address) was last seen in this state, to within
     /// [`policy::LAST_SEEN_REFRESH`](crate::policy::LAST_SEEN_REFRESH).
     pub last_seen: OffsetDateTime,
+    /// How many scans in a row have failed (0 when the latest served), counted up to
+    /// [`policy::FAILURE_STREAK_CAP`](crate::policy::FAILURE_STREAK_CAP).
+    pub failures: u32,
 }
 
 /// Sets or clears a registered endpoint's explicit due time.
@@ -161,8 +164,13 @@ pub trait ScheduleStore: Send + Sync {
 /// What scans saw: the latest observation of each (target, address), and history.
 #[async_trait]
 pub trait ObservationStore: Send + Sync {
-    /// Records a batch of observations.
-    async fn record_observations(&self, observations: &[Observation]) -> Result<(), StoreError>;
+    /// Records a batch of observations; returns, for each in order, how many scans in a row
+    /// of its (endpoint, address) have failed as now recorded (0 when it served; see
+    /// [`policy::failure_streak`](crate::policy::failure_streak)).
+    async fn record_observations(
+        &self,
+        observations: &[Observation],
+    ) -> Result<Vec<u32>, StoreError>;
 
     /// The latest observation of every (target, address), sorted by target then address.
     async fn inventory(&self, query: &InventoryQuery) -> Result<Vec<InventoryEntry>, StoreError>;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::finding::{Finding, FindingKind, SubjectType, Transition, finding_key};
-use crate::model::observation::{Observation, Status};
+use crate::model::observation::{ErrorKind, Observation, Status};
 use crate::policy::findings::{
     Condition, FindingsPolicy, endpoint_conditions, notified, reconcile,
 };
@@ -133,6 +133,8 @@ impl FindingsService {
             now: self.clock.now(),
             conditions: Vec::new(),
             served: HashSet::new(),
+            scanned: HashSet::new(),
+            failed: Vec::new(),
         })
     }
 
@@ -317,22 +319,36 @@ impl FindingsService {
 
 /// What a scan found, gathered while it streams; [`ScanEvaluation::record`] writes it.
 ///
-/// It speaks for the endpoints that served a certificate in this scan: their `expired`,
-/// `expiring` and `validation` findings open, change or resolve. An endpoint that failed
-/// this time keeps what was found before (nothing is known of what it serves now).
-/// `unreachable` needs a count of failures in a row that the stores do not keep yet, so this
-/// evaluation neither raises nor resolves it.
+/// It speaks for the endpoints this scan reached: their `expired`, `expiring` and
+/// `validation` findings open, change or resolve where a certificate was served; an address
+/// that failed keeps what was found before (nothing is known of what it serves now), and is
+/// `unreachable` once it failed [`FindingsPolicy::unreachable_after`] scans in a row, which
+/// resolves when it serves again.
 pub struct ScanEvaluation {
     managed: HashSet<String>,
     now: time::OffsetDateTime,
     conditions: Vec<Condition>,
     served: HashSet<String>,
+    scanned: HashSet<(String, Option<String>)>,
+    failed: Vec<Observation>,
 }
 
 impl ScanEvaluation {
     /// Takes one observation into account.
     pub fn push(&mut self, obs: &Observation, policy: &FindingsPolicy) {
+        if obs
+            .error
+            .as_ref()
+            .is_some_and(|e| e.kind == ErrorKind::Local)
+        {
+            // This machine failed, not the endpoint: nothing is known, nothing recorded.
+            return;
+        }
+        // As a finding's subject names it: no address, rather than an empty one.
+        let address = obs.address.clone().filter(|a| !a.is_empty());
+        self.scanned.insert((obs.target.clone(), address));
         if obs.status != Status::Ok {
+            self.failed.push(obs.clone());
             return;
         }
         self.served.insert(obs.target.clone());
@@ -341,16 +357,39 @@ impl ScanEvaluation {
             .extend(endpoint_conditions(obs, 0, managed, self.now, policy));
     }
 
-    /// Records what the scan found with `service`.
-    pub async fn record(self, service: &FindingsService) -> Result<Vec<Finding>, StoreError> {
+    /// Records what the scan found with `service`; `streaks` are the failure streaks the
+    /// store counted while recording ([`Recorder::failure_streaks`](crate::services::scan::Recorder::failure_streaks)).
+    pub async fn record(
+        mut self,
+        service: &FindingsService,
+        streaks: &std::collections::HashMap<(String, Option<String>), u32>,
+    ) -> Result<Vec<Finding>, StoreError> {
+        for obs in &self.failed {
+            let streak = streaks
+                .get(&(obs.target.clone(), obs.address.clone()))
+                .copied()
+                .unwrap_or(0);
+            self.conditions.extend(endpoint_conditions(
+                obs,
+                streak,
+                false,
+                self.now,
+                &service.policy,
+            ));
+        }
         let served = self.served;
+        let scanned = self.scanned;
         let scope = move |f: &Finding| {
             f.subject.kind == SubjectType::Endpoint
-                && matches!(
-                    f.kind,
-                    FindingKind::Expired | FindingKind::Expiring | FindingKind::Validation
-                )
-                && served.contains(&f.subject.id)
+                && match f.kind {
+                    FindingKind::Expired | FindingKind::Expiring | FindingKind::Validation => {
+                        served.contains(&f.subject.id)
+                    }
+                    FindingKind::Unreachable => {
+                        scanned.contains(&(f.subject.id.clone(), f.subject.address.clone()))
+                    }
+                    _ => false,
+                }
         };
         service.record(&self.conditions, &scope).await
     }

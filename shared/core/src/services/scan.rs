@@ -246,6 +246,7 @@ pub struct Recorder {
     recorded: usize,
     skipped_local: usize,
     first_error: Option<StoreError>,
+    streaks: std::collections::HashMap<(String, Option<String>), u32>,
 }
 
 impl Recorder {
@@ -266,6 +267,7 @@ impl Recorder {
             recorded: 0,
             skipped_local: 0,
             first_error: None,
+            streaks: Default::default(),
         }
     }
 
@@ -313,8 +315,14 @@ impl Recorder {
         let mut delay = Duration::from_millis(50);
         loop {
             match self.store.record_observations(&self.batch).await {
-                Ok(()) => {
+                Ok(streaks) => {
                     self.recorded += self.batch.len();
+                    for (obs, streak) in self.batch.iter().zip(streaks) {
+                        if streak > 0 {
+                            self.streaks
+                                .insert((obs.target.clone(), obs.address.clone()), streak);
+                        }
+                    }
                     break;
                 }
                 // Recording is idempotent: the whole batch can be written again.
@@ -331,6 +339,12 @@ impl Recorder {
             }
         }
         self.batch.clear();
+    }
+
+    /// The failure streak of each (endpoint, address) recorded as failed so far (written
+    /// batches only: [`Recorder::flush`] first).
+    pub fn failure_streaks(&self) -> &std::collections::HashMap<(String, Option<String>), u32> {
+        &self.streaks
     }
 
     /// Writes what is queued and returns how many observations were recorded, or the first
