@@ -515,6 +515,9 @@ fn latest_state(item: &Item) -> Result<(Observation, LatestMeta), StoreError> {
     Ok((obs, meta))
 }
 
+/// The failure streak of each (target, address) a batch planned for.
+type Streaks = HashMap<(String, String), u32>;
+
 /// While planning a batch: what is stored (as updated by earlier observations of the batch),
 /// the `last_seen` read from the table (the write condition), and the writes so far.
 type KeyState = (Option<(Observation, LatestMeta)>, Option<i64>, KeyWrites);
@@ -584,7 +587,7 @@ impl DynamoStore {
     fn plan_writes(
         observations: &[Observation],
         stored: &HashMap<(String, String), Item>,
-    ) -> Result<(Vec<KeyWrites>, HashMap<(String, String), u32>), StoreError> {
+    ) -> Result<(Vec<KeyWrites>, Streaks), StoreError> {
         let mut order: Vec<(String, String)> = Vec::new();
         let mut state: HashMap<(String, String), KeyState> = HashMap::new();
         let mut sorted: Vec<&Observation> = observations.iter().collect();
