@@ -46,6 +46,7 @@ pub struct Summary {
 /// Holds what every invocation needs.
 pub struct Handler {
     deploy: DeployService,
+    findings: Option<certpilot_app::App>,
 }
 
 /// Time kept back at the end of an invocation to record outcomes and answer.
@@ -53,7 +54,27 @@ const MARGIN: Duration = Duration::from_secs(20);
 
 impl Handler {
     pub fn new(deploy: DeployService) -> Self {
-        Handler { deploy }
+        Handler {
+            deploy,
+            findings: None,
+        }
+    }
+
+    /// Records the certificates' findings at the end of each invocation.
+    pub fn with_findings(mut self, app: certpilot_app::App) -> Self {
+        self.findings = Some(app);
+        self
+    }
+
+    /// A failure to record findings does not undo the run: it is logged, and the next run
+    /// records them.
+    async fn record_findings(&self) {
+        if let Some(app) = &self.findings {
+            match app.record_certificate_findings().await {
+                Ok(changed) => info!(findings_changed = changed, "findings recorded"),
+                Err(e) => tracing::error!(error = %e, "recording findings"),
+            }
+        }
     }
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, FunctionError> {
@@ -93,6 +114,7 @@ impl Handler {
             failed = summary.failed,
             "summary"
         );
+        self.record_findings().await;
         serde_json::to_value(summary).map_err(|e| FunctionError::Event(e.to_string()))
     }
 }

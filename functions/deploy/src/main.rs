@@ -32,6 +32,6 @@ async fn main() -> Result<(), Error> {
         leases,
         config.deploy_settings(),
     );
-    let handler = handler::Handler::new(deploy);
+    let handler = handler::Handler::new(deploy).with_findings(app.clone());
     lambda_runtime::run(service_fn(|event| handler.handle(event))).await
 }

@@ -74,11 +74,32 @@ impl Summary {
 
 pub struct Handler {
     renew: RenewService,
+    findings: Option<certpilot_app::App>,
 }
 
 impl Handler {
     pub fn new(renew: RenewService) -> Self {
-        Handler { renew }
+        Handler {
+            renew,
+            findings: None,
+        }
+    }
+
+    /// Records the certificates' findings at the end of each invocation.
+    pub fn with_findings(mut self, app: certpilot_app::App) -> Self {
+        self.findings = Some(app);
+        self
+    }
+
+    /// A failure to record findings does not undo the run: it is logged, and the next run
+    /// records them.
+    async fn record_findings(&self) {
+        if let Some(app) = &self.findings {
+            match app.record_certificate_findings().await {
+                Ok(changed) => info!(findings_changed = changed, "findings recorded"),
+                Err(e) => tracing::error!(error = %e, "recording findings"),
+            }
+        }
     }
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, FunctionError> {
@@ -126,6 +147,7 @@ impl Handler {
             busy = summary.busy,
             "renew summary"
         );
+        self.record_findings().await;
         serde_json::to_value(summary).map_err(|e| FunctionError::Event(e.to_string()))
     }
 }

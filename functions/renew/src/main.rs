@@ -35,6 +35,6 @@ async fn main() -> Result<(), Error> {
     let renew = app
         .renew_service(issuer, sink.clone(), owner, config.renew_settings())
         .with_acm(app.acm_service(sink, config.dns_sync_timeout));
-    let handler = handler::Handler::new(renew);
+    let handler = handler::Handler::new(renew).with_findings(app.clone());
     lambda_runtime::run(service_fn(|event| handler.handle(event))).await
 }

@@ -106,6 +106,20 @@ impl App {
         Ok(certpilot_notify::notifiers(&channels, self.secrets.as_ref()).await)
     }
 
+    /// Records the findings of every managed certificate (after a renew or deploy run in a
+    /// function; the CLI does the same per run): how many findings changed. Recorded, not
+    /// sent: the channels' senders send what is pending.
+    pub async fn record_certificate_findings(
+        &self,
+    ) -> Result<usize, certpilot_core::ports::StoreError> {
+        let certificates = self.certificates.certificates().await?;
+        Ok(self
+            .findings_service(certpilot_core::policy::findings::FindingsPolicy::default())
+            .record_certificates(&certificates)
+            .await?
+            .len())
+    }
+
     /// The findings use case, judged by `policy`.
     pub fn findings_service(
         &self,
@@ -188,6 +202,12 @@ impl App {
             self.clock.clone(),
             settings,
             target_timeout,
+        )
+        .with_findings(
+            Arc::new(
+                self.findings_service(certpilot_core::policy::findings::FindingsPolicy::default()),
+            ),
+            self.certificates.clone(),
         )
     }
 }

@@ -148,6 +148,15 @@ async fn main() {
             ..ScheduleSettings::default()
         },
         Duration::from_secs(15),
+    )
+    // Findings are evaluated after each run, as the scan function does.
+    .with_findings(
+        Arc::new(certpilot_core::services::findings::FindingsService::new(
+            store.clone(),
+            clock.clone() as Arc<dyn Clock>,
+            certpilot_core::policy::findings::FindingsPolicy::default(),
+        )),
+        store.clone(),
     );
     println!("{TOTAL} endpoints in the table, {DUE} due:");
     let first = scheduled
@@ -167,8 +176,12 @@ async fn main() {
         .await
         .unwrap();
     assert_eq!((second.due, second.scanned), (DUE, DUE), "{second:?}");
+    assert_eq!(second.findings_changed, 0, "{second:?}");
     let counts = counter.take();
     print("next run (nothing changed)", &counts);
+    println!(
+        "  of which findings: 2 reads (the managed certificates, the active findings), no write"
+    );
     let item_writes = |counts: &BTreeMap<String, usize>| {
         [
             "TransactWriteItems",

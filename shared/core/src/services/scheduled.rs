@@ -77,6 +77,8 @@ pub struct RunSummary {
     pub left_for_next_run: usize,
     /// Whether another run of the same tick advanced the schedule first.
     pub superseded: bool,
+    /// Findings opened, changed or resolved by this run.
+    pub findings_changed: usize,
 }
 
 /// Why a scheduled run failed.
@@ -100,9 +102,25 @@ pub struct ScheduledScan {
     clock: Arc<dyn Clock>,
     settings: ScheduleSettings,
     target_timeout: Duration,
+    findings: Option<(
+        Arc<crate::services::findings::FindingsService>,
+        Arc<dyn crate::ports::CertificateStore>,
+    )>,
 }
 
 impl ScheduledScan {
+    /// The same use case evaluating findings after each run (recorded, not sent: the
+    /// channels' senders send what is pending). A run where nothing changed reads the
+    /// managed certificates and the active findings once each, and writes nothing.
+    pub fn with_findings(
+        mut self,
+        service: Arc<crate::services::findings::FindingsService>,
+        certificates: Arc<dyn crate::ports::CertificateStore>,
+    ) -> Self {
+        self.findings = Some((service, certificates));
+        self
+    }
+
     /// Wires the use case. Without a queue every due endpoint is scanned inline.
     pub fn new(
         store: Arc<dyn Store>,
@@ -119,6 +137,7 @@ impl ScheduledScan {
             clock,
             settings,
             target_timeout,
+            findings: None,
         }
     }
 
@@ -207,6 +226,12 @@ impl ScheduledScan {
             .collect();
         let mut run = self.scanner.start(requests);
         let mut recorder = Recorder::new(self.store.clone());
+        let mut evaluation = match &self.findings {
+            Some((service, certificates)) => {
+                Some(service.scan_evaluation(certificates.as_ref()).await?)
+            }
+            None => None,
+        };
         // Stop starting probes early enough for the ones in flight to finish and be recorded.
         let stop_at = deadline
             .checked_sub(self.target_timeout + self.settings.margin)
@@ -232,9 +257,17 @@ impl ScheduledScan {
                 summary.failed += 1;
             }
             unstarted.remove(&obs.target);
+            if let (Some(e), Some((service, _))) = (evaluation.as_mut(), &self.findings) {
+                e.push(&obs, service.policy());
+            }
             recorder.push(obs).await;
         }
+        recorder.flush().await;
+        let streaks = recorder.failure_streaks().clone();
         recorder.finish().await?;
+        if let (Some(e), Some((service, _))) = (evaluation, &self.findings) {
+            summary.findings_changed = e.record(service, &streaks).await?.len();
+        }
         summary.left_for_next_run = unstarted.len();
         summary.scanned = total - unstarted.len();
         let now = self.clock.now();
