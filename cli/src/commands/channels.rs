@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use certpilot_app::App;
 use certpilot_core::model::channel::{Channel, ChannelKind, check_channel_name};
-use certpilot_core::model::finding::{FindingKind, Severity, Transition};
+use certpilot_core::model::finding::{Severity, Transition};
 use certpilot_core::parse_tag;
 use certpilot_core::ports::{Notification, SecretValue, StoreError};
 use serde_json::json;
@@ -123,16 +123,7 @@ async fn add(app: &App, args: ChannelAddArgs) -> Result<ExitCode, CliError> {
             args.min_severity
         ))
     })?;
-    let kinds = args
-        .kind
-        .iter()
-        .map(|k| {
-            FindingKind::parse(k).ok_or_else(|| {
-                let all: Vec<&str> = FindingKind::ALL.iter().map(|k| k.as_str()).collect();
-                usage(format!("--kind {k:?}: not a kind ({})", all.join(", ")))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let kinds = super::findings::parse_kinds(&args.kind)?;
     let matches = args
         .matches
         .iter()

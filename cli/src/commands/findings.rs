@@ -83,9 +83,9 @@ fn parse_until(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime, CliErr
     Ok(at)
 }
 
-async fn list(app: &App, args: FindingsArgs) -> Result<ExitCode, CliError> {
-    let kinds = args
-        .kind
+/// The finding kinds of `--kind` flags, or an error naming the bad one and the kinds there are.
+pub(crate) fn parse_kinds(values: &[String]) -> Result<Vec<FindingKind>, CliError> {
+    values
         .iter()
         .map(|k| {
             FindingKind::parse(k).ok_or_else(|| {
@@ -93,7 +93,11 @@ async fn list(app: &App, args: FindingsArgs) -> Result<ExitCode, CliError> {
                 usage(format!("--kind {k:?}: not a kind ({})", all.join(", ")))
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+async fn list(app: &App, args: FindingsArgs) -> Result<ExitCode, CliError> {
+    let kinds = parse_kinds(&args.kind)?;
     let min = args
         .severity
         .as_deref()

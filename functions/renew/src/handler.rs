@@ -91,14 +91,9 @@ impl Handler {
         self
     }
 
-    /// A failure to record findings does not undo the run: it is logged, and the next run
-    /// records them.
     async fn record_findings(&self) {
         if let Some(app) = &self.findings {
-            match app.record_certificate_findings().await {
-                Ok(changed) => info!(findings_changed = changed, "findings recorded"),
-                Err(e) => tracing::error!(error = %e, "recording findings"),
-            }
+            app.record_certificate_findings_logged().await;
         }
     }
 

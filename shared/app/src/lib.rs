@@ -120,6 +120,15 @@ impl App {
             .len())
     }
 
+    /// [`App::record_certificate_findings`] at the end of a function's invocation: a failure
+    /// does not undo the run, it is logged, and the next run records them.
+    pub async fn record_certificate_findings_logged(&self) {
+        match self.record_certificate_findings().await {
+            Ok(changed) => tracing::info!(findings_changed = changed, "findings recorded"),
+            Err(e) => tracing::error!(error = %e, "recording findings"),
+        }
+    }
+
     /// The findings use case, judged by `policy`.
     pub fn findings_service(
         &self,
