@@ -213,6 +213,23 @@ pub(crate) fn default_store_path() -> Result<PathBuf, CliError> {
     Ok(base.join("certpilot").join("certpilot.db"))
 }
 
+/// Reads a secret from a file named by `flag` (never from argv, where `ps` shows it),
+/// trimmed; an empty file is refused by name.
+pub(crate) fn read_secret_file(flag: &str, path: &Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::File {
+        path: format!("{flag} {}", path.display()),
+        source,
+    })?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{flag} {}: the file is empty",
+            path.display()
+        )));
+    }
+    Ok(trimmed.to_owned())
+}
+
 /// Reads a targets file; `-` is standard input (`dig … | certpilot scan --targets -`).
 pub(crate) fn read_file(path: &Path) -> Result<String, CliError> {
     if path == Path::new("-") {

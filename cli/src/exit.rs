@@ -13,9 +13,10 @@ Exit status (every command):
   0    done, or nothing was due
   1    usage or input error; nothing was changed
   2    a person must act: a check found a problem, a renewal or deploy failed, an endpoint
-       does not serve the certificate, the store or secret store refused
+       does not serve the certificate, the store or secret store refused, a channel
+       refused a message
   75   a retry later can help (EX_TEMPFAIL): busy, deferred by the CA's rate limit, backing
-       off after a failure, the store, CA or network unavailable
+       off after a failure, the store, CA, network or a channel unavailable
   130  interrupted (SIGINT or SIGTERM); what was done so far is recorded";
 
 /// How a command ended.

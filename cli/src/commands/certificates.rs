@@ -34,17 +34,8 @@ fn read_secret_file(
     path: &Path,
     decode: fn(&str) -> Result<Vec<u8>, String>,
 ) -> Result<PendingSecret, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CliError::File {
-        path: format!("{flag} {}", path.display()),
-        source,
-    })?;
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(usage(format!(
-            "{flag} {}: the file is empty",
-            path.display()
-        )));
-    }
+    let text = crate::context::read_secret_file(flag, path)?;
+    let trimmed = text.as_str();
     decode(trimmed).map_err(|e| usage(format!("{flag} {}: {e}", path.display())))?;
     Ok(PendingSecret {
         value: SecretValue::new(trimmed.as_bytes().to_vec()),

@@ -1,7 +1,6 @@
 //! `certpilot channels`: where findings are sent, and which each channel takes.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::ExitCode;
 
 use certpilot_app::App;
@@ -68,14 +67,7 @@ pub async fn channels(app: &App, cmd: ChannelsCommand) -> Result<ExitCode, CliEr
         }
         ChannelsCommand::Remove { name } => {
             let removed = app.channels().remove_channel(&name).await?;
-            let secret = Channel {
-                name: name.clone(),
-                kind: ChannelKind::Slack,
-                min_severity: Severity::Info,
-                kinds: vec![],
-                matches: BTreeMap::new(),
-            }
-            .secret_name();
+            let secret = Channel::secret_name_of(&name);
             // The secret goes too, even when the record was already gone (a half-done add).
             app.secrets().delete(&secret).await?;
             if !removed {
@@ -97,22 +89,6 @@ fn destination(c: &Channel) -> String {
         ChannelKind::Slack => "Slack incoming webhook".into(),
         ChannelKind::Webhook { url } => certpilot_notify::shown_url(url),
     }
-}
-
-/// Reads a file holding a secret, trimmed; the error names the flag and the file.
-fn read_secret(flag: &str, path: &Path) -> Result<String, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CliError::File {
-        path: format!("{flag} {}", path.display()),
-        source,
-    })?;
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(usage(format!(
-            "{flag} {}: the file is empty",
-            path.display()
-        )));
-    }
-    Ok(trimmed.to_owned())
 }
 
 async fn add(app: &App, args: ChannelAddArgs) -> Result<ExitCode, CliError> {
@@ -146,7 +122,7 @@ async fn add(app: &App, args: ChannelAddArgs) -> Result<ExitCode, CliError> {
             ));
         }
     };
-    let secret = read_secret(flag, file)?;
+    let secret = crate::context::read_secret_file(flag, file)?;
     certpilot_notify::check_secret(&kind, &secret)
         .map_err(|e| usage(format!("{flag} {}: {e}", file.display())))?;
     let channel = Channel {

@@ -97,7 +97,12 @@ pub fn check_channel_name(name: &str) -> Result<(), ChannelNameError> {
 impl Channel {
     /// Where its secret lives in the secret store.
     pub fn secret_name(&self) -> String {
-        format!("certpilot/channels/{}", self.name)
+        Channel::secret_name_of(&self.name)
+    }
+
+    /// Where the secret of the channel `name` lives.
+    pub fn secret_name_of(name: &str) -> String {
+        format!("certpilot/channels/{name}")
     }
 
     /// Whether it takes messages about `finding`: severe enough, of a kind it lists (or any),
