@@ -5,6 +5,10 @@
 //! | finding | `FINDING#<key>` | `#FINDING` | `due`: `gsi1pk` = `FINDING#ACTIVE` or `FINDING#RESOLVED`; `inventory` (only while a transition is not yet notified): `gsi2pk` = `FINDING#PENDING`; both sort keys `<0 critical, 1 warning, 2 info>#<key>` |
 //! | channel | `CHANNEL#<name>` | `#CHANNEL` | `due`: `gsi1pk` = `CHANNELS`, `gsi1sk` = `<name>` |
 //!
+//! A resolved finding that every channel has heard of carries `expires_at` (the table's TTL)
+//! [`RESOLVED_RETENTION`](certpilot_core::model::finding::RESOLVED_RETENTION) after it was
+//! resolved.
+//!
 //! So "active findings", "pending notifications" and "everything" are each a `Query` that
 //! returns them already sorted most severe first; a run that changes nothing reads one
 //! partition and writes nothing. Writes are `PutItem`s conditional on the version.
@@ -50,6 +54,10 @@ fn item(f: &Finding) -> Result<Item, StoreError> {
         s(if f.is_active() { ACTIVE } else { RESOLVED }),
     );
     item.insert("gsi1sk".into(), s(sort_key(f)));
+    if let Some(forget) = f.forget_after() {
+        // The table's TTL attribute: DynamoDB deletes it, free of charge, within days.
+        item.insert("expires_at".into(), n(forget.unix_timestamp()));
+    }
     if f.pending.is_some() {
         item.insert("gsi2pk".into(), s(PENDING));
         item.insert("gsi2sk".into(), s(sort_key(f)));
@@ -121,7 +129,14 @@ impl FindingStore for DynamoStore {
 
     async fn all_findings(&self) -> Result<Vec<Finding>, StoreError> {
         let mut all = self.findings_in(DUE_INDEX, ACTIVE).await?;
-        all.extend(self.findings_in(DUE_INDEX, RESOLVED).await?);
+        // TTL deletes late (within days): what it has not deleted yet is not listed either.
+        let now = time::OffsetDateTime::now_utc();
+        all.extend(
+            self.findings_in(DUE_INDEX, RESOLVED)
+                .await?
+                .into_iter()
+                .filter(|f| f.is_retained(now)),
+        );
         certpilot_core::ports::sort_findings(&mut all);
         Ok(all)
     }

@@ -59,6 +59,25 @@ fn select(
     records.iter().map(|r| from_json(r)).collect()
 }
 
+/// Deletes the resolved findings past their retention at `now`. Run when a finding is
+/// resolved, so the table holds at most the problems of the last retention period.
+fn purge_forgotten(
+    conn: &Connection,
+    path: &std::path::Path,
+    now: time::OffsetDateTime,
+) -> Result<(), StoreError> {
+    let forgotten: Vec<String> = select(conn, path, "WHERE active = 0 AND pending = 0")?
+        .into_iter()
+        .filter(|f| !f.is_retained(now))
+        .map(|f| f.key)
+        .collect();
+    for key in forgotten {
+        conn.execute("DELETE FROM findings WHERE key = ?1", [&key])
+            .map_err(backend("purge resolved findings", path))?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl FindingStore for SqliteStore {
     async fn finding(&self, key: &str) -> Result<Option<Finding>, StoreError> {
@@ -111,6 +130,9 @@ impl FindingStore for SqliteStore {
             }
             .map_err(backend("write finding", path))?;
             if written == 1 {
+                if !stored.is_active() {
+                    purge_forgotten(conn, path, stored.updated_at)?;
+                }
                 return Ok(stored);
             }
             let exists = conn
@@ -138,7 +160,10 @@ impl FindingStore for SqliteStore {
     }
 
     async fn all_findings(&self) -> Result<Vec<Finding>, StoreError> {
-        self.with(|conn, path| select(conn, path, "")).await
+        // A store opened read-only never purges: what is past retention is not listed.
+        let now = time::OffsetDateTime::now_utc();
+        let all = self.with(|conn, path| select(conn, path, "")).await?;
+        Ok(all.into_iter().filter(|f| f.is_retained(now)).collect())
     }
 }
 

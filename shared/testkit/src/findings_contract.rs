@@ -22,6 +22,7 @@ macro_rules! finding_store_contract {
             finding_updates_need_the_stored_version,
             concurrent_finding_writes_let_exactly_one_win,
             queries_sort_most_severe_first_and_select_by_state_and_pending,
+            resolved_findings_are_forgotten_after_the_retention_once_told,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -103,6 +104,50 @@ pub fn finding(kind: FindingKind, target: &str, severity: Severity) -> Finding {
     reconcile(&[], &[condition], &|_| true, at, &FindingsPolicy::default())
         .pop()
         .expect("a condition opens a finding")
+}
+
+pub async fn resolved_findings_are_forgotten_after_the_retention_once_told<S: FindingStore>(
+    s: Arc<S>,
+) {
+    use certpilot_core::model::finding::RESOLVED_RETENTION;
+    let now = time::OffsetDateTime::now_utc();
+    let resolve = |target: &str, ago: time::Duration, pending: Option<Transition>| {
+        let mut f = finding(FindingKind::Expiring, target, Severity::Warning);
+        f.state = FindingState::Resolved;
+        f.resolved_at = Some(now - ago);
+        f.updated_at = now - ago;
+        f.pending = pending;
+        f
+    };
+    let old = resolve(
+        "old.example:443",
+        RESOLVED_RETENTION + time::Duration::days(1),
+        None,
+    );
+    let untold = resolve(
+        "untold.example:443",
+        RESOLVED_RETENTION + time::Duration::days(1),
+        Some(Transition::Resolved),
+    );
+    let recent = resolve("recent.example:443", time::Duration::days(10), None);
+    let open = finding(FindingKind::Expiring, "open.example:443", Severity::Warning);
+    for f in [&old, &untold, &recent, &open] {
+        s.put_finding(f).await.unwrap();
+    }
+    let mut listed: Vec<String> = s
+        .all_findings()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.key)
+        .collect();
+    listed.sort();
+    let mut want = vec![untold.key, recent.key, open.key];
+    want.sort();
+    assert_eq!(
+        listed, want,
+        "a resolved finding everyone heard of is gone after the retention; one not yet told stays"
+    );
 }
 
 pub async fn findings_are_created_once_and_read_back<S: FindingStore>(s: Arc<S>) {
@@ -279,7 +324,8 @@ impl FindingStore for MemoryFindings {
     }
 
     async fn all_findings(&self) -> Result<Vec<Finding>, StoreError> {
-        Ok(self.select(|_| true))
+        let now = time::OffsetDateTime::now_utc();
+        Ok(self.select(|f| f.is_retained(now)))
     }
 }
 

@@ -133,6 +133,9 @@ pub enum SubjectType {
     Certificate,
     /// One deployment of a managed certificate.
     Deployment,
+    /// One of certpilot's own schedules (`scan`): the subject of a finding that the
+    /// schedule stopped, which speaks for every endpoint it covers at once.
+    Schedule,
 }
 
 /// What a finding is about: an endpoint address, a certificate or a deployment.
@@ -177,12 +180,22 @@ impl Subject {
         }
     }
 
+    /// One of certpilot's schedules (`scan`).
+    pub fn schedule(name: &str) -> Subject {
+        Subject {
+            kind: SubjectType::Schedule,
+            id: name.to_owned(),
+            address: None,
+        }
+    }
+
     /// The one string that names it (what the key hashes).
     pub fn canonical(&self) -> String {
         let kind = match self.kind {
             SubjectType::Endpoint => "endpoint",
             SubjectType::Certificate => "certificate",
             SubjectType::Deployment => "deployment",
+            SubjectType::Schedule => "schedule",
         };
         match &self.address {
             Some(a) => format!("{kind}:{}@{a}", self.id),
@@ -193,6 +206,9 @@ impl Subject {
 
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == SubjectType::Schedule {
+            return write!(f, "certpilot's {} schedule", self.id);
+        }
         match &self.address {
             Some(a) => write!(f, "{} ({a})", self.id),
             None => f.write_str(&self.id),
@@ -376,7 +392,26 @@ impl Finding {
     pub fn is_active(&self) -> bool {
         self.state != FindingState::Resolved
     }
+
+    /// When a resolved finding, told to everyone it had to be told to, may be forgotten
+    /// ([`RESOLVED_RETENTION`] after it was resolved); `None` while it matters.
+    pub fn forget_after(&self) -> Option<OffsetDateTime> {
+        match (self.is_active(), self.pending, self.resolved_at) {
+            (false, None, Some(resolved)) => Some(resolved + RESOLVED_RETENTION),
+            _ => None,
+        }
+    }
+
+    /// Whether a store still lists it at `now`.
+    pub fn is_retained(&self, now: OffsetDateTime) -> bool {
+        self.forget_after().is_none_or(|t| now < t)
+    }
 }
+
+/// How long a resolved finding stays listed (`findings --all`, the dashboard's "recent"):
+/// long enough for a quarter's review of what happened, short enough that the store does not
+/// grow with every problem ever solved. DynamoDB's TTL deletes them; SQLite purges them.
+pub const RESOLVED_RETENTION: time::Duration = time::Duration::days(90);
 
 #[cfg(test)]
 mod tests {
