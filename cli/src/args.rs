@@ -24,6 +24,18 @@ pub struct Cli {
     #[arg(long, global = true, env = "CERTPILOT_SECRETS", value_name = "SECRETS")]
     pub secrets: Option<String>,
 
+    /// How often a timer scans every registered endpoint (`certpilot scan` without targets):
+    /// renew, deploy and verify raise `scan_stale` when no such scan finished for twice that.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTPILOT_SCAN_INTERVAL",
+        value_name = "DURATION",
+        default_value = "1d",
+        value_parser = parse_duration
+    )]
+    pub scan_interval: Duration,
+
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

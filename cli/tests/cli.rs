@@ -1220,3 +1220,91 @@ async fn an_endpoint_failing_three_scans_in_a_row_is_unreachable_until_it_serves
     );
     assert!(json_lines(&env.run(&["findings", "--format", "json"]).await).is_empty());
 }
+
+/// A timer that stopped scanning is itself an outage: the renew run that still happens says
+/// so, once, and the next full scan resolves it.
+#[tokio::test]
+async fn a_scan_timer_that_stopped_is_one_critical_finding_until_a_full_scan_runs() {
+    use certpilot_core::ports::ScheduleStore as _;
+    let ca = Ca::new("Stale CA");
+    let env = Env::new(&ca);
+    let (server, _) = server_for(&ca, &["127.0.0.1"], 60).await;
+    let added = env
+        .run(&["endpoints", "add", &server.target(), "owner=payments"])
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    let renew = || env.run(&["renew", "--scan-interval", "1s"]);
+    // Before any full scan there is no schedule to miss.
+    let before = renew().await;
+    assert!(
+        !stderr(&before).contains("scan_stale"),
+        "{}",
+        stderr(&before)
+    );
+    // A scan of given targets is no full scan.
+    let (_, given) = env
+        .scan_json(&[&server.target(), "--scan-interval", "1s"])
+        .await;
+    assert!(given.status.success(), "{}", stderr(&given));
+    let tick = || async {
+        certpilot_sqlite::SqliteStore::open(env.path("inventory.db"))
+            .unwrap()
+            .last_tick()
+            .await
+            .unwrap()
+    };
+    assert_eq!(tick().await, None);
+    let (_, full) = env.scan_json(&["--scan-interval", "1s"]).await;
+    assert!(full.status.success(), "{}", stderr(&full));
+    assert!(tick().await.is_some());
+    let fresh = renew().await;
+    assert!(!stderr(&fresh).contains("scan_stale"), "{}", stderr(&fresh));
+
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let late = renew().await;
+    assert_eq!(
+        stderr(&late)
+            .matches("certpilot: opened critical scan_stale:")
+            .count(),
+        1,
+        "{}",
+        stderr(&late)
+    );
+    assert!(
+        stderr(&late).contains("registered endpoints have not been scanned since"),
+        "{}",
+        stderr(&late)
+    );
+    let listed = json_lines(&env.run(&["findings", "--format", "json"]).await);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["kind"], "scan_stale");
+    assert_eq!(listed[0]["subject"]["type"], "schedule");
+    assert_eq!(listed[0]["severity"], "critical");
+    let again = renew().await;
+    assert!(
+        !stderr(&again).contains("scan_stale"),
+        "said once: {}",
+        stderr(&again)
+    );
+    // The daily default does not call a 2-second-old scan late.
+    let daily = env.run(&["renew"]).await;
+    assert!(
+        stderr(&daily).contains("resolved critical scan_stale"),
+        "{}",
+        stderr(&daily)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let late = renew().await;
+    assert!(
+        stderr(&late).contains("reopened critical scan_stale"),
+        "{}",
+        stderr(&late)
+    );
+    let (_, resumed) = env.scan_json(&["--scan-interval", "1s"]).await;
+    assert!(
+        stderr(&resumed).contains("resolved critical scan_stale"),
+        "{}",
+        stderr(&resumed)
+    );
+    assert!(json_lines(&env.run(&["findings", "--format", "json"]).await).is_empty());
+}

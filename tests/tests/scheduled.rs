@@ -328,3 +328,52 @@ async fn running_out_of_time_leaves_the_rest_due_and_loses_no_observation() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_tick_after_a_silence_resolves_scan_stale() {
+    use certpilot_core::model::finding::{FindingKind, FindingState};
+    use certpilot_core::ports::FindingStore as _;
+    use certpilot_core::services::findings::FindingsService;
+    let s = setup(
+        ScheduleSettings::default(),
+        4,
+        Duration::from_secs(5),
+        MemoryQueue::default(),
+    );
+    let findings = Arc::new(FindingsService::new(
+        s.store.clone(),
+        s.clock.clone() as Arc<dyn Clock>,
+        policy::findings::FindingsPolicy::default(),
+    ));
+    let scheduled = s
+        .scheduled
+        .clone()
+        .with_findings(findings.clone(), s.store.clone());
+    let tick = || scheduled.tick(Instant::now() + Duration::from_secs(60));
+    tick().await.unwrap();
+    assert!(
+        findings
+            .record_schedule(s.store.last_tick().await.unwrap())
+            .await
+            .unwrap()
+            .is_empty(),
+        "a schedule that runs is not stale"
+    );
+
+    // The scheduler stops for three hours: the renew run that still happens says so.
+    s.clock.advance(time::Duration::hours(3));
+    let opened = findings
+        .record_schedule(s.store.last_tick().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].kind, FindingKind::ScanStale);
+    assert_eq!(opened[0].state, FindingState::Open);
+
+    let resumed = tick().await.unwrap();
+    assert_eq!(resumed.findings_changed, 1, "{resumed:?}");
+    let f = s.store.finding(&opened[0].key).await.unwrap().unwrap();
+    assert_eq!(f.state, FindingState::Resolved);
+    s.clock.advance(time::Duration::minutes(15));
+    assert_eq!(tick().await.unwrap().findings_changed, 0);
+}

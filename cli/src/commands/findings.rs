@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use certpilot_core::model::finding::{Finding, FindingKind, Severity};
 use certpilot_core::parse_tag;
-use certpilot_core::policy::findings::FindingsPolicy;
 use certpilot_core::ports::Notifier;
 use certpilot_core::services::findings::{FindingsService, ScanEvaluation};
 use serde_json::json;
@@ -30,7 +29,7 @@ pub async fn findings(app: &App, args: FindingsArgs) -> Result<ExitCode, CliErro
                 ));
             }
             let f = app
-                .findings_service(FindingsPolicy::default())
+                .findings_service()
                 .acknowledge(&key, until, reason.trim())
                 .await
                 .map_err(|e| not_found(&key, e))?;
@@ -39,7 +38,7 @@ pub async fn findings(app: &App, args: FindingsArgs) -> Result<ExitCode, CliErro
         }
         Some(FindingsAction::Unack { key }) => {
             let f = app
-                .findings_service(FindingsPolicy::default())
+                .findings_service()
                 .unacknowledge(&key)
                 .await
                 .map_err(|e| not_found(&key, e))?;
@@ -173,7 +172,7 @@ pub(crate) async fn evaluate(
 /// Records the findings of the certificates named (every one when `ids` is empty) after a
 /// renewal or deploy run, and tells the channels unless `notify` is off.
 pub(crate) async fn after_certificates(app: &App, ids: &[String], notify: bool) -> Exit {
-    let service = app.findings_service(FindingsPolicy::default());
+    let service = app.findings_service();
     let recorded = async {
         let certificates: Vec<_> = app
             .certificates()
@@ -182,7 +181,8 @@ pub(crate) async fn after_certificates(app: &App, ids: &[String], notify: bool) 
             .into_iter()
             .filter(|c| ids.is_empty() || ids.contains(&c.id))
             .collect();
-        service.record_certificates(&certificates).await
+        service.record_certificates(&certificates).await?;
+        app.record_schedule_findings().await
     };
     if let Err(e) = recorded.await {
         eprintln!("certpilot: recording findings: {e}");
@@ -199,8 +199,12 @@ pub(crate) async fn after_verification(
     not_served: &[certpilot_core::policy::findings::NotServed<'_>],
     notify: bool,
 ) -> Exit {
-    let service = app.findings_service(FindingsPolicy::default());
-    if let Err(e) = service.record_verification(cert, not_served).await {
+    let service = app.findings_service();
+    let recorded = async {
+        service.record_verification(cert, not_served).await?;
+        app.record_schedule_findings().await
+    };
+    if let Err(e) = recorded.await {
         eprintln!("certpilot: recording findings: {e}");
         return Exit::of(&e);
     }

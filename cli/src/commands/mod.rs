@@ -49,7 +49,13 @@ pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, C
         scrub_directory_credentials(store.certificates()?.as_ref(), || store.writable()).await?;
     }
     let secrets = open_secrets(cli.secrets.as_deref(), &store).await?;
-    let app = store.app(secrets);
+    let app =
+        store
+            .app(secrets)
+            .with_findings_policy(certpilot_core::policy::findings::FindingsPolicy {
+                scan_interval: cli.scan_interval,
+                ..Default::default()
+            });
     match cli.command {
         Command::Certificates(cmd) => {
             certificates::certificates(app.certificates(), app.secrets(), cmd).await

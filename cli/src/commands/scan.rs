@@ -3,7 +3,6 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use certpilot_core::policy::findings::FindingsPolicy;
 use certpilot_core::ports::ScanLimits;
 use certpilot_core::services::endpoints::registered_requests;
 use certpilot_core::services::scan::Recorder;
@@ -30,7 +29,14 @@ pub(super) async fn scan(
     for path in &args.targets_file {
         requests.extend(parse_targets_file(&source_name(path), &read_file(path)?)?);
     }
-    if args.targets.is_empty() && args.targets_file.is_empty() {
+    // A scan of every registered endpoint is a sweep, like the scheduled scan's tick: it
+    // moves the schedule's marker, which `scan_stale` watches.
+    let sweep = args.targets.is_empty() && args.targets_file.is_empty();
+    let previous_sweep = match sweep && !args.no_record {
+        true => Some(store.last_tick().await?),
+        false => None,
+    };
+    if sweep {
         requests = registered_requests(store.as_ref()).await?;
         if requests.is_empty() {
             return Err(CliError::Usage(
@@ -89,7 +95,7 @@ pub(super) async fn scan(
 
     let mut shutdown = crate::unix::Shutdown::install().map_err(CliError::Output)?;
     let mut recorder = (!args.no_record).then(|| Recorder::new(store.clone()));
-    let findings = app.findings_service(FindingsPolicy::default());
+    let findings = app.findings_service();
     let mut evaluation = match args.no_record {
         true => None,
         false => Some(
@@ -165,6 +171,12 @@ pub(super) async fn scan(
             }
         }
     }
+    if let Some(previous) = previous_sweep.filter(|_| !interrupted && exit == Exit::Done)
+        && let Err(e) = finish_sweep(app, previous).await
+    {
+        eprintln!("certpilot: recording the sweep: {e}");
+        exit = exit.worst(Exit::of(&e));
+    }
     if let Some(e) = evaluation.filter(|_| !interrupted && exit == Exit::Done) {
         exit = exit
             .worst(super::findings::evaluate(app, &findings, e, &streaks, !args.no_notify).await);
@@ -186,6 +198,22 @@ pub(super) async fn scan(
         exit = exit.worst(Exit::Attention);
     }
     Ok(exit.into())
+}
+
+/// Moves the sweep marker from `previous` to now and resolves `scan_stale`. Another sweep
+/// that moved it first (a scheduled tick on the same table) has said the same.
+async fn finish_sweep(
+    app: &certpilot_app::App,
+    previous: Option<time::OffsetDateTime>,
+) -> Result<(), certpilot_core::ports::StoreError> {
+    let now = app.clock().now();
+    if previous.is_none_or(|p| p < now) {
+        match app.store().advance_tick(previous, now).await {
+            Ok(()) | Err(certpilot_core::ports::StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    app.record_schedule_findings().await.map(drop)
 }
 
 fn progress_bar(targets: usize) -> ProgressBar {

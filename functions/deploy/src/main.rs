@@ -9,7 +9,8 @@
 //!
 //! Settings (environment): `CERTPILOT_TABLE` (required), `CERTPILOT_SECRETS_PREFIX`
 //! (`certpilot/`), `CERTPILOT_VERIFY_INTERVAL` (10s), `CERTPILOT_VERIFY_MAX_DEADLINE` (10m,
-//! capped by the time the invocation has left), `CERTPILOT_PROBE_TIMEOUT` (10s). AWS access
+//! capped by the time the invocation has left), `CERTPILOT_PROBE_TIMEOUT` (10s),
+//! `CERTPILOT_SCAN_INTERVAL` (1h, the scan function's, for `scan_stale`). AWS access
 //! follows the standard configuration.
 
 mod config;
@@ -23,7 +24,9 @@ use lambda_runtime::{Error, service_fn};
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = config::Config::from_env()?;
-    let app = App::aws(&config.table).await;
+    let app = App::aws(&config.table)
+        .await
+        .with_findings_policy(certpilot_aws::lambda::findings_policy()?);
     let verifier = VerifyService::new(app.public_scanner(config.probe_limits()));
     let leases = app.leases(certpilot_aws::lambda::worker_id(), DEPLOY_LEASE);
     let deploy = app.deploy_service(

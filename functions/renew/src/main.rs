@@ -8,7 +8,8 @@
 //! Settings (environment): `CERTPILOT_TABLE` (required), `CERTPILOT_DEPLOY_QUEUE_URL`,
 //! `CERTPILOT_SECRETS_PREFIX` (`certpilot/`), `CERTPILOT_SECRETS_KMS_KEY`,
 //! `CERTPILOT_CONCURRENCY` (8), `CERTPILOT_ACME_TIMEOUT` (60s), `CERTPILOT_ACME_CA_FILE`,
-//! `CERTPILOT_DNS_SYNC_TIMEOUT` (2m), `CERTPILOT_RENEWAL_BUDGET` (3m). DNS-01 goes through
+//! `CERTPILOT_DNS_SYNC_TIMEOUT` (2m), `CERTPILOT_RENEWAL_BUDGET` (3m), `CERTPILOT_SCAN_INTERVAL`
+//! (1h, the scan function's, for `scan_stale`). DNS-01 goes through
 //! Route 53 or RFC 2136 (a function in a VPC reaching the primary); HTTP-01 through a web
 //! root (for example an EFS mount the web servers share).
 //! AWS access follows the standard configuration.
@@ -25,7 +26,9 @@ use lambda_runtime::{Error, service_fn};
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = config::Config::from_env()?;
-    let app = App::aws(&config.table).await;
+    let app = App::aws(&config.table)
+        .await
+        .with_findings_policy(certpilot_aws::lambda::findings_policy()?);
     let sink = match &config.deploy_queue_url {
         Some(url) => Some(app.deploy_queue(url).await),
         None => None,

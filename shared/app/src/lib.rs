@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use certpilot_core::policy::findings::FindingsPolicy;
 use certpilot_core::ports::{
     CertificateStore, ChannelStore, Clock, DeployTargets, FindingStore, IssuedSink, Issuer,
     SecretStore, Store, SystemClock, WorkQueue,
@@ -40,6 +41,7 @@ pub struct App {
     findings: Arc<dyn FindingStore>,
     channels: Arc<dyn ChannelStore>,
     secrets: Arc<dyn SecretStore>,
+    findings_policy: FindingsPolicy,
     #[cfg(feature = "aws")]
     aws: Arc<tokio::sync::OnceCell<aws_config::SdkConfig>>,
 }
@@ -63,9 +65,16 @@ impl App {
             findings: store.clone(),
             channels: store,
             secrets,
+            findings_policy: FindingsPolicy::default(),
             #[cfg(feature = "aws")]
             aws: Arc::default(),
         }
+    }
+
+    /// The same app judging findings by `policy` (thresholds, severities, the scan interval).
+    pub fn with_findings_policy(mut self, policy: FindingsPolicy) -> Self {
+        self.findings_policy = policy;
+        self
     }
 
     /// The same app reading time from `clock`.
@@ -106,16 +115,29 @@ impl App {
         Ok(certpilot_notify::notifiers(&channels, self.secrets.as_ref()).await)
     }
 
-    /// Records the findings of every managed certificate (after a renew or deploy run in a
-    /// function; the CLI does the same per run): how many findings changed. Recorded, not
-    /// sent: the channels' senders send what is pending.
+    /// Records the findings of every managed certificate, and whether the scheduled scan
+    /// fell silent (after a renew or deploy run in a function; the CLI does the same per
+    /// run): how many findings changed. Recorded, not sent: the channels' senders send what
+    /// is pending.
     pub async fn record_certificate_findings(
         &self,
     ) -> Result<usize, certpilot_core::ports::StoreError> {
         let certificates = self.certificates.certificates().await?;
+        let service = self.findings_service();
+        let mut changed = service.record_certificates(&certificates).await?.len();
+        changed += self.record_schedule_findings().await?;
+        Ok(changed)
+    }
+
+    /// Records whether the scheduled scan fell silent (`scan_stale`): how many findings
+    /// changed.
+    pub async fn record_schedule_findings(
+        &self,
+    ) -> Result<usize, certpilot_core::ports::StoreError> {
+        let last_sweep = self.store.last_tick().await?;
         Ok(self
-            .findings_service(certpilot_core::policy::findings::FindingsPolicy::default())
-            .record_certificates(&certificates)
+            .findings_service()
+            .record_schedule(last_sweep)
             .await?
             .len())
     }
@@ -129,15 +151,12 @@ impl App {
         }
     }
 
-    /// The findings use case, judged by `policy`.
-    pub fn findings_service(
-        &self,
-        policy: certpilot_core::policy::findings::FindingsPolicy,
-    ) -> certpilot_core::services::findings::FindingsService {
+    /// The findings use case, judged by the app's policy.
+    pub fn findings_service(&self) -> certpilot_core::services::findings::FindingsService {
         certpilot_core::services::findings::FindingsService::new(
             self.findings.clone(),
             self.clock.clone(),
-            policy,
+            self.findings_policy.clone(),
         )
     }
 
@@ -213,9 +232,14 @@ impl App {
             target_timeout,
         )
         .with_findings(
-            Arc::new(
-                self.findings_service(certpilot_core::policy::findings::FindingsPolicy::default()),
-            ),
+            Arc::new(certpilot_core::services::findings::FindingsService::new(
+                self.findings.clone(),
+                self.clock.clone(),
+                FindingsPolicy {
+                    scan_interval: settings.interval,
+                    ..self.findings_policy.clone()
+                },
+            )),
             self.certificates.clone(),
         )
     }

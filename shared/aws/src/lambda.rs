@@ -68,6 +68,16 @@ pub fn duration(name: &'static str, default: Duration) -> Result<Duration, Confi
     })
 }
 
+/// The findings policy of the functions: the defaults, with the scan interval of
+/// `CERTPILOT_SCAN_INTERVAL` (1h), which every function that records findings needs to tell a
+/// silent scheduled scan (`scan_stale`).
+pub fn findings_policy() -> Result<certpilot_core::policy::findings::FindingsPolicy, ConfigError> {
+    Ok(certpilot_core::policy::findings::FindingsPolicy {
+        scan_interval: duration("CERTPILOT_SCAN_INTERVAL", Duration::from_secs(3600))?,
+        ..Default::default()
+    })
+}
+
 /// A positive whole number, or `default` when unset.
 pub fn count(name: &'static str, default: usize) -> Result<usize, ConfigError> {
     var(name).map_or(Ok(default), |v| match v.parse::<usize>() {

@@ -136,11 +136,11 @@ fn findings() -> Vec<Finding> {
         ),
         c(
             FindingKind::ScanStale,
-            Subject::endpoint("shop.example.com:443", None),
+            Subject::schedule("scan"),
             Severity::Critical,
-            "shop.example.com:443 has not been scanned since 2026-12-05",
-            "scans are due every 1day; the last was 2026-12-05",
-            "check that the scheduled scan runs (the scan function's schedule and logs, or the cron job)",
+            "registered endpoints have not been scanned since 2026-12-08 05:00 UTC",
+            "a full scan is due every 1h; the last finished 3h ago, so no endpoint is watched",
+            "check that the scheduled scan runs (the scan function's schedule, errors and logs; locally the timer or cron job running `certpilot scan`)",
             None,
         ),
     ];

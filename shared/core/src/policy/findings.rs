@@ -61,6 +61,10 @@ pub struct FindingsPolicy {
     pub remind_critical: Duration,
     /// Reminder interval while a warning.
     pub remind_warning: Duration,
+    /// How often every registered endpoint is scanned (the scan function's
+    /// `CERTPILOT_SCAN_INTERVAL`, or the timer running `certpilot scan`): `scan_stale` after
+    /// twice that without a full scan.
+    pub scan_interval: Duration,
     /// Overrides by tags, later rules over earlier ones.
     pub rules: Vec<Rule>,
 }
@@ -74,6 +78,7 @@ impl Default for FindingsPolicy {
             not_serving_grace: Duration::from_secs(15 * 60),
             remind_critical: Duration::from_secs(86_400),
             remind_warning: Duration::from_secs(7 * 86_400),
+            scan_interval: Duration::from_secs(3600),
             rules: Vec::new(),
         }
     }
@@ -498,33 +503,54 @@ pub fn endpoint_not_serving(
     }
 }
 
-/// `scan_stale` for an endpoint last scanned at `last` (never, when `None`, counted from
-/// `added`), when that is more than twice `interval` ago.
-pub fn stale_condition(
-    target: &str,
-    tags: &Tags,
-    last: Option<OffsetDateTime>,
-    added: OffsetDateTime,
-    interval: Duration,
+/// The subject of the scheduled scan's `scan_stale` finding.
+pub const SCAN_SCHEDULE: &str = "scan";
+
+/// `scan_stale` when the last full sweep of the registered endpoints (the scheduled scan's
+/// tick, or a `certpilot scan` of every registered endpoint) finished at `last_sweep`, more
+/// than twice [`FindingsPolicy::scan_interval`] ago. Before any sweep there is no schedule to
+/// fall silent. One finding for the whole schedule, not one per endpoint: when the scheduler
+/// stops, every endpoint goes stale within one interval, and ten thousand alerts about one
+/// cause would bury it.
+pub fn schedule_stale(
+    last_sweep: Option<OffsetDateTime>,
     now: OffsetDateTime,
     policy: &FindingsPolicy,
 ) -> Option<Condition> {
-    let since = last.unwrap_or(added);
-    (now - since >= interval * 2).then(|| Condition {
+    let last = last_sweep?;
+    let interval = policy.scan_interval;
+    (now - last >= interval * 2).then(|| Condition {
         kind: FindingKind::ScanStale,
-        subject: Subject::endpoint(target, None),
-        severity: policy.severity(FindingKind::ScanStale, tags, Severity::Critical),
-        summary: format!("{target} has not been scanned since {}", date(since)),
-        detail: format!(
-            "scans are due every {}; the last was {}",
-            humantime::format_duration(interval),
-            last.map_or("never".to_owned(), date)
+        subject: Subject::schedule(SCAN_SCHEDULE),
+        severity: policy.severity(FindingKind::ScanStale, &Tags::new(), Severity::Critical),
+        summary: format!(
+            "registered endpoints have not been scanned since {}",
+            time_of_day(last)
         ),
-        next_step: "check that the scheduled scan runs (the scan function's schedule and logs, or the cron job)".into(),
-        tags: tags.clone(),
+        detail: format!(
+            "a full scan is due every {}; the last finished {} ago, so no endpoint is watched",
+            humantime::format_duration(interval),
+            humantime::format_duration(whole_minutes(now - last))
+        ),
+        next_step: "check that the scheduled scan runs (the scan function's schedule, errors and logs; locally the timer or cron job running `certpilot scan`)".into(),
+        tags: Tags::new(),
         fact: String::new(),
         expires_at: None,
     })
+}
+
+/// `at` to the minute, in UTC.
+fn time_of_day(at: OffsetDateTime) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    at.to_offset(time::UtcOffset::UTC)
+        .format(format)
+        .unwrap_or_else(|_| date(at))
+}
+
+/// `d` rounded down to whole minutes (seconds under a minute), for a duration people read.
+fn whole_minutes(d: time::Duration) -> Duration {
+    let secs = d.whole_seconds().max(0).unsigned_abs();
+    Duration::from_secs(if secs < 60 { secs } else { secs / 60 * 60 })
 }
 
 /// A new finding from `c`, opened now.
@@ -1073,44 +1099,29 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_scheduler_is_a_finding() {
-        let policy = FindingsPolicy::default();
-        let hour = Duration::from_secs(3600);
-        let t = Tags::new();
+    fn a_silent_scheduler_is_one_critical_finding_about_the_schedule() {
+        let policy = FindingsPolicy {
+            scan_interval: Duration::from_secs(3600),
+            ..FindingsPolicy::default()
+        };
         assert!(
-            stale_condition(
-                "a:443",
-                &t,
-                Some(T0 - time::Duration::minutes(90)),
-                T0 - day(9),
-                hour,
-                T0,
-                &policy
-            )
-            .is_none()
+            schedule_stale(None, T0, &policy).is_none(),
+            "no sweep yet: no schedule to miss"
         );
-        let c = stale_condition(
-            "a:443",
-            &t,
-            Some(T0 - time::Duration::hours(3)),
-            T0 - day(9),
-            hour,
-            T0,
-            &policy,
-        )
-        .expect("stale");
+        assert!(schedule_stale(Some(T0 - time::Duration::minutes(119)), T0, &policy).is_none());
+        let c = schedule_stale(Some(T0 - time::Duration::minutes(150)), T0, &policy)
+            .expect("stale after twice the interval");
         assert_eq!(c.severity, Severity::Critical);
+        assert_eq!(c.subject, Subject::schedule(SCAN_SCHEDULE));
+        assert!(c.detail.contains("every 1h"), "{}", c.detail);
+        assert!(c.detail.contains("2h 30m ago"), "{}", c.detail);
+        let daily = FindingsPolicy {
+            scan_interval: Duration::from_secs(86_400),
+            ..policy
+        };
         assert!(
-            stale_condition(
-                "a:443",
-                &t,
-                None,
-                T0 - time::Duration::hours(3),
-                hour,
-                T0,
-                &policy
-            )
-            .is_some()
+            schedule_stale(Some(T0 - time::Duration::hours(30)), T0, &daily).is_none(),
+            "a daily scan is not late after 30 hours"
         );
     }
 }

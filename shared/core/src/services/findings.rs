@@ -158,7 +158,26 @@ impl FindingsService {
                 .id
                 .split_once('/')
                 .is_some_and(|(id, _)| ids.contains(id)),
-            SubjectType::Endpoint => false,
+            SubjectType::Endpoint | SubjectType::Schedule => false,
+        };
+        self.record(&conditions, &scope).await
+    }
+
+    /// Records whether the scheduled scan fell silent, given when the last full sweep of the
+    /// registered endpoints finished ([`Store::last_tick`](crate::ports::Store::last_tick)):
+    /// opens `scan_stale` past twice the scan interval, resolves it once sweeps resume.
+    /// Every run that does not sweep (renewals, deploys, verifications, the CLI's reports)
+    /// checks it, so a stopped scanner is noticed by the jobs that still run.
+    pub async fn record_schedule(
+        &self,
+        last_sweep: Option<time::OffsetDateTime>,
+    ) -> Result<Vec<Finding>, StoreError> {
+        let conditions: Vec<Condition> =
+            crate::policy::findings::schedule_stale(last_sweep, self.clock.now(), &self.policy)
+                .into_iter()
+                .collect();
+        let scope = |f: &Finding| {
+            f.kind == FindingKind::ScanStale && f.subject.kind == SubjectType::Schedule
         };
         self.record(&conditions, &scope).await
     }

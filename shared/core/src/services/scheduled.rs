@@ -196,6 +196,14 @@ impl ScheduledScan {
                 Err(e) => return Err(e.into()),
             }
         }
+        // After a silence `scan_stale` may be open: the schedule runs again, so resolve it
+        // now rather than at the next renew run. Only then: the usual tick reads nothing more.
+        if let Some((service, _)) = &self.findings
+            && !summary.superseded
+            && crate::policy::findings::schedule_stale(previous, now, service.policy()).is_some()
+        {
+            summary.findings_changed += service.record_schedule(Some(now)).await?.len();
+        }
         info!(?summary, "scheduled scan finished");
         Ok(summary)
     }
