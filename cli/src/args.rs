@@ -36,6 +36,17 @@ pub struct Cli {
     )]
     pub scan_interval: Duration,
 
+    /// The findings policy (YAML or JSON): expiry thresholds, severities, reminder intervals,
+    /// and rules overriding them by tag (`environment: staging`); the settled defaults without
+    /// it. See the README's Findings section.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTPILOT_FINDINGS_POLICY",
+        value_name = "FILE"
+    )]
+    pub findings_policy: Option<PathBuf>,
+
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

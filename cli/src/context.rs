@@ -230,6 +230,37 @@ pub(crate) fn read_secret_file(flag: &str, path: &Path) -> Result<String, CliErr
     Ok(trimmed.to_owned())
 }
 
+/// Reads a YAML or JSON document for `flag`: a `.yaml`/`.yml` file, or one that does not
+/// start with `{` or `[`, is read as YAML. Errors name the flag and the file.
+pub(crate) fn read_document(flag: &str, path: &Path) -> Result<serde_json::Value, CliError> {
+    let bad = |reason: String| CliError::Usage(format!("{flag} {}: {reason}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+        || !text.trim_start().starts_with(['{', '[']);
+    if yaml {
+        yaml_serde::from_str(&text).map_err(|e| bad(format!("not YAML: {e}")))
+    } else {
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))
+    }
+}
+
+/// Reads `--findings-policy` over the defaults, with the schedule's scan interval.
+pub(crate) fn findings_policy(
+    path: Option<&Path>,
+    scan_interval: std::time::Duration,
+) -> Result<certpilot_core::policy::findings::FindingsPolicy, CliError> {
+    let policy = certpilot_core::policy::findings::FindingsPolicy {
+        scan_interval,
+        ..Default::default()
+    };
+    match path {
+        None => Ok(policy),
+        Some(path) => policy
+            .with_settings(read_document("--findings-policy", path)?)
+            .map_err(|e| CliError::Usage(format!("--findings-policy {}: {e}", path.display()))),
+    }
+}
+
 /// Reads a targets file; `-` is standard input (`dig … | certpilot scan --targets -`).
 pub(crate) fn read_file(path: &Path) -> Result<String, CliError> {
     if path == Path::new("-") {

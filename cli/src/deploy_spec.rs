@@ -21,14 +21,7 @@ pub fn parse_deploy_spec(kinds: &DeployKinds, spec: &str) -> Result<Deployment, 
 /// A `.yaml`/`.yml` file, or one that does not start with `{` or `[`, is read as YAML.
 pub fn read_deploy_file(kinds: &DeployKinds, path: &Path) -> Result<Vec<Deployment>, CliError> {
     let bad = |reason: String| usage(format!("--deploy-file {}: {reason}", path.display()));
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml")
-        || !text.trim_start().starts_with(['{', '[']);
-    let value: serde_json::Value = if yaml {
-        yaml_serde::from_str(&text).map_err(|e| bad(format!("not YAML: {e}")))?
-    } else {
-        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?
-    };
+    let value = crate::context::read_document("--deploy-file", path)?;
     let items = match value {
         serde_json::Value::Array(items) => items,
         one => vec![one],

@@ -541,6 +541,35 @@ fn the_readme_table_of_deploy_kinds_is_generated_from_the_descriptors() {
     );
 }
 
+/// The README's policy example is a policy the CLI takes, so people can start from it.
+#[test]
+fn the_readme_findings_policy_is_a_valid_policy() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let (_, rest) = readme
+        .split_once("**The findings policy.**")
+        .expect("README explains the findings policy");
+    let (_, rest) = rest.split_once("```yaml\n").expect("with an example");
+    let (example, _) = rest.split_once("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, example).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_certpilot"))
+        .args(["endpoints", "add", "localhost:443", "--findings-policy"])
+        .arg(&file)
+        .env(
+            "CERTPILOT_STORE",
+            format!("sqlite:{}", dir.path().join("db").display()),
+        )
+        .output()
+        .expect("certpilot runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `certpilot findings`: the settled JSON fields, most severe first, filters that name a bad
 /// value, and an acknowledgement's life.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1307,4 +1336,76 @@ async fn a_scan_timer_that_stopped_is_one_critical_finding_until_a_full_scan_run
         stderr(&resumed)
     );
     assert!(json_lines(&env.run(&["findings", "--format", "json"]).await).is_empty());
+}
+
+/// A platform team's policy: staging is told late and softly, the payments team early and
+/// loudly; a mistake in the policy is named and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_findings_policy_file_sets_thresholds_and_severities_per_environment_and_owner() {
+    let ca = Ca::new("Policy CA");
+    let env = Env::new(&ca);
+    let (staging, _) = server_for(&ca, &["127.0.0.1"], 10).await;
+    let (payments, _) = server_for(&ca, &["127.0.0.1"], 10).await;
+    let (other, _) = server_for(&ca, &["127.0.0.1"], 10).await;
+    for (server, tags) in [
+        (&staging, "environment=staging"),
+        (&payments, "owner=payments"),
+        (&other, "owner=search"),
+    ] {
+        let added = env.run(&["endpoints", "add", &server.target(), tags]).await;
+        assert!(added.status.success(), "{}", stderr(&added));
+    }
+    let policy = env.path("policy.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n  - match: {environment: staging}\n    expiring_days: [3]\n  - match: {owner: payments}\n    critical_days: 14\n    severities: {validation: critical}\n",
+    )
+    .unwrap();
+    let bad = env.path("bad.yaml");
+    std::fs::write(
+        &bad,
+        "rules:\n  - match: {owner: payments}\n    critical_day: 14\n",
+    )
+    .unwrap();
+    let policy_arg = policy.display().to_string();
+    let bad_arg = bad.display().to_string();
+
+    let refused = env.scan_json(&["--findings-policy", &bad_arg]).await.1;
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains(&format!(
+            "--findings-policy {bad_arg}: unknown field `critical_day`"
+        )),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        json_lines(&env.run(&["inventory", "--format", "json"]).await).is_empty(),
+        "nothing scanned, nothing recorded"
+    );
+
+    let (_, out) = env.scan_json(&["--findings-policy", &policy_arg]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = json_lines(&env.run(&["findings", "--format", "json"]).await);
+    let severity_of = |target: String| {
+        listed
+            .iter()
+            .find(|f| f["subject"]["id"] == target.as_str())
+            .map(|f| f["severity"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        severity_of(staging.target()),
+        None,
+        "10 days is not yet 3: {listed:?}"
+    );
+    assert_eq!(
+        severity_of(payments.target()).as_deref(),
+        Some("critical"),
+        "payments is critical from 14 days: {listed:?}"
+    );
+    assert_eq!(
+        severity_of(other.target()).as_deref(),
+        Some("warning"),
+        "{listed:?}"
+    );
 }

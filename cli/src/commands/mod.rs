@@ -36,6 +36,9 @@ pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, C
             .map_err(CliError::Output)?;
         return Ok(ExitCode::SUCCESS);
     }
+    // Read before anything is opened: a mistake in it changes nothing.
+    let policy =
+        crate::context::findings_policy(cli.findings_policy.as_deref(), cli.scan_interval)?;
     let access = Access::of(&cli.command);
     let store = open_store(cli.store.as_deref(), access).await?;
     if matches!(
@@ -49,13 +52,7 @@ pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, C
         scrub_directory_credentials(store.certificates()?.as_ref(), || store.writable()).await?;
     }
     let secrets = open_secrets(cli.secrets.as_deref(), &store).await?;
-    let app =
-        store
-            .app(secrets)
-            .with_findings_policy(certpilot_core::policy::findings::FindingsPolicy {
-                scan_interval: cli.scan_interval,
-                ..Default::default()
-            });
+    let app = store.app(secrets).with_findings_policy(policy);
     match cli.command {
         Command::Certificates(cmd) => {
             certificates::certificates(app.certificates(), app.secrets(), cmd).await

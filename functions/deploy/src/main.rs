@@ -10,7 +10,8 @@
 //! Settings (environment): `CERTPILOT_TABLE` (required), `CERTPILOT_SECRETS_PREFIX`
 //! (`certpilot/`), `CERTPILOT_VERIFY_INTERVAL` (10s), `CERTPILOT_VERIFY_MAX_DEADLINE` (10m,
 //! capped by the time the invocation has left), `CERTPILOT_PROBE_TIMEOUT` (10s),
-//! `CERTPILOT_SCAN_INTERVAL` (1h, the scan function's, for `scan_stale`). AWS access
+//! `CERTPILOT_SCAN_INTERVAL` (1h, the scan function's, for `scan_stale`), `CERTPILOT_FINDINGS_POLICY`
+//! (JSON; the defaults). AWS access
 //! follows the standard configuration.
 
 mod config;

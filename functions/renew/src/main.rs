@@ -9,7 +9,8 @@
 //! `CERTPILOT_SECRETS_PREFIX` (`certpilot/`), `CERTPILOT_SECRETS_KMS_KEY`,
 //! `CERTPILOT_CONCURRENCY` (8), `CERTPILOT_ACME_TIMEOUT` (60s), `CERTPILOT_ACME_CA_FILE`,
 //! `CERTPILOT_DNS_SYNC_TIMEOUT` (2m), `CERTPILOT_RENEWAL_BUDGET` (3m), `CERTPILOT_SCAN_INTERVAL`
-//! (1h, the scan function's, for `scan_stale`). DNS-01 goes through
+//! (1h, the scan function's, for `scan_stale`), `CERTPILOT_FINDINGS_POLICY`
+//! (JSON; the defaults). DNS-01 goes through
 //! Route 53 or RFC 2136 (a function in a VPC reaching the primary); HTTP-01 through a web
 //! root (for example an EFS mount the web servers share).
 //! AWS access follows the standard configuration.

@@ -5,7 +5,7 @@
 //! Settings (environment): `CERTPILOT_TABLE` (required), `CERTPILOT_SCAN_QUEUE_URL` (fan-out;
 //! without it every due endpoint is scanned inline), `CERTPILOT_SCAN_INTERVAL` (1h),
 //! `CERTPILOT_MAX_INLINE` (500), `CERTPILOT_BATCH_SIZE` (200), `CERTPILOT_CONCURRENCY` (64),
-//! `CERTPILOT_TARGET_TIMEOUT` (15s). AWS access follows the standard configuration.
+//! `CERTPILOT_TARGET_TIMEOUT` (15s), `CERTPILOT_FINDINGS_POLICY` (JSON; the defaults). AWS access follows the standard configuration.
 
 mod config;
 mod handler;
@@ -18,7 +18,9 @@ use lambda_runtime::{Error, service_fn};
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = config::Config::from_env()?;
-    let app = App::aws(&config.table).await;
+    let app = App::aws(&config.table)
+        .await
+        .with_findings_policy(certpilot_aws::lambda::findings_policy()?);
     let scanner = app.public_scanner(ScanLimits {
         concurrency: config.concurrency,
         target_timeout: config.target_timeout,

@@ -68,14 +68,22 @@ pub fn duration(name: &'static str, default: Duration) -> Result<Duration, Confi
     })
 }
 
-/// The findings policy of the functions: the defaults, with the scan interval of
-/// `CERTPILOT_SCAN_INTERVAL` (1h), which every function that records findings needs to tell a
-/// silent scheduled scan (`scan_stale`).
+/// The findings policy of the functions: `CERTPILOT_FINDINGS_POLICY` (the policy document as
+/// JSON, the same as the CLI's `--findings-policy`; the defaults when unset), with the scan
+/// interval of `CERTPILOT_SCAN_INTERVAL` (1h), which every function that records findings
+/// needs to tell a silent scheduled scan (`scan_stale`).
 pub fn findings_policy() -> Result<certpilot_core::policy::findings::FindingsPolicy, ConfigError> {
-    Ok(certpilot_core::policy::findings::FindingsPolicy {
+    const NAME: &str = "CERTPILOT_FINDINGS_POLICY";
+    let policy = certpilot_core::policy::findings::FindingsPolicy {
         scan_interval: duration("CERTPILOT_SCAN_INTERVAL", Duration::from_secs(3600))?,
         ..Default::default()
-    })
+    };
+    let Some(text) = var(NAME) else {
+        return Ok(policy);
+    };
+    let bad = |reason: String| ConfigError { name: NAME, reason };
+    let document = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    policy.with_settings(document).map_err(bad)
 }
 
 /// A positive whole number, or `default` when unset.

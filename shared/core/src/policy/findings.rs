@@ -31,6 +31,8 @@ use crate::model::finding::{
 };
 use crate::model::observation::{Observation, Problem, Status};
 
+mod settings;
+
 /// The tag whose value (`30,14,7`) replaces an endpoint's expiry thresholds.
 pub const ALERT_DAYS_TAG: &str = "alert-days";
 
@@ -41,6 +43,8 @@ pub struct Rule {
     pub matches: Tags,
     /// Expiry thresholds in days.
     pub expiring_days: Option<Vec<i64>>,
+    /// Days before expiry from which `expiring` is critical.
+    pub critical_days: Option<i64>,
     /// Severities by kind.
     pub severities: BTreeMap<FindingKind, Severity>,
 }
@@ -109,6 +113,14 @@ impl FindingsPolicy {
         days.sort_unstable_by(|a, b| b.cmp(a));
         days.dedup();
         days
+    }
+
+    /// Days before expiry from which `expiring` is critical for a subject with `tags`.
+    pub fn critical_days(&self, tags: &Tags) -> i64 {
+        self.matching(tags)
+            .filter_map(|r| r.critical_days)
+            .last()
+            .unwrap_or(self.critical_days)
     }
 
     /// `default` unless a matching rule says otherwise for `kind`.
@@ -231,7 +243,7 @@ pub fn endpoint_conditions(
         let days = crate::policy::days_remaining(cert.not_after, now);
         let thresholds = policy.thresholds(tags);
         if let Some(crossed) = thresholds.iter().copied().filter(|t| days <= *t).min() {
-            let default = if days <= policy.critical_days {
+            let default = if days <= policy.critical_days(tags) {
                 Severity::Critical
             } else {
                 Severity::Warning
@@ -790,17 +802,24 @@ mod tests {
         let prod = Rule {
             matches: tags(&[("environment", "prod")]),
             expiring_days: Some(vec![60, 21]),
+            critical_days: None,
             severities: BTreeMap::from([(FindingKind::Expiring, Severity::Critical)]),
         };
+        let payments = Rule {
+            matches: tags(&[("owner", "payments")]),
+            expiring_days: None,
+            critical_days: Some(14),
+            severities: BTreeMap::new(),
+        };
         let policy = FindingsPolicy {
-            rules: vec![prod],
+            rules: vec![prod, payments],
             ..FindingsPolicy::default()
         };
         let w = Some(Severity::Warning);
         let c = Some(Severity::Critical);
         // (days left, tags, severity, fact)
         type Case<'a> = (i64, &'a [(&'a str, &'a str)], Option<Severity>, &'a str);
-        let cases: [Case; 10] = [
+        let cases: [Case; 12] = [
             (45, &[], None, ""),
             (30, &[], w, "aa@30"),
             (20, &[], w, "aa@30"),
@@ -818,6 +837,9 @@ mod tests {
                 "",
             ),
             (8, &[(ALERT_DAYS_TAG, "10, 5")], w, "aa@10"),
+            // payments: the default thresholds, critical a week earlier
+            (20, &[("owner", "payments")], w, "aa@30"),
+            (14, &[("owner", "payments")], c, "aa@14"),
         ];
         for (days, t, severity, fact) in cases {
             let got = expiring(days, tags(t), &policy);
