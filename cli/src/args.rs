@@ -157,7 +157,7 @@ pub enum ChannelsCommand {
 
 /// `certpilot channels add`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("destination").required(true).args(["slack_webhook_file", "webhook"])))]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["slack_webhook_file", "webhook", "sns_topic", "eventbridge_bus"])))]
 pub struct ChannelAddArgs {
     /// Its name (`slack-payments`): lowercase letters, digits and `-`.
     pub name: String,
@@ -175,6 +175,17 @@ pub struct ChannelAddArgs {
     /// random bytes (what the receiver verifies with).
     #[arg(long, value_name = "FILE", requires = "webhook")]
     pub secret_file: Option<PathBuf>,
+
+    /// An SNS topic (arn:aws:sns:REGION:ACCOUNT:NAME): each transition is published with the
+    /// attributes `severity`, `kind`, `environment` and `owner` for subscription filter
+    /// policies. Reached with the standard AWS configuration; no secret.
+    #[arg(long, value_name = "ARN")]
+    pub sns_topic: Option<String>,
+
+    /// An EventBridge bus (`default`, a name or an ARN): each transition is put as a
+    /// `certpilot` event (`Finding opened`…). Reached with the standard AWS configuration.
+    #[arg(long, value_name = "BUS")]
+    pub eventbridge_bus: Option<String>,
 
     /// The least severe findings it takes: info, warning (default) or critical.
     #[arg(long, value_name = "SEVERITY", default_value = "warning")]

@@ -711,7 +711,7 @@ async fn a_scan_opens_an_expiring_finding_once_and_resolves_it_after_the_renewal
     let text = env.run(&["digest", "--format", "table"]).await;
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
     assert!(
-        text.contains("(no owner): 1 open findings; 1 expire within 30 days"),
+        text.contains("(no owner): 1 open finding; 1 expires within 30 days"),
         "{text}"
     );
     assert!(

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use certpilot_app::App;
-use certpilot_core::model::channel::{Channel, ChannelKind, check_channel_name};
+use certpilot_core::model::channel::{
+    Channel, ChannelKind, check_channel_name, check_event_bus, check_topic_arn,
+};
 use certpilot_core::model::finding::{Severity, Transition};
 use certpilot_core::parse_tag;
 use certpilot_core::ports::{Notification, SecretValue, StoreError};
@@ -22,7 +24,7 @@ pub async fn channels(app: &App, cmd: ChannelsCommand) -> Result<ExitCode, CliEr
             let all = app.channels().channels().await?;
             if all.is_empty() {
                 eprintln!(
-                    "no channels: findings are only printed; `certpilot channels add` sends them to Slack or a webhook"
+                    "no channels: findings are only printed; `certpilot channels add` sends them to Slack, a webhook, SNS or EventBridge"
                 );
             }
             write_records(
@@ -69,13 +71,17 @@ pub async fn channels(app: &App, cmd: ChannelsCommand) -> Result<ExitCode, CliEr
             let removed = app.channels().remove_channel(&name).await?;
             let secret = Channel::secret_name_of(&name);
             // The secret goes too, even when the record was already gone (a half-done add).
-            app.secrets().delete(&secret).await?;
+            let had_secret = app.secrets().delete(&secret).await?;
             if !removed {
                 return Err(usage(format!(
                     "no channel {name:?}; `certpilot channels list` shows them"
                 )));
             }
-            eprintln!("removed channel {name} and its secret");
+            if had_secret {
+                eprintln!("removed channel {name} and its secret");
+            } else {
+                eprintln!("removed channel {name}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         ChannelsCommand::Test { name } => test(app, &name).await,
@@ -88,6 +94,8 @@ fn destination(c: &Channel) -> String {
     match &c.kind {
         ChannelKind::Slack => "Slack incoming webhook".into(),
         ChannelKind::Webhook { url } => certpilot_notify::shown_url(url),
+        ChannelKind::Sns { topic_arn } => format!("SNS {topic_arn}"),
+        ChannelKind::EventBridge { bus } => format!("EventBridge bus {bus}"),
     }
 }
 
@@ -105,26 +113,55 @@ async fn add(app: &App, args: ChannelAddArgs) -> Result<ExitCode, CliError> {
         .iter()
         .map(|t| parse_tag(t).map_err(|e| usage(format!("--match {t:?}: {e}"))))
         .collect::<Result<BTreeMap<_, _>, _>>()?;
-    let (kind, flag, file) = match (&args.slack_webhook_file, &args.webhook, &args.secret_file) {
-        (Some(file), _, _) => (ChannelKind::Slack, "--slack-webhook-file", file),
-        (None, Some(url), Some(file)) => {
+    let (kind, secret) = match (
+        &args.slack_webhook_file,
+        &args.webhook,
+        &args.sns_topic,
+        &args.eventbridge_bus,
+    ) {
+        (Some(file), None, None, None) => {
+            (ChannelKind::Slack, Some(("--slack-webhook-file", file)))
+        }
+        (None, Some(url), None, None) => {
             certpilot_notify::check_url(url)
                 .map_err(|e| usage(format!("--webhook {url:?}: {e}")))?;
+            let file = args
+                .secret_file
+                .as_ref()
+                .ok_or_else(|| usage("--webhook needs --secret-file"))?;
             (
                 ChannelKind::Webhook { url: url.clone() },
-                "--secret-file",
-                file,
+                Some(("--secret-file", file)),
             )
+        }
+        (None, None, Some(arn), None) => {
+            check_topic_arn(arn).map_err(|e| usage(format!("--sns-topic {arn:?} {e}")))?;
+            (
+                ChannelKind::Sns {
+                    topic_arn: arn.clone(),
+                },
+                None,
+            )
+        }
+        (None, None, None, Some(bus)) => {
+            check_event_bus(bus).map_err(|e| usage(format!("--eventbridge-bus {bus:?} {e}")))?;
+            (ChannelKind::EventBridge { bus: bus.clone() }, None)
         }
         _ => {
             return Err(usage(
-                "give --slack-webhook-file, or --webhook with --secret-file",
+                "give one of --slack-webhook-file, --webhook with --secret-file, --sns-topic or --eventbridge-bus",
             ));
         }
     };
-    let secret = crate::context::read_secret_file(flag, file)?;
-    certpilot_notify::check_secret(&kind, &secret)
-        .map_err(|e| usage(format!("{flag} {}: {e}", file.display())))?;
+    let secret = match secret {
+        Some((flag, file)) => {
+            let secret = crate::context::read_secret_file(flag, file)?;
+            certpilot_notify::check_secret(&kind, &secret)
+                .map_err(|e| usage(format!("{flag} {}: {e}", file.display())))?;
+            Some(secret)
+        }
+        None => None,
+    };
     let channel = Channel {
         name: args.name.clone(),
         kind,
@@ -148,12 +185,14 @@ async fn add(app: &App, args: ChannelAddArgs) -> Result<ExitCode, CliError> {
         return Err(exists());
     }
     // The secret first: a channel record never exists without what it needs to send.
-    app.secrets()
-        .put_current(
-            &channel.secret_name(),
-            &SecretValue::new(secret.into_bytes()),
-        )
-        .await?;
+    if let Some(secret) = secret {
+        app.secrets()
+            .put_current(
+                &channel.secret_name(),
+                &SecretValue::new(secret.into_bytes()),
+            )
+            .await?;
+    }
     match app.channels().add_channel(&channel).await {
         Ok(()) => {}
         Err(StoreError::AlreadyExists { .. }) => return Err(exists()),

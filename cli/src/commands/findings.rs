@@ -9,7 +9,6 @@ use certpilot_core::model::finding::{Finding, FindingKind, Severity};
 use certpilot_core::parse_tag;
 use certpilot_core::ports::Notifier;
 use certpilot_core::services::findings::{FindingsService, ScanEvaluation};
-use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::args::{DigestArgs, FindingsAction, FindingsArgs};
@@ -247,82 +246,19 @@ async fn tell(app: &App, service: &FindingsService, notify: bool) -> Exit {
     }
 }
 
-/// One owner's digest.
-#[derive(Default, serde::Serialize)]
-struct Digest {
-    owner: String,
-    findings: Vec<serde_json::Value>,
-    expiring: Vec<serde_json::Value>,
-}
-
 /// Runs `certpilot digest`: per owner, the open findings and what expires within the window,
-/// soonest first. Endpoints and certificates without an `owner` tag are listed under
-/// `(no owner)`, so nothing falls through.
+/// soonest first (`certpilot_core::services::digest`).
 pub async fn digest(app: &App, args: DigestArgs) -> Result<ExitCode, CliError> {
-    const NO_OWNER: &str = "(no owner)";
-    let now = app.clock().now();
-    let until = now + time::Duration::days(i64::from(args.days));
-    let mut digests: std::collections::BTreeMap<String, Digest> = Default::default();
-    fn entry<'a>(
-        digests: &'a mut std::collections::BTreeMap<String, Digest>,
-        owner: Option<&String>,
-    ) -> &'a mut Digest {
-        let name = owner.cloned().unwrap_or_else(|| NO_OWNER.to_owned());
-        digests.entry(name.clone()).or_insert_with(|| Digest {
-            owner: name,
-            ..Digest::default()
-        })
-    }
-    for f in app.findings().active_findings().await? {
-        entry(&mut digests, f.owner.as_ref())
-            .findings
-            .push(finding_json(&f));
-    }
-    let mut expiring: Vec<(OffsetDateTime, Option<String>, serde_json::Value)> = Vec::new();
-    let query = certpilot_core::ports::InventoryQuery {
-        expiring_before: Some(until),
-    };
-    for row in app.store().inventory(&query).await? {
-        let o = &row.observation;
-        let Some(c) = &o.certificate else { continue };
-        expiring.push((
-            c.not_after,
-            row.tags.get("owner").cloned(),
-            json!({
-                "what": "endpoint",
-                "target": o.target,
-                "address": o.address,
-                "not_after": rfc3339(c.not_after),
-                "days_left": certpilot_core::policy::days_remaining(c.not_after, now),
-                "issuer": c.issuer,
-                "serial": c.serial,
-            }),
-        ));
-    }
-    for cert in app.certificates().certificates().await? {
-        let Some(current) = &cert.current else {
-            continue;
-        };
-        if current.not_after < until {
-            expiring.push((
-                current.not_after,
-                cert.spec.tags.get("owner").cloned(),
-                json!({
-                    "what": "certificate",
-                    "id": cert.id,
-                    "not_after": rfc3339(current.not_after),
-                    "days_left": certpilot_core::policy::days_remaining(current.not_after, now),
-                    "serial": current.serial,
-                }),
-            ));
-        }
-    }
-    expiring.sort_by_key(|(at, _, _)| *at);
-    for (_, owner, item) in expiring {
-        entry(&mut digests, owner.as_ref()).expiring.push(item);
-    }
-    let shown: Vec<&Digest> = digests
-        .values()
+    let digests = certpilot_core::services::digest::digests(
+        app.store().as_ref(),
+        app.certificates().as_ref(),
+        app.findings().as_ref(),
+        app.clock().now(),
+        u32::from(args.days),
+    )
+    .await?;
+    let shown: Vec<_> = digests
+        .iter()
         .filter(|d| args.owner.as_ref().is_none_or(|o| &d.owner == o))
         .collect();
     use std::io::Write as _;
@@ -344,45 +280,7 @@ pub async fn digest(app: &App, args: DigestArgs) -> Result<ExitCode, CliError> {
                 .map_err(CliError::Output)?;
             }
             for d in &shown {
-                writeln!(
-                    out,
-                    "{}: {} open findings; {} expire within {} days",
-                    d.owner,
-                    d.findings.len(),
-                    d.expiring.len(),
-                    args.days
-                )
-                .map_err(CliError::Output)?;
-                for f in &d.findings {
-                    writeln!(
-                        out,
-                        "  {} {}: {} — {}",
-                        f["severity"].as_str().unwrap_or(""),
-                        f["kind"].as_str().unwrap_or(""),
-                        f["summary"].as_str().unwrap_or(""),
-                        f["next_step"].as_str().unwrap_or("")
-                    )
-                    .map_err(CliError::Output)?;
-                }
-                for e in &d.expiring {
-                    let what = match e["what"].as_str() {
-                        Some("certificate") => {
-                            format!("certificate {}", e["id"].as_str().unwrap_or(""))
-                        }
-                        _ => format!(
-                            "{} ({})",
-                            e["target"].as_str().unwrap_or(""),
-                            e["address"].as_str().unwrap_or("")
-                        ),
-                    };
-                    writeln!(
-                        out,
-                        "  expires {} (in {} days): {what}",
-                        e["not_after"].as_str().unwrap_or(""),
-                        e["days_left"]
-                    )
-                    .map_err(CliError::Output)?;
-                }
+                write!(out, "{}", d.text()).map_err(CliError::Output)?;
             }
         }
     }

@@ -66,10 +66,39 @@ impl Handler {
         self
     }
 
-    async fn record_findings(&self) {
-        if let Some(app) = &self.findings {
-            app.record_certificate_findings_logged().await;
-        }
+    /// At the end of each invocation: the certificates' findings are recorded and sent,
+    /// each deployment's outcome is put on the event bus, and the run's metrics are logged
+    /// (EMF, with the `RunCompleted` heartbeat for scheduled runs).
+    async fn finish(&self, reports: &[DeployReport], failed: usize, scheduled: bool) {
+        let Some(app) = &self.findings else {
+            return;
+        };
+        app.record_certificate_findings_logged().await;
+        app.send_findings_logged().await;
+        app.announce(&outcome_events(reports)).await;
+        let targets = || {
+            reports
+                .iter()
+                .flat_map(|r| r.targets.iter())
+                .filter(|t| !t.unchanged)
+        };
+        certpilot_aws::lambda::emit_run_metrics(
+            "deploy",
+            &[
+                (
+                    "DeploymentsVerified",
+                    "Count",
+                    targets().filter(|t| t.is_verified()).count() as f64,
+                ),
+                (
+                    "DeploymentsNotServing",
+                    "Count",
+                    targets().filter(|t| !t.is_verified()).count() as f64,
+                ),
+                ("DeployFailures", "Count", failed as f64),
+            ],
+            scheduled,
+        );
     }
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, FunctionError> {
@@ -83,7 +112,8 @@ impl Handler {
         if certpilot_aws::lambda::is_sqs(&event.payload) {
             let sqs: SqsEvent = serde_json::from_value(event.payload)
                 .map_err(|e| FunctionError::Event(format!("SQS event: {e}")))?;
-            let response = messages(&service, sqs).await;
+            let (response, reports, failed) = messages(&service, sqs).await;
+            self.finish(&reports, failed, false).await;
             return serde_json::to_value(response).map_err(|e| FunctionError::Event(e.to_string()));
         }
         let mut summary = Summary::default();
@@ -109,15 +139,48 @@ impl Handler {
             failed = summary.failed,
             "summary"
         );
-        self.record_findings().await;
+        self.finish(&summary.reports, summary.failed, true).await;
         serde_json::to_value(summary).map_err(|e| FunctionError::Event(e.to_string()))
     }
 }
 
+/// Each deployment that changed as a `Deployment verified` or `Deployment not serving` event
+/// (a redelivered message for a deployment already verified announces nothing).
+fn outcome_events(reports: &[DeployReport]) -> Vec<certpilot_notify::eventbridge::Event> {
+    use certpilot_notify::eventbridge::{
+        DEPLOYMENT_NOT_SERVING, DEPLOYMENT_VERIFIED, outcome_event,
+    };
+    reports
+        .iter()
+        .flat_map(|r| {
+            r.targets.iter().filter(|t| !t.unchanged).map(|t| {
+                outcome_event(
+                    if t.is_verified() {
+                        DEPLOYMENT_VERIFIED
+                    } else {
+                        DEPLOYMENT_NOT_SERVING
+                    },
+                    serde_json::json!({
+                        "id": r.id,
+                        "fingerprint": r.fingerprint,
+                        "deployment": t,
+                    }),
+                )
+            })
+        })
+        .collect()
+}
+
 /// Deploys each message's certificate; a message is reported failed (delivered again later)
-/// when it cannot be read or its certificate is not served everywhere.
-async fn messages(service: &DeployService, event: SqsEvent) -> SqsBatchResponse {
+/// when it cannot be read or its certificate is not served everywhere. Also returns the
+/// reports and how many deploys failed outright.
+async fn messages(
+    service: &DeployService,
+    event: SqsEvent,
+) -> (SqsBatchResponse, Vec<DeployReport>, usize) {
     let mut failures = Vec::new();
+    let mut reports = Vec::new();
+    let mut failed = 0;
     for record in event.records {
         let message_id = record.message_id.clone().unwrap_or_default();
         let message: IssuedMessage = match record.body.as_deref().map(serde_json::from_str) {
@@ -139,6 +202,7 @@ async fn messages(service: &DeployService, event: SqsEvent) -> SqsBatchResponse 
         {
             Ok(report) if report.is_verified() => {
                 info!(id = %report.id, fingerprint = %report.fingerprint, unchanged = report.targets.iter().all(|t| t.unchanged), "deployed and verified");
+                reports.push(report);
             }
             Ok(report) => {
                 for t in report
@@ -148,6 +212,7 @@ async fn messages(service: &DeployService, event: SqsEvent) -> SqsBatchResponse 
                 {
                     error!(id = %report.id, deployment = %t.name, kind = %t.kind, status = t.state.status.as_str(), detail = t.state.detail.as_deref().unwrap_or_default(), "not served");
                 }
+                reports.push(report);
                 failures.push(message_id);
             }
             Err(DeployServiceError::NotFound(id)) => {
@@ -156,6 +221,7 @@ async fn messages(service: &DeployService, event: SqsEvent) -> SqsBatchResponse 
             }
             Err(e) => {
                 error!(id = %message.id, error = %e, "deploy failed");
+                failed += 1;
                 failures.push(message_id);
             }
         }
@@ -164,5 +230,5 @@ async fn messages(service: &DeployService, event: SqsEvent) -> SqsBatchResponse 
     for id in failures {
         response.add_failure(id);
     }
-    response
+    (response, reports, failed)
 }

@@ -85,21 +85,51 @@ impl Handler {
         }
     }
 
-    /// Records the certificates' findings at the end of each invocation.
+    /// Records and sends the certificates' findings at the end of each invocation.
     pub fn with_findings(mut self, app: certpilot_app::App) -> Self {
         self.findings = Some(app);
         self
     }
 
-    async fn record_findings(&self) {
-        if let Some(app) = &self.findings {
-            app.record_certificate_findings_logged().await;
+    /// At the end of each invocation: the certificates' findings are recorded and sent,
+    /// each issuance is put on the event bus, and the run's and the estate's metrics are
+    /// logged (EMF, with the `RunCompleted` heartbeat for scheduled runs).
+    async fn finish(&self, summary: &Summary, scheduled: bool) {
+        let Some(app) = &self.findings else {
+            return;
+        };
+        app.record_certificate_findings_logged().await;
+        app.send_findings_logged().await;
+        let issued: Vec<_> = summary
+            .results
+            .iter()
+            .filter(|r| r["outcome"] == "issued")
+            .map(|r| {
+                certpilot_notify::eventbridge::outcome_event(
+                    certpilot_notify::eventbridge::CERTIFICATE_ISSUED,
+                    r.clone(),
+                )
+            })
+            .collect();
+        app.announce(&issued).await;
+        certpilot_aws::lambda::emit_run_metrics(
+            "renew",
+            &[
+                ("Renewals", "Count", summary.issued as f64),
+                ("RenewalFailures", "Count", summary.failed as f64),
+            ],
+            scheduled,
+        );
+        match app.estate_emf().await {
+            Ok(lines) => certpilot_aws::lambda::emit_emf(&lines),
+            Err(e) => tracing::warn!(error = %e, "estate metrics"),
         }
     }
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, FunctionError> {
         let deadline = certpilot_aws::lambda::invocation_deadline(event.context.deadline);
         let mut summary = Summary::default();
+        let mut scheduled = false;
         if event.payload["source"] == "aws.acm" {
             // "ACM Certificate Approaching Expiration" and its kin name the certificate by
             // ARN: look at it now instead of at the next scheduled check.
@@ -128,6 +158,7 @@ impl Handler {
                 summary.add(id, result);
             }
         } else {
+            scheduled = true;
             for (id, result) in self.renew.renew_due_until(Some(deadline)).await? {
                 summary.add(id, result);
             }
@@ -142,7 +173,7 @@ impl Handler {
             busy = summary.busy,
             "renew summary"
         );
-        self.record_findings().await;
+        self.finish(&summary, scheduled).await;
         serde_json::to_value(summary).map_err(|e| FunctionError::Event(e.to_string()))
     }
 }

@@ -10,7 +10,8 @@
 //! `CERTPILOT_CONCURRENCY` (8), `CERTPILOT_ACME_TIMEOUT` (60s), `CERTPILOT_ACME_CA_FILE`,
 //! `CERTPILOT_DNS_SYNC_TIMEOUT` (2m), `CERTPILOT_RENEWAL_BUDGET` (3m), `CERTPILOT_SCAN_INTERVAL`
 //! (1h, the scan function's, for `scan_stale`), `CERTPILOT_FINDINGS_POLICY`
-//! (JSON; the defaults). DNS-01 goes through
+//! (JSON; the defaults), `CERTPILOT_ALERTS_TOPIC_ARN` and `CERTPILOT_EVENT_BUS` (where
+//! findings and `Certificate issued` events go). DNS-01 goes through
 //! Route 53 or RFC 2136 (a function in a VPC reaching the primary); HTTP-01 through a web
 //! root (for example an EFS mount the web servers share).
 //! AWS access follows the standard configuration.
@@ -29,7 +30,8 @@ async fn main() -> Result<(), Error> {
     let config = config::Config::from_env()?;
     let app = App::aws(&config.table)
         .await
-        .with_findings_policy(certpilot_aws::lambda::findings_policy()?);
+        .with_findings_policy(certpilot_aws::lambda::findings_policy()?)
+        .with_channels(certpilot_aws::lambda::alert_channels()?);
     let sink = match &config.deploy_queue_url {
         Some(url) => Some(app.deploy_queue(url).await),
         None => None,

@@ -1,11 +1,15 @@
 //! The scan function. An EventBridge Scheduler tick scans the endpoints due (or fans them out
 //! in batches through SQS); an SQS batch scans the endpoints it carries and reports failed
-//! messages one by one (`ReportBatchItemFailures`).
+//! messages one by one (`ReportBatchItemFailures`). Each run then sends the findings'
+//! transitions to the alerts topic and the event bus, and logs its metrics (EMF, with the
+//! `RunCompleted` heartbeat for ticks). The event `{"action": "digest", "days": 30}` (the
+//! daily digest schedule) publishes every owner's digest to the alerts topic instead.
 //!
 //! Settings (environment): `CERTPILOT_TABLE` (required), `CERTPILOT_SCAN_QUEUE_URL` (fan-out;
 //! without it every due endpoint is scanned inline), `CERTPILOT_SCAN_INTERVAL` (1h),
 //! `CERTPILOT_MAX_INLINE` (500), `CERTPILOT_BATCH_SIZE` (200), `CERTPILOT_CONCURRENCY` (64),
-//! `CERTPILOT_TARGET_TIMEOUT` (15s), `CERTPILOT_FINDINGS_POLICY` (JSON; the defaults). AWS access follows the standard configuration.
+//! `CERTPILOT_TARGET_TIMEOUT` (15s), `CERTPILOT_FINDINGS_POLICY` (JSON; the defaults),
+//! `CERTPILOT_ALERTS_TOPIC_ARN` and `CERTPILOT_EVENT_BUS` (where findings go). AWS access follows the standard configuration.
 
 mod config;
 mod handler;
@@ -20,7 +24,8 @@ async fn main() -> Result<(), Error> {
     let config = config::Config::from_env()?;
     let app = App::aws(&config.table)
         .await
-        .with_findings_policy(certpilot_aws::lambda::findings_policy()?);
+        .with_findings_policy(certpilot_aws::lambda::findings_policy()?)
+        .with_channels(certpilot_aws::lambda::alert_channels()?);
     let scanner = app.public_scanner(ScanLimits {
         concurrency: config.concurrency,
         target_timeout: config.target_timeout,
@@ -30,6 +35,6 @@ async fn main() -> Result<(), Error> {
         None => None,
     };
     let scheduled = app.scheduled_scan(scanner, queue, config.schedule, config.target_timeout);
-    let handler = handler::Handler::new(scheduled, config.target_timeout);
+    let handler = handler::Handler::new(scheduled, config.target_timeout, app);
     lambda_runtime::run(service_fn(|event| handler.handle(event))).await
 }

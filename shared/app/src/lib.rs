@@ -42,6 +42,7 @@ pub struct App {
     channels: Arc<dyn ChannelStore>,
     secrets: Arc<dyn SecretStore>,
     findings_policy: FindingsPolicy,
+    extra_channels: Vec<certpilot_core::model::channel::Channel>,
     #[cfg(feature = "aws")]
     aws: Arc<tokio::sync::OnceCell<aws_config::SdkConfig>>,
 }
@@ -66,6 +67,7 @@ impl App {
             channels: store,
             secrets,
             findings_policy: FindingsPolicy::default(),
+            extra_channels: Vec::new(),
             #[cfg(feature = "aws")]
             aws: Arc::default(),
         }
@@ -74,6 +76,13 @@ impl App {
     /// The same app judging findings by `policy` (thresholds, severities, the scan interval).
     pub fn with_findings_policy(mut self, policy: FindingsPolicy) -> Self {
         self.findings_policy = policy;
+        self
+    }
+
+    /// The same app sending findings to `channels` too, beside the stored ones: the
+    /// deployment's own (the functions' alerts topic and event bus, from their settings).
+    pub fn with_channels(mut self, channels: Vec<certpilot_core::model::channel::Channel>) -> Self {
+        self.extra_channels = channels;
         self
     }
 
@@ -111,8 +120,16 @@ impl App {
         &self,
     ) -> Result<Vec<Arc<dyn certpilot_core::ports::Notifier>>, certpilot_core::ports::StoreError>
     {
-        let channels = self.channels.channels().await?;
-        Ok(certpilot_notify::notifiers(&channels, self.secrets.as_ref()).await)
+        let mut channels = self.channels.channels().await?;
+        // The deployment's own channels (the functions' alerts topic and event bus) first;
+        // a stored channel of the same name gives way to them.
+        channels.retain(|c| !self.extra_channels.iter().any(|e| e.name == c.name));
+        channels.splice(0..0, self.extra_channels.iter().cloned());
+        let aws = match channels.iter().any(|c| !c.kind.needs_secret()) {
+            true => Some(self.aws_config().await),
+            false => None,
+        };
+        Ok(certpilot_notify::notifiers(&channels, self.secrets.as_ref(), aws).await)
     }
 
     /// Records the findings of every managed certificate, and whether the scheduled scan
@@ -242,6 +259,116 @@ impl App {
             )),
             self.certificates.clone(),
         )
+    }
+}
+
+#[cfg(feature = "notify")]
+impl App {
+    /// Sends every pending transition to the channels (the deployment's own and the stored
+    /// ones): what each channel took and what it refused (kept pending for the next run).
+    pub async fn send_findings(
+        &self,
+    ) -> Result<certpilot_core::services::findings::NotifyReport, certpilot_core::ports::StoreError>
+    {
+        let channels = self.notifiers().await?;
+        self.findings_service().notify(&channels).await
+    }
+
+    /// [`App::send_findings`] at the end of a function's invocation: what was sent and what
+    /// was not is logged; a failure stays pending for the next run.
+    pub async fn send_findings_logged(&self) {
+        match self.send_findings().await {
+            Ok(report) => {
+                for (key, transition, channel) in &report.sent {
+                    tracing::info!(finding = %key, transition = transition.as_str(), %channel, "finding sent");
+                }
+                for (key, channel, error) in &report.failed {
+                    tracing::warn!(finding = %key, %channel, %error, "finding not sent; the next run sends it again");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "sending findings"),
+        }
+    }
+
+    /// The deployment's own channels of one kind (`sns`, `eventbridge`).
+    fn own_channels(
+        &self,
+        kind: &str,
+    ) -> impl Iterator<Item = &certpilot_core::model::channel::Channel> {
+        self.extra_channels
+            .iter()
+            .filter(move |c| c.kind.as_str() == kind)
+    }
+
+    /// Puts outcome events (`Certificate issued`, `Deployment verified`…) on the
+    /// deployment's event bus, if it has one. An outcome that cannot be put is logged: the
+    /// run's work stands, and its findings tell people what matters.
+    pub async fn announce(&self, events: &[certpilot_notify::eventbridge::Event]) {
+        use certpilot_core::model::channel::ChannelKind;
+        if events.is_empty() {
+            return;
+        }
+        for channel in self.own_channels("eventbridge") {
+            let ChannelKind::EventBridge { bus } = &channel.kind else {
+                continue;
+            };
+            let client = aws_sdk_eventbridge::Client::new(self.aws_config().await);
+            let what = format!("EventBridge bus {bus}");
+            match certpilot_notify::eventbridge::put_events(&client, bus, &what, events).await {
+                Ok(()) => tracing::info!(events = events.len(), %bus, "outcomes announced"),
+                Err(e) => tracing::error!(error = %e, "announcing outcomes"),
+            }
+        }
+    }
+
+    /// Every owner's digest (open findings, what expires within `days`), published to the
+    /// deployment's alerts topic: how many were published.
+    pub async fn publish_digests(&self, days: u32) -> Result<usize, String> {
+        use certpilot_core::model::channel::ChannelKind;
+        let digests = certpilot_core::services::digest::digests(
+            self.store.as_ref(),
+            self.certificates.as_ref(),
+            self.findings.as_ref(),
+            self.clock.now(),
+            days,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut published = 0;
+        for channel in self.own_channels("sns") {
+            let ChannelKind::Sns { topic_arn } = &channel.kind else {
+                continue;
+            };
+            let client = aws_sdk_sns::Client::new(self.aws_config().await);
+            let what = format!("SNS {topic_arn}");
+            for d in &digests {
+                certpilot_notify::sns::publish(
+                    &client,
+                    topic_arn,
+                    &what,
+                    certpilot_notify::sns::digest_message(d),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                published += 1;
+            }
+        }
+        Ok(published)
+    }
+
+    /// Estate metrics as CloudWatch EMF lines: days to expiry of every managed certificate
+    /// and open findings by severity (what the renew function logs on each run).
+    pub async fn estate_emf(&self) -> Result<String, certpilot_core::ports::StoreError> {
+        let certificates = self.certificates.certificates().await?;
+        let findings = self.findings.active_findings().await?;
+        Ok(certpilot_core::services::metrics::emf(
+            &certpilot_core::services::metrics::Estate {
+                inventory: &[],
+                certificates: &certificates,
+                findings: &findings,
+                now: self.clock.now(),
+            },
+        ))
     }
 }
 

@@ -160,3 +160,111 @@ pub fn error_type(class: certpilot_core::ErrorClass) -> &'static str {
         certpilot_core::ErrorClass::Permanent => "NonRetryable",
     }
 }
+
+/// The deployment's own channels, from the functions' settings: `CERTPILOT_ALERTS_TOPIC_ARN`
+/// (the alerts topic, named `alerts-topic`) and `CERTPILOT_EVENT_BUS` (named `event-bus`).
+/// Both take every finding (severity `info` and up): subscribers filter on the topic, rules
+/// on the bus.
+pub fn alert_channels() -> Result<Vec<certpilot_core::model::channel::Channel>, ConfigError> {
+    use certpilot_core::model::channel::{Channel, ChannelKind, check_event_bus, check_topic_arn};
+    let every = |name: &str, kind: ChannelKind| Channel {
+        name: name.to_owned(),
+        kind,
+        min_severity: certpilot_core::model::finding::Severity::Info,
+        kinds: Vec::new(),
+        matches: std::collections::BTreeMap::new(),
+    };
+    let mut channels = Vec::new();
+    if let Some(arn) = var(ALERTS_TOPIC) {
+        check_topic_arn(&arn).map_err(|reason| ConfigError {
+            name: ALERTS_TOPIC,
+            reason: format!("{arn:?} {reason}"),
+        })?;
+        channels.push(every(
+            ALERTS_TOPIC_CHANNEL,
+            ChannelKind::Sns { topic_arn: arn },
+        ));
+    }
+    if let Some(bus) = var(EVENT_BUS) {
+        check_event_bus(&bus).map_err(|reason| ConfigError {
+            name: EVENT_BUS,
+            reason: format!("{bus:?} {reason}"),
+        })?;
+        channels.push(every(EVENT_BUS_CHANNEL, ChannelKind::EventBridge { bus }));
+    }
+    Ok(channels)
+}
+
+/// The setting naming the alerts topic.
+pub const ALERTS_TOPIC: &str = "CERTPILOT_ALERTS_TOPIC_ARN";
+/// The setting naming the event bus.
+pub const EVENT_BUS: &str = "CERTPILOT_EVENT_BUS";
+/// The alerts topic's channel name.
+pub const ALERTS_TOPIC_CHANNEL: &str = "alerts-topic";
+/// The event bus's channel name.
+pub const EVENT_BUS_CHANNEL: &str = "event-bus";
+
+/// A run's metrics as one CloudWatch EMF line on standard output (where Lambda's log
+/// collector finds it), under the dimension `Function`. With `completed`, the line carries
+/// `RunCompleted` = 1: the heartbeat the template's alarms expect once per schedule period
+/// (missing data is breaching, so a scheduler that stops is an alarm).
+pub fn emit_run_metrics(function: &str, metrics: &[(&str, &str, f64)], completed: bool) {
+    let mut all = metrics.to_vec();
+    if completed {
+        all.push(("RunCompleted", "Count", 1.0));
+    }
+    print!(
+        "{}",
+        run_metrics_line(time::OffsetDateTime::now_utc(), function, &all)
+    );
+}
+
+/// The EMF line of [`emit_run_metrics`].
+pub fn run_metrics_line(
+    now: time::OffsetDateTime,
+    function: &str,
+    metrics: &[(&str, &str, f64)],
+) -> String {
+    certpilot_core::services::metrics::emf_line(
+        now,
+        &[("Function", function)],
+        metrics,
+        serde_json::Value::Null,
+    )
+}
+
+/// Estate metrics (EMF lines from [`certpilot_core::services::metrics::emf`]) on standard
+/// output.
+pub fn emit_emf(lines: &str) {
+    print!("{lines}");
+}
+
+#[cfg(test)]
+mod emf_tests {
+    use super::run_metrics_line;
+
+    #[test]
+    fn a_run_line_is_emf_with_the_function_dimension() {
+        let now = time::macros::datetime!(2026-12-05 10:00 UTC);
+        let line = run_metrics_line(
+            now,
+            "scan",
+            &[
+                ("ScanFailures", "Count", 2.0),
+                ("RunCompleted", "Count", 1.0),
+            ],
+        );
+        assert!(line.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["Function"], "scan");
+        assert_eq!(v["ScanFailures"], 2.0);
+        assert_eq!(v["RunCompleted"], 1.0);
+        let aws = &v["_aws"];
+        assert_eq!(aws["Timestamp"], 1_796_464_800_000_i64);
+        let directive = &aws["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "certpilot");
+        assert_eq!(directive["Dimensions"], serde_json::json!([["Function"]]));
+        assert_eq!(directive["Metrics"][1]["Name"], "RunCompleted");
+        assert_eq!(directive["Metrics"][1]["Unit"], "Count");
+    }
+}

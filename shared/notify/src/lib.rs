@@ -1,12 +1,15 @@
-//! certpilot's notification channels reached over HTTPS: Slack incoming webhooks (Block
-//! Kit) and generic webhooks signed with the Standard Webhooks scheme.
+//! certpilot's notification channels: Slack incoming webhooks (Block Kit), generic webhooks
+//! signed with the Standard Webhooks scheme, SNS topics with filterable attributes, and
+//! EventBridge buses.
 //!
 //! Each channel kind is a folder of the same shape (the message, the notifier and its
 //! answers); [`notifier`] is the one place that builds a channel's notifier from its stored
 //! configuration and its secret, so adding a kind is its folder and one arm there.
 
+pub mod eventbridge;
 mod http;
 pub mod slack;
+pub mod sns;
 pub mod webhook;
 mod words;
 
@@ -28,29 +31,74 @@ pub fn check_secret(kind: &ChannelKind, secret: &str) -> Result<(), String> {
         ChannelKind::Webhook { .. } => webhook::sign::key(secret)
             .map(|_| ())
             .map_err(|e| format!("the signing secret {e}")),
+        ChannelKind::Sns { .. } | ChannelKind::EventBridge { .. } => Ok(()),
     }
 }
 
-/// A channel's notifier, from its configuration and its secret.
-pub fn notifier(channel: &Channel, secret: &SecretValue) -> Result<Arc<dyn Notifier>, String> {
-    let http = http::Http::new()?;
-    let text = secret
-        .expose_str()
-        .map_err(|_| "its secret is not text".to_owned())?
-        .trim()
-        .to_owned();
-    check_secret(&channel.kind, &text)?;
+/// An AWS SDK error as a channel's answer: transient ones (throttling, timeouts, the
+/// service's own failures) are tried again by the next run, the rest need a person.
+pub(crate) fn aws_error<E, R>(
+    what: &str,
+    operation: &str,
+    e: &aws_sdk_sns::error::SdkError<E, R>,
+) -> NotifyError
+where
+    E: aws_sdk_sns::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let (code, detail) = certpilot_aws::describe_sdk_error(e);
+    let text = format!("{what}: {operation}: {detail}");
+    if certpilot_aws::is_transient(&code)
+        || matches!(
+            code.as_str(),
+            "InternalErrorException" | "InternalException" | "KMSThrottlingException"
+        )
+    {
+        NotifyError::Unavailable(text)
+    } else {
+        NotifyError::Refused(text)
+    }
+}
+
+/// A channel's notifier, from its configuration, its secret (for the kinds that need one)
+/// and the AWS configuration (for SNS and EventBridge).
+pub fn notifier(
+    channel: &Channel,
+    secret: Option<&SecretValue>,
+    aws: Option<&aws_config::SdkConfig>,
+) -> Result<Arc<dyn Notifier>, String> {
+    let aws = || aws.ok_or_else(|| "no AWS configuration to reach it".to_owned());
+    let secret = || -> Result<String, String> {
+        let text = secret
+            .ok_or_else(|| format!("its secret {} is missing", channel.secret_name()))?
+            .expose_str()
+            .map_err(|_| "its secret is not text".to_owned())?
+            .trim()
+            .to_owned();
+        check_secret(&channel.kind, &text)?;
+        Ok(text)
+    };
     Ok(match &channel.kind {
         ChannelKind::Slack => Arc::new(slack::Slack::new(
             channel.clone(),
-            SecretValue::new(text.into_bytes()),
-            http,
+            SecretValue::new(secret()?.into_bytes()),
+            http::Http::new()?,
         )),
         ChannelKind::Webhook { url } => Arc::new(webhook::Webhook::new(
             channel.clone(),
             url.clone(),
-            webhook::sign::key(&text)?,
-            http,
+            webhook::sign::key(&secret()?)?,
+            http::Http::new()?,
+        )),
+        ChannelKind::Sns { topic_arn } => Arc::new(sns::Sns::new(
+            channel.clone(),
+            topic_arn.clone(),
+            aws_sdk_sns::Client::new(aws()?),
+        )),
+        ChannelKind::EventBridge { bus } => Arc::new(eventbridge::EventBridge::new(
+            channel.clone(),
+            bus.clone(),
+            aws_sdk_eventbridge::Client::new(aws()?),
         )),
     })
 }
@@ -58,16 +106,24 @@ pub fn notifier(channel: &Channel, secret: &SecretValue) -> Result<Arc<dyn Notif
 /// Every channel's notifier. A channel that cannot be built (its secret is gone) still
 /// takes its messages and refuses them with the reason, so they stay pending and the run
 /// says why, rather than being dropped.
-pub async fn notifiers(channels: &[Channel], secrets: &dyn SecretStore) -> Vec<Arc<dyn Notifier>> {
+pub async fn notifiers(
+    channels: &[Channel],
+    secrets: &dyn SecretStore,
+    aws: Option<&aws_config::SdkConfig>,
+) -> Vec<Arc<dyn Notifier>> {
     let mut out: Vec<Arc<dyn Notifier>> = Vec::new();
     for channel in channels {
-        let built = match secrets
-            .get(&channel.secret_name(), &SecretVersion::Current)
-            .await
-        {
-            Ok(Some((_, secret))) => notifier(channel, &secret),
-            Ok(None) => Err(format!("its secret {} is missing", channel.secret_name())),
-            Err(e) => Err(e.to_string()),
+        let built = if channel.kind.needs_secret() {
+            match secrets
+                .get(&channel.secret_name(), &SecretVersion::Current)
+                .await
+            {
+                Ok(Some((_, secret))) => notifier(channel, Some(&secret), aws),
+                Ok(None) => Err(format!("its secret {} is missing", channel.secret_name())),
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            notifier(channel, None, aws)
         };
         out.push(built.unwrap_or_else(|why| {
             Arc::new(Broken {

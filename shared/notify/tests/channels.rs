@@ -272,8 +272,12 @@ fn slack_channel() -> Channel {
 }
 
 fn slack(url: &str) -> std::sync::Arc<dyn certpilot_core::ports::Notifier> {
-    certpilot_notify::notifier(&slack_channel(), &SecretValue::new(url.as_bytes().to_vec()))
-        .unwrap()
+    certpilot_notify::notifier(
+        &slack_channel(),
+        Some(&SecretValue::new(url.as_bytes().to_vec())),
+        None,
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -350,7 +354,8 @@ async fn webhooks_are_signed_as_standard_webhooks_and_retried_with_the_same_id()
     };
     let ch = certpilot_notify::notifier(
         &channel,
-        &SecretValue::new(receiver.secret.clone().into_bytes()),
+        Some(&SecretValue::new(receiver.secret.clone().into_bytes())),
+        None,
     )
     .unwrap();
     let f = findings().remove(6);
@@ -378,7 +383,10 @@ async fn webhooks_are_signed_as_standard_webhooks_and_retried_with_the_same_id()
     };
     let wrong = certpilot_notify::notifier(
         &other,
-        &SecretValue::new(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_vec()),
+        Some(&SecretValue::new(
+            b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_vec(),
+        )),
+        None,
     )
     .unwrap();
     let e = wrong.notify(n).await.unwrap_err();

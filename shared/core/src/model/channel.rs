@@ -23,6 +23,20 @@ pub enum ChannelKind {
         /// Where it posts.
         url: String,
     },
+    /// An SNS topic (the AWS path): subscribers filter on the message attributes `severity`,
+    /// `kind`, `environment` and `owner`, and route to the Slack function, e-mail, SQS…
+    /// No secret: access is the caller's IAM identity.
+    Sns {
+        /// The topic's ARN.
+        topic_arn: String,
+    },
+    /// An EventBridge bus: every transition as a `certpilot` event (`Finding opened`…), for
+    /// rules to route anywhere. No secret: access is the caller's IAM identity.
+    #[serde(rename = "eventbridge")]
+    EventBridge {
+        /// The bus's name or ARN (`default`).
+        bus: String,
+    },
 }
 
 impl ChannelKind {
@@ -31,7 +45,57 @@ impl ChannelKind {
         match self {
             ChannelKind::Slack => "slack",
             ChannelKind::Webhook { .. } => "webhook",
+            ChannelKind::Sns { .. } => "sns",
+            ChannelKind::EventBridge { .. } => "eventbridge",
         }
+    }
+
+    /// Whether it needs a secret (a Slack URL, a signing secret); AWS channels use the
+    /// caller's IAM identity.
+    pub fn needs_secret(&self) -> bool {
+        matches!(self, ChannelKind::Slack | ChannelKind::Webhook { .. })
+    }
+}
+
+/// Checks an SNS topic ARN (`arn:aws:sns:REGION:ACCOUNT:NAME`): the error says what is wrong.
+pub fn check_topic_arn(arn: &str) -> Result<(), String> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "sns"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit())
+        && !parts[5].is_empty()
+        && parts[5].len() <= 256
+        && parts[5]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err("is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)".into())
+    }
+}
+
+/// Checks an EventBridge bus name or ARN: 1–256 characters of letters, digits and `.-_/`
+/// (names), or an `arn:aws:events:…:event-bus/NAME`.
+pub fn check_event_bus(bus: &str) -> Result<(), String> {
+    let name = bus
+        .strip_prefix("arn:")
+        .and_then(|rest| rest.split_once(":event-bus/").map(|(_, n)| n))
+        .unwrap_or(bus);
+    let ok = !name.is_empty()
+        && bus.len() <= 1600
+        && name.len() <= 256
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_/".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err("is not an EventBridge bus name or ARN (default, ops-bus, arn:aws:events:REGION:ACCOUNT:event-bus/NAME)".into())
     }
 }
 
@@ -152,6 +216,36 @@ mod tests {
             delivered_to: Vec::new(),
             sending_until: None,
             version: 0,
+        }
+    }
+
+    #[test]
+    fn aws_destinations_are_checked() {
+        assert!(check_topic_arn("arn:aws:sns:us-east-1:123456789012:certpilot-alerts").is_ok());
+        assert!(check_topic_arn("arn:aws-us-gov:sns:us-gov-west-1:123456789012:a.fifo").is_ok());
+        for bad in [
+            "certpilot-alerts",
+            "arn:aws:sqs:us-east-1:123456789012:q",
+            "arn:aws:sns:us-east-1:1234:t",
+            "arn:aws:sns:us-east-1:123456789012:",
+            "arn:aws:sns:us-east-1:123456789012:a b",
+        ] {
+            assert!(check_topic_arn(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "default",
+            "ops-bus",
+            "aws.partner/x",
+            "arn:aws:events:us-east-1:123456789012:event-bus/ops",
+        ] {
+            assert!(check_event_bus(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "arn:aws:events:us-east-1:123456789012:event-bus/",
+        ] {
+            assert!(check_event_bus(bad).is_err(), "{bad:?}");
         }
     }
 

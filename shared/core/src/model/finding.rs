@@ -388,6 +388,71 @@ impl Finding {
         })
     }
 
+    /// A finding as [`public_json`](Self::public_json) wrote it (what an SNS subscriber, such as
+    /// the Slack function, receives): enough to say it again. What is not public (the
+    /// delivery record, the version) is empty. The error names the field.
+    pub fn from_public_json(v: &serde_json::Value) -> Result<Finding, String> {
+        use time::format_description::well_known::Rfc3339;
+        #[derive(Deserialize)]
+        struct Public {
+            key: String,
+            kind: FindingKind,
+            severity: Severity,
+            state: FindingState,
+            subject: Subject,
+            summary: String,
+            detail: String,
+            next_step: String,
+            owner: Option<String>,
+            environment: Option<String>,
+            #[serde(default)]
+            tags: Tags,
+            expires_at: Option<String>,
+            opened_at: String,
+            updated_at: String,
+            resolved_at: Option<String>,
+            acknowledged_until: Option<String>,
+        }
+        let p: Public = serde_json::from_value(v.clone()).map_err(|e| format!("finding: {e}"))?;
+        let time = |field: &str, t: &str| {
+            OffsetDateTime::parse(t, &Rfc3339)
+                .map_err(|e| format!("finding.{field}: {t:?} is not an RFC 3339 time ({e})"))
+        };
+        let optional =
+            |field: &str, t: &Option<String>| t.as_deref().map(|t| time(field, t)).transpose();
+        if p.key != finding_key(p.kind, &p.subject) {
+            return Err(format!(
+                "finding.key {:?} is not the key of its kind and subject",
+                p.key
+            ));
+        }
+        Ok(Finding {
+            expires_at: optional("expires_at", &p.expires_at)?,
+            opened_at: time("opened_at", &p.opened_at)?,
+            updated_at: time("updated_at", &p.updated_at)?,
+            resolved_at: optional("resolved_at", &p.resolved_at)?,
+            acknowledged_until: optional("acknowledged_until", &p.acknowledged_until)?,
+            key: p.key,
+            kind: p.kind,
+            severity: p.severity,
+            state: p.state,
+            subject: p.subject,
+            summary: p.summary,
+            detail: p.detail,
+            next_step: p.next_step,
+            owner: p.owner,
+            environment: p.environment,
+            tags: p.tags,
+            fact: String::new(),
+            acknowledged_reason: None,
+            notified_at: None,
+            pending: None,
+            delivered_to: Vec::new(),
+            sending_until: None,
+            version: 0,
+        })
+    }
+
     /// Whether the problem is there (open or acknowledged).
     pub fn is_active(&self) -> bool {
         self.state != FindingState::Resolved
@@ -416,6 +481,52 @@ pub const RESOLVED_RETENTION: time::Duration = time::Duration::days(90);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_finding_reads_back_from_its_public_json_and_mistakes_are_named() {
+        let subject = Subject::endpoint("shop.example.com:443", Some("192.0.2.1:443"));
+        let t = OffsetDateTime::from_unix_timestamp(1_796_000_000).expect("time");
+        let f = Finding {
+            key: finding_key(FindingKind::Expiring, &subject),
+            kind: FindingKind::Expiring,
+            severity: Severity::Warning,
+            state: FindingState::Acknowledged,
+            subject,
+            summary: "s".into(),
+            detail: "d".into(),
+            next_step: "n".into(),
+            owner: Some("payments".into()),
+            environment: None,
+            tags: Tags::from([("owner".into(), "payments".into())]),
+            fact: String::new(),
+            expires_at: Some(t + time::Duration::days(9)),
+            opened_at: t,
+            updated_at: t + time::Duration::hours(1),
+            resolved_at: None,
+            acknowledged_until: Some(t + time::Duration::days(3)),
+            acknowledged_reason: None,
+            notified_at: None,
+            pending: None,
+            delivered_to: Vec::new(),
+            sending_until: None,
+            version: 0,
+        };
+        assert_eq!(Finding::from_public_json(&f.public_json()), Ok(f.clone()));
+        let mut bad = f.public_json();
+        bad["opened_at"] = "yesterday".into();
+        assert!(
+            Finding::from_public_json(&bad)
+                .unwrap_err()
+                .contains("finding.opened_at: \"yesterday\" is not an RFC 3339 time")
+        );
+        let mut forged = f.public_json();
+        forged["kind"] = "expired".into();
+        assert!(
+            Finding::from_public_json(&forged)
+                .unwrap_err()
+                .contains("finding.key")
+        );
+    }
 
     #[test]
     fn keys_are_url_safe_stable_and_differ_by_kind_and_subject() {

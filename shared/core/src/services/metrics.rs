@@ -251,48 +251,73 @@ pub fn prometheus(estate: &Estate<'_>) -> String {
     out
 }
 
-/// CloudWatch Embedded Metric Format: one JSON object per line, namespace `certpilot`.
-/// `DaysToExpiry` per endpoint address (dimensions `Target`, `Address`), per managed
-/// certificate (`CertificateId`), and `OpenFindings` per severity. EMF's `Timestamp` is in
-/// milliseconds.
-pub fn emf(estate: &Estate<'_>) -> String {
-    let ms = i64::try_from(estate.now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    let line = |dims: &[&str], metric: &str, unit: &str, mut fields: serde_json::Value| {
-        fields["_aws"] = serde_json::json!({
+/// One CloudWatch Embedded Metric Format line (namespace `certpilot`, ending in a newline):
+/// `metrics` (name, CloudWatch unit, value) under one dimension set made of `dimensions`
+/// (name, value), with `fields` beside them for people reading the log. EMF's `Timestamp` is
+/// in milliseconds.
+pub fn emf_line(
+    now: OffsetDateTime,
+    dimensions: &[(&str, &str)],
+    metrics: &[(&str, &str, f64)],
+    fields: serde_json::Value,
+) -> String {
+    let ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let mut root = match fields {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    for (name, value) in dimensions {
+        root.insert((*name).to_owned(), serde_json::Value::from(*value));
+    }
+    for (name, _, value) in metrics {
+        root.insert((*name).to_owned(), serde_json::json!(value));
+    }
+    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    let defs: Vec<serde_json::Value> = metrics
+        .iter()
+        .map(|(name, unit, _)| serde_json::json!({"Name": name, "Unit": unit}))
+        .collect();
+    root.insert(
+        "_aws".into(),
+        serde_json::json!({
             "Timestamp": ms,
             "CloudWatchMetrics": [{
                 "Namespace": "certpilot",
-                "Dimensions": [dims],
-                "Metrics": [{"Name": metric, "Unit": unit}],
+                "Dimensions": [names],
+                "Metrics": defs,
             }],
-        });
-        fields.to_string() + "\n"
-    };
+        }),
+    );
+    serde_json::Value::Object(root).to_string() + "\n"
+}
+
+/// CloudWatch Embedded Metric Format: one JSON object per line, namespace `certpilot`.
+/// `DaysToExpiry` per endpoint address (dimensions `Target`, `Address`), per managed
+/// certificate (`CertificateId`), and `OpenFindings` per severity.
+pub fn emf(estate: &Estate<'_>) -> String {
     let days = |t: OffsetDateTime| (t - estate.now).whole_seconds() as f64 / 86_400.0;
     let mut out = String::new();
     for e in estate.inventory {
         let o = &e.observation;
         if let Some(c) = o.certificate.as_ref().filter(|_| o.status == Status::Ok) {
-            out.push_str(&line(
-                &["Target", "Address"],
-                "DaysToExpiry",
-                "None",
-                serde_json::json!({
-                    "Target": o.target,
-                    "Address": o.address.clone().unwrap_or_default(),
-                    "DaysToExpiry": days(c.not_after),
-                    "serial": c.serial,
-                }),
+            out.push_str(&emf_line(
+                estate.now,
+                &[
+                    ("Target", &o.target),
+                    ("Address", o.address.as_deref().unwrap_or_default()),
+                ],
+                &[("DaysToExpiry", "None", days(c.not_after))],
+                serde_json::json!({"serial": c.serial}),
             ));
         }
     }
     for c in estate.certificates {
         if let Some(cur) = &c.current {
-            out.push_str(&line(
-                &["CertificateId"],
-                "DaysToExpiry",
-                "None",
-                serde_json::json!({"CertificateId": c.id, "DaysToExpiry": days(cur.not_after)}),
+            out.push_str(&emf_line(
+                estate.now,
+                &[("CertificateId", &c.id)],
+                &[("DaysToExpiry", "None", days(cur.not_after))],
+                serde_json::Value::Null,
             ));
         }
     }
@@ -302,11 +327,11 @@ pub fn emf(estate: &Estate<'_>) -> String {
             .iter()
             .filter(|f| f.state == FindingState::Open && f.severity.as_str() == severity)
             .count();
-        out.push_str(&line(
-            &["Severity"],
-            "OpenFindings",
-            "Count",
-            serde_json::json!({"Severity": severity, "OpenFindings": n}),
+        out.push_str(&emf_line(
+            estate.now,
+            &[("Severity", severity)],
+            &[("OpenFindings", "Count", n as f64)],
+            serde_json::Value::Null,
         ));
     }
     out

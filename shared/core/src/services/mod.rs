@@ -3,6 +3,7 @@
 
 pub mod acm;
 pub mod deploy;
+pub mod digest;
 pub mod endpoints;
 pub mod findings;
 pub mod lease;

@@ -126,6 +126,52 @@ pub fn message(n: &Notification<'_>) -> Value {
     })
 }
 
+/// The message of an owner's digest: a header, the headline, then one section per finding
+/// and per expiry, most severe and soonest first, within 50 blocks (the last says how many
+/// more there are).
+pub fn digest(d: &certpilot_core::services::digest::Digest) -> Value {
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": cut(&format!("Daily certificate digest · {}", d.owner), MAX_HEADER), "emoji": true}}),
+        json!({"type": "section", "text": mrkdwn(&d.headline(), MAX_SECTION)}),
+    ];
+    let mut lines: Vec<String> = d
+        .findings
+        .iter()
+        .map(|f| {
+            format!(
+                "*{} {}*: {}\n{}",
+                f["severity"].as_str().unwrap_or(""),
+                f["kind"].as_str().unwrap_or(""),
+                f["summary"].as_str().unwrap_or(""),
+                f["next_step"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    lines.extend(d.expiring.iter().map(|e| {
+        format!(
+            "*expires in {} days* ({}): {}",
+            e["days_left"],
+            e["not_after"].as_str().unwrap_or(""),
+            certpilot_core::services::digest::expiring_what(e)
+        )
+    }));
+    // Two blocks above, one kept for "and N more".
+    let room = MAX_BLOCKS - blocks.len() - 1;
+    let more = lines.len().saturating_sub(room);
+    for line in lines.iter().take(room) {
+        blocks.push(json!({"type": "section", "text": mrkdwn(line, MAX_SECTION)}));
+    }
+    if more > 0 {
+        blocks.push(json!({"type": "context", "elements": [mrkdwn(&format!("…and {more} more: `certpilot digest --owner {}`", d.owner), MAX_SECTION)]}));
+    }
+    json!({
+        "text": cut(&d.text(), MAX_TEXT),
+        "blocks": blocks,
+        "unfurl_links": false,
+        "unfurl_media": false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 //! not retry a 429, and loses the alert); `5xx` is retried.
 
 pub mod blocks;
+pub mod routes;
 
 use certpilot_core::model::channel::Channel;
 use certpilot_core::model::finding::Finding;
@@ -77,15 +78,48 @@ impl Notifier for Slack {
 
     async fn notify(&self, n: Notification<'_>) -> Result<(), NotifyError> {
         let what = format!("channel {}", self.channel.name);
-        let body = serde_json::to_vec(&blocks::message(&n))
-            .map_err(|e| NotifyError::Refused(format!("{what}: {e}")))?;
         let url = self.url.expose_str().map_err(|_| {
             NotifyError::Refused(format!("{what}: the stored webhook URL is not text"))
         })?;
-        retrying(
-            || self.http.post_json(&what, url, &[], body.clone()),
-            |a| judge(&what, a),
-        )
-        .await
+        post(&self.http, &what, url, &blocks::message(&n)).await
+    }
+}
+
+/// Posts `payload` to the incoming webhook at `url`: `429` waits for its `Retry-After`,
+/// `5xx` and network failures are tried again, Slack's error words are explained. `what`
+/// names the destination in errors (never the URL: it is the secret).
+pub(crate) async fn post(
+    http: &Http,
+    what: &str,
+    url: &str,
+    payload: &serde_json::Value,
+) -> Result<(), NotifyError> {
+    let body =
+        serde_json::to_vec(payload).map_err(|e| NotifyError::Refused(format!("{what}: {e}")))?;
+    retrying(
+        || http.post_json(what, url, &[], body.clone()),
+        |a| judge(what, a),
+    )
+    .await
+}
+
+/// A Slack incoming webhook client for senders other than a channel (the Slack function):
+/// the same answers, limits and retries.
+pub struct Webhook(Http);
+
+impl Webhook {
+    /// A client with certpilot's timeouts.
+    pub fn new() -> Result<Self, String> {
+        Http::new().map(Webhook)
+    }
+
+    /// Posts a Block Kit `payload` to `url`; `what` names the destination in errors.
+    pub async fn post(
+        &self,
+        what: &str,
+        url: &str,
+        payload: &serde_json::Value,
+    ) -> Result<(), NotifyError> {
+        post(&self.0, what, url, payload).await
     }
 }
