@@ -208,8 +208,16 @@ impl LambdaWatch {
                 }));
             }
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            // A function error is an answer, not an emulator still starting.
-            if stderr.contains("errorType") || stderr.contains("error_type") {
+            // A function error is an answer, not an emulator still starting: cargo lambda
+            // prints `Error: <errorType>` on a line of its own, then the message.
+            let function_error = stderr.lines().next().is_some_and(|l| {
+                l.strip_prefix("Error: ").is_some_and(|t| {
+                    !t.is_empty()
+                        && t.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._:".contains(c))
+                })
+            });
+            if function_error || stderr.contains("errorType") || stderr.contains("error_type") {
                 return Err(stderr);
             }
             assert!(

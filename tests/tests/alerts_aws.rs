@@ -138,7 +138,10 @@ async fn sns_subscribers_filter_on_severity_and_environment_and_read_the_settled
         .topic_arn(&topic)
         .protocol("email")
         .endpoint("payments-oncall@example.com")
-        .attributes("FilterPolicy", json!({"owner": ["payments"], "severity": ["critical"]}).to_string())
+        .attributes(
+            "FilterPolicy",
+            json!({"owner": ["payments"], "severity": ["critical"]}).to_string(),
+        )
         .send()
         .await
         .unwrap();
@@ -198,7 +201,10 @@ async fn sns_subscribers_filter_on_severity_and_environment_and_read_the_settled
     let envelope: Value = serde_json::from_str(team[0].body().unwrap()).unwrap();
     assert_eq!(envelope["Type"], "Notification");
     assert_eq!(envelope["MessageAttributes"]["owner"]["Value"], "search");
-    assert_eq!(envelope["MessageAttributes"]["severity"]["Value"], "warning");
+    assert_eq!(
+        envelope["MessageAttributes"]["severity"]["Value"],
+        "warning"
+    );
     assert!(
         envelope["Subject"]
             .as_str()
@@ -237,7 +243,10 @@ async fn sns_subscribers_filter_on_severity_and_environment_and_read_the_settled
         assert!(n[2].as_str().unwrap().is_ascii(), "the e-mail subject: {n}");
         // The body an e-mail reader sees starts with the sentence.
         let body: Value = serde_json::from_str(n[1].as_str().unwrap()).unwrap();
-        assert!(body["text"].as_str().unwrap().contains("certpilot"), "{body}");
+        assert!(
+            body["text"].as_str().unwrap().contains("certpilot"),
+            "{body}"
+        );
     }
 }
 
@@ -316,10 +325,7 @@ async fn eventbridge_rules_route_certpilot_events_by_detail_type() {
         .iter()
         .map(|e| e["detail-type"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        types.iter().filter(|t| **t == "Finding opened").count(),
-        1
-    );
+    assert_eq!(types.iter().filter(|t| **t == "Finding opened").count(), 1);
     assert_eq!(
         types.iter().filter(|t| **t == "Finding resolved").count(),
         1
@@ -402,10 +408,14 @@ async fn failed_eventbridge_entries_are_sent_again_and_a_refusal_is_named() {
     .await;
     let config = certpilot_e2e::moto_sdk_config(&server.base_url());
     let client = aws_sdk_eventbridge::Client::new(&config);
-    let events: Vec<_> = ["Certificate issued", "Deployment verified", "Finding opened"]
-        .iter()
-        .map(|t| certpilot_notify::eventbridge::outcome_event(t, json!({"id": "shop"})))
-        .collect();
+    let events: Vec<_> = [
+        "Certificate issued",
+        "Deployment verified",
+        "Finding opened",
+    ]
+    .iter()
+    .map(|t| certpilot_notify::eventbridge::outcome_event(t, json!({"id": "shop"})))
+    .collect();
     tokio::time::timeout(
         Duration::from_secs(30),
         certpilot_notify::eventbridge::put_events(&client, "default", "bus default", &events),
