@@ -1409,3 +1409,103 @@ async fn a_findings_policy_file_sets_thresholds_and_severities_per_environment_a
         "{listed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sns_channel_publishes_with_filterable_attributes_and_needs_no_secret() {
+    let moto = certpilot_testkit::procs::shared_moto();
+    let config = certpilot_e2e::moto_sdk_config(&moto.endpoint_url);
+    let name = format!("cli-alerts-{}", std::process::id());
+    let (topic, queue) = certpilot_e2e::sns_queue::topic_with_queue(
+        &config,
+        &name,
+        Some(&serde_json::json!({"severity": ["critical"]})),
+        true,
+    )
+    .await;
+    let env = Env::new(&Ca::new("SNS Channel Root"));
+    let run = |args: Vec<String>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_certpilot"));
+        cmd.args(args)
+            .env("CERTPILOT_STORE", env.store())
+            .env("NO_COLOR", "1")
+            // The standard AWS configuration, exactly as in production.
+            .env("AWS_ENDPOINT_URL", &moto.endpoint_url)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE");
+        async move { cmd.output().await.unwrap() }
+    };
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+
+    // A mistyped ARN is named before anything is stored.
+    let out = run(s(&[
+        "channels",
+        "add",
+        "oncall",
+        "--sns-topic",
+        "arn:aws:sns:us-east-1:12:x",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--sns-topic"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not an SNS topic ARN"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(s(&[
+        "channels",
+        "add",
+        "oncall",
+        "--sns-topic",
+        &topic,
+        "--min-severity",
+        "critical",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(s(&[
+        "channels",
+        "add",
+        "bus",
+        "--eventbridge-bus",
+        "default",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(s(&["channels", "list", "--format", "json"])).await;
+    let listed = json_lines(&out);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let oncall = listed.iter().find(|c| c["name"] == "oncall").unwrap();
+    assert_eq!(oncall["type"], "sns");
+    assert_eq!(oncall["destination"], format!("SNS {topic}"));
+    let bus = listed.iter().find(|c| c["name"] == "bus").unwrap();
+    assert_eq!(bus["destination"], "EventBridge bus default");
+
+    // The sample is critical (the channel's least severity), so the filter lets it through.
+    let out = run(s(&["channels", "test", "oncall"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = certpilot_e2e::sns_queue::drain(&config, &queue).await;
+    assert_eq!(got.len(), 1);
+    let attrs = got[0].message_attributes().unwrap();
+    assert_eq!(attrs["severity"].string_value(), Some("critical"));
+    assert_eq!(attrs["kind"].string_value(), Some("expiring"));
+    let body: Value = serde_json::from_str(got[0].body().unwrap()).unwrap();
+    assert_eq!(body["schema"], 1);
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .contains("Test from certpilot")
+    );
+
+    let out = run(s(&["channels", "remove", "oncall"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("removed channel oncall\n"),
+        "no secret to speak of: {}",
+        stderr(&out)
+    );
+}

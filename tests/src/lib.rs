@@ -403,3 +403,100 @@ pub fn issued(
         order_url: "https://ca.example/order/1".into(),
     }
 }
+
+/// SNS topics read back through SQS on moto: what a subscriber receives.
+pub mod sns_queue {
+    use serde_json::Value;
+
+    /// A topic named `name` with an SQS queue subscribed to it (with `filter` as its filter
+    /// policy, raw or in SNS's envelope): the topic's ARN and the queue's URL.
+    pub async fn topic_with_queue(
+        config: &aws_config::SdkConfig,
+        name: &str,
+        filter: Option<&Value>,
+        raw: bool,
+    ) -> (String, String) {
+        let sns = aws_sdk_sns::Client::new(config);
+        let topic = sns
+            .create_topic()
+            .name(name)
+            .send()
+            .await
+            .unwrap()
+            .topic_arn
+            .unwrap();
+        let (url, arn) = queue(config, &format!("{name}-sub")).await;
+        let mut subscribe = sns
+            .subscribe()
+            .topic_arn(&topic)
+            .protocol("sqs")
+            .endpoint(&arn);
+        if let Some(f) = filter {
+            subscribe = subscribe.attributes("FilterPolicy", f.to_string());
+        }
+        if raw {
+            subscribe = subscribe.attributes("RawMessageDelivery", "true");
+        }
+        subscribe.send().await.unwrap();
+        (topic, url)
+    }
+
+    /// A new SQS queue: its URL and ARN.
+    pub async fn queue(config: &aws_config::SdkConfig, name: &str) -> (String, String) {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let sqs = aws_sdk_sqs::Client::new(config);
+        let url = sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&QueueAttributeName::QueueArn]
+            .clone();
+        (url, arn)
+    }
+
+    /// Every message on the queue now (received until a receive comes back empty), deleted.
+    pub async fn drain(
+        config: &aws_config::SdkConfig,
+        url: &str,
+    ) -> Vec<aws_sdk_sqs::types::Message> {
+        let sqs = aws_sdk_sqs::Client::new(config);
+        let mut all = Vec::new();
+        loop {
+            let got = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap()
+                .messages
+                .unwrap_or_default();
+            if got.is_empty() {
+                return all;
+            }
+            for m in &got {
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            all.extend(got);
+        }
+    }
+}

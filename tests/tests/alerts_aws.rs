@@ -38,64 +38,13 @@ fn finding(severity: Severity, environment: &str, owner: &str) -> Finding {
     f
 }
 
-async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
-    let url = sqs
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    (url, arn)
-}
-
-/// Every message on the queue now (several receives, until one comes back empty).
-async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
-    let mut all = Vec::new();
-    loop {
-        let got = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap()
-            .messages
-            .unwrap_or_default();
-        if got.is_empty() {
-            return all;
-        }
-        for m in &got {
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-        all.extend(got);
-    }
-}
+use certpilot_e2e::sns_queue::{drain, queue};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sns_subscribers_filter_on_severity_and_environment_and_read_the_settled_body() {
     let moto = shared_moto();
     let config = certpilot_e2e::moto_sdk_config(&moto.endpoint_url);
     let sns = aws_sdk_sns::Client::new(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
     let topic = sns
         .create_topic()
         .name(format!("alerts-{}", std::process::id()))
@@ -105,7 +54,7 @@ async fn sns_subscribers_filter_on_severity_and_environment_and_read_the_settled
         .topic_arn
         .unwrap();
     // The on-call team: production criticals only, raw (attributes as SQS attributes).
-    let (oncall_url, oncall_arn) = queue(&sqs, &format!("oncall-{}", std::process::id())).await;
+    let (oncall_url, oncall_arn) = queue(&config, &format!("oncall-{}", std::process::id())).await;
     let sub = sns
         .subscribe()
         .topic_arn(&topic)
@@ -122,7 +71,7 @@ async fn sns_subscribers_filter_on_severity_and_environment_and_read_the_settled
         .unwrap();
     assert!(sub.subscription_arn.is_some());
     // A team: its own findings, in SNS's envelope (what e-mail-json and HTTP subscribers get).
-    let (team_url, team_arn) = queue(&sqs, &format!("search-{}", std::process::id())).await;
+    let (team_url, team_arn) = queue(&config, &format!("search-{}", std::process::id())).await;
     sns.subscribe()
         .topic_arn(&topic)
         .protocol("sqs")
@@ -174,7 +123,7 @@ async fn sns_subscribers_filter_on_severity_and_environment_and_read_the_settled
             .unwrap();
     }
 
-    let oncall = drain(&sqs, &oncall_url).await;
+    let oncall = drain(&config, &oncall_url).await;
     assert_eq!(oncall.len(), 1, "only the production critical: {oncall:?}");
     let m = &oncall[0];
     let attrs = m.message_attributes().unwrap();
@@ -196,7 +145,7 @@ async fn sns_subscribers_filter_on_severity_and_environment_and_read_the_settled
         "{body}"
     );
 
-    let team = drain(&sqs, &team_url).await;
+    let team = drain(&config, &team_url).await;
     assert_eq!(team.len(), 1, "only the search team's own: {team:?}");
     let envelope: Value = serde_json::from_str(team[0].body().unwrap()).unwrap();
     assert_eq!(envelope["Type"], "Notification");
@@ -255,10 +204,9 @@ async fn eventbridge_rules_route_certpilot_events_by_detail_type() {
     let moto = shared_moto();
     let config = certpilot_e2e::moto_sdk_config(&moto.endpoint_url);
     let events = aws_sdk_eventbridge::Client::new(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
     let bus = format!("certpilot-{}", std::process::id());
     events.create_event_bus().name(&bus).send().await.unwrap();
-    let (url, arn) = queue(&sqs, &format!("events-{}", std::process::id())).await;
+    let (url, arn) = queue(&config, &format!("events-{}", std::process::id())).await;
     events
         .put_rule()
         .name("certpilot-all")
@@ -314,7 +262,7 @@ async fn eventbridge_rules_route_certpilot_events_by_detail_type() {
         .await
         .unwrap();
 
-    let got: Vec<Value> = drain(&sqs, &url)
+    let got: Vec<Value> = drain(&config, &url)
         .await
         .iter()
         .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())

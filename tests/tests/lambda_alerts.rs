@@ -198,32 +198,12 @@ fn batch_event(targets: &[(String, Tags)]) -> Value {
 }
 
 /// The SNS envelopes on the subscription's queue now.
-async fn delivered(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    loop {
-        let got = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap()
-            .messages
-            .unwrap_or_default();
-        if got.is_empty() {
-            return all;
-        }
-        for m in got {
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-            all.push(serde_json::from_str(m.body().unwrap()).unwrap());
-        }
-    }
+async fn delivered(config: &aws_config::SdkConfig, url: &str) -> Vec<Value> {
+    certpilot_e2e::sns_queue::drain(config, url)
+        .await
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+        .collect()
 }
 
 /// (kind, transition, subject id) of each envelope, sorted.
@@ -255,32 +235,13 @@ async fn an_expiring_endpoint_is_said_once_through_sns_and_slack_and_its_fix_onc
     let table = format!("alerts-{pid}");
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &table);
     store.create_table().await.unwrap();
-    let sns = aws_sdk_sns::Client::new(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let topic = sns
-        .create_topic()
-        .name(format!("certpilot-alerts-{pid}"))
-        .send()
-        .await
-        .unwrap()
-        .topic_arn
-        .unwrap();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(format!("alerts-sub-{pid}"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue_arn = format!("arn:aws:sqs:us-east-1:123456789012:alerts-sub-{pid}");
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(&queue_arn)
-        .send()
-        .await
-        .unwrap();
+    let (topic, queue_url) = certpilot_e2e::sns_queue::topic_with_queue(
+        &config,
+        &format!("certpilot-alerts-{pid}"),
+        None,
+        false,
+    )
+    .await;
     let slack = MockSlack::start().await;
     let secret = format!("slack-e2e-{pid}");
     put_secret(&config, &secret, &slack.url()).await;
@@ -310,7 +271,7 @@ async fn an_expiring_endpoint_is_said_once_through_sns_and_slack_and_its_fix_onc
     // First run: each of the endpoint's findings is published once. The test CA is not a
     // public root, so beside `expiring` the address is also `validation` (untrusted).
     watch.invoke("scan", &batch).await;
-    let first = delivered(&sqs, &queue_url).await;
+    let first = delivered(&config, &queue_url).await;
     let expected = |kind: &str, transition: &str| (kind.into(), transition.into(), target.clone());
     assert_eq!(
         said(&first),
@@ -331,12 +292,12 @@ async fn an_expiring_endpoint_is_said_once_through_sns_and_slack_and_its_fix_onc
 
     // The same facts again: nothing is published.
     watch.invoke("scan", &batch).await;
-    assert_eq!(delivered(&sqs, &queue_url).await, Vec::<Value>::new());
+    assert_eq!(delivered(&config, &queue_url).await, Vec::<Value>::new());
 
     // The fix: a fresh certificate. Exactly one message, the expiry resolved.
     server.serve(&ca.leaf(&["127.0.0.1"]).expiring_in_days(90).build());
     watch.invoke("scan", &batch).await;
-    let fixed = delivered(&sqs, &queue_url).await;
+    let fixed = delivered(&config, &queue_url).await;
     // The new certificate is from the same untrusted CA: the validation finding now speaks
     // of another certificate, which is said once too.
     assert_eq!(
@@ -368,7 +329,7 @@ async fn an_expiring_endpoint_is_said_once_through_sns_and_slack_and_its_fix_onc
     );
     assert_eq!(a["batchItemFailures"], json!([]), "{a}");
     assert_eq!(b["batchItemFailures"], json!([]), "{b}");
-    let concurrent = delivered(&sqs, &queue_url).await;
+    let concurrent = delivered(&config, &queue_url).await;
     let other_expected = |kind: &str| (kind.into(), "opened".into(), other_target.clone());
     assert_eq!(
         said(&concurrent),
@@ -381,7 +342,7 @@ async fn an_expiring_endpoint_is_said_once_through_sns_and_slack_and_its_fix_onc
         .invoke("scan", &json!({"action": "digest", "days": 30}))
         .await;
     assert_eq!(answer["digests"], 1, "{answer}");
-    let digests = delivered(&sqs, &queue_url).await;
+    let digests = delivered(&config, &queue_url).await;
     assert_eq!(digests.len(), 1);
     let a = &digests[0]["MessageAttributes"];
     assert_eq!(a["kind"]["Value"], "digest");
