@@ -165,6 +165,17 @@ async fn main() {
         .unwrap();
     assert_eq!((first.due, first.scanned), (DUE, DUE), "{first:?}");
     print("first run (every observation is new)", &counter.take());
+    use certpilot_core::ports::ChannelStore as _;
+    let sender = certpilot_core::services::findings::FindingsService::new(
+        store.clone(),
+        clock.clone() as Arc<dyn Clock>,
+        certpilot_core::policy::findings::FindingsPolicy::default(),
+    );
+    sender.notify(&[]).await.unwrap();
+    print(
+        "sending the first run's 100 opened findings (each claimed, then settled)",
+        &counter.take(),
+    );
 
     // The same window an hour later: nothing about the 100 has changed.
     clock.advance(time::Duration::HOUR - time::Duration::seconds(36));
@@ -182,6 +193,13 @@ async fn main() {
     println!(
         "  of which findings: 2 reads (the managed certificates, the active findings), no write"
     );
+    // What every function does next: send the pending transitions to the channels (none
+    // here but the stored ones; the alerts topic and the event bus come from the function's
+    // settings). Nothing is pending after an unchanged run.
+    let channels = store.channels().await.unwrap();
+    let report = sender.notify(&[]).await.unwrap();
+    assert!(channels.is_empty() && report.sent.is_empty());
+    print("sending what is pending (nothing is)", &counter.take());
     let item_writes = |counts: &BTreeMap<String, usize>| {
         [
             "TransactWriteItems",
