@@ -1,6 +1,7 @@
 //! Pure decisions about observations. Every function takes `now` as an argument and never
 //! reads the system clock, so each is tested with a table of cases.
 
+pub mod address;
 pub mod findings;
 pub mod renewal;
 pub mod state;
