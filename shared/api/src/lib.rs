@@ -1,0 +1,141 @@
+//! certpilot's HTTP API: one axum router that both fronts serve — the API function behind
+//! API Gateway and `certpilot serve` over the embedded store — so they behave the same.
+//!
+//! The front authenticates and puts a [`Caller`] in each request's extensions; the router
+//! validates every input (unknown fields refused, bodies at most [`body::MAX_BODY`] bytes,
+//! errors as JSON `{"code", "message"}` naming the input), and its OpenAPI 3.1 document is
+//! generated from the handlers themselves and served at `/openapi.json`.
+
+mod body;
+mod caller;
+pub mod certificates;
+pub mod endpoints;
+mod error;
+pub mod resolve;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use certpilot_app::App;
+use certpilot_core::policy::address::AddressPolicy;
+use utoipa::OpenApi;
+
+pub use body::MAX_BODY;
+pub use caller::Caller;
+pub use error::{ApiError, ErrorBody};
+
+/// What every handler reads.
+#[derive(Clone)]
+pub struct ApiState {
+    app: App,
+    addresses: Arc<AddressPolicy>,
+    resolver: Arc<dyn resolve::Resolve>,
+}
+
+impl ApiState {
+    /// The API over `app`, registering endpoints only at addresses `addresses` allows, as
+    /// `resolver` resolves them.
+    pub fn new(app: App, addresses: AddressPolicy, resolver: Arc<dyn resolve::Resolve>) -> Self {
+        ApiState {
+            app,
+            addresses: Arc::new(addresses),
+            resolver,
+        }
+    }
+}
+
+/// The OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "certpilot",
+        description = "Request certificates, register endpoints, read the inventory. Every error is JSON {\"code\", \"message\"}."
+    ),
+    paths(
+        endpoints::add,
+        endpoints::list,
+        endpoints::remove,
+        certificates::list,
+        certificates::show,
+    ),
+    tags(
+        (name = "endpoints", description = "What certpilot watches"),
+        (name = "certificates", description = "What certpilot manages"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI 3.1 document as JSON.
+pub fn openapi() -> serde_json::Value {
+    serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+}
+
+/// The router, every route of the OpenAPI document and `/openapi.json`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/endpoints", get(endpoints::list).post(endpoints::add))
+        .route("/endpoints/{id}", delete(endpoints::remove))
+        .route("/certificates", get(certificates::list))
+        .route("/certificates/{id}", get(certificates::show))
+        .route("/openapi.json", get(|| async { axum::Json(openapi()) }))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; see /openapi.json",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// A page request: `limit` (1 to 1000, default 100) items after `cursor` (the last key of
+/// the previous page).
+pub(crate) struct Paging {
+    limit: usize,
+    after: Option<String>,
+}
+
+impl Paging {
+    pub(crate) fn new(limit: Option<usize>, cursor: Option<String>) -> Result<Self, ApiError> {
+        let limit = limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::field("limit", format!("{limit}: from 1 to 1000")));
+        }
+        let after = match cursor {
+            Some(c) => Some(
+                data_encoding::BASE64URL_NOPAD
+                    .decode(c.as_bytes())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| ApiError::field("cursor", "not a cursor this API gave"))?,
+            ),
+            None => None,
+        };
+        Ok(Paging { limit, after })
+    }
+
+    /// The page of `sorted` (sorted by `key`) and the cursor of the next one.
+    pub(crate) fn page<T>(
+        &self,
+        sorted: Vec<T>,
+        key: impl Fn(&T) -> String,
+    ) -> (Vec<T>, Option<String>) {
+        let mut rest: Vec<T> = sorted
+            .into_iter()
+            .filter(|t| self.after.as_ref().is_none_or(|a| key(t) > *a))
+            .collect();
+        let more = rest.len() > self.limit;
+        rest.truncate(self.limit);
+        let next = more
+            .then(|| {
+                rest.last()
+                    .map(|t| data_encoding::BASE64URL_NOPAD.encode(key(t).as_bytes()))
+            })
+            .flatten();
+        (rest, next)
+    }
+}

@@ -1,0 +1,395 @@
+//! The router as either front serves it, over a real SQLite store: endpoints registered,
+//! listed by page, removed by their opaque id; the address policy after resolution (and a
+//! name whose resolution changes); errors as JSON naming the input; the caller required;
+//! certificates read without keys; the OpenAPI document matching the routes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use certpilot_api::resolve::Resolve;
+use certpilot_api::{ApiState, Caller, router};
+use certpilot_core::policy::address::AddressPolicy;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// A resolver whose answers the test sets (and changes).
+#[derive(Default)]
+struct Names(Mutex<HashMap<String, Vec<IpAddr>>>);
+
+impl Names {
+    fn set(&self, name: &str, ips: &[&str]) {
+        self.0.lock().unwrap().insert(
+            name.to_owned(),
+            ips.iter().map(|i| i.parse().unwrap()).collect(),
+        );
+    }
+}
+
+#[async_trait::async_trait]
+impl Resolve for Names {
+    async fn resolve(&self, host: &str, _: u16) -> Result<Vec<IpAddr>, String> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(host)
+            .cloned()
+            .ok_or_else(|| format!("{host} does not resolve"))
+    }
+}
+
+struct Api {
+    _dir: tempfile::TempDir,
+    router: axum::Router,
+    names: Arc<Names>,
+    app: certpilot_app::App,
+}
+
+fn api(allowed: &[&str]) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(certpilot_sqlite::SqliteStore::open(dir.path().join("db")).unwrap());
+    let app = certpilot_app::App::local(store, dir.path().join("secrets"));
+    let names = Arc::new(Names::default());
+    let policy = AddressPolicy {
+        allowed: allowed.iter().map(|n| n.parse().unwrap()).collect(),
+    };
+    let router = router(ApiState::new(app.clone(), policy, names.clone()));
+    Api {
+        _dir: dir,
+        router,
+        names,
+        app,
+    }
+}
+
+impl Api {
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.raw(method, uri, body.map(|b| b.to_string()), true)
+            .await
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<String>,
+        authenticated: bool,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let mut req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
+        if authenticated {
+            req.extensions_mut().insert(Caller::new("token:ops"));
+        }
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+        };
+        (status, value)
+    }
+}
+
+#[tokio::test]
+async fn endpoints_are_registered_listed_by_page_and_removed_by_opaque_id() {
+    let api = api(&[]);
+    api.names.set("shop.example.com", &["93.184.215.14"]);
+    api.names.set("mx.example.com", &["2606:4700::1111"]);
+    let (status, shop) = api
+        .call(
+            "POST",
+            "/endpoints",
+            Some(json!({"target": "shop.example.com", "tags": {"owner": "payments"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{shop}");
+    assert_eq!(shop["target"], "shop.example.com:443");
+    assert_eq!(shop["tags"]["owner"], "payments");
+    let id = shop["id"].as_str().unwrap().to_owned();
+    assert!(
+        id.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "URL-safe: {id}"
+    );
+    // The same again: merged, 200.
+    let (status, again) = api
+        .call(
+            "POST",
+            "/endpoints",
+            Some(json!({"target": "shop.example.com:443", "tags": {"environment": "prod"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["id"], id.as_str());
+    assert_eq!(again["tags"]["owner"], "payments");
+    assert_eq!(again["tags"]["environment"], "prod");
+    for t in ["smtp://mx.example.com:587", "[2606:4700::1111]:8443"] {
+        let (status, v) = api
+            .call("POST", "/endpoints", Some(json!({"target": t})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{t}: {v}");
+    }
+
+    // Pages of two, then one, in a stable order, each item once.
+    let (status, first) = api.call("GET", "/endpoints?limit=2", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, second) = api
+        .call("GET", &format!("/endpoints?limit=2&cursor={cursor}"), None)
+        .await;
+    assert_eq!(second["items"].as_array().unwrap().len(), 1);
+    assert!(second.get("next_cursor").is_none(), "{second}");
+    let mut seen: Vec<&str> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["items"].as_array().unwrap())
+        .map(|e| e["target"].as_str().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        [
+            "[2606:4700::1111]:8443",
+            "shop.example.com:443",
+            "smtp://mx.example.com:587"
+        ]
+    );
+    // Filtered by target, in any spelling the CLI accepts.
+    let (_, only) = api
+        .call("GET", "/endpoints?target=https://shop.example.com", None)
+        .await;
+    assert_eq!(only["items"].as_array().unwrap().len(), 1);
+
+    let (status, _) = api.call("DELETE", &format!("/endpoints/{id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, err) = api.call("DELETE", &format!("/endpoints/{id}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(err["code"], "not_found");
+    let (_, rest) = api.call("GET", "/endpoints", None).await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn scans_may_not_be_pointed_at_internal_addresses_in_any_spelling() {
+    let api = api(&["10.20.0.0/16"]);
+    api.names
+        .set("metadata.internal.example", &["169.254.169.254"]);
+    api.names
+        .set("mixed.example.com", &["93.184.215.14", "10.1.2.3"]);
+    api.names.set("lab.example.com", &["10.20.3.4"]);
+    for target in [
+        "169.254.169.254",
+        "[fd00:ec2::254]:443",
+        "127.0.0.1:8443",
+        "[::ffff:127.0.0.1]:443",
+        "[::1]:443",
+        "192.168.0.1",
+        "[fe80::1]:443",
+        "metadata.internal.example",
+        // One private address among public ones is enough to refuse.
+        "mixed.example.com",
+    ] {
+        let (status, err) = api
+            .call("POST", "/endpoints", Some(json!({"target": target})))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{target}: {err}");
+        assert_eq!(err["code"], "address_not_allowed", "{target}");
+    }
+    let (_, err) = api
+        .call(
+            "POST",
+            "/endpoints",
+            Some(json!({"target": "metadata.internal.example"})),
+        )
+        .await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("169.254.169.254 is the cloud metadata service"),
+        "{err}"
+    );
+    // Decimal and octal spellings of an address are not host names at all.
+    for target in ["2130706433", "0177.0.0.1", "0x7f.1"] {
+        let (status, err) = api
+            .call("POST", "/endpoints", Some(json!({"target": target})))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{target}: {err}");
+        assert_eq!(err["code"], "invalid_target");
+    }
+    // The operator's network passes.
+    let (status, v) = api
+        .call(
+            "POST",
+            "/endpoints",
+            Some(json!({"target": "lab.example.com"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    // Nothing refused was stored.
+    let (_, all) = api.call("GET", "/endpoints", None).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 1, "{all}");
+    // A name that resolves elsewhere later is refused from then on.
+    api.names.set("lab.example.com", &["127.0.0.1"]);
+    let (status, _) = api
+        .call(
+            "POST",
+            "/endpoints",
+            Some(json!({"target": "lab.example.com", "tags": {"a": "b"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn bad_requests_are_json_errors_that_name_the_input() {
+    let api = api(&[]);
+    api.names.set("shop.example.com", &["93.184.215.14"]);
+    let cases: Vec<(Option<String>, StatusCode, &str, &str)> = vec![
+        (
+            Some(json!({"target": "shop.example.com", "tagz": {}}).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "unknown field `tagz`",
+        ),
+        (
+            Some(json!({"tags": {}}).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "missing field `target`",
+        ),
+        (
+            Some("{\"target\": ".into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "",
+        ),
+        (
+            Some(json!({"target": "ftp2://x"}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "unsupported scheme",
+        ),
+        (
+            Some(json!({"target": "shop.example.com", "tags": {"Owner": "x"}}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            "tags:",
+        ),
+        (
+            Some(format!(
+                "{{\"target\": \"shop.example.com\", \"tags\": {{\"a\": \"{}\"}}}}",
+                "x".repeat(certpilot_api::MAX_BODY)
+            )),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "larger than",
+        ),
+    ];
+    for (body, status, code, words) in cases {
+        let (got, err) = api.raw("POST", "/endpoints", body.clone(), true).await;
+        assert_eq!(got, status, "{err}");
+        assert_eq!(err["code"], code, "{err}");
+        assert!(err["message"].as_str().unwrap().contains(words), "{err}");
+    }
+    let (status, err) = api.call("GET", "/endpoints?limit=0", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        err["message"].as_str().unwrap().starts_with("limit:"),
+        "{err}"
+    );
+    let (status, err) = api.call("GET", "/endpoints?cursor=%%%", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    let (status, err) = api.call("GET", "/nothing-here", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(err["code"], "not_found");
+    // No caller, no answer: a front that forgot to authenticate fails closed.
+    let (status, err) = api.raw("GET", "/endpoints", None, false).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(err["code"], "unauthenticated");
+}
+
+#[tokio::test]
+async fn certificates_are_read_with_their_state_and_never_a_key() {
+    let api = api(&[]);
+    let mut cert =
+        certpilot_testkit::renewal_contract::managed("shop.example.com", time::Duration::hours(1));
+    cert.id = "shop".into();
+    cert.spec.tags.insert("owner".into(), "payments".into());
+    api.app.certificates().add_certificate(&cert).await.unwrap();
+    let (status, page) = api
+        .call("GET", "/certificates?tag=owner=payments", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["items"][0]["id"], "shop");
+    assert_eq!(page["items"][0]["names"], json!(["shop.example.com"]));
+    let (_, none) = api
+        .call("GET", "/certificates?tag=owner=search", None)
+        .await;
+    assert_eq!(none["items"], json!([]));
+    let (status, detail) = api.call("GET", "/certificates/shop", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(detail["certificate"]["id"], "shop");
+    assert!(!detail.to_string().contains("PRIVATE KEY"));
+    let (status, err) = api.call("GET", "/certificates/nope", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(err["code"], "not_found");
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_and_only_those() {
+    let api = api(&[]);
+    let (status, doc) = api.call("GET", "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    // Every documented operation is routed (not the fallback's `no such route`).
+    for (method, path) in &documented {
+        let uri = path.replace("{id}", "x");
+        let (status, body) = api
+            .raw(method, &uri, (method == "POST").then(|| "{}".into()), true)
+            .await;
+        assert!(
+            !(status == StatusCode::NOT_FOUND
+                && body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("no such route"))),
+            "{method} {path} is documented but not routed"
+        );
+    }
+    assert_eq!(
+        documented,
+        [
+            ("DELETE".to_owned(), "/endpoints/{id}".to_owned()),
+            ("GET".to_owned(), "/certificates".to_owned()),
+            ("GET".to_owned(), "/certificates/{id}".to_owned()),
+            ("GET".to_owned(), "/endpoints".to_owned()),
+            ("POST".to_owned(), "/endpoints".to_owned()),
+        ],
+        "the routes the router serves (add a route: document it here and there)"
+    );
+}
