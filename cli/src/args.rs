@@ -106,6 +106,42 @@ pub enum Command {
     /// remove, test.
     #[command(subcommand, after_help = EXIT_CODES)]
     Channels(ChannelsCommand),
+    /// Serve the HTTP API (the same routes as the API function on AWS) over this store
+    /// until interrupted; OpenAPI at /openapi.json.
+    #[command(after_help = EXIT_CODES)]
+    Serve(ServeArgs),
+}
+
+/// `certpilot serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen. Plain HTTP only on loopback; any other address needs --tls-cert and
+    /// --tls-key.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Callers' tokens: one `NAME SHA256-HEX-OF-TOKEN` per line (`printf %s TOKEN |
+    /// sha256sum`); a caller is known as `token:NAME`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// No authentication (loopback listeners only).
+    #[arg(long)]
+    pub no_auth: bool,
+
+    /// The certificate chain to serve HTTPS with (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Its private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Let endpoints registered through the API resolve into this network (repeatable):
+    /// private, loopback and link-local addresses and the cloud metadata service are refused
+    /// otherwise.
+    #[arg(long, value_name = "CIDR")]
+    pub allow_network: Vec<String>,
 }
 
 /// `certpilot metrics`.

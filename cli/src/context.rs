@@ -88,7 +88,7 @@ impl Access {
                     Access::None
                 }
             }
-            Command::Scan(_) | Command::Init => Access::Create,
+            Command::Scan(_) | Command::Init | Command::Serve(_) => Access::Create,
             Command::Endpoints(EndpointsCommand::Add { .. })
             | Command::Certificates(CertificatesCommand::Add(_)) => Access::Create,
             Command::Findings(FindingsArgs { action: None, .. })

@@ -16,6 +16,7 @@ mod inventory;
 mod metrics;
 mod renew;
 mod scan;
+mod serve;
 mod verify;
 
 /// Runs the command `cli` names. `open_files` is the descriptor limit the process raised.
@@ -74,5 +75,6 @@ pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, C
         Command::Digest(args) => findings::digest(&app, args).await,
         Command::Channels(cmd) => channels::channels(&app, cmd).await,
         Command::Metrics(args) => metrics::metrics(&app, args).await,
+        Command::Serve(args) => serve::serve(&app, args).await,
     }
 }
