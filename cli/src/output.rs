@@ -12,7 +12,6 @@ use certpilot_core::{Endpoint, Observation, Status, Tags};
 use owo_colors::OwoColorize;
 use serde_json::Value;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::args::Format;
 
@@ -142,9 +141,7 @@ const CSV_HEADER: [&str; 26] = [
 const CSV_INVENTORY_HEADER: [&str; 4] =
     ["registered", "cert_first_seen", "last_changed", "last_seen"];
 
-pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
-}
+pub(crate) use certpilot_core::rfc3339;
 
 fn date(t: OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())

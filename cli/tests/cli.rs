@@ -53,6 +53,15 @@ impl Env {
     }
 }
 
+/// Points `cmd` at moto through the standard AWS configuration, exactly as in production.
+fn with_moto(cmd: &mut tokio::process::Command, moto: &certpilot_testkit::procs::SharedMoto) {
+    cmd.env("AWS_ENDPOINT_URL", &moto.endpoint_url)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE");
+}
+
 fn json_lines(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -485,15 +494,8 @@ async fn dynamodb_and_sqlite_stores_record_the_same_facts() {
     for store in [sqlite.as_str(), dynamo.as_str()] {
         let run = |args: Vec<&str>| {
             let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_certpilot"));
-            cmd.args(["--store", store])
-                .args(args)
-                .env("NO_COLOR", "1")
-                // The standard AWS configuration, exactly as in production.
-                .env("AWS_ENDPOINT_URL", &moto.endpoint_url)
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .env("AWS_REGION", "us-east-1")
-                .env_remove("AWS_PROFILE");
+            cmd.args(["--store", store]).args(args).env("NO_COLOR", "1");
+            with_moto(&mut cmd, moto);
             async move { cmd.output().await.unwrap() }
         };
         let out = run(vec!["init"]).await;
@@ -1427,13 +1429,8 @@ async fn an_sns_channel_publishes_with_filterable_attributes_and_needs_no_secret
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_certpilot"));
         cmd.args(args)
             .env("CERTPILOT_STORE", env.store())
-            .env("NO_COLOR", "1")
-            // The standard AWS configuration, exactly as in production.
-            .env("AWS_ENDPOINT_URL", &moto.endpoint_url)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env_remove("AWS_PROFILE");
+            .env("NO_COLOR", "1");
+        with_moto(&mut cmd, moto);
         async move { cmd.output().await.unwrap() }
     };
     let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();

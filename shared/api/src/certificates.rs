@@ -7,6 +7,7 @@ use certpilot_core::model::certificate::ManagedCertificate;
 use certpilot_core::model::finding::SubjectType;
 use certpilot_core::policy::state::CertificateState;
 use certpilot_core::ports::Liveness;
+use certpilot_core::rfc3339;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -79,11 +80,6 @@ pub struct CertificateDetail {
     /// Its open findings and its deployments', as `certpilot findings --format json`.
     #[schema(value_type = Vec<Object>)]
     pub findings: Vec<serde_json::Value>,
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 fn summary(c: &ManagedCertificate, now: time::OffsetDateTime) -> CertificateSummary {

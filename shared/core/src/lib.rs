@@ -23,6 +23,12 @@ pub use model::{
     },
 };
 
+/// A time as RFC 3339 (`2026-12-05T10:00:00Z`), the one form every output and API uses.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
 /// An error and its sources, joined with `": "` — transport errors (TLS, DNS, timeouts)
 /// carry their real cause several sources deep, and an operator needs to see it.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -366,8 +366,7 @@ impl Finding {
     /// The finding as every front and subscriber sees it (`certpilot findings --format json`,
     /// webhooks, SNS): the settled fields, nothing internal (versions, claims, deliveries).
     pub fn public_json(&self) -> serde_json::Value {
-        use time::format_description::well_known::Rfc3339;
-        let time = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_else(|_| t.to_string());
+        let time = crate::rfc3339;
         serde_json::json!({
             "key": self.key,
             "kind": self.kind,

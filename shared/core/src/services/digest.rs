@@ -101,8 +101,7 @@ pub async fn digests(
     now: OffsetDateTime,
     days: u32,
 ) -> Result<Vec<Digest>, StoreError> {
-    use time::format_description::well_known::Rfc3339;
-    let time = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_else(|_| t.to_string());
+    let time = crate::rfc3339;
     let until = now + time::Duration::days(i64::from(days));
     let mut digests: BTreeMap<String, Digest> = BTreeMap::new();
     fn entry<'a>(

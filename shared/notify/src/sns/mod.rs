@@ -42,13 +42,12 @@ pub struct Message {
 pub fn message(n: &Notification<'_>) -> Message {
     let f = n.finding;
     let text = crate::words::fallback(n);
-    let finding = serde_json::to_string_pretty(&f.public_json()).unwrap_or_default();
-    // Written out so the sentence comes first (serde_json's maps sort their keys).
-    let body = format!(
-        "{{\n  \"schema\": {SCHEMA},\n  \"text\": {},\n  \"transition\": {},\n  \"finding\": {}\n}}",
-        serde_json::Value::String(text),
-        serde_json::Value::String(n.transition.as_str().to_owned()),
-        finding.replace('\n', "\n  "),
+    let body = body(
+        text,
+        &[
+            ("transition", serde_json::json!(n.transition.as_str())),
+            ("finding", f.public_json()),
+        ],
     );
     let mut attributes = vec![
         ("severity", f.severity.as_str().to_owned()),
@@ -66,6 +65,24 @@ pub fn message(n: &Notification<'_>) -> Message {
         body,
         attributes,
     }
+}
+
+/// A body: `schema` and the sentence `text` first (for people reading an e-mail), then
+/// `fields` in order, indented. Written out by hand because serde_json's maps sort keys.
+fn body(text: String, fields: &[(&str, serde_json::Value)]) -> String {
+    let mut out = format!(
+        "{{\n  \"schema\": {SCHEMA},\n  \"text\": {}",
+        serde_json::Value::String(text)
+    );
+    for (name, value) in fields {
+        let pretty = serde_json::to_string_pretty(value).unwrap_or_default();
+        out.push_str(&format!(
+            ",\n  \"{name}\": {}",
+            pretty.replace('\n', "\n  ")
+        ));
+    }
+    out.push_str("\n}");
+    out
 }
 
 /// `certpilot: New critical expired: shop.example.com:443 serves …`, made to SNS's rules.
@@ -156,12 +173,9 @@ pub fn read_message(body: &str) -> Result<Body, String> {
 /// finding's, `info` when none), so a team's subscription that filters on its owner gets
 /// its digest too.
 pub fn digest_message(d: &Digest) -> Message {
-    let text = d.text();
-    let digest = serde_json::to_string_pretty(d).unwrap_or_default();
-    let body = format!(
-        "{{\n  \"schema\": {SCHEMA},\n  \"text\": {},\n  \"digest\": {}\n}}",
-        serde_json::Value::String(text),
-        digest.replace('\n', "\n  "),
+    let body = body(
+        d.text(),
+        &[("digest", serde_json::to_value(d).unwrap_or_default())],
     );
     let mut attributes = vec![
         (
