@@ -4,6 +4,7 @@
 pub mod address;
 pub mod findings;
 pub mod renewal;
+pub mod requests;
 pub mod state;
 
 pub use state::CertificateState;

@@ -35,6 +35,15 @@ fn spec_error(input: &str, reason: impl Into<String>) -> SpecError {
     }
 }
 
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// Most names Let's Encrypt takes in one order (any profile).
+pub const MAX_NAMES: usize = 100;
+
+/// Most names a `tlsserver` or `shortlived` order takes.
+pub const MAX_NAMES_SHORT_PROFILES: usize = 25;
+
 /// The key a certificate is issued for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -149,10 +158,25 @@ impl FromStr for Identifier {
             return Ok(Identifier::Ip(ip));
         }
         // One trailing dot is a fully qualified name; more is a typo.
-        let name = trimmed
-            .strip_suffix('.')
-            .unwrap_or(trimmed)
-            .to_ascii_lowercase();
+        let name = trimmed.strip_suffix('.').unwrap_or(trimmed);
+        // Internationalised names are stored, requested and matched in their A-label (xn--)
+        // form, the only form certificates carry (RFC 5280 7.2).
+        let name = if name.is_ascii() {
+            name.to_ascii_lowercase()
+        } else {
+            let (wild, base) = match name.strip_prefix("*.") {
+                Some(base) => ("*.", base),
+                None => ("", name),
+            };
+            let ascii = idna::domain_to_ascii_cow(base.as_bytes(), idna::AsciiDenyList::STD3)
+                .map_err(|_| {
+                    spec_error(
+                        s,
+                        "not a valid internationalised name (IDNA 2008/UTS 46 refuse it)",
+                    )
+                })?;
+            format!("{wild}{ascii}")
+        };
         if name.is_empty() {
             return Err(spec_error(s, "empty name"));
         }
@@ -519,6 +543,21 @@ impl CertificateSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.names.is_empty() {
             return Err(spec_error("", "a certificate needs at least one name"));
+        }
+        let limit = match self.issuer.profile.as_deref() {
+            Some(p @ ("tlsserver" | "shortlived")) if self.acm.is_none() => {
+                Some((MAX_NAMES_SHORT_PROFILES, format!("the {p} profile")))
+            }
+            _ if self.acm.is_none() => Some((MAX_NAMES, "an ACME order".to_owned())),
+            _ => None,
+        };
+        if let Some((most, what)) = limit
+            && self.names.len() > most
+        {
+            return Err(spec_error(
+                &format!("{} names", self.names.len()),
+                format!("{what} takes at most {most} names; split them over certificates"),
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for name in &self.names {
@@ -1070,6 +1109,18 @@ mod tests {
             Identifier::Dns("shop.example.com".into())
         );
         assert!("*.example.com".parse::<Identifier>().unwrap().is_wildcard());
+        // Internationalised names become their A-labels; full-width letters fold.
+        for (idn, ascii) in [
+            ("Bücher.Example", "xn--bcher-kva.example"),
+            ("*.bücher.example.", "*.xn--bcher-kva.example"),
+            ("ＳＨＯＰ.example.com", "shop.example.com"),
+        ] {
+            assert_eq!(
+                idn.parse::<Identifier>().unwrap(),
+                Identifier::Dns(ascii.into()),
+                "{idn}"
+            );
+        }
         assert_eq!(
             "[2001:db8::1]".parse::<Identifier>().unwrap(),
             Identifier::Ip("2001:db8::1".parse().unwrap())
@@ -1080,7 +1131,7 @@ mod tests {
             ("a.*.example.com", "whole first label"),
             ("-a.example.com", "start or end"),
             ("shop!.example.com", "only letters"),
-            ("bücher.example", "xn--"),
+            ("ex\u{a0}ample.com", "internationalised"),
         ] {
             let e = bad.parse::<Identifier>().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
