@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use certpilot_core::policy::findings::FindingsPolicy;
 use certpilot_core::ports::{
-    CertificateStore, ChannelStore, Clock, DeployTargets, FindingStore, IssuedSink, Issuer,
-    SecretStore, Store, SystemClock, WorkQueue,
+    AuditLog, CertificateStore, ChannelStore, Clock, DeployTargets, FindingStore, IdempotencyStore,
+    IssuedSink, Issuer, RequestStore, SecretStore, Store, SystemClock, WorkQueue,
 };
 use certpilot_core::services::deploy::{DeployService, DeploySettings};
 use certpilot_core::services::lease::Leases;
@@ -40,6 +40,9 @@ pub struct App {
     certificates: Arc<dyn CertificateStore>,
     findings: Arc<dyn FindingStore>,
     channels: Arc<dyn ChannelStore>,
+    requests: Arc<dyn RequestStore>,
+    audit: Arc<dyn AuditLog>,
+    idempotency: Arc<dyn IdempotencyStore>,
     secrets: Arc<dyn SecretStore>,
     findings_policy: FindingsPolicy,
     extra_channels: Vec<certpilot_core::model::channel::Channel>,
@@ -54,17 +57,28 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// An app over `store` (the inventory, the certificates and the findings) and `secrets`.
+    /// An app over `store` (the inventory, the certificates, the findings and what the
+    /// request API keeps) and `secrets`.
     pub fn new<S>(store: Arc<S>, secrets: Arc<dyn SecretStore>) -> Self
     where
-        S: Store + CertificateStore + FindingStore + ChannelStore + 'static,
+        S: Store
+            + CertificateStore
+            + FindingStore
+            + ChannelStore
+            + RequestStore
+            + AuditLog
+            + IdempotencyStore
+            + 'static,
     {
         App {
             clock: Arc::new(SystemClock),
             store: store.clone(),
             certificates: store.clone(),
             findings: store.clone(),
-            channels: store,
+            channels: store.clone(),
+            requests: store.clone(),
+            audit: store.clone(),
+            idempotency: store,
             secrets,
             findings_policy: FindingsPolicy::default(),
             extra_channels: Vec::new(),
@@ -110,6 +124,21 @@ impl App {
     /// Where channels are configured.
     pub fn channels(&self) -> Arc<dyn ChannelStore> {
         self.channels.clone()
+    }
+
+    /// Requests waiting for approval.
+    pub fn requests(&self) -> Arc<dyn RequestStore> {
+        self.requests.clone()
+    }
+
+    /// The audit trail of the request API.
+    pub fn audit(&self) -> Arc<dyn AuditLog> {
+        self.audit.clone()
+    }
+
+    /// The request API's idempotency keys.
+    pub fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
+        self.idempotency.clone()
     }
 
     /// A notifier for each configured channel, its secret read from the secret store. A

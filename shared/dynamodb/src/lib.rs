@@ -9,6 +9,7 @@
 //! | history | `EP#<target>` | `OBS#<scanned_at, ns, 20 digits>#<address>` | — (expires through the `expires_at` TTL) |
 //! | tick marker | `SCHEDULE` | `#TICK` | — |
 //! | managed certificate | `CERT#<id>` | `#CERT` | `due`: `gsi1pk` = `RENEW` (module `certificates`) |
+//! | request, audit record, idempotency key | `REQUEST#<id>`, `AUDIT`, `IDEMPOTENCY#<key>` | see module `requests` | |
 //! | finding | `FINDING#<key>` | `#FINDING` | `due`: `gsi1pk` = `FINDING#ACTIVE`/`FINDING#RESOLVED`; `inventory` while pending: `gsi2pk` = `FINDING#PENDING` (module `findings`) |
 //!
 //! Every access is a `GetItem`, `BatchGetItem` or a `Query` on a key or an index — never a
@@ -37,6 +38,9 @@
 
 mod certificates;
 mod findings;
+mod requests;
+
+pub use requests::AUDIT_PK;
 
 use std::collections::HashMap;
 use std::time::Duration;

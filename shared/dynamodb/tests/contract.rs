@@ -37,3 +37,4 @@ certpilot_testkit::store_contract!(fresh);
 certpilot_testkit::certificate_store_contract!(fresh);
 certpilot_testkit::finding_store_contract!(fresh);
 certpilot_testkit::channel_store_contract!(fresh);
+certpilot_testkit::request_store_contract!(fresh);

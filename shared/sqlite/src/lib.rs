@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 mod findings;
+mod requests;
 
 use async_trait::async_trait;
 use certpilot_core::model::certificate::ManagedCertificate;
@@ -242,6 +243,7 @@ impl SqliteStore {
         }
         conn.execute_batch(SCHEMA).map_err(&err)?;
         conn.execute_batch(findings::SCHEMA).map_err(&err)?;
+        conn.execute_batch(requests::SCHEMA).map_err(&err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(&err)?;
         Ok(SqliteStore {
@@ -964,6 +966,7 @@ mod tests {
     certpilot_testkit::store_contract!(fresh);
     certpilot_testkit::certificate_store_contract!(fresh);
     certpilot_testkit::finding_store_contract!(fresh);
+    certpilot_testkit::request_store_contract!(fresh);
     certpilot_testkit::channel_store_contract!(fresh);
 
     #[tokio::test]

@@ -23,6 +23,7 @@ pub mod lambda;
 pub mod observations;
 pub mod procs;
 pub mod renewal_contract;
+pub mod requests_contract;
 pub mod servers;
 pub mod slack;
 pub mod webhook_receiver;

@@ -7,4 +7,5 @@ pub mod deploy_kind;
 pub mod endpoint;
 pub mod finding;
 pub mod observation;
+pub mod request;
 pub mod target;

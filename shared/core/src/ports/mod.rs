@@ -13,6 +13,7 @@ mod findings;
 mod notify;
 mod probe;
 mod queue;
+mod requests;
 mod secrets;
 mod store;
 
@@ -26,5 +27,6 @@ pub use findings::*;
 pub use notify::*;
 pub use probe::*;
 pub use queue::*;
+pub use requests::*;
 pub use secrets::*;
 pub use store::*;
