@@ -20,47 +20,14 @@ pub fn parse_deploy_spec(kinds: &DeployKinds, spec: &str) -> Result<Deployment, 
 /// object the API takes (`{name, kind, settings, units?, endpoints, verify_deadline}`).
 /// A `.yaml`/`.yml` file, or one that does not start with `{` or `[`, is read as YAML.
 pub fn read_deploy_file(kinds: &DeployKinds, path: &Path) -> Result<Vec<Deployment>, CliError> {
-    let bad = |reason: String| usage(format!("--deploy-file {}: {reason}", path.display()));
     let value = crate::context::read_document("--deploy-file", path)?;
     let items = match value {
         serde_json::Value::Array(items) => items,
         one => vec![one],
     };
-    let schema = kinds.json_schema();
-    let top: Vec<&str> = schema["properties"]
-        .as_object()
-        .map(|p| p.keys().map(String::as_str).collect())
-        .unwrap_or_default();
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            if let Some(extra) = item
-                .as_object()
-                .and_then(|o| o.keys().find(|k| !top.contains(&k.as_str())))
-            {
-                return Err(bad(format!(
-                    "deployment {i}: unknown field {extra:?} (fields: {})",
-                    top.join(", ")
-                )));
-            }
-            let d: Deployment =
-                serde_json::from_value(item).map_err(|e| bad(format!("deployment {i}: {e}")))?;
-            d.validate().map_err(|e| bad(e.to_string()))?;
-            kinds
-                .check_deployment(&d, &[])
-                .or_else(|e| {
-                    // Endpoints may come from the certificate; checked again with them.
-                    if e.reason.contains("needs endpoints") {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })
-                .map_err(|e| bad(e.to_string()))?;
-            Ok(d)
-        })
-        .collect()
+    kinds
+        .parse_deployments(items)
+        .map_err(|reason| usage(format!("--deploy-file {}: {reason}", path.display())))
 }
 
 #[cfg(test)]

@@ -477,17 +477,7 @@ fn csv_record<W: Write, S: AsRef<str>>(out: &mut W, fields: &[S]) -> io::Result<
     w.flush()
 }
 
-/// A CSV cell a spreadsheet will not run: text a hostile server chose (a subject, an issuer,
-/// an error) that starts like a formula (`=`, `+`, `-`, `@`, tab, carriage return) gets a
-/// leading `'`, as OWASP advises. Numbers (`-3` days) stay numbers.
-fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
-    let formula = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    if formula && cell.parse::<f64>().is_err() {
-        format!("'{cell}").into()
-    } else {
-        cell.into()
-    }
-}
+use certpilot_core::spreadsheet_safe;
 
 /// Text for a terminal: control characters (escape sequences, newlines that would forge
 /// rows) and bidirectional overrides from a hostile server are shown escaped, `\u{1b}`.

@@ -56,3 +56,30 @@ where
         }
     }
 }
+
+/// A JSON body that may be left out: no body at all (no `Content-Type`, no length) is
+/// `None`; anything sent is read as strictly as [`Body`].
+pub struct OptionalBody<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let headers = req.headers();
+        let empty = headers.get(axum::http::header::CONTENT_TYPE).is_none()
+            && headers
+                .get(axum::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|v| v.trim() == "0");
+        if empty {
+            return Ok(OptionalBody(None));
+        }
+        Body::<T>::from_request(req, state)
+            .await
+            .map(|Body(v)| OptionalBody(Some(v)))
+    }
+}

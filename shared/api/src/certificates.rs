@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use certpilot_core::model::certificate::ManagedCertificate;
 use certpilot_core::model::finding::SubjectType;
+use certpilot_core::model::request::{CertificateRequest, RequestState};
 use certpilot_core::policy::state::CertificateState;
 use certpilot_core::ports::Liveness;
 use certpilot_core::rfc3339;
@@ -80,6 +81,36 @@ pub struct CertificateDetail {
     /// Its open findings and its deployments', as `certpilot findings --format json`.
     #[schema(value_type = Vec<Object>)]
     pub findings: Vec<serde_json::Value>,
+    /// The request it came from through the API: requester, rule, approvers, decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub request: Option<serde_json::Value>,
+}
+
+fn request_json(r: &CertificateRequest) -> serde_json::Value {
+    serde_json::json!({
+        "requester": r.requester,
+        "requested_at": rfc3339(r.requested_at),
+        "rule": r.rule,
+        "approvers": r.approvers,
+        "state": r.state.as_str(),
+        "decided_by": r.decided_by,
+        "decided_at": r.decided_at.map(rfc3339),
+        "reason": r.reason,
+    })
+}
+
+/// A request not (yet) managed, as a list entry.
+fn request_summary(r: &CertificateRequest) -> CertificateSummary {
+    CertificateSummary {
+        id: r.id.clone(),
+        names: r.certificate.spec.name_set(),
+        state: r.state.as_str().to_owned(),
+        not_after: None,
+        next_check: rfc3339(r.requested_at),
+        last_error: r.reason.clone(),
+        tags: r.certificate.spec.tags.clone(),
+    }
 }
 
 fn summary(c: &ManagedCertificate, now: time::OffsetDateTime) -> CertificateSummary {
@@ -129,6 +160,20 @@ pub async fn list(
                 .is_none_or(|(k, v)| c.spec.tags.get(k) == Some(v))
         })
         .map(|c| summary(c, now))
+        .collect();
+    // Requests waiting for approval are listed with the certificates they would be.
+    let requests = state.app.requests().pending_requests().await?;
+    all.extend(
+        requests
+            .iter()
+            .filter(|r| {
+                tag.as_ref()
+                    .is_none_or(|(k, v)| r.certificate.spec.tags.get(k) == Some(v))
+            })
+            .map(request_summary),
+    );
+    let mut all: Vec<CertificateSummary> = all
+        .into_iter()
         .filter(|s| q.state.as_ref().is_none_or(|st| &s.state == st))
         .filter(|s| {
             q.name
@@ -157,12 +202,18 @@ pub async fn show(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<CertificateDetail>, ApiError> {
-    let cert = state
-        .app
-        .certificates()
-        .certificate(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("certificate {id:?}")))?;
+    let request = state.app.requests().request(&id).await?;
+    let Some(cert) = state.app.certificates().certificate(&id).await? else {
+        return match request.filter(|r| r.state != RequestState::Approved) {
+            Some(r) => Ok(Json(CertificateDetail {
+                state: r.state.as_str().to_owned(),
+                certificate: serde_json::to_value(&r.certificate).unwrap_or_default(),
+                findings: Vec::new(),
+                request: Some(request_json(&r)),
+            })),
+            None => Err(ApiError::not_found(format!("certificate {id:?}"))),
+        };
+    };
     let now = state.app.clock().now();
     let deployment_prefix = format!("{id}/");
     let findings = state
@@ -184,5 +235,6 @@ pub async fn show(
             .to_owned(),
         certificate: serde_json::to_value(&cert).unwrap_or_default(),
         findings,
+        request: request.as_ref().map(request_json),
     }))
 }

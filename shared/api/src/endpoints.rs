@@ -201,7 +201,7 @@ pub async fn remove(
 
 impl ApiState {
     /// Resolves the target's host (a literal address is itself) and checks every address.
-    async fn check_addresses(&self, target: &Target) -> Result<(), ApiError> {
+    pub(crate) async fn check_addresses(&self, target: &Target) -> Result<(), ApiError> {
         let ips = match &target.host {
             Host::Ip(ip) => vec![*ip],
             Host::Name(name) => self

@@ -6,11 +6,15 @@
 //! errors as JSON `{"code", "message"}` naming the input), and its OpenAPI 3.1 document is
 //! generated from the handlers themselves and served at `/openapi.json`.
 
+pub mod audit;
 mod body;
 mod caller;
 pub mod certificates;
 pub mod endpoints;
 mod error;
+pub mod estate;
+pub mod idempotency;
+pub mod requests;
 pub mod resolve;
 
 use std::sync::Arc;
@@ -18,11 +22,14 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use certpilot_app::App;
 use certpilot_core::policy::address::AddressPolicy;
+use certpilot_core::policy::requests::RequestPolicy;
+use certpilot_core::ports::{CertificateWork, QueueError, WorkSink};
 use utoipa::OpenApi;
 
+pub use audit::RequestSource;
 pub use body::MAX_BODY;
 pub use caller::Caller;
 pub use error::{ApiError, ErrorBody};
@@ -33,6 +40,22 @@ pub struct ApiState {
     app: App,
     addresses: Arc<AddressPolicy>,
     resolver: Arc<dyn resolve::Resolve>,
+    policy: Option<Arc<RequestPolicy>>,
+    work: Arc<dyn WorkSink>,
+}
+
+/// Work left to the schedule: what an API without workers does (the certificate is due
+/// already, and the next scheduled renewal takes it).
+struct ScheduleOnly;
+
+#[async_trait::async_trait]
+impl WorkSink for ScheduleOnly {
+    async fn submit(&self, work: &CertificateWork) -> Result<(), QueueError> {
+        Err(QueueError::Rejected(format!(
+            "no worker for {}: left to the next scheduled run",
+            work.id()
+        )))
+    }
 }
 
 impl ApiState {
@@ -43,7 +66,17 @@ impl ApiState {
             app,
             addresses: Arc::new(addresses),
             resolver,
+            policy: None,
+            work: Arc::new(ScheduleOnly),
         }
+    }
+
+    /// The same API taking certificate requests under `policy`, handing their work to
+    /// `work`. Without a policy every request for a certificate is refused.
+    pub fn with_requests(mut self, policy: RequestPolicy, work: Arc<dyn WorkSink>) -> Self {
+        self.policy = Some(Arc::new(policy));
+        self.work = work;
+        self
     }
 }
 
@@ -60,17 +93,43 @@ impl ApiState {
         endpoints::remove,
         certificates::list,
         certificates::show,
+        requests::create,
+        requests::approve,
+        requests::reject,
+        requests::renew,
+        requests::rollback,
+        requests::remove,
+        estate::inventory,
+        estate::findings,
+        estate::ack,
+        estate::metrics,
+        estate::healthz,
+        audit::list,
     ),
     tags(
         (name = "endpoints", description = "What certpilot watches"),
-        (name = "certificates", description = "What certpilot manages"),
+        (name = "certificates", description = "What certpilot manages, and requests for more"),
+        (name = "estate", description = "The inventory, findings and metrics"),
+        (name = "audit", description = "Who changed what"),
     )
 )]
 pub struct ApiDoc;
 
-/// The OpenAPI 3.1 document as JSON.
+/// The OpenAPI 3.1 document as JSON, with each deployment kind's settings schema (from
+/// its descriptor) as a `oneOf` on `kind` under `components.schemas.Deployment`.
 pub fn openapi() -> serde_json::Value {
-    serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    doc["components"]["schemas"]["Deployment"] = certpilot_app::deploy_kinds().one_of_schema();
+    if let Some(deployments) =
+        doc.pointer_mut("/components/schemas/NewCertificate/properties/deployments")
+    {
+        *deployments = serde_json::json!({
+            "type": "array",
+            "description": "Where to install it after each issuance, as in --deploy-file",
+            "items": {"$ref": "#/components/schemas/Deployment"},
+        });
+    }
+    doc
 }
 
 /// The router, every route of the OpenAPI document and `/openapi.json`.
@@ -78,8 +137,33 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/endpoints", get(endpoints::list).post(endpoints::add))
         .route("/endpoints/{id}", delete(endpoints::remove))
-        .route("/certificates", get(certificates::list))
-        .route("/certificates/{id}", get(certificates::show))
+        .route(
+            "/certificates",
+            get(certificates::list).post(requests::create),
+        )
+        .route(
+            "/certificates/{id}",
+            get(certificates::show).delete(requests::remove),
+        )
+        .route("/certificates/{id}/approve", post(requests::approve))
+        .route("/certificates/{id}/reject", post(requests::reject))
+        .route("/certificates/{id}/renew", post(requests::renew))
+        .route("/certificates/{id}/rollback", post(requests::rollback))
+        .route("/inventory", get(estate::inventory))
+        .route("/findings", get(estate::findings))
+        .route("/findings/{key}/ack", post(estate::ack))
+        .route("/metrics", get(estate::metrics))
+        .route("/audit", get(audit::list))
+        // Inside the key: a replayed answer is not recorded twice.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::keyed,
+        ))
+        .route("/healthz", get(estate::healthz))
         .route("/openapi.json", get(|| async { axum::Json(openapi()) }))
         .fallback(|| async {
             ApiError::new(
@@ -116,6 +200,11 @@ impl Paging {
             None => None,
         };
         Ok(Paging { limit, after })
+    }
+
+    /// The cursor that continues after `key`.
+    pub(crate) fn cursor(key: &str) -> String {
+        data_encoding::BASE64URL_NOPAD.encode(key.as_bytes())
     }
 
     /// The page of `sorted` (sorted by `key`) and the cursor of the next one.

@@ -95,8 +95,9 @@ impl Api {
         let value = if bytes.is_empty() {
             Value::Null
         } else {
+            // Metrics and CSV are text.
             serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         (status, value)
     }
@@ -369,7 +370,7 @@ async fn the_openapi_document_describes_every_route_and_only_those() {
     documented.sort();
     // Every documented operation is routed (not the fallback's `no such route`).
     for (method, path) in &documented {
-        let uri = path.replace("{id}", "x");
+        let uri = path.replace("{id}", "x").replace("{key}", "x");
         let (status, body) = api
             .raw(method, &uri, (method == "POST").then(|| "{}".into()), true)
             .await;
@@ -384,12 +385,48 @@ async fn the_openapi_document_describes_every_route_and_only_those() {
     assert_eq!(
         documented,
         [
-            ("DELETE".to_owned(), "/endpoints/{id}".to_owned()),
-            ("GET".to_owned(), "/certificates".to_owned()),
-            ("GET".to_owned(), "/certificates/{id}".to_owned()),
-            ("GET".to_owned(), "/endpoints".to_owned()),
-            ("POST".to_owned(), "/endpoints".to_owned()),
-        ],
+            ("DELETE", "/certificates/{id}"),
+            ("DELETE", "/endpoints/{id}"),
+            ("GET", "/audit"),
+            ("GET", "/certificates"),
+            ("GET", "/certificates/{id}"),
+            ("GET", "/endpoints"),
+            ("GET", "/findings"),
+            ("GET", "/healthz"),
+            ("GET", "/inventory"),
+            ("GET", "/metrics"),
+            ("POST", "/certificates"),
+            ("POST", "/certificates/{id}/approve"),
+            ("POST", "/certificates/{id}/reject"),
+            ("POST", "/certificates/{id}/renew"),
+            ("POST", "/certificates/{id}/rollback"),
+            ("POST", "/endpoints"),
+            ("POST", "/findings/{key}/ack"),
+        ]
+        .map(|(m, p)| (m.to_owned(), p.to_owned())),
         "the routes the router serves (add a route: document it here and there)"
+    );
+    // A deployment in a request is one of the registered kinds, each with its settings.
+    let deployment = &doc["components"]["schemas"]["Deployment"];
+    let kinds: Vec<&str> = deployment["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["properties"]["kind"]["const"].as_str().unwrap())
+        .collect();
+    let registered: Vec<&str> = certpilot_app::deploy_kinds()
+        .iter()
+        .map(|k| k.kind)
+        .collect();
+    assert_eq!(kinds, registered);
+    assert!(
+        deployment["oneOf"][0]["properties"]["settings"]["properties"]
+            .as_object()
+            .is_some_and(|p| !p.is_empty()),
+        "{deployment}"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["NewCertificate"]["properties"]["deployments"]["items"]["$ref"],
+        "#/components/schemas/Deployment"
     );
 }

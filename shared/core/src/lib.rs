@@ -29,6 +29,18 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.to_string())
 }
 
+/// A CSV cell a spreadsheet will not run: text a hostile server chose (a subject, an issuer,
+/// an error) that starts like a formula (`=`, `+`, `-`, `@`, tab, carriage return) gets a
+/// leading `'`, as OWASP advises. Numbers (`-3` days) stay numbers.
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    let formula = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if formula && cell.parse::<f64>().is_err() {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
 /// An error and its sources, joined with `": "` — transport errors (TLS, DNS, timeouts)
 /// carry their real cause several sources deep, and an operator needs to see it.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

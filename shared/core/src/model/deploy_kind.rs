@@ -581,6 +581,81 @@ impl DeployKinds {
         })
     }
 
+    /// The deployment schema as a `oneOf` on `kind`, one branch per kind with its own
+    /// settings (what OpenAPI tools and form builders read best).
+    pub fn one_of_schema(&self) -> Value {
+        let whole = self.json_schema();
+        let base = whole["properties"].clone();
+        let branches: Vec<Value> = self
+            .kinds
+            .iter()
+            .zip(whole["allOf"].as_array().cloned().unwrap_or_default())
+            .map(|(k, branch)| {
+                let mut properties = base.clone();
+                properties["kind"] = json!({"const": k.kind});
+                for (name, schema) in branch["then"]["properties"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    properties[name.as_str()] = schema;
+                }
+                json!({
+                    "title": k.kind,
+                    "description": k.summary,
+                    "type": "object",
+                    "required": ["name", "kind"],
+                    "properties": properties,
+                    "additionalProperties": false,
+                })
+            })
+            .collect();
+        json!({
+            "description": "Where a certificate is installed after each issuance, as in --deploy-file",
+            "oneOf": branches,
+            "discriminator": {"propertyName": "kind"},
+        })
+    }
+
+    /// Deployments as written in a deploy file or an API request, each checked against its
+    /// kind; a mistake is named with the deployment's index and field.
+    pub fn parse_deployments(&self, items: Vec<Value>) -> Result<Vec<Deployment>, String> {
+        let schema = self.json_schema();
+        let top: Vec<&str> = schema["properties"]
+            .as_object()
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                if let Some(extra) = item
+                    .as_object()
+                    .and_then(|o| o.keys().find(|k| !top.contains(&k.as_str())))
+                {
+                    return Err(format!(
+                        "deployment {i}: unknown field {extra:?} (fields: {})",
+                        top.join(", ")
+                    ));
+                }
+                let d: Deployment =
+                    serde_json::from_value(item).map_err(|e| format!("deployment {i}: {e}"))?;
+                d.validate().map_err(|e| e.to_string())?;
+                self.check_deployment(&d, &[])
+                    .or_else(|e| {
+                        // Endpoints may come from the certificate; checked again with them.
+                        if e.reason.contains("needs endpoints") {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(|e| e.to_string())?;
+                Ok(d)
+            })
+            .collect()
+    }
+
     /// The documentation table of every kind (Markdown), as the README holds it.
     pub fn markdown_table(&self) -> String {
         let mut out = String::from(

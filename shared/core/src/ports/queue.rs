@@ -43,3 +43,46 @@ pub trait WorkQueue: Send + Sync {
     /// Queues the batches.
     async fn send(&self, batches: &[ScanBatch]) -> Result<(), QueueError>;
 }
+
+/// Work the request API hands to the workers instead of doing it while the caller waits:
+/// an issuance takes a minute, a verified deploy up to half an hour.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum CertificateWork {
+    /// Issue or renew now, then deploy and verify; `force` even when not due.
+    Renew {
+        /// The certificate's id.
+        id: String,
+        /// Renew even when not due.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Put the previous certificate back at its deployments (or the one named).
+    RollBack {
+        /// The certificate's id.
+        id: String,
+        /// Only this deployment.
+        #[serde(default)]
+        deployment: Option<String>,
+    },
+}
+
+impl CertificateWork {
+    /// The certificate it is about.
+    pub fn id(&self) -> &str {
+        match self {
+            CertificateWork::Renew { id, .. } | CertificateWork::RollBack { id, .. } => id,
+        }
+    }
+}
+
+/// Where [`CertificateWork`] goes: the renew queue on AWS, a background task under
+/// `certpilot serve`.
+///
+/// Contract: `submit` returns once the work is durably queued (or, locally, accepted by the
+/// worker); the work may run more than once, and every step of it is idempotent.
+#[async_trait]
+pub trait WorkSink: Send + Sync {
+    /// Queues the work.
+    async fn submit(&self, work: &CertificateWork) -> Result<(), QueueError>;
+}
