@@ -23,7 +23,7 @@ pub struct ApiError {
 pub struct ErrorBody {
     /// Stable: `invalid_json`, `invalid_field`, `invalid_target`, `address_not_allowed`,
     /// `not_found`, `conflict`, `unauthenticated`, `payload_too_large`, `unavailable`,
-    /// `internal`.
+    /// `internal`, `policy`, `no_policy`, `idempotency_key_reused`, `idempotency_in_progress`.
     pub code: String,
     /// What is wrong, naming the field or input.
     pub message: String,
@@ -82,10 +82,16 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let note = crate::audit::AuditNote {
+            subject: None,
+            outcome: format!("refused, {}: {}", self.code, self.message),
+        };
         let body = ErrorBody {
             code: self.code.to_owned(),
             message: self.message,
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut res = (self.status, axum::Json(body)).into_response();
+        res.extensions_mut().insert(note);
+        res
     }
 }

@@ -421,7 +421,19 @@ pub struct Health {
     )
 )]
 pub async fn healthz(State(state): State<ApiState>) -> Result<Json<Health>, ApiError> {
-    state.app.certificates().certificate("healthz").await?;
+    // Any store failure is "not serving": a load balancer should send traffic elsewhere.
+    state
+        .app
+        .certificates()
+        .certificate("healthz")
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the store does not answer: {e}"),
+            )
+        })?;
     Ok(Json(Health {
         status: "ok".into(),
     }))

@@ -228,3 +228,11 @@ impl Paging {
         (rest, next)
     }
 }
+
+/// The request policy from its YAML (or JSON) text, checked: a mistake names `source` and
+/// the field.
+pub fn request_policy_from_yaml(text: &str, source: &str) -> Result<RequestPolicy, String> {
+    let policy: RequestPolicy = yaml_serde::from_str(text).map_err(|e| format!("{source}: {e}"))?;
+    policy.check().map_err(|e| format!("{source}: {e}"))?;
+    Ok(policy)
+}

@@ -5,103 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use axum::http::StatusCode;
+use serde_json::json;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use certpilot_api::resolve::Resolve;
-use certpilot_api::{ApiState, Caller, router};
-use certpilot_core::policy::address::AddressPolicy;
-use serde_json::{Value, json};
-use tower::ServiceExt;
-
-/// A resolver whose answers the test sets (and changes).
-#[derive(Default)]
-struct Names(Mutex<HashMap<String, Vec<IpAddr>>>);
-
-impl Names {
-    fn set(&self, name: &str, ips: &[&str]) {
-        self.0.lock().unwrap().insert(
-            name.to_owned(),
-            ips.iter().map(|i| i.parse().unwrap()).collect(),
-        );
-    }
-}
-
-#[async_trait::async_trait]
-impl Resolve for Names {
-    async fn resolve(&self, host: &str, _: u16) -> Result<Vec<IpAddr>, String> {
-        self.0
-            .lock()
-            .unwrap()
-            .get(host)
-            .cloned()
-            .ok_or_else(|| format!("{host} does not resolve"))
-    }
-}
-
-struct Api {
-    _dir: tempfile::TempDir,
-    router: axum::Router,
-    names: Arc<Names>,
-    app: certpilot_app::App,
-}
-
-fn api(allowed: &[&str]) -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(certpilot_sqlite::SqliteStore::open(dir.path().join("db")).unwrap());
-    let app = certpilot_app::App::local(store, dir.path().join("secrets"));
-    let names = Arc::new(Names::default());
-    let policy = AddressPolicy {
-        allowed: allowed.iter().map(|n| n.parse().unwrap()).collect(),
-    };
-    let router = router(ApiState::new(app.clone(), policy, names.clone()));
-    Api {
-        _dir: dir,
-        router,
-        names,
-        app,
-    }
-}
-
-impl Api {
-    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.raw(method, uri, body.map(|b| b.to_string()), true)
-            .await
-    }
-
-    async fn raw(
-        &self,
-        method: &str,
-        uri: &str,
-        body: Option<String>,
-        authenticated: bool,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let mut req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
-        if authenticated {
-            req.extensions_mut().insert(Caller::new("token:ops"));
-        }
-        let res = self.router.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            // Metrics and CSV are text.
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        (status, value)
-    }
-}
+mod common;
+use common::api;
 
 #[tokio::test]
 async fn endpoints_are_registered_listed_by_page_and_removed_by_opaque_id() {
