@@ -142,6 +142,25 @@ pub struct ServeArgs {
     /// otherwise.
     #[arg(long, value_name = "CIDR")]
     pub allow_network: Vec<String>,
+
+    /// The request policy (YAML): which caller may request which names, from which issuer,
+    /// with which challenge, key type, profile and deployment kinds, and who approves.
+    /// Without it nobody may request certificates through the API.
+    #[arg(long, env = "CERTPILOT_REQUEST_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// Also trust the CA certificates in this PEM file when talking to the ACME server
+    /// (a private CA, or Pebble in tests).
+    #[arg(long, env = "CERTPILOT_ACME_CA_FILE", value_name = "PEM")]
+    pub acme_ca_file: Option<PathBuf>,
+
+    /// How long each ACME request may take.
+    #[arg(long, default_value = "90s", value_parser = parse_duration, value_name = "DURATION")]
+    pub acme_timeout: Duration,
+
+    /// How requested certificates' deploys are verified.
+    #[command(flatten)]
+    pub verify: DeployVerifyArgs,
 }
 
 /// `certpilot metrics`.

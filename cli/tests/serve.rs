@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certpilot_testkit::certs::Ca;
+
+mod support;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -25,14 +27,24 @@ impl Drop for Serve {
 }
 
 async fn serve(dir: &std::path::Path, args: &[&str]) -> Serve {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_certpilot"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_certpilot"));
+    command
         .arg("serve")
         .args(args)
         .env(
             "CERTPILOT_STORE",
             format!("sqlite:{}", dir.join("inventory.db").display()),
         )
-        .env("NO_COLOR", "1")
+        .env("NO_COLOR", "1");
+    spawn(command).await.0
+}
+
+/// Starts `command` (a `certpilot serve`), waits for the line saying where it listens, and
+/// hands back its log lines from then on.
+async fn spawn(
+    mut command: tokio::process::Command,
+) -> (Serve, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -51,8 +63,13 @@ async fn serve(dir: &std::path::Path, args: &[&str]) -> Serve {
     .await
     .expect("certpilot serve listens within 30 s");
     // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Serve { child, url }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    (Serve { child, url }, rx)
 }
 
 /// One HTTP/1.1 exchange on `stream`: the status and the JSON body.
@@ -298,4 +315,197 @@ async fn serve_speaks_https_with_the_given_certificate() {
     let (status, page) = exchange(&mut tls, "GET", "/endpoints", Some("t0ken"), None).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["items"], json!([]));
+}
+
+/// The issue's whole path under `certpilot serve`: a team asks for a certificate through the
+/// API; the policy allows it; the background worker has Pebble issue it, installs it with
+/// the `files` kind, and proves by handshake that the endpoint serves it; `GET` shows it
+/// verified and the audit trail who asked. A request outside the policy stores nothing, and
+/// a request that needs approval waits for an approver who is not the requester.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_requested_through_serve_is_issued_deployed_verified_and_audited() {
+    use certpilot_testkit::servers::FilesServer;
+    let env = support::Env::start();
+    let live = env.path("web");
+    let server = FilesServer::start(&live, &env.path("reload")).await;
+    let endpoint = server.server().target();
+    let policy = env.path("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"
+issuers:
+  pebble: {{directory: "{directory}", contact: ["mailto:pki@certpilot.test"]}}
+challenges:
+  http: {{type: http01-listen, listen: "127.0.0.1:{http_port}"}}
+rules:
+  - name: web
+    callers: [token:web]
+    suffixes: [certpilot.test]
+    issuers: [pebble]
+    deploy_kinds: [files]
+  - name: vault
+    callers: ["token:*"]
+    suffixes: [vault.certpilot.test]
+    issuers: [pebble]
+    approval: {{approvers: [token:security]}}
+"#,
+            directory = env.pebble.directory_url,
+            http_port = env.http_port
+        ),
+    )
+    .unwrap();
+    let tokens = env.path("tokens");
+    std::fs::write(
+        &tokens,
+        format!(
+            "web {}\nsecurity {}\n",
+            sha256_hex("web-token"),
+            sha256_hex("security-token")
+        ),
+    )
+    .unwrap();
+    let (api, mut log) = spawn(env.command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        tokens.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        // The test's endpoint is on loopback: the operator allows it, knowingly.
+        "--allow-network",
+        "127.0.0.0/8",
+        "--verify-interval",
+        "200ms",
+        "--verify-max-deadline",
+        "20s",
+    ]))
+    .await;
+    let url = api.url.clone();
+    let call = |method: &'static str, path: String, token: &'static str, body: Option<Value>| {
+        let url = url.clone();
+        async move { http(&url, method, &path, Some(token), body.as_ref()).await }
+    };
+
+    // Outside the policy: refused, nothing stored.
+    let (status, err) = call(
+        "POST",
+        "/certificates".into(),
+        "web-token",
+        Some(json!({"names": ["web.example.org"], "issuer": "pebble", "challenge": "http", "tags": {"owner": "web"}})),
+    )
+    .await;
+    assert_eq!(status, 403, "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("rule web"),
+        "{err}"
+    );
+    let (_, listed) = call("GET", "/certificates".into(), "web-token", None).await;
+    assert_eq!(listed["items"], json!([]));
+
+    let (status, accepted) = call(
+        "POST",
+        "/certificates".into(),
+        "web-token",
+        Some(json!({
+            "names": ["web.certpilot.test"],
+            "issuer": "pebble",
+            "challenge": "http",
+            "tags": {"owner": "web", "environment": "prod"},
+            "endpoints": [endpoint],
+            "deployments": [{
+                "name": "disk",
+                "kind": "files",
+                "settings": {"dir": live.to_str().unwrap(), "reload": server.reload_command()},
+            }],
+        })),
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["state"], "pending");
+
+    // The worker issues, deploys and proves it; the API shows it verified.
+    let shown = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let (_, shown) = call(
+                "GET",
+                "/certificates/web.certpilot.test".into(),
+                "web-token",
+                None,
+            )
+            .await;
+            let deployed = &shown["certificate"]["deployments"][0];
+            if deployed["status"] == "verified" {
+                return shown;
+            }
+            while let Ok(line) = log.try_recv() {
+                eprintln!("serve: {line}");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await
+    .expect("issued, deployed and verified within 120 s");
+    assert_eq!(shown["state"], "issued", "{shown}");
+    let fingerprint = shown["certificate"]["current"]["fingerprint"]
+        .as_str()
+        .unwrap();
+    assert!(!shown.to_string().contains("PRIVATE KEY"), "never a key");
+    // Its endpoint is watched, and what it serves is what was issued.
+    let (status, endpoints) = call("GET", "/endpoints".into(), "web-token", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(endpoints["items"][0]["target"], endpoint);
+    assert_eq!(
+        shown["certificate"]["deployments"][0]["fingerprint"], fingerprint,
+        "the deployment verified is of the certificate issued"
+    );
+
+    // The audit trail says who asked, from where.
+    let (_, audit) = call("GET", "/audit".into(), "security-token", None).await;
+    let asked = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == 202)
+        .unwrap_or_else(|| panic!("{audit}"));
+    assert_eq!(asked["principal"], "token:web");
+    assert_eq!(asked["action"], "POST /certificates");
+    assert_eq!(asked["subject"], "web.certpilot.test");
+    assert_eq!(asked["source"], "127.0.0.1");
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["status"] == 403)
+    );
+
+    // An approval flow: the requester cannot approve; the approver can.
+    let (status, pending) = call(
+        "POST",
+        "/certificates".into(),
+        "security-token",
+        Some(json!({"names": ["vault.certpilot.test"], "issuer": "pebble", "challenge": "http", "tags": {"owner": "vault"}})),
+    )
+    .await;
+    assert_eq!(status, 202, "{pending}");
+    assert_eq!(pending["state"], "pending_approval");
+    let (status, _) = call(
+        "POST",
+        "/certificates/vault.certpilot.test/approve".into(),
+        "security-token",
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        "POST",
+        "/certificates/vault.certpilot.test/approve".into(),
+        "web-token",
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "web is not an approver");
+    drop(api);
 }

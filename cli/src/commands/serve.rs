@@ -13,16 +13,94 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use certpilot_api::{ApiError, ApiState, Caller};
+use certpilot_api::{ApiError, ApiState, Caller, RequestSource};
 use certpilot_app::App;
 use certpilot_core::policy::address::{AddressPolicy, Network};
+use certpilot_core::ports::{CertificateWork, QueueError, WorkSink};
 
-use crate::args::ServeArgs;
+use crate::args::{Format, RenewArgs, RollbackArgs, ServeArgs};
 use crate::error::{CliError, usage};
+
+/// Most pieces of work waiting for the worker; more are refused (and left to `certpilot
+/// renew` on its schedule) rather than held without bound.
+const WORK_BACKLOG: usize = 1024;
+
+/// The background worker of `certpilot serve`: issues, deploys and rolls back what the API
+/// accepted, one piece at a time, exactly as `certpilot renew ID` and `certpilot rollback ID`
+/// would (the same leases, so a `renew` run by cron at the same time never doubles it).
+struct LocalWorker(tokio::sync::mpsc::Sender<CertificateWork>);
+
+#[async_trait::async_trait]
+impl WorkSink for LocalWorker {
+    async fn submit(&self, work: &CertificateWork) -> Result<(), QueueError> {
+        self.0.try_send(work.clone()).map_err(|e| {
+            QueueError::Unavailable(format!("the worker is busy ({e}); left to the schedule"))
+        })
+    }
+}
+
+impl LocalWorker {
+    fn start(app: App, args: &ServeArgs) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<CertificateWork>(WORK_BACKLOG);
+        let (ca, timeout, verify) = (
+            args.acme_ca_file.clone(),
+            args.acme_timeout,
+            args.verify.clone(),
+        );
+        let make = move |id: String, force: bool| RenewArgs {
+            ids: vec![id],
+            due: false,
+            force,
+            lease: Duration::from_secs(600),
+            deploy_hook: None,
+            live_dir: None,
+            hook_timeout: Duration::from_secs(300),
+            acme_ca_file: ca.clone(),
+            acme_timeout: timeout,
+            renewal_timeout: Duration::from_secs(600),
+            concurrency: 1,
+            no_deploy: false,
+            no_notify: false,
+            verify: verify.clone(),
+            format: Some(Format::Json),
+        };
+        tokio::spawn(async move {
+            while let Some(work) = rx.recv().await {
+                let id = work.id().to_owned();
+                let outcome = match work {
+                    CertificateWork::Renew { id, force } => {
+                        super::renew::renew(&app, make(id, force)).await
+                    }
+                    CertificateWork::RollBack { id, deployment } => {
+                        super::deploy::rollback(
+                            &app,
+                            RollbackArgs {
+                                id,
+                                deployment,
+                                format: Some(Format::Json),
+                            },
+                        )
+                        .await
+                    }
+                };
+                match outcome {
+                    Ok(code) if code == std::process::ExitCode::SUCCESS => {
+                        eprintln!("certpilot: {id}: done");
+                    }
+                    Ok(_) => eprintln!(
+                        "certpilot: {id}: needs attention; `certpilot certificates show {id}` and `certpilot findings` say why"
+                    ),
+                    Err(e) => eprintln!("certpilot: {id}: {e}"),
+                }
+            }
+        });
+        LocalWorker(tx)
+    }
+}
 
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,6 +157,25 @@ impl Tokens {
     }
 }
 
+/// The client's address, for the audit trail, over plain TCP or TLS.
+#[derive(Clone, Copy, Debug)]
+struct Peer(SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
 /// How callers are known.
 #[derive(Clone)]
 enum Auth {
@@ -92,6 +189,14 @@ async fn authenticate(State(auth): State<Auth>, mut req: Request, next: Next) ->
     if req.uri().path() == "/openapi.json" {
         return next.run(req).await;
     }
+    let address = req
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|ConnectInfo(Peer(a))| a.ip().to_string());
+    req.extensions_mut().insert(RequestSource {
+        request_id: None,
+        address,
+    });
     let caller = match &auth {
         Auth::Nobody => Some(Caller::new("local:unauthenticated")),
         Auth::Tokens(tokens) => req
@@ -172,11 +277,21 @@ pub async fn serve(app: &App, args: ServeArgs) -> Result<ExitCode, CliError> {
                 .map_err(|e| usage(format!("--allow-network {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let state = ApiState::new(
+    let mut state = ApiState::new(
         app.clone(),
         AddressPolicy { allowed },
         Arc::new(certpilot_api::resolve::SystemResolver),
     );
+    if let Some(file) = &args.policy {
+        let text = std::fs::read_to_string(file).map_err(|source| CliError::File {
+            path: format!("--policy {}", file.display()),
+            source,
+        })?;
+        let policy =
+            certpilot_api::request_policy_from_yaml(&text, &format!("--policy {}", file.display()))
+                .map_err(usage)?;
+        state = state.with_requests(policy, Arc::new(LocalWorker::start(app.clone(), &args)));
+    }
     let router = certpilot_api::router(state)
         .layer(axum::middleware::from_fn_with_state(auth, authenticate));
     let listener = tokio::net::TcpListener::bind(listen)
@@ -186,17 +301,18 @@ pub async fn serve(app: &App, args: ServeArgs) -> Result<ExitCode, CliError> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     // The one line a script waits for: where to send requests.
     eprintln!("certpilot: serving the API on {scheme}://{bound} (OpenAPI at /openapi.json)");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    // SIGTERM too (systemd's stop): the worker's renewals take both signals over.
+    let mut signals = crate::unix::Shutdown::install().map_err(CliError::Output)?;
+    let shutdown = async move { signals.recv().await };
+    let service = router.into_make_service_with_connect_info::<Peer>();
     let served = match tls {
         None => {
-            axum::serve(listener, router)
+            axum::serve(listener, service)
                 .with_graceful_shutdown(shutdown)
                 .await
         }
         Some(config) => {
-            axum::serve(TlsListener::new(listener, config), router)
+            axum::serve(TlsListener::new(listener, config), service)
                 .with_graceful_shutdown(shutdown)
                 .await
         }

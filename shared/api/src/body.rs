@@ -57,8 +57,8 @@ where
     }
 }
 
-/// A JSON body that may be left out: no body at all (no `Content-Type`, no length) is
-/// `None`; anything sent is read as strictly as [`Body`].
+/// A JSON body that may be left out: no body at all (`Content-Length: 0`, or neither a
+/// length nor a type) is `None`; anything sent is read as strictly as [`Body`].
 pub struct OptionalBody<T>(pub Option<T>);
 
 impl<S, T> FromRequest<S> for OptionalBody<T>
@@ -70,11 +70,13 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let headers = req.headers();
-        let empty = headers.get(axum::http::header::CONTENT_TYPE).is_none()
-            && headers
-                .get(axum::http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .is_none_or(|v| v.trim() == "0");
+        let length = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        // Nothing sent: no length and no type, or a length of 0 whatever the type says.
+        let empty = length == Some("0")
+            || (length.is_none() && headers.get(axum::http::header::CONTENT_TYPE).is_none());
         if empty {
             return Ok(OptionalBody(None));
         }
