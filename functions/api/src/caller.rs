@@ -4,7 +4,8 @@
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use certpilot_api::Caller;
+use certpilot_api::{Caller, RequestSource};
+use certpilot_core::policy::requests::RequestPolicy;
 use certpilot_aws::lambda::{ConfigError, var};
 use certpilot_core::policy::address::{AddressPolicy, Network};
 use lambda_http::RequestExt;
@@ -31,12 +32,40 @@ pub fn caller(context: &RequestContext) -> Option<Caller> {
     Some(Caller::new(format!("jwt:{iss}|{sub}")))
 }
 
-/// Puts the request context's caller in the request; without one the router refuses it.
+/// Where the request came from: API Gateway's request id and the client's source IP.
+pub fn source(context: &RequestContext) -> RequestSource {
+    match context {
+        RequestContext::ApiGatewayV2(ctx) => RequestSource {
+            request_id: ctx.request_id.clone(),
+            address: ctx.http.source_ip.clone(),
+        },
+        _ => RequestSource::default(),
+    }
+}
+
+/// Puts the request context's caller (and source) in the request; without a caller the
+/// router refuses it.
 pub async fn from_context(mut req: Request, next: Next) -> Response {
-    if let Some(c) = req.request_context_ref().and_then(caller) {
-        req.extensions_mut().insert(c);
+    if let Some(ctx) = req.request_context_ref() {
+        let (caller, source) = (caller(ctx), source(ctx));
+        req.extensions_mut().insert(source);
+        if let Some(c) = caller {
+            req.extensions_mut().insert(c);
+        }
     }
     next.run(req).await
+}
+
+/// `CERTPILOT_REQUEST_POLICY_DOCUMENT`: the request policy, checked now so that a mistake
+/// stops the function at start with the field named.
+pub fn request_policy() -> Result<Option<RequestPolicy>, ConfigError> {
+    const NAME: &str = "CERTPILOT_REQUEST_POLICY_DOCUMENT";
+    var(NAME)
+        .map(|text| {
+            certpilot_api::request_policy_from_yaml(&text, NAME)
+                .map_err(|reason| ConfigError { name: NAME, reason })
+        })
+        .transpose()
 }
 
 /// `CERTPILOT_ALLOW_NETWORKS`: the networks endpoints may resolve into besides public ones.

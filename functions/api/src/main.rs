@@ -4,8 +4,12 @@
 //! subject (`jwt:<issuer>|<subject>`); a request with neither is refused.
 //!
 //! Settings (environment): `CERTPILOT_TABLE` (required), `CERTPILOT_ALLOW_NETWORKS`
-//! (comma-separated CIDRs endpoints may resolve into besides public addresses). AWS access
-//! follows the standard configuration.
+//! (comma-separated CIDRs endpoints may resolve into besides public addresses),
+//! `CERTPILOT_REQUEST_POLICY_DOCUMENT` (the request policy's YAML or JSON; the template
+//! fills it from an SSM parameter; without it nobody may request certificates),
+//! `CERTPILOT_RENEW_QUEUE_URL` (where accepted requests go to be issued at once; without it
+//! the renew function's next tick takes them) and `CERTPILOT_DEPLOY_QUEUE_URL` (rollbacks).
+//! AWS access follows the standard configuration.
 
 mod caller;
 
@@ -21,12 +25,22 @@ async fn main() -> Result<(), Error> {
     let table = required("CERTPILOT_TABLE", "the DynamoDB table name")?;
     let addresses = caller::address_policy()?;
     let app = App::aws(&table).await;
-    let state = certpilot_api::ApiState::new(
-        app,
+    let mut state = certpilot_api::ApiState::new(
+        app.clone(),
         addresses,
         Arc::new(certpilot_api::resolve::SystemResolver),
     );
+    if let Some(policy) = caller::request_policy()? {
+        // No renew queue: accepted requests are due at once, and the next tick takes them.
+        if let Some(renew) = certpilot_aws::lambda::var("CERTPILOT_RENEW_QUEUE_URL") {
+            let deploy = certpilot_aws::lambda::var("CERTPILOT_DEPLOY_QUEUE_URL");
+            state = state.with_requests(policy, app.work_sink(&renew, deploy).await);
+        } else {
+            state = state.with_requests(policy, Arc::new(certpilot_api::ScheduleOnly));
+        }
+    }
     let router =
         certpilot_api::router(state).layer(axum::middleware::from_fn(caller::from_context));
+    // `run` takes a tower service of lambda_http requests: the router is one.
     lambda_http::run(router).await
 }

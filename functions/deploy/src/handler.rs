@@ -5,6 +5,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use certpilot_core::Classify;
 use certpilot_core::model::certificate::IssuedMessage;
+use certpilot_core::ports::CertificateWork;
 use certpilot_core::services::deploy::{DeployReport, DeployService, DeployServiceError};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
@@ -183,6 +184,28 @@ async fn messages(
     let mut failed = 0;
     for record in event.records {
         let message_id = record.message_id.clone().unwrap_or_default();
+        // A rollback the request API asked for travels on the same queue.
+        if let Some(Ok(CertificateWork::RollBack { id, deployment })) = record
+            .body
+            .as_deref()
+            .filter(|b| b.contains("\"action\""))
+            .map(serde_json::from_str::<CertificateWork>)
+        {
+            match service.roll_back(&id, deployment.as_deref()).await {
+                Ok(targets) => {
+                    info!(%id, deployments = targets.len(), "rolled back as asked through the API");
+                }
+                Err(DeployServiceError::NotFound(id)) => {
+                    warn!(%id, "certificate no longer managed; rollback dropped");
+                }
+                Err(e) => {
+                    error!(%id, error = %e, "rollback failed");
+                    failed += 1;
+                    failures.push(message_id);
+                }
+            }
+            continue;
+        }
         let message: IssuedMessage = match record.body.as_deref().map(serde_json::from_str) {
             Some(Ok(m)) => m,
             Some(Err(e)) => {

@@ -1,6 +1,10 @@
-//! Decoding events and encoding answers: all the handler does.
+//! Decoding events and encoding answers: all the handler does. Events: the scheduler's
+//! tick, `{"ids": […], "force"}`, ACM's events, and the renew queue's SQS batches (answered
+//! with `batchItemFailures`).
 
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use certpilot_core::Classify;
+use certpilot_core::ports::CertificateWork;
 use certpilot_core::services::renew::{RenewError, RenewOutcome, RenewService, report};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
@@ -150,6 +154,46 @@ impl Handler {
                     Err(e) => summary.add(arn, Err(e)),
                 }
             }
+        } else if certpilot_aws::lambda::is_sqs(&event.payload) {
+            // The renew queue: certificates the request API accepted, issued now rather
+            // than at the next tick. A message fails (is delivered again, then dead-lettered)
+            // when it cannot be read or its renewal failed in a way a retry may fix.
+            let sqs: SqsEvent = serde_json::from_value(event.payload)
+                .map_err(|e| FunctionError::Event(format!("SQS event: {e}")))?;
+            let mut response = SqsBatchResponse::default();
+            for record in sqs.records {
+                let message_id = record.message_id.clone().unwrap_or_default();
+                let work = record
+                    .body
+                    .as_deref()
+                    .map(serde_json::from_str::<CertificateWork>);
+                match work {
+                    Some(Ok(CertificateWork::Renew { id, force })) => {
+                        let result = self.renew.renew(&id, force).await;
+                        if matches!(&result, Err(e) if e.is_retryable()) {
+                            response.add_failure(message_id);
+                        }
+                        summary.add(id, result);
+                    }
+                    Some(Ok(other)) => {
+                        error!(%message_id, id = other.id(), "not renew work: this is the renew queue");
+                        response.add_failure(message_id);
+                    }
+                    Some(Err(e)) => {
+                        error!(%message_id, error = %e, "unreadable work");
+                        response.add_failure(message_id);
+                    }
+                    None => {
+                        error!(%message_id, "empty message");
+                        response.add_failure(message_id);
+                    }
+                }
+            }
+            info!(request_id = %event.context.request_id, issued = summary.issued,
+                failed = summary.failed, results = %serde_json::Value::from(summary.results.clone()),
+                "renew queue summary");
+            self.finish(&summary, false).await;
+            return serde_json::to_value(response).map_err(|e| FunctionError::Event(e.to_string()));
         } else if event.payload.get("ids").is_some() {
             let request: RenewRequest = serde_json::from_value(event.payload)
                 .map_err(|e| FunctionError::Event(format!("renew request: {e}")))?;

@@ -46,7 +46,7 @@ pub struct ApiState {
 
 /// Work left to the schedule: what an API without workers does (the certificate is due
 /// already, and the next scheduled renewal takes it).
-struct ScheduleOnly;
+pub struct ScheduleOnly;
 
 #[async_trait::async_trait]
 impl WorkSink for ScheduleOnly {

@@ -516,6 +516,20 @@ impl App {
         ))
     }
 
+    /// Where the request API hands its work on AWS: renewals to the renew queue at
+    /// `renew_url`, rollbacks to the deploy queue at `deploy_url`.
+    pub async fn work_sink(
+        &self,
+        renew_url: &str,
+        deploy_url: Option<String>,
+    ) -> Arc<dyn certpilot_core::ports::WorkSink> {
+        Arc::new(certpilot_aws::SqsWorkSink::new(
+            aws_sdk_sqs::Client::new(self.aws_config().await),
+            renew_url,
+            deploy_url,
+        ))
+    }
+
     /// The SQS deploy queue at `url`, told about each issuance.
     pub async fn deploy_queue(&self, url: &str) -> Arc<dyn IssuedSink> {
         Arc::new(certpilot_aws::SqsIssuedSink::new(

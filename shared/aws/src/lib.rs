@@ -66,7 +66,9 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use certpilot_core::model::certificate::{IssuedMessage, ManagedCertificate};
-use certpilot_core::ports::{AnnounceError, IssuedSink, QueueError, ScanBatch, WorkQueue};
+use certpilot_core::ports::{
+    AnnounceError, CertificateWork, IssuedSink, QueueError, ScanBatch, WorkQueue, WorkSink,
+};
 
 /// Most entries SQS takes in one SendMessageBatch.
 const SQS_BATCH: usize = 10;
@@ -198,6 +200,58 @@ impl IssuedSink for SqsIssuedSink {
             .map_err(|e| {
                 let (code, detail) = describe_sdk_error(&e);
                 let text = format!("sqs {}: SendMessage: {detail}", self.url);
+                if is_transient(&code) {
+                    QueueError::Unavailable(text)
+                } else {
+                    QueueError::Rejected(text)
+                }
+            })?;
+        Ok(())
+    }
+}
+
+/// The request API's [`WorkSink`] on AWS: issuance and renewal on the renew queue (consumed by
+/// the renew function, with a dead-letter queue), rollbacks on the deploy queue (consumed by
+/// the deploy function). One message of JSON [`CertificateWork`] each. Permissions:
+/// `sqs:SendMessage` on both queues.
+#[derive(Clone, Debug)]
+pub struct SqsWorkSink {
+    client: Client,
+    renew_url: String,
+    deploy_url: Option<String>,
+}
+
+impl SqsWorkSink {
+    /// Renewals to `renew_url`, rollbacks to `deploy_url` (refused without one).
+    pub fn new(client: Client, renew_url: impl Into<String>, deploy_url: Option<String>) -> Self {
+        SqsWorkSink {
+            client,
+            renew_url: renew_url.into(),
+            deploy_url,
+        }
+    }
+}
+
+#[async_trait]
+impl WorkSink for SqsWorkSink {
+    async fn submit(&self, work: &CertificateWork) -> Result<(), QueueError> {
+        let url = match work {
+            CertificateWork::Renew { .. } => &self.renew_url,
+            CertificateWork::RollBack { .. } => self.deploy_url.as_ref().ok_or_else(|| {
+                QueueError::Rejected("no deploy queue (CERTPILOT_DEPLOY_QUEUE_URL) for rollbacks".into())
+            })?,
+        };
+        let body = serde_json::to_string(work)
+            .map_err(|e| QueueError::Rejected(format!("encoding the work: {e}")))?;
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                let (code, detail) = describe_sdk_error(&e);
+                let text = format!("sqs {url}: SendMessage: {detail}");
                 if is_transient(&code) {
                     QueueError::Unavailable(text)
                 } else {
