@@ -91,3 +91,187 @@ async fn the_api_function_answers_http_api_events_as_the_caller_in_the_context()
     assert_eq!(status, 200);
     assert_eq!(openapi, certpilot_api::openapi());
 }
+
+/// The event SQS hands a function for `message`.
+fn sqs_event(message: &aws_sdk_sqs::types::Message, queue: &str) -> Value {
+    json!({"Records": [{
+        "messageId": message.message_id().unwrap(),
+        "receiptHandle": message.receipt_handle().unwrap(),
+        "body": message.body().unwrap(),
+        "attributes": {},
+        "messageAttributes": {},
+        "md5OfBody": message.md5_of_body().unwrap_or_default(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": format!("arn:aws:sqs:us-east-1:123456789012:{queue}"),
+        "awsRegion": "us-east-1"
+    }]})
+}
+
+async fn one_message(sqs: &aws_sdk_sqs::Client, url: &str) -> aws_sdk_sqs::types::Message {
+    let received = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(received.messages().len(), 1, "{received:?}");
+    received.messages()[0].clone()
+}
+
+/// The issue's whole path on AWS: a caller with IAM credentials asks the API function for a
+/// certificate; the policy (from the template's SSM parameter, here the variable it fills)
+/// allows it; the request goes on the renew queue; the renew function takes that message and
+/// issues through Pebble (DNS-01 in Route 53) and announces it on the deploy queue; the
+/// deploy function installs it on a load balancer and proves it served; `GET` through the API
+/// shows it verified, and the audit trail who asked, with API Gateway's request id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_requested_through_the_api_function_is_issued_deployed_and_verified() {
+    use certpilot_core::ports::{CertificateStore as _, SecretStore as _, SecretVersion};
+    use certpilot_testkit::certs::{Ca, Leaf};
+    let moto = shared_moto();
+    let aws = certpilot_e2e::moto_sdk_config(&moto.endpoint_url);
+    let run = std::process::id();
+    let table = format!("api-flow-{run}");
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), &table);
+    store.create_table().await.unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let queue = |name: String| {
+        let sqs = sqs.clone();
+        async move {
+            sqs.create_queue()
+                .queue_name(name)
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap()
+        }
+    };
+    let renew_url = queue(format!("renew-{run}")).await;
+    let deploy_url = queue(format!("api-deploy-{run}")).await;
+    let route53 = aws_sdk_route53::Client::new(&aws);
+    let domain = format!("api-{run}.certpilot.test");
+    let zone = certpilot_e2e::route53_zone(&route53, &domain).await;
+    let nameserver = certpilot_e2e::route53_nameserver(&route53, &zone).await;
+    let (pebble, _dir, ca_file) = certpilot_e2e::pebble_resolving_through(nameserver.addr);
+
+    let estate = certpilot_e2e::estate::Estate::new(&moto.endpoint_url);
+    let legacy = Ca::new("Team CA").leaf(&[&domain]).build();
+    let legacy_arn = estate.import(&legacy).await;
+    let listener = estate.listener(&format!("api-{run}"), &legacy_arn).await;
+    let alb = estate.follow_listener(&listener, false).await;
+
+    let policy = format!(
+        r#"{{"issuers": {{"pebble": {{"directory": "{}"}}}},
+            "challenges": {{"route53": {{"type": "dns01", "provider": {{"kind": "route53"}}}}}},
+            "rules": [{{"name": "payments", "callers": ["iam:arn:aws:sts::123456789012:assumed-role/platform-ops/*"],
+                        "suffixes": ["{domain}"], "issuers": ["pebble"], "deploy_kinds": ["elbv2-listener"]}}]}}"#,
+        pebble.directory_url
+    );
+    let prefix = format!("api-flow-{run}/");
+    let watch = certpilot_e2e::LambdaWatch::start(
+        &moto.endpoint_url,
+        &[
+            ("CERTPILOT_TABLE", table.clone()),
+            ("CERTPILOT_REQUEST_POLICY_DOCUMENT", policy),
+            ("CERTPILOT_RENEW_QUEUE_URL", renew_url.clone()),
+            ("CERTPILOT_DEPLOY_QUEUE_URL", deploy_url.clone()),
+            // The load balancer's stand-in listens on loopback: allowed, knowingly.
+            ("CERTPILOT_ALLOW_NETWORKS", "127.0.0.0/8".into()),
+            ("CERTPILOT_SECRETS_PREFIX", prefix.clone()),
+            ("CERTPILOT_ACME_CA_FILE", ca_file.display().to_string()),
+            ("CERTPILOT_ACME_TIMEOUT", "30s".into()),
+            ("CERTPILOT_VERIFY_INTERVAL", "200ms".into()),
+            ("CERTPILOT_VERIFY_MAX_DEADLINE", "10s".into()),
+        ],
+    );
+
+    let mut request = event("api-iam-register-endpoint.json");
+    request["rawPath"] = "/certificates".into();
+    request["requestContext"]["http"]["path"] = "/certificates".into();
+    request["requestContext"]["requestId"] = "req-request-1".into();
+    request["body"] = Value::String(
+        json!({
+            "id": "shop",
+            "names": [domain],
+            "issuer": "pebble",
+            "challenge": "route53",
+            "tags": {"owner": "payments"},
+            "deployments": [{
+                "name": "alb",
+                "kind": "elbv2-listener",
+                "settings": {"listener-arn": listener, "sni": false},
+                "endpoints": [alb.endpoint()],
+                "verify_deadline": 10,
+            }],
+        })
+        .to_string(),
+    );
+    let (status, accepted) = answer(&watch.invoke("api", &request).await);
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["state"], "pending");
+
+    // The renew function takes the API's message off the renew queue and issues.
+    let work = one_message(&sqs, &renew_url).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(work.body().unwrap()).unwrap(),
+        json!({"action": "renew", "id": "shop", "force": false})
+    );
+    let answer_renew = watch.invoke("renew", &sqs_event(&work, "renew")).await;
+    assert_eq!(
+        answer_renew["batchItemFailures"],
+        json!([]),
+        "{answer_renew}"
+    );
+    let cert = store.certificate("shop").await.unwrap().unwrap();
+    let current = cert.current.clone().expect("issued");
+
+    // The deploy function takes the announcement and proves the load balancer serves it.
+    let secrets = certpilot_aws::SecretsManagerStore::new(
+        aws_sdk_secretsmanager::Client::new(&aws),
+        prefix,
+        None,
+    );
+    let (_, key) = secrets
+        .get("certificate-key/shop", &SecretVersion::Current)
+        .await
+        .unwrap()
+        .unwrap();
+    estate.keyring.remember(&Leaf::from_pem(
+        &current.chain_pem,
+        key.expose_str().unwrap(),
+    ));
+    let issued = one_message(&sqs, &deploy_url).await;
+    let deployed = watch.invoke("deploy", &sqs_event(&issued, "deploy")).await;
+    assert_eq!(deployed["batchItemFailures"], json!([]), "{deployed}");
+
+    // The API shows it verified, and the audit trail who asked.
+    let mut show = event("api-jwt-list-endpoints.json");
+    show["rawPath"] = "/certificates/shop".into();
+    show["rawQueryString"] = "".into();
+    show["requestContext"]["http"]["path"] = "/certificates/shop".into();
+    let (status, shown) = answer(&watch.invoke("api", &show).await);
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        shown["certificate"]["deployments"][0]["status"], "verified",
+        "{shown}"
+    );
+    assert_eq!(
+        shown["certificate"]["deployments"][0]["fingerprint"],
+        current.fingerprint.as_str()
+    );
+    let mut audit = show.clone();
+    audit["rawPath"] = "/audit".into();
+    audit["requestContext"]["http"]["path"] = "/audit".into();
+    let (status, trail) = answer(&watch.invoke("api", &audit).await);
+    assert_eq!(status, 200, "{trail}");
+    let first = &trail["items"][0];
+    assert_eq!(
+        first["principal"],
+        "iam:arn:aws:sts::123456789012:assumed-role/platform-ops/alice"
+    );
+    assert_eq!(first["request_id"], "req-request-1");
+    assert_eq!(first["source"], "198.51.100.7");
+    assert_eq!(first["subject"], "shop");
+}

@@ -5,9 +5,9 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use certpilot_api::{Caller, RequestSource};
-use certpilot_core::policy::requests::RequestPolicy;
 use certpilot_aws::lambda::{ConfigError, var};
 use certpilot_core::policy::address::{AddressPolicy, Network};
+use certpilot_core::policy::requests::RequestPolicy;
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 

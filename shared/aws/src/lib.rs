@@ -238,7 +238,9 @@ impl WorkSink for SqsWorkSink {
         let url = match work {
             CertificateWork::Renew { .. } => &self.renew_url,
             CertificateWork::RollBack { .. } => self.deploy_url.as_ref().ok_or_else(|| {
-                QueueError::Rejected("no deploy queue (CERTPILOT_DEPLOY_QUEUE_URL) for rollbacks".into())
+                QueueError::Rejected(
+                    "no deploy queue (CERTPILOT_DEPLOY_QUEUE_URL) for rollbacks".into(),
+                )
             })?,
         };
         let body = serde_json::to_string(work)
