@@ -16,6 +16,8 @@ pub(super) async fn inventory(
     let now = SystemClock.now();
     let query = InventoryQuery {
         expiring_before: args.expiring_within.map(|w| now + w),
+
+        ..InventoryQuery::default()
     };
     let rows = store.inventory(&query).await?;
     let stdout = crate::output::stdout();

@@ -116,8 +116,9 @@ fn item(e: &InventoryEntry, now: time::OffsetDateTime) -> InventoryItem {
     }
 }
 
-fn item_key(i: &InventoryItem) -> String {
-    format!("{}\n{}", i.target, i.address)
+/// The cursor key of a row: its target and address key.
+fn entry_key(e: &InventoryEntry) -> String {
+    format!("{}\n{}", e.observation.target, e.observation.address_key())
 }
 
 const CSV_HEADER: [&str; 17] = [
@@ -209,22 +210,54 @@ pub async fn inventory(
         None => None,
     };
     let now = state.app.clock().now();
-    let query = InventoryQuery {
-        expiring_before: q
-            .expiring_within_days
-            .map(|d| now + time::Duration::days(i64::from(d))),
-    };
-    let mut all: Vec<InventoryItem> = state
-        .app
-        .store()
-        .inventory(&query)
-        .await?
-        .iter()
-        .filter(|e| tag.as_ref().is_none_or(|(k, v)| e.tags.get(k) == Some(v)))
-        .map(|e| item(e, now))
-        .collect();
-    all.sort_by_key(item_key);
-    let (items, next_cursor) = paging.page(all, item_key);
+    let expiring_before = q
+        .expiring_within_days
+        .map(|d| now + time::Duration::days(i64::from(d)));
+    // Pages are read from the store in (target, address) order; a tag filter reads on until
+    // the page is full.
+    let mut after = paging
+        .after
+        .as_deref()
+        .map(|c| {
+            c.split_once('\n')
+                .map(|(t, a)| (t.to_owned(), a.to_owned()))
+                .ok_or_else(|| ApiError::field("cursor", "not a cursor this API gave"))
+        })
+        .transpose()?;
+    let mut kept: Vec<(String, InventoryEntry)> = Vec::new();
+    loop {
+        let want = paging.limit + 1;
+        let page = state
+            .app
+            .store()
+            .inventory(&InventoryQuery {
+                expiring_before,
+                after: after.clone(),
+                limit: Some(want),
+            })
+            .await?;
+        let full = page.len() == want;
+        after = page.last().map(|e| {
+            (
+                e.observation.target.clone(),
+                e.observation.address_key().to_owned(),
+            )
+        });
+        kept.extend(
+            page.into_iter()
+                .filter(|e| tag.as_ref().is_none_or(|(k, v)| e.tags.get(k) == Some(v)))
+                .map(|e| (entry_key(&e), e)),
+        );
+        if kept.len() > paging.limit || !full {
+            break;
+        }
+    }
+    let more = kept.len() > paging.limit;
+    kept.truncate(paging.limit);
+    let next_cursor = more
+        .then(|| kept.last().map(|(k, _)| Paging::cursor(k)))
+        .flatten();
+    let items: Vec<InventoryItem> = kept.iter().map(|(_, e)| item(e, now)).collect();
     let wants_csv = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

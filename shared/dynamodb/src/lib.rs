@@ -1072,6 +1072,16 @@ impl ObservationStore for DynamoStore {
             (&a.observation.target, a.observation.address_key())
                 .cmp(&(&b.observation.target, b.observation.address_key()))
         });
+        // The index is sharded and sorted by expiry: pages in target order are cut here.
+        if let Some((target, address)) = &query.after {
+            entries.retain(|e| {
+                (e.observation.target.as_str(), e.observation.address_key())
+                    > (target.as_str(), address.as_str())
+            });
+        }
+        if let Some(limit) = query.limit {
+            entries.truncate(limit);
+        }
         Ok(entries)
     }
 

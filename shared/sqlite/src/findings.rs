@@ -82,7 +82,7 @@ fn purge_forgotten(
 impl FindingStore for SqliteStore {
     async fn finding(&self, key: &str) -> Result<Option<Finding>, StoreError> {
         let key = key.to_owned();
-        self.with(move |conn, path| {
+        self.read(move |conn, path| {
             conn.query_row("SELECT record FROM findings WHERE key = ?1", [&key], |r| {
                 r.get::<_, String>(0)
             })
@@ -150,19 +150,19 @@ impl FindingStore for SqliteStore {
     }
 
     async fn active_findings(&self) -> Result<Vec<Finding>, StoreError> {
-        self.with(|conn, path| select(conn, path, "WHERE active = 1"))
+        self.read(|conn, path| select(conn, path, "WHERE active = 1"))
             .await
     }
 
     async fn pending_findings(&self) -> Result<Vec<Finding>, StoreError> {
-        self.with(|conn, path| select(conn, path, "WHERE pending = 1"))
+        self.read(|conn, path| select(conn, path, "WHERE pending = 1"))
             .await
     }
 
     async fn all_findings(&self) -> Result<Vec<Finding>, StoreError> {
         // A store opened read-only never purges: what is past retention is not listed.
         let now = time::OffsetDateTime::now_utc();
-        let all = self.with(|conn, path| select(conn, path, "")).await?;
+        let all = self.read(|conn, path| select(conn, path, "")).await?;
         Ok(all.into_iter().filter(|f| f.is_retained(now)).collect())
     }
 }
@@ -170,7 +170,7 @@ impl FindingStore for SqliteStore {
 #[async_trait]
 impl ChannelStore for SqliteStore {
     async fn channels(&self) -> Result<Vec<Channel>, StoreError> {
-        self.with(|conn, path| {
+        self.read(|conn, path| {
             let records: Vec<String> = conn
                 .prepare("SELECT record FROM channels ORDER BY name")
                 .and_then(|mut s| {

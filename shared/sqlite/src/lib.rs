@@ -108,10 +108,16 @@ CREATE TABLE IF NOT EXISTS issuances (
 ) WITHOUT ROWID;
 ";
 
-/// A [`Store`] in one SQLite file.
+/// How many read-only connections a file store keeps beside its writer: WAL lets them read
+/// while the writer writes, so `certpilot serve` answers while a scan records.
+const READERS: usize = 4;
+
+/// A [`Store`] in one SQLite file: one writer connection, and a few readers.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
     path: PathBuf,
 }
 
@@ -195,6 +201,8 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::default(),
+            next_reader: Arc::default(),
             path,
         })
     }
@@ -246,8 +254,26 @@ impl SqliteStore {
         conn.execute_batch(requests::SCHEMA).map_err(&err)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(&err)?;
+        // A private in-memory database has no file for other connections to share.
+        let readers = if path.as_os_str() == ":memory:" {
+            Vec::new()
+        } else {
+            (0..READERS)
+                .map(|_| {
+                    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                    let reader = Connection::open_with_flags(&path, flags).map_err(&err)?;
+                    reader
+                        .busy_timeout(std::time::Duration::from_secs(10))
+                        .map_err(&err)?;
+                    Ok(Mutex::new(reader))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?
+        };
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers),
+            next_reader: Arc::default(),
             path,
         })
     }
@@ -257,7 +283,33 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f`, which only reads, on one of the read-only connections (the writer when there
+    /// are none), on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.readers.is_empty() {
+            return self.with(f).await;
+        }
+        let readers = self.readers.clone();
+        let i = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % readers.len();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = readers[i]
+                .lock()
+                .map_err(|_| StoreError::Backend("sqlite connection poisoned by a panic".into()))?;
+            f(&mut guard, &path)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("sqlite task failed: {e}")))?
+    }
+
+    /// Runs `f` with the writer connection on the blocking pool.
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -514,12 +566,12 @@ impl EndpointStore for SqliteStore {
 
     async fn endpoint(&self, target: &str) -> Result<Option<Endpoint>, StoreError> {
         let key = target.to_owned();
-        self.with(move |conn, path| endpoint_row(conn, path, &key))
+        self.read(move |conn, path| endpoint_row(conn, path, &key))
             .await
     }
 
     async fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
-        self.with(|conn, path| {
+        self.read(|conn, path| {
             let err = backend("list endpoints", path);
             let mut stmt = conn
                 .prepare(&format!(
@@ -680,18 +732,24 @@ impl ObservationStore for SqliteStore {
 
     async fn inventory(&self, query: &InventoryQuery) -> Result<Vec<InventoryEntry>, StoreError> {
         let before = query.expiring_before.map(|t| t.unix_timestamp());
-        self.with(move |conn, path| {
+        let (after_target, after_address) = query.after.clone().unzip();
+        let limit = query
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        self.read(move |conn, path| {
             let err = backend("read inventory", path);
             let mut stmt = conn
                 .prepare(
                     "SELECT l.record, l.cert_first_seen, l.last_changed, e.tags, l.last_seen, l.failures
                      FROM latest l LEFT JOIN endpoints e ON e.target = l.target
-                     WHERE ?1 IS NULL OR l.not_after < ?1
-                     ORDER BY l.target, l.address",
+                     WHERE (?1 IS NULL OR l.not_after < ?1)
+                       AND (?2 IS NULL OR (l.target, l.address) > (?2, ?3))
+                     ORDER BY l.target, l.address
+                     LIMIT ?4",
                 )
                 .map_err(&err)?;
             let rows = stmt
-                .query_map([before], |r| {
+                .query_map(params![before, after_target, after_address, limit], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, Option<i64>>(1)?,
@@ -734,7 +792,7 @@ impl ObservationStore for SqliteStore {
     async fn history(&self, target: &str, limit: usize) -> Result<Vec<Observation>, StoreError> {
         let key = target.to_owned();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(move |conn, path| {
+        self.read(move |conn, path| {
             let err = backend("read history", path);
             let mut stmt = conn
                 .prepare(
@@ -862,12 +920,12 @@ impl CertificateStore for SqliteStore {
 
     async fn certificate(&self, id: &str) -> Result<Option<ManagedCertificate>, StoreError> {
         let id = id.to_owned();
-        self.with(move |conn, path| certificate_row(conn, path, &id))
+        self.read(move |conn, path| certificate_row(conn, path, &id))
             .await
     }
 
     async fn certificates(&self) -> Result<Vec<ManagedCertificate>, StoreError> {
-        self.with(|conn, path| {
+        self.read(|conn, path| {
             certificate_list(
                 conn,
                 path,
@@ -936,7 +994,7 @@ impl CertificateStore for SqliteStore {
         since: OffsetDateTime,
     ) -> Result<Vec<OffsetDateTime>, StoreError> {
         let key = certpilot_core::model::certificate::name_set_key(names);
-        self.with(move |conn, path| {
+        self.read(move |conn, path| {
             let err = backend("read issuances", path);
             let mut stmt = conn
                 .prepare(

@@ -45,7 +45,7 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, record: &str) -> Result<T, 
 impl RequestStore for SqliteStore {
     async fn request(&self, id: &str) -> Result<Option<CertificateRequest>, StoreError> {
         let id = id.to_owned();
-        self.with(move |conn, path| {
+        self.read(move |conn, path| {
             conn.query_row("SELECT record FROM requests WHERE id = ?1", [&id], |r| {
                 r.get::<_, String>(0)
             })
@@ -106,7 +106,7 @@ impl RequestStore for SqliteStore {
     }
 
     async fn pending_requests(&self) -> Result<Vec<CertificateRequest>, StoreError> {
-        self.with(|conn, path| {
+        self.read(|conn, path| {
             let records: Vec<String> = conn
                 .prepare("SELECT record FROM requests WHERE pending = 1 ORDER BY id")
                 .and_then(|mut s| {
@@ -161,7 +161,7 @@ impl AuditLog for SqliteStore {
         // Past every key: keys start with digits.
         let before = before.unwrap_or("~").to_owned();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(move |conn, path| {
+        self.read(move |conn, path| {
             let records: Vec<String> = conn
                 .prepare("SELECT record FROM audit WHERE key < ?1 ORDER BY key DESC LIMIT ?2")
                 .and_then(|mut s| {

@@ -29,6 +29,7 @@ macro_rules! store_contract {
             endpoints_are_listed_sorted_by_key,
             removing_an_endpoint_drops_it_from_inventory_but_keeps_history,
             inventory_keeps_the_latest_observation_per_address,
+            inventory_pages_in_target_order,
             an_older_observation_does_not_replace_the_latest,
             recording_the_same_observation_twice_is_idempotent,
             inventory_tracks_when_the_certificate_was_first_seen_and_last_changed,
@@ -338,6 +339,7 @@ pub async fn expiring_filter_keeps_only_certificates_expiring_before_the_deadlin
     s.record_observations(&batch).await.unwrap();
     let q = InventoryQuery {
         expiring_before: Some(t0() + Duration::days(30)),
+        ..InventoryQuery::default()
     };
     let targets: Vec<_> = s
         .inventory(&q)
@@ -350,6 +352,51 @@ pub async fn expiring_filter_keeps_only_certificates_expiring_before_the_deadlin
     assert_eq!(
         s.inventory(&InventoryQuery::default()).await.unwrap().len(),
         4
+    );
+}
+
+/// Pages follow one another in (target, address) order, with nothing left out or repeated.
+pub async fn inventory_pages_in_target_order<S: Store>(s: Arc<S>) {
+    let batch: Vec<_> = ["c.test:443", "a.test:443", "b.test:443"]
+        .iter()
+        .flat_map(|t| {
+            ["10.0.0.2:443", "10.0.0.1:443"]
+                .map(|a| observed(t, a).cert("x", t0() + Duration::days(9)).build())
+        })
+        .collect();
+    s.record_observations(&batch).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .inventory(&InventoryQuery {
+                after: after.clone(),
+                limit: Some(4),
+                ..InventoryQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.len() <= 4);
+        let Some(last) = page.last() else { break };
+        after = Some((
+            last.observation.target.clone(),
+            last.observation.address_key().to_owned(),
+        ));
+        seen.extend(
+            page.iter()
+                .map(|e| format!("{} {}", e.observation.target, e.observation.address_key())),
+        );
+    }
+    assert_eq!(
+        seen,
+        [
+            "a.test:443 10.0.0.1:443",
+            "a.test:443 10.0.0.2:443",
+            "b.test:443 10.0.0.1:443",
+            "b.test:443 10.0.0.2:443",
+            "c.test:443 10.0.0.1:443",
+            "c.test:443 10.0.0.2:443",
+        ]
     );
 }
 

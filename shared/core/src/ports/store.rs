@@ -45,6 +45,10 @@ pub enum StoreError {
 pub struct InventoryQuery {
     /// Only rows whose served certificate expires before this time (failed probes excluded).
     pub expiring_before: Option<OffsetDateTime>,
+    /// Only rows after this (target, address key), for the next page.
+    pub after: Option<(String, String)>,
+    /// At most this many rows.
+    pub limit: Option<usize>,
 }
 
 /// The latest observation of one (endpoint, address), with its history in brief.
@@ -172,7 +176,8 @@ pub trait ObservationStore: Send + Sync {
         observations: &[Observation],
     ) -> Result<Vec<u32>, StoreError>;
 
-    /// The latest observation of every (target, address), sorted by target then address.
+    /// The latest observation of every (target, address), sorted by target then address
+    /// key, those after `query.after`, at most `query.limit`.
     async fn inventory(&self, query: &InventoryQuery) -> Result<Vec<InventoryEntry>, StoreError>;
 
     /// Observations of `target`, newest first, at most `limit`.

@@ -129,6 +129,8 @@ pub async fn digests(
     let mut expiring: Vec<(OffsetDateTime, Option<String>, Value)> = Vec::new();
     let query = InventoryQuery {
         expiring_before: Some(until),
+
+        ..InventoryQuery::default()
     };
     for row in store.inventory(&query).await? {
         let o = &row.observation;
