@@ -140,7 +140,12 @@ pub struct ServeArgs {
     /// Let endpoints registered through the API resolve into this network (repeatable):
     /// private, loopback and link-local addresses and the cloud metadata service are refused
     /// otherwise.
-    #[arg(long, value_name = "CIDR")]
+    #[arg(
+        long,
+        value_name = "CIDR",
+        env = "CERTPILOT_ALLOW_NETWORKS",
+        value_delimiter = ','
+    )]
     pub allow_network: Vec<String>,
 
     /// The request policy (YAML): which caller may request which names, from which issuer,

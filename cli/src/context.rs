@@ -345,8 +345,23 @@ pub(crate) async fn scrub_directory_credentials(
     Ok(())
 }
 
-/// The scanner that proves endpoints serve a certificate (`verify`, `deploy`, `renew`):
-/// the platform's roots plus `ca_files`.
+/// `CERTPILOT_ALLOW_NETWORKS` (comma-separated CIDRs): where what was registered through
+/// the API may be scanned besides public addresses; `serve --allow-network` sets the same.
+pub(crate) fn allowed_networks() -> Result<certpilot_core::policy::address::AddressPolicy, CliError>
+{
+    let allowed = std::env::var("CERTPILOT_ALLOW_NETWORKS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.parse::<certpilot_core::policy::address::Network>()
+                .map_err(|e| usage(format!("CERTPILOT_ALLOW_NETWORKS: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(certpilot_core::policy::address::AddressPolicy { allowed })
+}
+
 /// The scanner that proves endpoints serve a certificate (`verify`, `deploy`, `renew`):
 /// Mozilla's roots plus `ca_files`.
 pub(crate) fn scanner(

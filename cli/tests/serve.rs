@@ -481,6 +481,22 @@ rules:
             .any(|r| r["status"] == 403)
     );
 
+    // Every later scan holds the API's endpoint to the address policy again: a scan that
+    // was not told the operator allows loopback does not connect.
+    let mut scan = env.command(&["scan", "--format", "json", "--no-notify"]);
+    scan.env_remove("CERTPILOT_ALLOW_NETWORKS");
+    let refused = scan.output().await.unwrap();
+    let rows = String::from_utf8_lossy(&refused.stdout).to_string();
+    assert!(
+        rows.contains("not scanned") && rows.contains("a loopback address"),
+        "{rows}"
+    );
+    let mut scan = env.command(&["scan", "--format", "json", "--no-notify"]);
+    scan.env("CERTPILOT_ALLOW_NETWORKS", "127.0.0.0/8");
+    let allowed = scan.output().await.unwrap();
+    let rows = String::from_utf8_lossy(&allowed.stdout).to_string();
+    assert!(rows.contains(fingerprint), "{rows}");
+
     // An approval flow: the requester cannot approve; the approver can.
     let (status, pending) = call(
         "POST",

@@ -53,7 +53,10 @@ pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, C
         scrub_directory_credentials(store.certificates()?.as_ref(), || store.writable()).await?;
     }
     let secrets = open_secrets(cli.secrets.as_deref(), &store).await?;
-    let app = store.app(secrets).with_findings_policy(policy);
+    let app = store
+        .app(secrets)
+        .with_findings_policy(policy)
+        .with_address_policy(crate::context::allowed_networks()?);
     match cli.command {
         Command::Certificates(cmd) => {
             certificates::certificates(app.certificates(), app.secrets(), cmd).await

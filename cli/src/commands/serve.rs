@@ -277,9 +277,12 @@ pub async fn serve(app: &App, args: ServeArgs) -> Result<ExitCode, CliError> {
                 .map_err(|e| usage(format!("--allow-network {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let addresses = AddressPolicy { allowed };
+    // The worker's scans and verifications are held to the same policy as the routes.
+    let app = app.clone().with_address_policy(addresses.clone());
     let mut state = ApiState::new(
         app.clone(),
-        AddressPolicy { allowed },
+        addresses,
         Arc::new(certpilot_api::resolve::SystemResolver),
     );
     if let Some(file) = &args.policy {

@@ -6,7 +6,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use certpilot_api::{Caller, RequestSource};
 use certpilot_aws::lambda::{ConfigError, var};
-use certpilot_core::policy::address::{AddressPolicy, Network};
 use certpilot_core::policy::requests::RequestPolicy;
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
@@ -66,25 +65,6 @@ pub fn request_policy() -> Result<Option<RequestPolicy>, ConfigError> {
                 .map_err(|reason| ConfigError { name: NAME, reason })
         })
         .transpose()
-}
-
-/// `CERTPILOT_ALLOW_NETWORKS`: the networks endpoints may resolve into besides public ones.
-pub fn address_policy() -> Result<AddressPolicy, ConfigError> {
-    const NAME: &str = "CERTPILOT_ALLOW_NETWORKS";
-    let allowed = var(NAME)
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(|n| {
-                    n.parse::<Network>()
-                        .map_err(|reason| ConfigError { name: NAME, reason })
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?
-        .unwrap_or_default();
-    Ok(AddressPolicy { allowed })
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use lambda_http::Error;
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let table = required("CERTPILOT_TABLE", "the DynamoDB table name")?;
-    let addresses = caller::address_policy()?;
+    let addresses = certpilot_aws::lambda::address_policy()?;
     let app = App::aws(&table).await;
     let mut state = certpilot_api::ApiState::new(
         app.clone(),

@@ -10,7 +10,8 @@
 //! Settings (environment): `CERTPILOT_TABLE` (required), `CERTPILOT_SECRETS_PREFIX`
 //! (`certpilot/`), `CERTPILOT_VERIFY_INTERVAL` (10s), `CERTPILOT_VERIFY_MAX_DEADLINE` (10m,
 //! capped by the time the invocation has left), `CERTPILOT_PROBE_TIMEOUT` (10s),
-//! `CERTPILOT_SCAN_INTERVAL` (1h, the scan function's, for `scan_stale`), `CERTPILOT_FINDINGS_POLICY`
+//! `CERTPILOT_SCAN_INTERVAL` (1h, the scan function's, for `scan_stale`), `CERTPILOT_ALLOW_NETWORKS`
+//! (networks what the API registered may resolve into, checked at each probe), `CERTPILOT_FINDINGS_POLICY`
 //! (JSON; the defaults), `CERTPILOT_ALERTS_TOPIC_ARN` and `CERTPILOT_EVENT_BUS` (where
 //! findings and `Deployment verified` / `Deployment not serving` events go). AWS access
 //! follows the standard configuration.
@@ -29,7 +30,8 @@ async fn main() -> Result<(), Error> {
     let app = App::aws(&config.table)
         .await
         .with_findings_policy(certpilot_aws::lambda::findings_policy()?)
-        .with_channels(certpilot_aws::lambda::alert_channels()?);
+        .with_channels(certpilot_aws::lambda::alert_channels()?)
+        .with_address_policy(certpilot_aws::lambda::address_policy()?);
     let verifier = VerifyService::new(app.public_scanner(config.probe_limits()));
     let leases = app.leases(certpilot_aws::lambda::worker_id(), DEPLOY_LEASE);
     let deploy = app.deploy_service(

@@ -9,7 +9,8 @@
 //! without it every due endpoint is scanned inline), `CERTPILOT_SCAN_INTERVAL` (1h),
 //! `CERTPILOT_MAX_INLINE` (500), `CERTPILOT_BATCH_SIZE` (200), `CERTPILOT_CONCURRENCY` (64),
 //! `CERTPILOT_TARGET_TIMEOUT` (15s), `CERTPILOT_FINDINGS_POLICY` (JSON; the defaults),
-//! `CERTPILOT_ALERTS_TOPIC_ARN` and `CERTPILOT_EVENT_BUS` (where findings go). AWS access follows the standard configuration.
+//! `CERTPILOT_ALERTS_TOPIC_ARN` and `CERTPILOT_EVENT_BUS` (where findings go), `CERTPILOT_ALLOW_NETWORKS`
+//! (networks endpoints registered through the API may resolve into; checked at each probe). AWS access follows the standard configuration.
 
 mod config;
 mod handler;
@@ -25,7 +26,8 @@ async fn main() -> Result<(), Error> {
     let app = App::aws(&config.table)
         .await
         .with_findings_policy(certpilot_aws::lambda::findings_policy()?)
-        .with_channels(certpilot_aws::lambda::alert_channels()?);
+        .with_channels(certpilot_aws::lambda::alert_channels()?)
+        .with_address_policy(certpilot_aws::lambda::address_policy()?);
     let scanner = app.public_scanner(ScanLimits {
         concurrency: config.concurrency,
         target_timeout: config.target_timeout,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use certpilot_core::model::endpoint::{Endpoint, Tags, add_tag};
+use certpilot_core::model::endpoint::Endpoint;
 use certpilot_core::model::target::{Host, Target};
 use certpilot_core::services::endpoints::{Registration, register};
 use serde::{Deserialize, Serialize};
@@ -118,10 +118,7 @@ pub async fn add(
             format!("target: {e}"),
         )
     })?;
-    let mut tags = Tags::new();
-    for (k, v) in &body.tags {
-        add_tag(&mut tags, &format!("{k}={v}")).map_err(|e| ApiError::field("tags", e))?;
-    }
+    let tags = crate::caller_tags(&body.tags, &caller)?;
     state.check_addresses(&target).await?;
     let now = state.app.clock().now();
     let (endpoint, registration) =

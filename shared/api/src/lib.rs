@@ -63,7 +63,8 @@ impl ApiState {
     /// `resolver` resolves them.
     pub fn new(app: App, addresses: AddressPolicy, resolver: Arc<dyn resolve::Resolve>) -> Self {
         ApiState {
-            app,
+            // Its scans and verifications hold what the API registers to the same policy.
+            app: app.with_address_policy(addresses.clone()),
             addresses: Arc::new(addresses),
             resolver,
             policy: None,
@@ -227,6 +228,28 @@ impl Paging {
             .flatten();
         (rest, next)
     }
+}
+
+/// Tags as a caller gave them, with `requested-by` (the caller) set by the API: what came
+/// through the API is held to the address policy at every scan and verification.
+pub(crate) fn caller_tags(
+    given: &std::collections::BTreeMap<String, String>,
+    caller: &Caller,
+) -> Result<certpilot_core::Tags, ApiError> {
+    use certpilot_core::services::guard::REQUESTED_BY;
+    let mut tags = certpilot_core::Tags::new();
+    for (k, v) in given {
+        if k == REQUESTED_BY {
+            return Err(ApiError::field(
+                "tags",
+                format!("{REQUESTED_BY:?} is set by the API (to the caller)"),
+            ));
+        }
+        certpilot_core::add_tag(&mut tags, &format!("{k}={v}"))
+            .map_err(|e| ApiError::field("tags", e))?;
+    }
+    tags.insert(REQUESTED_BY.to_owned(), caller.principal.clone());
+    Ok(tags)
 }
 
 /// The request policy from its YAML (or JSON) text, checked: a mistake names `source` and

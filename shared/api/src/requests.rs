@@ -15,7 +15,6 @@ use certpilot_core::model::certificate::{
     CertificateSpec, Identifier, KeyType, ManagedCertificate, RenewalPolicy, default_id,
     validate_certificate_id,
 };
-use certpilot_core::model::endpoint::{Tags, add_tag};
 use certpilot_core::model::request::{CertificateRequest, RequestState};
 use certpilot_core::model::target::Target;
 use certpilot_core::policy::requests::{Ask, RequestPolicy, principal_matches};
@@ -130,6 +129,7 @@ fn accepted(id: &str, state: &str, approvers: Option<Vec<String>>) -> Response {
 fn spec_of(
     policy: &RequestPolicy,
     body: &NewCertificate,
+    caller: &Caller,
 ) -> Result<(CertificateSpec, Vec<Identifier>, KeyType), ApiError> {
     if body.names.is_empty() {
         return Err(ApiError::field("names", "give at least one name"));
@@ -156,10 +156,7 @@ fn spec_of(
                 )
             })?,
     };
-    let mut tags = Tags::new();
-    for (k, v) in &body.tags {
-        add_tag(&mut tags, &format!("{k}={v}")).map_err(|e| ApiError::field("tags", e))?;
-    }
+    let tags = crate::caller_tags(&body.tags, caller)?;
     let endpoints = body
         .endpoints
         .iter()
@@ -251,7 +248,7 @@ pub async fn create(
     Body(body): Body<NewCertificate>,
 ) -> Result<Response, ApiError> {
     let policy = policy(&state)?;
-    let (spec, names, key_type) = spec_of(policy, &body)?;
+    let (spec, names, key_type) = spec_of(policy, &body, &caller)?;
     let kinds: Vec<&str> = spec.deployments.iter().map(|d| d.kind.as_str()).collect();
     let allowed = policy
         .authorize(

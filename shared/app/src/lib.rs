@@ -45,6 +45,7 @@ pub struct App {
     idempotency: Arc<dyn IdempotencyStore>,
     secrets: Arc<dyn SecretStore>,
     findings_policy: FindingsPolicy,
+    addresses: certpilot_core::policy::address::AddressPolicy,
     extra_channels: Vec<certpilot_core::model::channel::Channel>,
     #[cfg(feature = "aws")]
     aws: Arc<tokio::sync::OnceCell<aws_config::SdkConfig>>,
@@ -81,6 +82,7 @@ impl App {
             idempotency: store,
             secrets,
             findings_policy: FindingsPolicy::default(),
+            addresses: Default::default(),
             extra_channels: Vec::new(),
             #[cfg(feature = "aws")]
             aws: Arc::default(),
@@ -98,6 +100,21 @@ impl App {
     pub fn with_channels(mut self, channels: Vec<certpilot_core::model::channel::Channel>) -> Self {
         self.extra_channels = channels;
         self
+    }
+
+    /// The same app holding what was registered through the API to `addresses` at every
+    /// scan and verification (networks the operator allows besides public addresses).
+    pub fn with_address_policy(
+        mut self,
+        addresses: certpilot_core::policy::address::AddressPolicy,
+    ) -> Self {
+        self.addresses = addresses;
+        self
+    }
+
+    /// The address policy.
+    pub fn address_policy(&self) -> certpilot_core::policy::address::AddressPolicy {
+        self.addresses.clone()
     }
 
     /// The same app reading time from `clock`.
@@ -425,7 +442,10 @@ impl App {
         limits: certpilot_core::ports::ScanLimits,
     ) -> ScanService {
         ScanService::new(
-            Arc::new(certpilot_scanner::TlsProber::new(trust, deadlines)),
+            Arc::new(certpilot_core::services::guard::GuardedProber::new(
+                Arc::new(certpilot_scanner::TlsProber::new(trust, deadlines)),
+                self.addresses.clone(),
+            )),
             self.clock.clone(),
             limits,
         )

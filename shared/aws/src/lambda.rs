@@ -133,6 +133,26 @@ pub fn is_sqs(payload: &serde_json::Value) -> bool {
         .is_some_and(|r| r["eventSource"] == "aws:sqs")
 }
 
+/// `CERTPILOT_ALLOW_NETWORKS`: the networks what was registered through the API may resolve
+/// into besides public ones (comma-separated CIDRs), at registration, scans and verification.
+pub fn address_policy() -> Result<certpilot_core::policy::address::AddressPolicy, ConfigError> {
+    const NAME: &str = "CERTPILOT_ALLOW_NETWORKS";
+    let allowed = var(NAME)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| {
+                    n.parse::<certpilot_core::policy::address::Network>()
+                        .map_err(|reason| ConfigError { name: NAME, reason })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    Ok(certpilot_core::policy::address::AddressPolicy { allowed })
+}
+
 #[cfg(test)]
 mod sqs_tests {
     use super::is_sqs;

@@ -6,6 +6,7 @@ pub mod deploy;
 pub mod digest;
 pub mod endpoints;
 pub mod findings;
+pub mod guard;
 pub mod lease;
 pub mod metrics;
 pub mod renew;
