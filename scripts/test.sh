@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 TEST_ENV="${CERTPILOT_TEST_ENV:-$ROOT/.test-env}"
 # Pinned so that every run tests against the same servers and linters.
-PY_TOOLS=("moto[server]==5.2.5" "cargo-lambda==1.9.2" "cfn-lint==1.58.0" "aws-sam-cli==1.170.0")
+PY_TOOLS=("moto[server]==5.2.5" "cargo-lambda==1.9.2" "cfn-lint==1.58.0" "aws-sam-cli==1.170.0" "schemathesis==4.32.5")
 export DEBIAN_FRONTEND=noninteractive
 # A one-off build gains nothing from incremental state, which would double the disk it uses.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
@@ -102,6 +102,7 @@ export CERTPILOT_MOTO_SERVER="$TEST_ENV/venv/bin/moto_server"
 export CERTPILOT_CARGO_LAMBDA="$TEST_ENV/venv/bin/cargo-lambda"
 export CERTPILOT_CFN_LINT="$TEST_ENV/venv/bin/cfn-lint"
 export CERTPILOT_SAM="$TEST_ENV/venv/bin/sam"
+export CERTPILOT_SCHEMATHESIS="$TEST_ENV/venv/bin/st"
 export SAM_CLI_TELEMETRY=0
 export CERTPILOT_PEBBLE="$(command -v pebble)"
 

@@ -192,9 +192,8 @@ fn csv(items: &[InventoryItem]) -> Result<String, ApiError> {
     tag = "estate",
     params(InventoryFilter),
     responses(
-        (status = 200, description = "A page of the inventory", body = InventoryPage,
-         content_type = "application/json"),
-        (status = 200, description = "The same page as CSV", body = String, content_type = "text/csv"),
+        (status = 200, description = "A page of the inventory (CSV with Accept: text/csv; the next cursor then in X-Next-Cursor)",
+         content((InventoryPage = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A wrong filter", body = ErrorBody),
     )
 )]

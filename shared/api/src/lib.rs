@@ -121,6 +121,48 @@ pub struct ApiDoc;
 pub fn openapi() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     doc["components"]["schemas"]["Deployment"] = certpilot_app::deploy_kinds().one_of_schema();
+    // What any route may answer besides its own responses, documented once here.
+    let error = |description: &str| {
+        serde_json::json!({
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        })
+    };
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            let public = matches!(path.as_str(), "/healthz" | "/openapi.json");
+            for (method, op) in item.as_object_mut().into_iter().flatten() {
+                let Some(responses) = op["responses"].as_object_mut() else {
+                    continue;
+                };
+                let mut common = vec![
+                    ("400", "A wrong parameter, named"),
+                    ("404", "No such thing"),
+                    ("500", "The server failed; its log says why"),
+                    ("503", "The store is unavailable; retry"),
+                ];
+                if !public {
+                    common.push(("401", "No caller: authenticate"));
+                }
+                if method == "post" {
+                    common.extend([
+                        ("409", "A conflicting request, or the first with this Idempotency-Key still runs"),
+                        ("413", "The body is larger than 64 KiB"),
+                        ("415", "The body is not Content-Type: application/json"),
+                        ("422", "The body does not fit the schema (the field named), or an Idempotency-Key reused with another body"),
+                    ]);
+                }
+                if method != "get" {
+                    common.push(("403", "Refused by the request policy or the address policy"));
+                }
+                for (status, description) in common {
+                    responses
+                        .entry(status)
+                        .or_insert_with(|| error(description));
+                }
+            }
+        }
+    }
     if let Some(deployments) =
         doc.pointer_mut("/components/schemas/NewCertificate/properties/deployments")
     {
