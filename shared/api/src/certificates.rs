@@ -81,10 +81,84 @@ pub struct CertificateDetail {
     /// Its open findings and its deployments', as `certpilot findings --format json`.
     #[schema(value_type = Vec<Object>)]
     pub findings: Vec<serde_json::Value>,
+    /// Its issuances: the current and previous certificate (serial, validity, fingerprint),
+    /// and when each recent one was issued.
+    #[schema(value_type = Object)]
+    pub issuances: serde_json::Value,
+    /// What each address of its endpoints served at its latest scan, and whether that is
+    /// the current certificate.
+    #[schema(value_type = Vec<Object>)]
+    pub served: Vec<serde_json::Value>,
     /// The request it came from through the API: requester, rule, approvers, decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub request: Option<serde_json::Value>,
+}
+
+fn issued_json(i: &certpilot_core::model::certificate::IssuedCertificate) -> serde_json::Value {
+    serde_json::json!({
+        "serial": i.serial,
+        "fingerprint": i.fingerprint,
+        "not_before": rfc3339(i.not_before),
+        "not_after": rfc3339(i.not_after),
+        "issued_at": rfc3339(i.issued_at),
+        "profile": i.profile,
+    })
+}
+
+fn issuances_json(c: &ManagedCertificate) -> serde_json::Value {
+    serde_json::json!({
+        "current": c.current.as_ref().map(issued_json),
+        "previous": c.previous.as_ref().map(issued_json),
+        "recent": c.renewal.recent_issuances.iter().map(|t| rfc3339(*t)).collect::<Vec<_>>(),
+    })
+}
+
+/// What every address of `c`'s endpoints (its own and its deployments') served at its latest
+/// scan, read a target at a time from the inventory.
+async fn served(
+    state: &ApiState,
+    c: &ManagedCertificate,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let mut targets: Vec<String> = c
+        .spec
+        .endpoints
+        .iter()
+        .chain(c.spec.deployments.iter().flat_map(|d| d.endpoints.iter()))
+        .map(ToString::to_string)
+        .collect();
+    targets.sort();
+    targets.dedup();
+    let current = c.current.as_ref().map(|i| i.fingerprint.as_str());
+    let mut out = Vec::new();
+    for target in targets.iter().take(100) {
+        let rows = state
+            .app
+            .store()
+            .inventory(&certpilot_core::ports::InventoryQuery {
+                // Just before the target's first address.
+                after: Some((target.clone(), String::new())),
+                limit: Some(64),
+                ..Default::default()
+            })
+            .await?;
+        for e in rows.iter().take_while(|e| &e.observation.target == target) {
+            let o = &e.observation;
+            let fingerprint = o
+                .certificate
+                .as_ref()
+                .map(|x| x.fingerprint_sha256.as_str());
+            out.push(serde_json::json!({
+                "target": target,
+                "address": o.address,
+                "scanned_at": rfc3339(o.scanned_at),
+                "fingerprint": fingerprint,
+                "serves_current": current.is_some() && fingerprint == current,
+                "error": o.error.as_ref().map(|e| format!("{}: {}", e.kind, e.message)),
+            }));
+        }
+    }
+    Ok(out)
 }
 
 fn request_json(r: &CertificateRequest) -> serde_json::Value {
@@ -209,6 +283,8 @@ pub async fn show(
                 state: r.state.as_str().to_owned(),
                 certificate: serde_json::to_value(&r.certificate).unwrap_or_default(),
                 findings: Vec::new(),
+                issuances: serde_json::json!({"current": null, "previous": null, "recent": []}),
+                served: Vec::new(),
                 request: Some(request_json(&r)),
             })),
             None => Err(ApiError::not_found(format!("certificate {id:?}"))),
@@ -235,6 +311,8 @@ pub async fn show(
             .to_owned(),
         certificate: serde_json::to_value(&cert).unwrap_or_default(),
         findings,
+        issuances: issuances_json(&cert),
+        served: served(&state, &cert).await?,
         request: request.as_ref().map(request_json),
     }))
 }

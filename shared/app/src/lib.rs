@@ -665,11 +665,16 @@ impl App {
     }
 }
 
-/// The descriptors of every deploy target kind this build knows (for parsing and checking
-/// deployments, help and docs; nothing is connected).
-#[cfg(feature = "deploy-aws")]
+/// The descriptors of every deploy target kind certpilot knows (for parsing and checking
+/// deployments, help and docs; nothing is connected, no client is built or linked).
+#[cfg(feature = "deploy-kinds")]
 pub fn deploy_kinds() -> certpilot_core::model::deploy_kind::DeployKinds {
-    registry(certpilot_deploy_aws::AwsDeployTargets::from_environment())
-        .kinds()
-        .clone()
+    use certpilot_deploy_aws::{AwsKind, acm, apigateway, cloudfront, elbv2};
+    certpilot_core::model::deploy_kind::DeployKinds::new(vec![
+        acm::Import.descriptor(),
+        elbv2::Kind.descriptor(),
+        cloudfront::Kind.descriptor(),
+        apigateway::Kind.descriptor(),
+        certpilot_deploy_local::files::Kind::descriptor(),
+    ])
 }
