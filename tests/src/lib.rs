@@ -500,3 +500,18 @@ pub mod sns_queue {
         }
     }
 }
+
+/// The event SQS hands a function for `message`, received from the queue named `queue`.
+pub fn sqs_event(message: &aws_sdk_sqs::types::Message, queue: &str) -> serde_json::Value {
+    serde_json::json!({"Records": [{
+        "messageId": message.message_id().unwrap_or_default(),
+        "receiptHandle": message.receipt_handle().unwrap_or_default(),
+        "body": message.body().unwrap_or_default(),
+        "attributes": {},
+        "messageAttributes": {},
+        "md5OfBody": message.md5_of_body().unwrap_or_default(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": format!("arn:aws:sqs:us-east-1:123456789012:{queue}"),
+        "awsRegion": "us-east-1"
+    }]})
+}

@@ -92,21 +92,6 @@ async fn the_api_function_answers_http_api_events_as_the_caller_in_the_context()
     assert_eq!(openapi, certpilot_api::openapi());
 }
 
-/// The event SQS hands a function for `message`.
-fn sqs_event(message: &aws_sdk_sqs::types::Message, queue: &str) -> Value {
-    json!({"Records": [{
-        "messageId": message.message_id().unwrap(),
-        "receiptHandle": message.receipt_handle().unwrap(),
-        "body": message.body().unwrap(),
-        "attributes": {},
-        "messageAttributes": {},
-        "md5OfBody": message.md5_of_body().unwrap_or_default(),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": format!("arn:aws:sqs:us-east-1:123456789012:{queue}"),
-        "awsRegion": "us-east-1"
-    }]})
-}
-
 async fn one_message(sqs: &aws_sdk_sqs::Client, url: &str) -> aws_sdk_sqs::types::Message {
     let received = sqs
         .receive_message()
@@ -218,7 +203,9 @@ async fn a_certificate_requested_through_the_api_function_is_issued_deployed_and
         serde_json::from_str::<Value>(work.body().unwrap()).unwrap(),
         json!({"action": "renew", "id": "shop", "force": false})
     );
-    let answer_renew = watch.invoke("renew", &sqs_event(&work, "renew")).await;
+    let answer_renew = watch
+        .invoke("renew", &certpilot_e2e::sqs_event(&work, "renew"))
+        .await;
     assert_eq!(
         answer_renew["batchItemFailures"],
         json!([]),
@@ -243,7 +230,9 @@ async fn a_certificate_requested_through_the_api_function_is_issued_deployed_and
         key.expose_str().unwrap(),
     ));
     let issued = one_message(&sqs, &deploy_url).await;
-    let deployed = watch.invoke("deploy", &sqs_event(&issued, "deploy")).await;
+    let deployed = watch
+        .invoke("deploy", &certpilot_e2e::sqs_event(&issued, "deploy"))
+        .await;
     assert_eq!(deployed["batchItemFailures"], json!([]), "{deployed}");
 
     // The API shows it verified, and the audit trail who asked.

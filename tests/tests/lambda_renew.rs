@@ -20,19 +20,8 @@ use certpilot_e2e::estate::Estate;
 use certpilot_testkit::certs::{Ca, Leaf};
 use certpilot_testkit::procs::{shared_moto, workspace_root};
 
-/// The event SQS hands the deploy function for `message`.
 fn sqs_event(message: &aws_sdk_sqs::types::Message) -> serde_json::Value {
-    serde_json::json!({"Records": [{
-        "messageId": message.message_id().unwrap(),
-        "receiptHandle": message.receipt_handle().unwrap(),
-        "body": message.body().unwrap(),
-        "attributes": {},
-        "messageAttributes": {},
-        "md5OfBody": message.md5_of_body().unwrap_or_default(),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:deploy",
-        "awsRegion": "us-east-1"
-    }]})
+    certpilot_e2e::sqs_event(message, "deploy")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
