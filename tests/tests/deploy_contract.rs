@@ -141,6 +141,36 @@ async fn files_keeps_the_contract() {
     c.run(&u, &first, &second).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudflare_keeps_the_contract() {
+    use certpilot_core::ports::{SecretStore as _, SecretValue};
+    let c = Case::new();
+    let (first, second, _) = c.certificates();
+    let mock = certpilot_testkit::cloudflare::MockCloudflare::start("example.test").await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = std::sync::Arc::new(certpilot_files::FileSecretStore::new(
+        dir.path().to_path_buf(),
+    ));
+    secrets
+        .put_current(
+            "deploy/cf",
+            &SecretValue::new(mock.token.clone().into_bytes()),
+        )
+        .await
+        .unwrap();
+    let u = unit(
+        "cloudflare",
+        serde_json::json!({"zone-id": mock.zone_id, "token-secret": "deploy/cf", "api-url": mock.api_url()}),
+    );
+    let targets = certpilot_app::App::registry_with_secrets(c.estate.aws.clone(), secrets);
+    deploy_target_contract(&targets, &u, &first, &second).await;
+    // One certificate in the zone, holding the renewal, uploaded as sni_custom.
+    let stored = mock.certificates();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].kind, "sni_custom");
+    assert_eq!(stored[0].chain, second.chain_pem);
+}
+
 /// Every kind of the registry has a case above.
 #[test]
 fn every_registered_kind_is_run_against_the_contract() {
@@ -150,6 +180,7 @@ fn every_registered_kind_is_run_against_the_contract() {
         "cloudfront",
         "api-gateway",
         "files",
+        "cloudflare",
     ];
     let registered: Vec<&str> = certpilot_app::deploy_kinds()
         .iter()

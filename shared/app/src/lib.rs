@@ -568,7 +568,7 @@ impl App {
             Some(config) => certpilot_deploy_aws::AwsDeployTargets::new(config.clone()),
             None => certpilot_deploy_aws::AwsDeployTargets::from_environment(),
         };
-        Arc::new(registry(aws))
+        Arc::new(registry(aws, self.secrets.clone()))
     }
 
     /// ACM as an issuer (certificates whose spec names ACM), announcing to `sink`.
@@ -592,20 +592,25 @@ impl App {
 }
 
 /// The secret store of a binary built without one: every call fails, naming the cause.
-#[cfg(all(feature = "aws", not(feature = "aws-secrets")))]
+#[cfg(feature = "aws")]
+#[cfg_attr(
+    not(any(feature = "deploy-aws", not(feature = "aws-secrets"))),
+    allow(dead_code)
+)]
 struct NoSecretStore;
 
-#[cfg(all(feature = "aws", not(feature = "aws-secrets")))]
+#[cfg(feature = "aws")]
 impl NoSecretStore {
     fn refuse() -> certpilot_core::ports::SecretError {
         certpilot_core::ports::SecretError::Backend(
-            "this binary was built without a secret store (certpilot-app feature `aws-secrets`)"
+            "no secret store here (a binary built without certpilot-app's `aws-secrets`, or a \
+             registry built without one)"
                 .into(),
         )
     }
 }
 
-#[cfg(all(feature = "aws", not(feature = "aws-secrets")))]
+#[cfg(feature = "aws")]
 #[async_trait::async_trait]
 impl SecretStore for NoSecretStore {
     async fn delete(&self, _: &str) -> Result<bool, certpilot_core::ports::SecretError> {
@@ -638,7 +643,10 @@ impl SecretStore for NoSecretStore {
 
 /// The registry of deploy target kinds: one line per kind.
 #[cfg(feature = "deploy-aws")]
-fn registry(aws: Arc<certpilot_deploy_aws::AwsDeployTargets>) -> DeployTargets {
+fn registry(
+    aws: Arc<certpilot_deploy_aws::AwsDeployTargets>,
+    #[cfg_attr(not(feature = "deploy-cdn"), allow(unused_variables))] secrets: Arc<dyn SecretStore>,
+) -> DeployTargets {
     use certpilot_deploy_aws::{acm, apigateway, cloudfront, elbv2};
     let mut targets = DeployTargets::new();
     for (descriptor, factory) in [
@@ -648,6 +656,8 @@ fn registry(aws: Arc<certpilot_deploy_aws::AwsDeployTargets>) -> DeployTargets {
         aws.kind(apigateway::Kind),
         #[cfg(feature = "deploy-local")]
         certpilot_deploy_local::files::Kind::entry(),
+        #[cfg(feature = "deploy-cdn")]
+        certpilot_deploy_cdn::cloudflare::Kind::entry(secrets.clone()),
     ] {
         targets.register(descriptor, factory);
     }
@@ -659,9 +669,18 @@ impl App {
     /// The registry of deploy target kinds reaching AWS with `config` (tests and tools that
     /// hold an SDK configuration of their own).
     pub fn registry_with(config: aws_config::SdkConfig) -> Arc<DeployTargets> {
-        Arc::new(registry(certpilot_deploy_aws::AwsDeployTargets::new(
-            config,
-        )))
+        Self::registry_with_secrets(config, Arc::new(NoSecretStore))
+    }
+
+    /// The same, reading vendor credentials from `secrets`.
+    pub fn registry_with_secrets(
+        config: aws_config::SdkConfig,
+        secrets: Arc<dyn SecretStore>,
+    ) -> Arc<DeployTargets> {
+        Arc::new(registry(
+            certpilot_deploy_aws::AwsDeployTargets::new(config),
+            secrets,
+        ))
     }
 }
 
@@ -676,5 +695,6 @@ pub fn deploy_kinds() -> certpilot_core::model::deploy_kind::DeployKinds {
         cloudfront::Kind.descriptor(),
         apigateway::Kind.descriptor(),
         certpilot_deploy_local::files::Kind::descriptor(),
+        certpilot_deploy_cdn::cloudflare::Kind::descriptor(),
     ])
 }

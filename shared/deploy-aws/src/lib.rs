@@ -258,7 +258,7 @@ impl DeployTarget for AcmBacked {
         &self,
         request: DeployRequest<'_>,
         deployed: Option<&Deployed>,
-    ) -> Result<(), DeployError> {
+    ) -> Result<Option<String>, DeployError> {
         let reused = self.reuse(&request);
         if let Some(d) = deployed {
             if let Some(arn) = &d.handle {
@@ -270,7 +270,7 @@ impl DeployTarget for AcmBacked {
             }
             if d.handle.is_some() && d.handle != reused {
                 // A fresh ARN: nothing else uses it, and the old one was never touched.
-                return Ok(());
+                return Ok(None);
             }
         }
         // The ARN in use was re-imported (or may have been): ACM keeps no history, so the
@@ -279,9 +279,9 @@ impl DeployTarget for AcmBacked {
         match (reused, request.previous) {
             (Some(arn), Some(previous)) if previous.acm_arn.is_none() => {
                 self.acm.import(request.id, previous, Some(&arn)).await?;
-                Ok(())
+                Ok(None)
             }
-            _ => Ok(()),
+            _ => Ok(None),
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod certs;
 pub mod clock;
+pub mod cloudflare;
 pub mod contract;
 pub mod deploy_contract;
 pub mod dns;

@@ -106,12 +106,15 @@ pub trait DeployTarget: Send + Sync {
     /// both were bound side by side (SNI lists).
     async fn finish(&self, deployed: &Deployed) -> Result<(), DeployError>;
 
-    /// Puts back `request.previous` (or what `deployed.replaced` names).
+    /// Puts back `request.previous` (or what `deployed.replaced` names). Returns the handle
+    /// of what is bound afterwards when putting it back gave it a new one (a vendor whose
+    /// re-upload creates a new certificate id), so the record follows it; `None` when the
+    /// handle is unchanged.
     async fn roll_back(
         &self,
         request: DeployRequest<'_>,
         deployed: Option<&Deployed>,
-    ) -> Result<(), DeployError>;
+    ) -> Result<Option<String>, DeployError>;
 }
 
 /// Builds the [`DeployTarget`] of one unit of one kind (clients, regions, assumed roles).

@@ -479,7 +479,10 @@ impl DeployService {
                 };
                 let mut r = last.clone().unwrap_or_else(|| fresh_record(&unit));
                 match &outcome {
-                    Ok(()) => {
+                    Ok(handle) => {
+                        if let Some(h) = handle {
+                            r.state.handle = Some(h.clone());
+                        }
                         r.state.status = DeploymentStatus::RolledBack;
                         r.state.detail = None;
                         r.state.problem = None;
@@ -596,6 +599,9 @@ impl DeployService {
             Err(e) => {
                 warn!(id = %cert.id, deployment = %deployment.name, unit = %unit.name, error = %e, "deploy: target refused; rolling back");
                 let undo = target.roll_back(request, None).await;
+                if let Ok(Some(h)) = &undo {
+                    record.state.handle = Some(h.clone());
+                }
                 record.state.detail = Some(with_rollback(format!("deploy failed: {e}"), &undo));
                 record.state.problem = Some(DeployProblem::of(&e));
                 report.rolled_back = Some(undo.is_ok());
@@ -654,8 +660,11 @@ impl DeployService {
                 .is_none_or(|k| k.can_roll_back);
             if can_roll_back {
                 let undo = target.roll_back(request, Some(&deployed)).await;
-                if undo.is_ok() {
+                if let Ok(handle) = &undo {
                     record.state.holding = request.previous.map(|p| p.fingerprint.clone());
+                    if let Some(h) = handle {
+                        record.state.handle = Some(h.clone());
+                    }
                 }
                 record.state.detail = Some(with_rollback(what, &undo));
                 report.rolled_back = Some(undo.is_ok());
@@ -821,9 +830,9 @@ fn fresh_record(unit: &Unit) -> UnitRecord {
     }
 }
 
-fn with_rollback(what: String, undo: &Result<(), DeployError>) -> String {
+fn with_rollback<T>(what: String, undo: &Result<T, DeployError>) -> String {
     match undo {
-        Ok(()) => format!("{what}; the previous certificate was put back"),
+        Ok(_) => format!("{what}; the previous certificate was put back"),
         Err(e) => format!("{what}; putting the previous certificate back failed too: {e}"),
     }
 }
@@ -939,7 +948,7 @@ mod tests {
             &self,
             r: DeployRequest<'_>,
             d: Option<&Deployed>,
-        ) -> Result<(), DeployError> {
+        ) -> Result<Option<String>, DeployError> {
             let to = r
                 .previous
                 .map(|p| p.fingerprint.clone())
@@ -950,7 +959,7 @@ mod tests {
                 .expect("lock")
                 .push(format!("roll_back to {to} after {}", d.is_some()));
             *self.0.serving.lock().expect("lock") = to;
-            Ok(())
+            Ok(None)
         }
     }
 

@@ -158,7 +158,7 @@ impl DeployTarget for FilesTarget {
         &self,
         request: DeployRequest<'_>,
         deployed: Option<&Deployed>,
-    ) -> Result<(), DeployError> {
+    ) -> Result<Option<String>, DeployError> {
         let remembered = self.before.lock().ok().and_then(|b| b.clone());
         let back = match deployed.and_then(|d| d.replaced.clone()).or(remembered) {
             Some(v) => Some(v),
@@ -170,9 +170,10 @@ impl DeployTarget for FilesTarget {
                 self.on_disk(move |l| l.switch(&to)).await?;
                 info!(dir = %self.layout.dir().display(), version = %v, "switched back");
                 match request.previous {
-                    Some(previous) => self.reload(request.id, previous).await,
-                    None => self.reload(request.id, request.certificate).await,
+                    Some(previous) => self.reload(request.id, previous).await?,
+                    None => self.reload(request.id, request.certificate).await?,
                 }
+                Ok(None)
             }
             // The previous certificate was never written here (another target served it):
             // it is written now, with its key, and switched to.
@@ -180,10 +181,10 @@ impl DeployTarget for FilesTarget {
                 let mut again = request;
                 again.certificate = previous;
                 again.previous = None;
-                self.deploy(again).await.map(|_| ())
+                self.deploy(again).await.map(|d| d.handle)
             }
             // Nothing was here before certpilot: take its symlink away again.
-            (None, _) => self.on_disk(|l| l.unlink()).await,
+            (None, _) => self.on_disk(|l| l.unlink()).await.map(|_| None),
         }
     }
 }
