@@ -110,6 +110,28 @@ pub enum Command {
     /// until interrupted; OpenAPI at /openapi.json.
     #[command(after_help = EXIT_CODES)]
     Serve(ServeArgs),
+    /// Vendor credentials that deploy targets read (API tokens, signing keys), named
+    /// `deploy/NAME`: set from a file (never the command line, never printed), or remove.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Secrets(SecretsCommand),
+}
+
+/// `certpilot secrets`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Store the secret NAME (`deploy/…`) from FILE; a new version replaces the current one.
+    Set {
+        /// `deploy/NAME`, as a deployment's settings name it.
+        name: String,
+        /// The file holding it (surrounding whitespace is trimmed).
+        #[arg(long, value_name = "FILE")]
+        from_file: PathBuf,
+    },
+    /// Delete the secret NAME (`deploy/…`) and every version of it.
+    Remove {
+        /// `deploy/NAME`.
+        name: String,
+    },
 }
 
 /// `certpilot serve`.

@@ -97,7 +97,7 @@ impl Access {
             | Command::Channels(ChannelsCommand::List { .. } | ChannelsCommand::Test { .. }) => {
                 Access::Read
             }
-            Command::Channels(ChannelsCommand::Add(_)) => Access::Create,
+            Command::Channels(ChannelsCommand::Add(_)) | Command::Secrets(_) => Access::Create,
             Command::Inventory(_)
             | Command::Endpoints(EndpointsCommand::List { .. })
             | Command::Certificates(

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+pub mod deploy_world;
 pub mod estate;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -5,123 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use certpilot_core::Tags;
-use certpilot_core::model::certificate::{
-    AcmeIssuer as IssuerConfig, CertificateSpec, ChallengeConfig, KeyType, ManagedCertificate,
-    RenewalPolicy,
-};
+use certpilot_core::model::certificate::KeyType;
 use certpilot_core::model::deploy::{Deployment, DeploymentStatus};
-use certpilot_core::ports::{CertificateStore, Clock, SecretStore, SecretValue, SystemClock};
-use certpilot_core::services::deploy::{DeployService, DeploySettings};
+use certpilot_core::ports::CertificateStore;
 use certpilot_core::services::verify::Verdict;
-use certpilot_e2e::estate::Estate;
-use certpilot_files::FileSecretStore;
-use certpilot_sqlite::SqliteStore;
-use certpilot_testkit::certs::{Ca, KeyKind, Leaf};
-use certpilot_testkit::procs::shared_moto;
-
-const NAME: &str = "checkout.example.test";
-
-struct World {
-    estate: Estate,
-    store: Arc<SqliteStore>,
-    secrets: Arc<FileSecretStore>,
-    service: DeployService,
-    ca: Ca,
-    _dir: tempfile::TempDir,
-}
-
-impl World {
-    fn new(run: &str) -> World {
-        let moto = shared_moto();
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path().join(format!("{run}.db"))).unwrap());
-        let secrets = Arc::new(FileSecretStore::new(dir.path().join("secrets")));
-        let estate = Estate::new(&moto.endpoint_url);
-        let ca = Ca::new("Deploy Test CA");
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let targets = certpilot_app::App::registry_with(estate.aws.clone());
-        let service = DeployService::new(
-            store.clone(),
-            secrets.clone(),
-            targets,
-            certpilot_e2e::verifier_trusting(&ca, dir.path()),
-            clock,
-            DeploySettings {
-                interval: Duration::from_millis(200),
-                max_deadline: None,
-                on_host: true,
-            },
-        );
-        World {
-            estate,
-            store,
-            secrets,
-            service,
-            ca,
-            _dir: dir,
-        }
-    }
-
-    fn leaf(&self, kind: KeyKind) -> Leaf {
-        let leaf = self.ca.leaf(&[NAME]).key(kind).build();
-        self.estate.keyring.remember(&leaf);
-        leaf
-    }
-
-    /// What a renewal leaves behind: `leaf` current, the former current previous, the key in
-    /// the secret store under the version the record names.
-    async fn issue(&self, id: &str, leaf: &Leaf, key_type: KeyType) {
-        let version = self
-            .secrets
-            .put_current(
-                &format!("certificate-key/{id}"),
-                &SecretValue::new(leaf.key_pem().into_bytes()),
-            )
-            .await
-            .unwrap();
-        let mut cert = self.store.certificate(id).await.unwrap().unwrap();
-        cert.previous = cert.current.take();
-        cert.spec.key_type = key_type;
-        cert.current = Some(certpilot_e2e::issued(leaf, &version));
-        self.store.update_certificate(&cert).await.unwrap();
-    }
-
-    async fn add(&self, id: &str, deployments: Vec<Deployment>) {
-        let spec = CertificateSpec {
-            names: vec![NAME.parse().unwrap()],
-            key_type: KeyType::EcdsaP256,
-            issuer: IssuerConfig {
-                directory: "https://acme.example/dir".into(),
-                contact: vec![],
-                eab: None,
-                profile: None,
-                account_secret: None,
-            },
-            challenge: ChallengeConfig::Http01Listen {
-                listen: "0.0.0.0:80".into(),
-            },
-            renewal: RenewalPolicy::Auto,
-            tags: Tags::new(),
-            endpoints: vec![],
-            deployments,
-            acm: None,
-        };
-        spec.validate().unwrap();
-        let cert = ManagedCertificate::new(id.into(), spec, time::OffsetDateTime::now_utc());
-        self.store.add_certificate(&cert).await.unwrap();
-    }
-}
-
-fn deployment(name: &str, target: (&str, serde_json::Value), endpoint: &str) -> Deployment {
-    let mut d = Deployment::new(name, target.0).with_endpoint(endpoint.parse().unwrap());
-    d.settings = target.1.as_object().cloned().unwrap_or_default();
-    d.verify_deadline = Some(10);
-    d
-}
+use certpilot_e2e::deploy_world::{World, deployment};
+use certpilot_testkit::certs::KeyKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_target_kind_ends_up_serving_each_renewal_and_keeps_its_settings() {

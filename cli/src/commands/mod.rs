@@ -16,6 +16,7 @@ mod inventory;
 mod metrics;
 mod renew;
 mod scan;
+mod secrets;
 mod serve;
 mod verify;
 
@@ -79,5 +80,6 @@ pub(crate) async fn run(cli: Cli, open_files: Option<u64>) -> Result<ExitCode, C
         Command::Channels(cmd) => channels::channels(&app, cmd).await,
         Command::Metrics(args) => metrics::metrics(&app, args).await,
         Command::Serve(args) => serve::serve(&app, args).await,
+        Command::Secrets(cmd) => secrets::secrets(&app, cmd).await,
     }
 }

@@ -15,8 +15,8 @@ use certpilot_core::ports::{DeployError, SecretStore, SecretVersion};
 /// The prefix every vendor credential's secret name carries.
 pub const SECRET_PREFIX: &str = "deploy/";
 
-/// Checks a setting that names a credential: `deploy/NAME`.
-pub(crate) fn check_secret_name(name: &str) -> Result<(), (String, String)> {
+/// Checks a name of a vendor credential: `deploy/NAME` (its error: the input and why).
+pub fn check_secret_name(name: &str) -> Result<(), (String, String)> {
     let rest = name.strip_prefix(SECRET_PREFIX).unwrap_or("");
     if rest.is_empty()
         || !rest

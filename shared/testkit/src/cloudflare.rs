@@ -42,6 +42,7 @@ struct State {
     seq: u64,
     locked_until: Option<Instant>,
     lockout: Duration,
+    advertised: Duration,
     limit: Option<u32>,
     stuck: bool,
     fail_next: Option<(u16, i64, String)>,
@@ -127,6 +128,7 @@ impl MockCloudflare {
         let token = "cf-test-token".to_owned();
         let state = Arc::new(Mutex::new(State {
             lockout: Duration::from_secs(300),
+            advertised: Duration::from_secs(300),
             ..State::default()
         }));
         let edge = Arc::new(Swappable::start().await);
@@ -158,11 +160,14 @@ impl MockCloudflare {
         self.edge.server().target()
     }
 
-    /// After `calls` more calls, every call is refused with 429 for `lockout`.
-    pub fn rate_limit_after(&self, calls: u32, lockout: Duration) {
+    /// After `calls` more calls, every call is refused with 429 for `lockout`, each 429
+    /// saying `Retry-After: advertised` (Cloudflare's five minutes, which a test need not
+    /// sit out: the lockout itself can be short).
+    pub fn rate_limit_after(&self, calls: u32, lockout: Duration, advertised: Duration) {
         let mut s = self.state.lock().expect("lock");
         s.limit = Some(calls);
         s.lockout = lockout;
+        s.advertised = advertised;
     }
 
     /// The edge keeps serving what it serves, whatever the API accepts.
@@ -207,13 +212,15 @@ fn handle(
     let now = Instant::now();
     if let Some(until) = s.locked_until {
         if until > now {
-            let left = (until - now).as_secs().max(1);
             let mut r = error(
                 429,
                 971,
                 "Please wait and consider throttling your request speed",
             );
-            r.headers.push(("retry-after".into(), left.to_string()));
+            r.headers.push((
+                "retry-after".into(),
+                s.advertised.as_secs().max(1).to_string(),
+            ));
             return r;
         }
         s.locked_until = None;
@@ -227,8 +234,10 @@ fn handle(
                 971,
                 "Please wait and consider throttling your request speed",
             );
-            r.headers
-                .push(("retry-after".into(), s.lockout.as_secs().max(1).to_string()));
+            r.headers.push((
+                "retry-after".into(),
+                s.advertised.as_secs().max(1).to_string(),
+            ));
             return r;
         }
         s.limit = Some(n - 1);

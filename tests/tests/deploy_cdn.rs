@@ -1,0 +1,200 @@
+//! The CDN targets through the deploy service, against their vendors' mocks with TLS edges:
+//! Cloudflare's first install, renewal in place (a new id each time, followed), the outage
+//! (the API accepts, the edge keeps the old certificate) ending `not_serving` and rolled
+//! back through the API, an error in Cloudflare's words, and its rate limit waited out
+//! across runs rather than slept through.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certpilot_core::model::certificate::KeyType;
+use certpilot_core::model::deploy::DeploymentStatus;
+use certpilot_core::ports::{CertificateStore, SecretStore, SecretValue};
+use certpilot_e2e::deploy_world::{World, deployment};
+use certpilot_testkit::certs::KeyKind;
+use certpilot_testkit::clock::ManualClock;
+use certpilot_testkit::cloudflare::MockCloudflare;
+
+async fn cloudflare_world(run: &str) -> (World, MockCloudflare) {
+    let w = World::new(run);
+    let cf = MockCloudflare::start("example.test").await;
+    w.secrets
+        .put_current(
+            "deploy/cf-token",
+            &SecretValue::new(cf.token.clone().into_bytes()),
+        )
+        .await
+        .unwrap();
+    let settings = serde_json::json!({
+        "zone-id": cf.zone_id, "token-secret": "deploy/cf-token", "api-url": cf.api_url(),
+    });
+    w.add(
+        "checkout",
+        vec![deployment(
+            "edge",
+            ("cloudflare", settings),
+            &cf.edge_target(),
+        )],
+    )
+    .await;
+    (w, cf)
+}
+
+async fn record(w: &World) -> certpilot_core::model::deploy::DeploymentRecord {
+    w.store
+        .certificate("checkout")
+        .await
+        .unwrap()
+        .unwrap()
+        .deployments
+        .remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudflare_installs_replaces_in_place_and_rolls_back_what_the_edge_does_not_serve() {
+    let (w, cf) = cloudflare_world("cf-flow").await;
+
+    // First install: a new sni_custom certificate, served by the edge.
+    let first = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    let stored = cf.certificates();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].kind, "sni_custom");
+    let first_id = stored[0].id.clone();
+    assert!(
+        record(&w)
+            .await
+            .state
+            .handle
+            .unwrap()
+            .starts_with(&first_id)
+    );
+
+    // Renewal: replaced in place; Cloudflare's new id is what the record holds.
+    let second = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &second, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    let stored = cf.certificates();
+    assert_eq!(stored.len(), 1, "the old one is gone: {stored:?}");
+    assert_ne!(stored[0].id, first_id);
+    assert_eq!(stored[0].chain, second.chain_pem());
+    assert!(cf.calls().iter().any(|c| c.starts_with(&format!(
+        "PATCH /client/v4/zones/{}/custom_certificates/{first_id}",
+        cf.zone_id
+    ))));
+    let second_id = stored[0].id.clone();
+    assert!(
+        record(&w)
+            .await
+            .state
+            .handle
+            .unwrap()
+            .starts_with(&second_id)
+    );
+
+    // The outage: the API takes the third, the edge keeps the second. Not served: the
+    // second goes back through the API, under yet another id, and the record follows it.
+    cf.stick(true);
+    let third = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &third, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(!report.is_verified());
+    let rec = record(&w).await;
+    assert_eq!(rec.state.status, DeploymentStatus::NotServing, "{rec:?}");
+    assert!(
+        rec.state
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("previous certificate was put back"),
+        "{rec:?}"
+    );
+    let stored = cf.certificates();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].chain,
+        second.chain_pem(),
+        "the zone holds the second again"
+    );
+    assert!(
+        rec.state
+            .handle
+            .as_deref()
+            .unwrap()
+            .starts_with(&stored[0].id),
+        "{rec:?} / {stored:?}"
+    );
+    assert_eq!(
+        rec.state.holding.as_deref(),
+        Some(second.fingerprint().as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloudflare_error_is_reported_in_its_words_and_nothing_is_left_half_done() {
+    let (w, cf) = cloudflare_world("cf-error").await;
+    let first = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    cf.fail_next(400, 2103, "The SSL attribute is invalid.");
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(!report.is_verified());
+    let rec = record(&w).await;
+    assert_eq!(rec.state.status, DeploymentStatus::Failed, "{rec:?}");
+    let detail = rec.state.detail.unwrap();
+    assert!(
+        detail.contains("none of the certificate's names is a hostname of zone")
+            && detail.contains("Cloudflare said: 2103 The SSL attribute is invalid."),
+        "{detail}"
+    );
+    assert!(cf.certificates().is_empty(), "nothing uploaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudflares_lockout_ends_the_run_in_progress_and_the_run_after_it_finishes() {
+    let (w, cf) = cloudflare_world("cf-limit").await;
+    let first = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    // Locked out at once; Cloudflare says five minutes (the mock lifts it after one second).
+    cf.rate_limit_after(0, Duration::from_secs(1), Duration::from_secs(300));
+    let started = std::time::Instant::now();
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "no sleeping through a lockout"
+    );
+    let rec = record(&w).await;
+    assert_eq!(
+        rec.state.status,
+        DeploymentStatus::InProgress,
+        "{:?}",
+        cf.calls()
+    );
+    let after = rec.state.check_after.unwrap();
+    assert!(after > time::OffsetDateTime::now_utc() + time::Duration::minutes(4));
+    // Before then a run leaves it alone; after then, it finishes.
+    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let later = w.service.with_clock(clock.clone());
+    later.deploy("checkout", None, false).await.unwrap();
+    assert_eq!(record(&w).await.state.status, DeploymentStatus::InProgress);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(time::Duration::minutes(6));
+    let report = later.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    assert_eq!(cf.certificates().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_cloudflare_lockout_is_sat_out_within_the_run() {
+    let (w, cf) = cloudflare_world("cf-short").await;
+    let first = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    cf.rate_limit_after(0, Duration::from_secs(1), Duration::from_secs(2));
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    assert_eq!(cf.certificates().len(), 1);
+}
