@@ -162,7 +162,7 @@ async fn cloudflares_lockout_ends_the_run_in_progress_and_the_run_after_it_finis
     // Locked out at once; Cloudflare says five minutes (the mock lifts it after one second).
     cf.rate_limit_after(0, Duration::from_secs(1), Duration::from_secs(300));
     let started = std::time::Instant::now();
-    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    w.service.deploy("checkout", None, false).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "no sleeping through a lockout"
