@@ -198,3 +198,99 @@ async fn a_short_cloudflare_lockout_is_sat_out_within_the_run() {
     assert!(report.is_verified(), "{report:#?}");
     assert_eq!(cf.certificates().len(), 1);
 }
+
+/// The deploy function (under `cargo lambda watch`, on moto) deploys to Cloudflare with the
+/// token it reads from Secrets Manager (`deploy/…`, the only vendor secrets its role may
+/// read), and proves the edge serves the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_function_deploys_to_cloudflare_with_the_token_from_secrets_manager() {
+    use certpilot_core::Tags;
+    use certpilot_core::model::certificate::{
+        AcmeIssuer, CertificateSpec, ChallengeConfig, ManagedCertificate, RenewalPolicy,
+    };
+    use certpilot_core::ports::SecretStore as _;
+    let moto = certpilot_testkit::procs::shared_moto();
+    let aws = certpilot_e2e::moto_sdk_config(&moto.endpoint_url);
+    let run = std::process::id();
+    let table = format!("deploy-cdn-{run}");
+    let store = certpilot_dynamodb::DynamoStore::new(certpilot_dynamodb::Client::new(&aws), &table);
+    store.create_table().await.unwrap();
+    let prefix = format!("deploy-cdn-{run}/");
+    let secrets = certpilot_aws::SecretsManagerStore::new(
+        aws_sdk_secretsmanager::Client::new(&aws),
+        prefix.clone(),
+        None,
+    );
+    let cf = MockCloudflare::start("example.test").await;
+    secrets
+        .put_current(
+            "deploy/cf",
+            &SecretValue::new(cf.token.clone().into_bytes()),
+        )
+        .await
+        .unwrap();
+    let leaf = certpilot_testkit::certs::Ca::new("CDN CA")
+        .leaf(&["shop.example.test"])
+        .key(KeyKind::EcdsaP256)
+        .build();
+    let version = secrets
+        .put_current(
+            "certificate-key/shop",
+            &SecretValue::new(leaf.key_pem().into_bytes()),
+        )
+        .await
+        .unwrap();
+    let settings = serde_json::json!({
+        "zone-id": cf.zone_id, "token-secret": "deploy/cf", "api-url": cf.api_url(),
+    });
+    let spec = CertificateSpec {
+        names: vec!["shop.example.test".parse().unwrap()],
+        key_type: KeyType::EcdsaP256,
+        issuer: AcmeIssuer {
+            directory: "https://acme.example/dir".into(),
+            contact: vec![],
+            eab: None,
+            profile: None,
+            account_secret: None,
+        },
+        challenge: ChallengeConfig::Http01Listen {
+            listen: "0.0.0.0:80".into(),
+        },
+        renewal: RenewalPolicy::Auto,
+        tags: Tags::new(),
+        endpoints: vec![],
+        deployments: vec![deployment(
+            "edge",
+            ("cloudflare", settings),
+            &cf.edge_target(),
+        )],
+        acm: None,
+    };
+    let mut cert = ManagedCertificate::new("shop".into(), spec, time::OffsetDateTime::now_utc());
+    cert.current = Some(certpilot_e2e::issued(&leaf, &version));
+    store.add_certificate(&cert).await.unwrap();
+
+    let watch = certpilot_e2e::LambdaWatch::start(
+        &moto.endpoint_url,
+        &[
+            ("CERTPILOT_TABLE", table.clone()),
+            ("CERTPILOT_SECRETS_PREFIX", prefix),
+            ("CERTPILOT_VERIFY_INTERVAL", "200ms".into()),
+            ("CERTPILOT_VERIFY_MAX_DEADLINE", "10s".into()),
+        ],
+    );
+    let tick: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            certpilot_testkit::procs::workspace_root().join("infra/events/scheduled.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let swept = watch.invoke("deploy", &tick).await;
+    assert_eq!(swept["verified"], 1, "{swept}");
+    let cert = store.certificate("shop").await.unwrap().unwrap();
+    assert!(cert.is_deployed(), "{:?}", cert.deployments);
+    let stored = cf.certificates();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].chain, leaf.chain_pem());
+}
