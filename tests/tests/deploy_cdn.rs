@@ -152,6 +152,19 @@ async fn a_cloudflare_error_is_reported_in_its_words_and_nothing_is_left_half_do
         "{detail}"
     );
     assert!(cf.certificates().is_empty(), "nothing uploaded");
+    // The owning team hears of it with Cloudflare's words.
+    let app = certpilot_app::App::new(w.store.clone(), w.secrets.clone());
+    app.record_certificate_findings().await.unwrap();
+    let findings = app.findings().active_findings().await.unwrap();
+    let failed = findings
+        .iter()
+        .find(|f| f.kind.as_str() == "deploy_failed")
+        .unwrap_or_else(|| panic!("{findings:?}"));
+    assert!(
+        failed.public_json().to_string().contains("2103"),
+        "{}",
+        failed.public_json()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
