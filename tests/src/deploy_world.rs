@@ -99,28 +99,34 @@ impl World {
 
     /// Manages certificate `id` for [`NAME`] with `deployments`.
     pub async fn add(&self, id: &str, deployments: Vec<Deployment>) {
-        let spec = CertificateSpec {
-            names: vec![NAME.parse().unwrap()],
-            key_type: KeyType::EcdsaP256,
-            issuer: IssuerConfig {
-                directory: "https://acme.example/dir".into(),
-                contact: vec![],
-                eab: None,
-                profile: None,
-                account_secret: None,
-            },
-            challenge: ChallengeConfig::Http01Listen {
-                listen: "0.0.0.0:80".into(),
-            },
-            renewal: RenewalPolicy::Auto,
-            tags: Tags::new(),
-            endpoints: vec![],
-            deployments,
-            acm: None,
-        };
+        let spec = spec_for(NAME, deployments);
         spec.validate().unwrap();
         let cert = ManagedCertificate::new(id.into(), spec, time::OffsetDateTime::now_utc());
         self.store.add_certificate(&cert).await.unwrap();
+    }
+}
+
+/// What `certpilot certificates add NAME` stores with `deployments` (an ECDSA key, an
+/// ACME issuer that is never asked here).
+pub fn spec_for(name: &str, deployments: Vec<Deployment>) -> CertificateSpec {
+    CertificateSpec {
+        names: vec![name.parse().unwrap()],
+        key_type: KeyType::EcdsaP256,
+        issuer: IssuerConfig {
+            directory: "https://acme.example/dir".into(),
+            contact: vec![],
+            eab: None,
+            profile: None,
+            account_secret: None,
+        },
+        challenge: ChallengeConfig::Http01Listen {
+            listen: "0.0.0.0:80".into(),
+        },
+        renewal: RenewalPolicy::Auto,
+        tags: Tags::new(),
+        endpoints: vec![],
+        deployments,
+        acm: None,
     }
 }
 

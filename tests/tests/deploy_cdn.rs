@@ -217,10 +217,7 @@ async fn a_short_cloudflare_lockout_is_sat_out_within_the_run() {
 /// read), and proves the edge serves the certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deploy_function_deploys_to_cloudflare_with_the_token_from_secrets_manager() {
-    use certpilot_core::Tags;
-    use certpilot_core::model::certificate::{
-        AcmeIssuer, CertificateSpec, ChallengeConfig, ManagedCertificate, RenewalPolicy,
-    };
+    use certpilot_core::model::certificate::ManagedCertificate;
     use certpilot_core::ports::SecretStore as _;
     let moto = certpilot_testkit::procs::shared_moto();
     let aws = certpilot_e2e::moto_sdk_config(&moto.endpoint_url);
@@ -256,29 +253,14 @@ async fn the_deploy_function_deploys_to_cloudflare_with_the_token_from_secrets_m
     let settings = serde_json::json!({
         "zone-id": cf.zone_id, "token-secret": "deploy/cf", "api-url": cf.api_url(),
     });
-    let spec = CertificateSpec {
-        names: vec!["shop.example.test".parse().unwrap()],
-        key_type: KeyType::EcdsaP256,
-        issuer: AcmeIssuer {
-            directory: "https://acme.example/dir".into(),
-            contact: vec![],
-            eab: None,
-            profile: None,
-            account_secret: None,
-        },
-        challenge: ChallengeConfig::Http01Listen {
-            listen: "0.0.0.0:80".into(),
-        },
-        renewal: RenewalPolicy::Auto,
-        tags: Tags::new(),
-        endpoints: vec![],
-        deployments: vec![deployment(
+    let spec = certpilot_e2e::deploy_world::spec_for(
+        "shop.example.test",
+        vec![deployment(
             "edge",
             ("cloudflare", settings),
             &cf.edge_target(),
         )],
-        acm: None,
-    };
+    );
     let mut cert = ManagedCertificate::new("shop".into(), spec, time::OffsetDateTime::now_utc());
     cert.current = Some(certpilot_e2e::issued(&leaf, &version));
     store.add_certificate(&cert).await.unwrap();
