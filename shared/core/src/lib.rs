@@ -9,6 +9,7 @@ pub mod model;
 pub mod policy;
 pub mod ports;
 pub mod services;
+pub mod standard_webhooks;
 
 pub use error::{Classify, ErrorClass};
 pub use model::{

@@ -8,7 +8,7 @@
 //! one transition, so a receiver drops duplicates. A 2xx is acceptance; 429 (after its
 //! `Retry-After`) and 5xx are retried; other answers are refusals a person must look at.
 
-pub mod sign;
+pub use certpilot_core::standard_webhooks as sign;
 
 use certpilot_core::model::channel::Channel;
 use certpilot_core::model::finding::Finding;

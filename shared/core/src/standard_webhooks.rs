@@ -3,11 +3,11 @@
 //! after `whsec_` in the secret.
 //!
 //! Written here with aws-lc-rs (ten lines) rather than through the `standardwebhooks`
-//! crate, which brings RustCrypto's `hmac`/`sha2` as a second crypto stack.
+//! crate, which brings RustCrypto's `hmac`/`sha2` as a second crypto stack. Shared by the
+//! webhook channel and the webhook deploy target.
 
 use aws_lc_rs::hmac;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use data_encoding::BASE64 as STANDARD;
 
 /// The shortest and longest key the scheme allows (24 to 64 bytes).
 const KEY_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
@@ -27,7 +27,7 @@ pub fn key(secret: &str) -> Result<Key, String> {
     let text = secret.trim();
     let b64 = text.strip_prefix("whsec_").unwrap_or(text);
     let bytes = STANDARD
-        .decode(b64)
+        .decode(b64.as_bytes())
         .map_err(|_| "is not a Standard Webhooks secret (`whsec_` and base64)".to_owned())?;
     if !KEY_BYTES.contains(&bytes.len()) {
         return Err(format!(
