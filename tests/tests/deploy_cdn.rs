@@ -289,3 +289,85 @@ async fn the_deploy_function_deploys_to_cloudflare_with_the_token_from_secrets_m
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].chain, leaf.chain_pem());
 }
+
+/// The webhook: a signed POST of the certificate and chain (never the key unless asked, and
+/// then only over HTTPS), the receiver's refusal reported with its words, a rollback
+/// delivered as such, and its 503s retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_delivers_signed_certificates_without_the_key_and_reports_refusals() {
+    use certpilot_core::model::deploy::Deployment;
+    use certpilot_testkit::webhook_receiver::WebhookReceiver;
+    let w = World::new("webhook");
+    let receiver = WebhookReceiver::start().await;
+    w.secrets
+        .put_current(
+            "deploy/hook",
+            &SecretValue::new(receiver.secret.clone().into_bytes()),
+        )
+        .await
+        .unwrap();
+    let mut d = Deployment::new("inhouse", "webhook");
+    d.settings = serde_json::json!({"url": receiver.url(), "secret": "deploy/hook"})
+        .as_object()
+        .cloned()
+        .unwrap();
+    w.add("checkout", vec![d]).await;
+    let first = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    receiver.fail(1);
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    let delivered = receiver.deliveries();
+    assert_eq!(delivered.len(), 1, "the 503 was retried once");
+    let body = &delivered[0].body;
+    assert_eq!(body["type"], "deploy");
+    assert_eq!(body["certificate_id"], "checkout");
+    assert_eq!(body["deployment"], "inhouse");
+    assert_eq!(body["fingerprint"], first.fingerprint());
+    assert_eq!(body["chain_pem"], first.chain_pem());
+    assert!(
+        body.get("key_pem").is_none(),
+        "never the key unless asked: {body}"
+    );
+    assert!(!body.to_string().contains("PRIVATE KEY"));
+
+    // A rollback by hand is delivered as one.
+    let second = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &second, KeyType::EcdsaP256).await;
+    w.service.deploy("checkout", None, false).await.unwrap();
+    w.service.roll_back("checkout", None).await.unwrap();
+    let last = receiver.deliveries().pop().unwrap();
+    assert_eq!(last.body["type"], "rollback");
+    assert_eq!(last.body["fingerprint"], first.fingerprint());
+
+    // A receiver that refuses (here: a key it does not know) is reported with its words.
+    w.secrets
+        .put_current(
+            "deploy/hook",
+            &SecretValue::new(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_vec()),
+        )
+        .await
+        .unwrap();
+    let third = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &third, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(!report.is_verified());
+    let rec = record(&w).await;
+    assert_eq!(rec.state.status, DeploymentStatus::Failed, "{rec:?}");
+    let detail = rec.state.detail.unwrap();
+    assert!(
+        detail.contains("the receiver refused the deploy: HTTP 401: bad signature"),
+        "{detail}"
+    );
+
+    // The key travels only over HTTPS: refused before anything runs.
+    let kinds = certpilot_app::deploy_kinds();
+    let mut with_key = Deployment::new("inhouse", "webhook");
+    with_key.settings =
+        serde_json::json!({"url": receiver.url(), "secret": "deploy/hook", "send-key": true})
+            .as_object()
+            .cloned()
+            .unwrap();
+    let refused = kinds.check_deployment(&with_key, &[]).unwrap_err();
+    assert!(refused.to_string().contains("only over HTTPS"), "{refused}");
+}

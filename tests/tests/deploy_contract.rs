@@ -171,6 +171,50 @@ async fn cloudflare_keeps_the_contract() {
     assert_eq!(stored[0].chain, second.chain_pem);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_keeps_the_contract() {
+    use certpilot_core::ports::{SecretStore as _, SecretValue};
+    let c = Case::new();
+    let (first, second, _) = c.certificates();
+    let receiver = certpilot_testkit::webhook_receiver::WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = std::sync::Arc::new(certpilot_files::FileSecretStore::new(
+        dir.path().to_path_buf(),
+    ));
+    secrets
+        .put_current(
+            "deploy/hook",
+            &SecretValue::new(receiver.secret.clone().into_bytes()),
+        )
+        .await
+        .unwrap();
+    let u = unit(
+        "webhook",
+        serde_json::json!({"url": receiver.url(), "secret": "deploy/hook"}),
+    );
+    let targets = certpilot_app::App::registry_with_secrets(c.estate.aws.clone(), secrets);
+    deploy_target_contract(&targets, &u, &first, &second).await;
+    // Every delivery was signed and accepted; the last puts the renewal in place.
+    assert!(receiver.refusals().is_empty(), "{:?}", receiver.refusals());
+    let kinds: Vec<String> = receiver
+        .deliveries()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}",
+                d.body["type"].as_str().unwrap(),
+                &d.body["fingerprint"].as_str().unwrap()[..8]
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds.last().unwrap(),
+        &format!("deploy {}", &second.fingerprint[..8]),
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| k.starts_with("rollback")), "{kinds:?}");
+}
+
 /// Every kind of the registry has a case above.
 #[test]
 fn every_registered_kind_is_run_against_the_contract() {
@@ -181,6 +225,7 @@ fn every_registered_kind_is_run_against_the_contract() {
         "api-gateway",
         "files",
         "cloudflare",
+        "webhook",
     ];
     let registered: Vec<&str> = certpilot_app::deploy_kinds()
         .iter()

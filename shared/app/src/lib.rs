@@ -658,6 +658,8 @@ fn registry(
         certpilot_deploy_local::files::Kind::entry(),
         #[cfg(feature = "deploy-cdn")]
         certpilot_deploy_cdn::cloudflare::Kind::entry(secrets.clone()),
+        #[cfg(feature = "deploy-cdn")]
+        certpilot_deploy_cdn::webhook::Kind::entry(secrets.clone()),
     ] {
         targets.register(descriptor, factory);
     }
@@ -696,5 +698,6 @@ pub fn deploy_kinds() -> certpilot_core::model::deploy_kind::DeployKinds {
         apigateway::Kind.descriptor(),
         certpilot_deploy_local::files::Kind::descriptor(),
         certpilot_deploy_cdn::cloudflare::Kind::descriptor(),
+        certpilot_deploy_cdn::webhook::Kind::descriptor(),
     ])
 }

@@ -7,6 +7,7 @@
 
 pub mod cloudflare;
 mod http;
+pub mod webhook;
 
 use std::sync::Arc;
 
