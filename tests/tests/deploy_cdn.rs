@@ -370,4 +370,22 @@ async fn the_webhook_delivers_signed_certificates_without_the_key_and_reports_re
             .unwrap();
     let refused = kinds.check_deployment(&with_key, &[]).unwrap_err();
     assert!(refused.to_string().contains("only over HTTPS"), "{refused}");
+    // Endpoints to prove, but no key for the receiver to serve with: it could never be
+    // served, so it is refused too.
+    let mut unservable = Deployment::new("inhouse", "webhook")
+        .with_endpoint("shop.example.test:443".parse().unwrap());
+    unservable.settings =
+        serde_json::json!({"url": "https://hooks.example.test/cert", "secret": "deploy/hook"})
+            .as_object()
+            .cloned()
+            .unwrap();
+    let refused = kinds.check_deployment(&unservable, &[]).unwrap_err();
+    assert!(
+        refused.to_string().contains("needs send-key=true"),
+        "{refused}"
+    );
+    unservable
+        .settings
+        .insert("send-key".into(), serde_json::Value::Bool(true));
+    kinds.check_deployment(&unservable, &[]).unwrap();
 }

@@ -119,6 +119,7 @@ pub fn descriptor(
         runs_in: RunsIn::Anywhere,
         binds: kind != "acm-import",
         can_roll_back: true,
+        serves_only_with: None,
         check: Some(check),
     }
 }

@@ -187,6 +187,10 @@ pub struct KindDescriptor {
     pub binds: bool,
     /// Whether it can put the previous certificate back.
     pub can_roll_back: bool,
+    /// A boolean setting without which the target cannot serve the certificate at any
+    /// endpoint (a webhook receiver given no key): a deployment with endpoints to prove must
+    /// set it, or it is refused when added, since it could never be served.
+    pub serves_only_with: Option<&'static str>,
     /// Checks between settings (an ARN's shape, a region's name).
     pub check: Option<Check>,
 }
@@ -382,6 +386,21 @@ impl DeployKinds {
         };
         self.check_settings(deployment, &unit.settings)
             .map_err(|e| bad(&e.input, e.reason))?;
+        if let Some(setting) = descriptor.serves_only_with
+            && !unit.endpoints.is_empty()
+            && !unit
+                .settings
+                .get(setting)
+                .is_some_and(|v| v == &Value::Bool(true) || v == "true")
+        {
+            return Err(bad(
+                setting,
+                format!(
+                    "endpoints are to serve this certificate, which needs {setting}=true (the key) \
+                     to be served at all; set it, or give no endpoints for a delivery only"
+                ),
+            ));
+        }
         if descriptor.binds && unit.endpoints.is_empty() {
             return Err(bad(
                 descriptor.kind,

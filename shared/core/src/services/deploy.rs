@@ -986,6 +986,7 @@ mod tests {
             runs_in: RunsIn::Anywhere,
             binds: true,
             can_roll_back: true,
+            serves_only_with: None,
             check: None,
         }
     }

@@ -77,6 +77,7 @@ impl Kind {
             runs_in: RunsIn::Anywhere,
             binds: true,
             can_roll_back: true,
+            serves_only_with: None,
             check: Some(|s| {
                 let zone = s.get("zone-id").and_then(|v| v.as_str()).unwrap_or("");
                 if zone.len() != 32 || !zone.chars().all(|c| c.is_ascii_hexdigit()) {

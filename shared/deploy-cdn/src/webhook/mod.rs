@@ -52,8 +52,11 @@ impl Kind {
             key_types: KeyType::ALL.to_vec(),
             key_delivery: KeyDelivery::InRequest,
             runs_in: RunsIn::Anywhere,
-            binds: true,
+            // Endpoints are optional (a receiver that only files certificates away); with
+            // them, the receiver must get the key to serve the certificate.
+            binds: false,
             can_roll_back: true,
+            serves_only_with: Some("send-key"),
             check: Some(|s| {
                 let url = s.get("url").and_then(|v| v.as_str()).unwrap_or("");
                 crate::cloudflare::check_api_url(url)?;

@@ -69,6 +69,7 @@ impl Kind {
             runs_in: RunsIn::Host,
             binds: true,
             can_roll_back: true,
+            serves_only_with: None,
             check: Some(|s| {
                 let dir = s.get("dir").and_then(|v| v.as_str()).unwrap_or("");
                 layout::Layout::new(dir.as_ref())
