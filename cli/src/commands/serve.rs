@@ -51,30 +51,41 @@ impl LocalWorker {
             args.acme_timeout,
             args.verify.clone(),
         );
-        let make = move |id: String, force: bool| RenewArgs {
-            ids: vec![id],
-            due: false,
-            force,
-            lease: Duration::from_secs(600),
-            deploy_hook: None,
-            live_dir: None,
-            hook_timeout: Duration::from_secs(300),
-            acme_ca_file: ca.clone(),
-            acme_timeout: timeout,
-            renewal_timeout: Duration::from_secs(600),
-            concurrency: 1,
-            no_deploy: false,
-            no_notify: false,
-            verify: verify.clone(),
-            format: Some(Format::Json),
+        // `certpilot renew ID` exactly: its defaults come from its own flags' definitions.
+        let make = move |id: String, force: bool| -> Option<RenewArgs> {
+            let mut argv = vec![
+                "certpilot",
+                "renew",
+                "--format",
+                "json",
+                "--concurrency",
+                "1",
+            ];
+            if force {
+                argv.push("--force");
+            }
+            // An id may start with '-': never a flag.
+            argv.extend(["--", &id]);
+            let Ok(crate::args::Cli {
+                command: crate::args::Command::Renew(mut a),
+                ..
+            }) = <crate::args::Cli as clap::Parser>::try_parse_from(argv)
+            else {
+                return None;
+            };
+            a.acme_ca_file = ca.clone();
+            a.acme_timeout = timeout;
+            a.verify = verify.clone();
+            Some(*a)
         };
         tokio::spawn(async move {
             while let Some(work) = rx.recv().await {
                 let id = work.id().to_owned();
                 let outcome = match work {
-                    CertificateWork::Renew { id, force } => {
-                        super::renew::renew(&app, make(id, force)).await
-                    }
+                    CertificateWork::Renew { id, force } => match make(id.clone(), force) {
+                        Some(args) => super::renew::renew(&app, args).await,
+                        None => Err(usage(format!("{id:?} is not a certificate id"))),
+                    },
                     CertificateWork::RollBack { id, deployment } => {
                         super::deploy::rollback(
                             &app,
