@@ -172,6 +172,44 @@ async fn cloudflare_keeps_the_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fastly_keeps_the_contract() {
+    use certpilot_core::ports::{SecretStore as _, SecretValue};
+    let c = Case::new();
+    let (first, second, _) = c.certificates();
+    let mock = certpilot_testkit::fastly::MockFastly::start(NAME).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = std::sync::Arc::new(certpilot_files::FileSecretStore::new(
+        dir.path().to_path_buf(),
+    ));
+    secrets
+        .put_current(
+            "deploy/fastly",
+            &SecretValue::new(mock.token.clone().into_bytes()),
+        )
+        .await
+        .unwrap();
+    let u = unit(
+        "fastly",
+        serde_json::json!({"token-secret": "deploy/fastly", "api-url": mock.api_url()}),
+    );
+    let targets = certpilot_app::App::registry_with_secrets(c.estate.aws.clone(), secrets);
+    deploy_target_contract(&targets, &u, &first, &second).await;
+    // One certificate, replaced in place (one id throughout), activated on the name; the
+    // renewal's key is the only one left.
+    let stored = mock.certificates();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].chain, second.chain_pem);
+    let activations = mock.activations();
+    assert_eq!(activations.len(), 1, "{activations:?}");
+    assert_eq!(activations[0].certificate, stored[0].id);
+    assert_eq!(mock.keys().len(), 1, "the first key, unused, was deleted");
+    let calls = mock.calls();
+    let count = |prefix: &str| calls.iter().filter(|c| c.starts_with(prefix)).count();
+    assert_eq!(count("POST /tls/certificates"), 1, "{calls:?}");
+    assert!(count("PATCH /tls/certificates/") >= 2, "renewals replace in place: {calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_keeps_the_contract() {
     use certpilot_core::ports::{SecretStore as _, SecretValue};
     let c = Case::new();
@@ -225,6 +263,7 @@ fn every_registered_kind_is_run_against_the_contract() {
         "api-gateway",
         "files",
         "cloudflare",
+        "fastly",
         "webhook",
     ];
     let registered: Vec<&str> = certpilot_app::deploy_kinds()

@@ -659,6 +659,8 @@ fn registry(
         #[cfg(feature = "deploy-cdn")]
         certpilot_deploy_cdn::cloudflare::Kind::entry(secrets.clone()),
         #[cfg(feature = "deploy-cdn")]
+        certpilot_deploy_cdn::fastly::Kind::entry(secrets.clone()),
+        #[cfg(feature = "deploy-cdn")]
         certpilot_deploy_cdn::webhook::Kind::entry(secrets.clone()),
     ] {
         targets.register(descriptor, factory);
@@ -698,6 +700,7 @@ pub fn deploy_kinds() -> certpilot_core::model::deploy_kind::DeployKinds {
         apigateway::Kind.descriptor(),
         certpilot_deploy_local::files::Kind::descriptor(),
         certpilot_deploy_cdn::cloudflare::Kind::descriptor(),
+        certpilot_deploy_cdn::fastly::Kind::descriptor(),
         certpilot_deploy_cdn::webhook::Kind::descriptor(),
     ])
 }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use certpilot_core::ports::DeployError;
+use certpilot_core::ports::{DeployError, Deployed};
+use time::OffsetDateTime;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -109,4 +110,75 @@ fn path_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let path = rest.find('/').map_or("/", |i| &rest[i..]);
     path.split('?').next().unwrap_or(path)
+}
+
+/// What a vendor call can end in besides an answer.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The vendor's rate limit: no write succeeds before `until`.
+    RateLimited {
+        /// Who said so.
+        vendor: &'static str,
+        /// When calls are accepted again.
+        until: OffsetDateTime,
+    },
+    /// Anything else.
+    Failed(DeployError),
+}
+
+impl From<DeployError> for CallError {
+    fn from(e: DeployError) -> Self {
+        CallError::Failed(e)
+    }
+}
+
+impl CallError {
+    /// As a deploy error (a rate limit is worth retrying later).
+    pub(crate) fn into_deploy(self) -> DeployError {
+        match self {
+            CallError::RateLimited { vendor, until } => DeployError::Unavailable(format!(
+                "{vendor}: rate limited until {}",
+                certpilot_core::rfc3339(until)
+            )),
+            CallError::Failed(e) => e,
+        }
+    }
+}
+
+/// The longest rate-limit wait sat out inside a run; a longer one ends the deploy
+/// `in_progress` until then, resumed by the next run rather than slept through.
+const LONGEST_WAIT: time::Duration = time::Duration::seconds(30);
+
+/// Runs a deploy step, sitting out one short rate-limit wait; a longer one (or a second)
+/// ends the deploy `in_progress` until the vendor's reset, holding `recorded` (the unit's
+/// handle so far). Safe because every deploy step is idempotent: the next run resumes.
+pub(crate) async fn patiently<F, Fut>(
+    recorded: Option<String>,
+    mut step: F,
+) -> Result<Deployed, DeployError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Deployed, CallError>>,
+{
+    let mut waited = false;
+    loop {
+        match step().await {
+            Ok(d) => return Ok(d),
+            Err(CallError::RateLimited { vendor, until }) => {
+                let wait = until - OffsetDateTime::now_utc();
+                if !waited && wait <= LONGEST_WAIT {
+                    waited = true;
+                    tokio::time::sleep(wait.unsigned_abs()).await;
+                    continue;
+                }
+                tracing::info!(vendor, until = %certpilot_core::rfc3339(until), "rate limited; resuming at the next run");
+                return Ok(Deployed {
+                    handle: recorded,
+                    check_after: Some(until),
+                    ..Deployed::default()
+                });
+            }
+            Err(CallError::Failed(e)) => return Err(e),
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! give (`deploy/…`, so that on AWS the deploy role may read those secrets and no others).
 
 pub mod cloudflare;
+pub mod fastly;
 mod http;
 pub mod webhook;
 
@@ -33,6 +34,22 @@ pub fn check_secret_name(name: &str) -> Result<(), (String, String)> {
         ));
     }
     Ok(())
+}
+
+/// Checks a vendor API's base URL: `https://`, or `http://` to this machine only (a local
+/// proxy or a stand-in).
+pub(crate) fn check_api_url(url: &str) -> Result<(), (String, String)> {
+    let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    if url.starts_with("https://") || local {
+        Ok(())
+    } else {
+        Err((
+            url.to_owned(),
+            "the API URL must be https:// (plain http only to this machine)".into(),
+        ))
+    }
 }
 
 /// Reads the credential `name` from `secrets`, trimmed; a missing one is named with how to

@@ -17,6 +17,7 @@ pub mod cloudflare;
 pub mod contract;
 pub mod deploy_contract;
 pub mod dns;
+pub mod fastly;
 pub mod findings_contract;
 pub mod hostile_ca;
 pub mod http_mock;

@@ -434,24 +434,54 @@ pub async fn tls_on_ports(
 
 /// A TLS server whose certificate is replaced while it runs: the data plane of a load
 /// balancer or CDN in tests, following (or, frozen, not following) what its API was told.
+/// It can also serve by SNI, as a CDN edge does: a certificate per name (wildcards matching
+/// one label), and a default for handshakes without SNI or for a name it does not know.
 pub struct Swappable {
     server: Server,
-    current: Arc<std::sync::RwLock<Option<Arc<CertifiedKey>>>>,
+    current: Arc<std::sync::RwLock<Served>>,
+}
+
+#[derive(Debug, Default)]
+struct Served {
+    default: Option<Arc<CertifiedKey>>,
+    by_name: Vec<(String, Arc<CertifiedKey>)>,
 }
 
 #[derive(Debug)]
-struct SwappableCert(Arc<std::sync::RwLock<Option<Arc<CertifiedKey>>>>);
+struct SwappableCert(Arc<std::sync::RwLock<Served>>);
 
 impl ResolvesServerCert for SwappableCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.read().ok()?.clone()
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let served = self.0.read().ok()?;
+        if let Some(sni) = hello.server_name().map(str::to_ascii_lowercase) {
+            let wildcard = sni.split_once('.').map(|(_, rest)| format!("*.{rest}"));
+            let found = served.by_name.iter().find(|(n, _)| *n == sni).or_else(|| {
+                served
+                    .by_name
+                    .iter()
+                    .find(|(n, _)| Some(n) == wildcard.as_ref())
+            });
+            if let Some((_, key)) = found {
+                return Some(key.clone());
+            }
+        }
+        served.default.clone()
     }
+}
+
+fn certified(leaf: &Leaf) -> Arc<CertifiedKey> {
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let key = provider
+        .key_provider
+        .load_private_key(leaf.private_key())
+        .expect("test key loads");
+    Arc::new(CertifiedKey::new(leaf.chain.clone(), key))
 }
 
 impl Swappable {
     /// Starts it with no certificate (handshakes fail until [`Swappable::serve`]).
     pub async fn start() -> Swappable {
-        let current = Arc::new(std::sync::RwLock::new(None));
+        let current = Arc::new(std::sync::RwLock::new(Served::default()));
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -466,15 +496,24 @@ impl Swappable {
         Swappable { server, current }
     }
 
-    /// Serves `leaf` from the next handshake on.
+    /// Serves `leaf` to every handshake from the next on.
     pub fn serve(&self, leaf: &Leaf) {
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let key = provider
-            .key_provider
-            .load_private_key(leaf.private_key())
-            .expect("test key loads");
-        *self.current.write().expect("lock") =
-            Some(Arc::new(CertifiedKey::new(leaf.chain.clone(), key)));
+        *self.current.write().expect("lock") = Served {
+            default: Some(certified(leaf)),
+            by_name: vec![],
+        };
+    }
+
+    /// Serves each name's certificate to handshakes naming it (`*.zone` matching one
+    /// label), and `default` to the others; with no default they fail.
+    pub fn serve_by_name(&self, by_name: &[(String, &Leaf)], default: Option<&Leaf>) {
+        *self.current.write().expect("lock") = Served {
+            default: default.map(certified),
+            by_name: by_name
+                .iter()
+                .map(|(n, l)| (n.to_ascii_lowercase(), certified(l)))
+                .collect(),
+        };
     }
 
     /// The server (address, target).
@@ -518,8 +557,10 @@ impl FilesServer {
                 {
                     let provider = rustls::crypto::aws_lc_rs::default_provider();
                     if let Ok(key) = provider.key_provider.load_private_key(leaf.private_key()) {
-                        *current.write().expect("lock") =
-                            Some(Arc::new(CertifiedKey::new(leaf.chain.clone(), key)));
+                        *current.write().expect("lock") = Served {
+                            default: Some(Arc::new(CertifiedKey::new(leaf.chain.clone(), key))),
+                            by_name: vec![],
+                        };
                     }
                 }
             }

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::http::{Answer, Http};
+use crate::http::{Answer, CallError, Http};
 
 /// Cloudflare's API.
 pub const DEFAULT_API: &str = "https://api.cloudflare.com/client/v4";
@@ -23,34 +23,6 @@ pub(crate) struct CustomCertificate {
     pub id: String,
     pub hosts: Vec<String>,
     pub status: String,
-}
-
-/// What a call can end in besides an answer.
-#[derive(Debug)]
-pub(crate) enum CfError {
-    /// The rate limit: no call succeeds before `until`.
-    RateLimited { until: OffsetDateTime },
-    /// Anything else.
-    Failed(DeployError),
-}
-
-impl From<DeployError> for CfError {
-    fn from(e: DeployError) -> Self {
-        CfError::Failed(e)
-    }
-}
-
-impl CfError {
-    /// As a deploy error (a rate limit is worth retrying later).
-    pub(crate) fn into_deploy(self) -> DeployError {
-        match self {
-            CfError::RateLimited { until } => DeployError::Unavailable(format!(
-                "Cloudflare: rate limited; every call is refused until {}",
-                certpilot_core::rfc3339(until)
-            )),
-            CfError::Failed(e) => e,
-        }
-    }
 }
 
 /// The API for one zone, with one token.
@@ -93,7 +65,7 @@ impl Cloudflare {
         method: Method,
         path: &str,
         body: Option<Value>,
-    ) -> Result<Value, CfError> {
+    ) -> Result<Value, CallError> {
         let url = format!(
             "{}/zones/{}/custom_certificates{path}",
             self.base, self.zone
@@ -114,14 +86,15 @@ impl Cloudflare {
         self.judge(&method, path, answer)
     }
 
-    fn judge(&self, method: &Method, path: &str, answer: Answer) -> Result<Value, CfError> {
+    fn judge(&self, method: &Method, path: &str, answer: Answer) -> Result<Value, CallError> {
         let what = format!("Cloudflare: {method} custom_certificates{path}");
         if answer.status == 429 {
             let wait = answer
                 .header("retry-after")
                 .and_then(|v| v.trim().parse::<i64>().ok())
                 .map_or(LOCKOUT, time::Duration::seconds);
-            return Err(CfError::RateLimited {
+            return Err(CallError::RateLimited {
+                vendor: "Cloudflare",
                 until: OffsetDateTime::now_utc() + wait,
             });
         }
@@ -161,7 +134,7 @@ impl Cloudflare {
             (_, Some(w)) => format!("{what}: {w} (Cloudflare said: {said})"),
             _ => format!("{what}: Cloudflare said: {said}"),
         };
-        Err(CfError::Failed(if answer.status >= 500 {
+        Err(CallError::Failed(if answer.status >= 500 {
             DeployError::Unavailable(message)
         } else {
             DeployError::Target(message)
@@ -184,10 +157,10 @@ impl Cloudflare {
     }
 
     /// The certificate `id`, or `None` when the zone has no such certificate.
-    pub(crate) async fn get(&self, id: &str) -> Result<Option<CustomCertificate>, CfError> {
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<CustomCertificate>, CallError> {
         match self.call(Method::GET, &format!("/{id}"), None).await {
             Ok(v) => Ok(Self::parse(&v)),
-            Err(CfError::Failed(DeployError::Target(m)))
+            Err(CallError::Failed(DeployError::Target(m)))
                 if m.contains(" 1002 ") || m.contains("HTTP 404") || m.contains("1003") =>
             {
                 Ok(None)
@@ -197,7 +170,7 @@ impl Cloudflare {
     }
 
     /// The zone's custom certificates still in use (active, pending or initializing).
-    pub(crate) async fn list(&self) -> Result<Vec<CustomCertificate>, CfError> {
+    pub(crate) async fn list(&self) -> Result<Vec<CustomCertificate>, CallError> {
         let mut out = Vec::new();
         for page in 1..=MAX_PAGES {
             let url = format!(
@@ -240,7 +213,7 @@ impl Cloudflare {
         chain: &str,
         key: &str,
         bundle_method: &str,
-    ) -> Result<CustomCertificate, CfError> {
+    ) -> Result<CustomCertificate, CallError> {
         let body = json!({
             "certificate": chain,
             "private_key": key,
@@ -249,7 +222,7 @@ impl Cloudflare {
         });
         let v = self.call(Method::POST, "", Some(body)).await?;
         Self::parse(&v).ok_or_else(|| {
-            CfError::Failed(DeployError::Target(
+            CallError::Failed(DeployError::Target(
                 "Cloudflare: the created certificate came back without an id".into(),
             ))
         })
@@ -263,7 +236,7 @@ impl Cloudflare {
         chain: &str,
         key: &str,
         bundle_method: &str,
-    ) -> Result<CustomCertificate, CfError> {
+    ) -> Result<CustomCertificate, CallError> {
         let body = json!({
             "certificate": chain,
             "private_key": key,
@@ -273,17 +246,17 @@ impl Cloudflare {
             .call(Method::PATCH, &format!("/{id}"), Some(body))
             .await?;
         Self::parse(&v).ok_or_else(|| {
-            CfError::Failed(DeployError::Target(
+            CallError::Failed(DeployError::Target(
                 "Cloudflare: the replaced certificate came back without an id".into(),
             ))
         })
     }
 
     /// Deletes certificate `id` (a missing one is no error).
-    pub(crate) async fn delete(&self, id: &str) -> Result<(), CfError> {
+    pub(crate) async fn delete(&self, id: &str) -> Result<(), CallError> {
         match self.call(Method::DELETE, &format!("/{id}"), None).await {
             Ok(_) => Ok(()),
-            Err(CfError::Failed(DeployError::Target(m)))
+            Err(CallError::Failed(DeployError::Target(m)))
                 if m.contains(" 1002 ") || m.contains("HTTP 404") =>
             {
                 Ok(())

@@ -28,21 +28,6 @@ pub struct Kind {
 
 const BUNDLE_METHODS: &[&str] = &["ubiquitous", "optimal", "force"];
 
-/// `https://`, or `http://` to this machine only (a local proxy or a stand-in).
-pub(crate) fn check_api_url(url: &str) -> Result<(), (String, String)> {
-    let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-        .iter()
-        .any(|p| url.starts_with(p));
-    if url.starts_with("https://") || local {
-        Ok(())
-    } else {
-        Err((
-            url.to_owned(),
-            "the API URL must be https:// (plain http only to this machine)".into(),
-        ))
-    }
-}
-
 impl Kind {
     /// The kind, reading tokens from `secrets`.
     pub fn new(secrets: Arc<dyn SecretStore>) -> Self {
@@ -86,7 +71,7 @@ impl Kind {
                 let token = s.get("token-secret").and_then(|v| v.as_str()).unwrap_or("");
                 crate::check_secret_name(token)?;
                 if let Some(url) = s.get("api-url").and_then(|v| v.as_str()) {
-                    check_api_url(url)?;
+                    crate::check_api_url(url)?;
                 }
                 Ok(())
             }),

@@ -11,14 +11,10 @@ use async_trait::async_trait;
 use certpilot_core::ports::{
     Bound, DeployError, DeployMaterial, DeployRequest, DeployTarget, Deployed,
 };
-use time::OffsetDateTime;
 use tracing::info;
 
-use super::client::{CfError, Cloudflare, CustomCertificate};
-
-/// The longest rate-limit wait sat out inside a run; a longer one ends the deploy
-/// `in_progress` until then.
-const LONGEST_WAIT: time::Duration = time::Duration::seconds(30);
+use super::client::{Cloudflare, CustomCertificate};
+use crate::http::{CallError, patiently};
 
 /// One Cloudflare deployment unit.
 pub struct CloudflareTarget {
@@ -71,7 +67,7 @@ impl CloudflareTarget {
         &self,
         recorded: Option<&str>,
         names: &[String],
-    ) -> Result<Option<(String, Option<String>)>, CfError> {
+    ) -> Result<Option<(String, Option<String>)>, CallError> {
         if let Some(h) = recorded {
             let (id, fp) = split(h);
             if self.client.get(id).await?.is_some() {
@@ -92,7 +88,7 @@ impl CloudflareTarget {
         &self,
         holding: Option<&str>,
         material: &DeployMaterial,
-    ) -> Result<String, CfError> {
+    ) -> Result<String, CallError> {
         let key = key_of(material)?;
         let uploaded = match holding {
             Some(id) => {
@@ -110,7 +106,7 @@ impl CloudflareTarget {
         Ok(uploaded.id)
     }
 
-    async fn deploy_once(&self, request: &DeployRequest<'_>) -> Result<Deployed, CfError> {
+    async fn deploy_once(&self, request: &DeployRequest<'_>) -> Result<Deployed, CallError> {
         let material = request.certificate;
         let recorded = request.record.and_then(|r| r.state.handle.as_deref());
         let holding = self.locate(recorded, &material.names).await?;
@@ -144,7 +140,7 @@ impl DeployTarget for CloudflareTarget {
             return Ok(Bound::default());
         };
         let (id, fp) = split(h);
-        match self.client.get(id).await.map_err(CfError::into_deploy)? {
+        match self.client.get(id).await.map_err(CallError::into_deploy)? {
             Some(_) => Ok(Bound {
                 certificates: vec![h.to_owned()],
                 fingerprints: fp.map(str::to_owned).into_iter().collect(),
@@ -154,28 +150,8 @@ impl DeployTarget for CloudflareTarget {
     }
 
     async fn deploy(&self, request: DeployRequest<'_>) -> Result<Deployed, DeployError> {
-        let mut waited = false;
-        loop {
-            match self.deploy_once(&request).await {
-                Ok(d) => return Ok(d),
-                Err(CfError::RateLimited { until }) => {
-                    let wait = until - OffsetDateTime::now_utc();
-                    if !waited && wait <= LONGEST_WAIT {
-                        waited = true;
-                        tokio::time::sleep(wait.unsigned_abs()).await;
-                        continue;
-                    }
-                    // Cloudflare refuses every call until then: the next run resumes.
-                    info!(until = %certpilot_core::rfc3339(until), "cloudflare: rate limited; resuming later");
-                    return Ok(Deployed {
-                        handle: request.record.and_then(|r| r.state.handle.clone()),
-                        check_after: Some(until),
-                        ..Deployed::default()
-                    });
-                }
-                Err(CfError::Failed(e)) => return Err(e),
-            }
-        }
+        let recorded = request.record.and_then(|r| r.state.handle.clone());
+        patiently(recorded, || self.deploy_once(&request)).await
     }
 
     async fn finish(&self, _deployed: &Deployed) -> Result<(), DeployError> {
@@ -194,7 +170,7 @@ impl DeployTarget for CloudflareTarget {
         let holding = self
             .locate(current, &request.certificate.names)
             .await
-            .map_err(CfError::into_deploy)?;
+            .map_err(CallError::into_deploy)?;
         let Some(previous) = request.previous else {
             // Nothing was here before certpilot: take what it uploaded away again.
             if let Some((id, _)) = holding
@@ -203,7 +179,7 @@ impl DeployTarget for CloudflareTarget {
                 self.client
                     .delete(&id)
                     .await
-                    .map_err(CfError::into_deploy)?;
+                    .map_err(CallError::into_deploy)?;
             }
             return Ok(None);
         };
@@ -215,7 +191,7 @@ impl DeployTarget for CloudflareTarget {
         let id = self
             .upload(holding.as_ref().map(|(id, _)| id.as_str()), previous)
             .await
-            .map_err(CfError::into_deploy)?;
+            .map_err(CallError::into_deploy)?;
         Ok(Some(handle(&id, &previous.fingerprint)))
     }
 }

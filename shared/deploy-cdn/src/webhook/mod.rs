@@ -59,7 +59,7 @@ impl Kind {
             serves_only_with: Some("send-key"),
             check: Some(|s| {
                 let url = s.get("url").and_then(|v| v.as_str()).unwrap_or("");
-                crate::cloudflare::check_api_url(url)?;
+                crate::check_api_url(url)?;
                 let send_key = s.get("send-key").is_some_and(|v| v == &serde_json::Value::Bool(true) || v == "true");
                 if send_key && !url.starts_with("https://") {
                     return Err((
