@@ -12,10 +12,11 @@ use std::time::Duration;
 use certpilot_core::model::certificate::KeyType;
 use certpilot_core::model::deploy::DeploymentStatus;
 use certpilot_core::ports::{CertificateStore, SecretStore, SecretValue};
-use certpilot_e2e::deploy_world::{World, deployment};
+use certpilot_e2e::deploy_world::{NAME, World, deployment};
 use certpilot_testkit::certs::KeyKind;
 use certpilot_testkit::clock::ManualClock;
 use certpilot_testkit::cloudflare::MockCloudflare;
+use certpilot_testkit::fastly::MockFastly;
 
 async fn cloudflare_world(run: &str) -> (World, MockCloudflare) {
     let w = World::new(run);
@@ -212,13 +213,18 @@ async fn a_short_cloudflare_lockout_is_sat_out_within_the_run() {
     assert_eq!(cf.certificates().len(), 1);
 }
 
-/// The deploy function (under `cargo lambda watch`, on moto) deploys to Cloudflare with the
-/// token it reads from Secrets Manager (`deploy/…`, the only vendor secrets its role may
-/// read), and proves the edge serves the certificate.
+/// The deploy function (under `cargo lambda watch`, on moto) deploys to Cloudflare, Fastly
+/// and a webhook with the credentials it reads from Secrets Manager (`deploy/…`, the only
+/// vendor secrets its role may read): the first install proven at both edges, a renewal
+/// (Cloudflare's new id followed, Fastly's certificate replaced in place), and an outage at
+/// Fastly's edge ending `not_serving` with the previous certificate put back there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_deploy_function_deploys_to_cloudflare_with_the_token_from_secrets_manager() {
+async fn the_deploy_function_deploys_to_every_cdn_target_with_credentials_from_secrets_manager() {
     use certpilot_core::model::certificate::ManagedCertificate;
+    use certpilot_core::model::deploy::Deployment;
     use certpilot_core::ports::SecretStore as _;
+    use certpilot_testkit::webhook_receiver::WebhookReceiver;
+    const SHOP: &str = "shop.example.test";
     let moto = certpilot_testkit::procs::shared_moto();
     let aws = certpilot_e2e::moto_sdk_config(&moto.endpoint_url);
     let run = std::process::id();
@@ -232,38 +238,73 @@ async fn the_deploy_function_deploys_to_cloudflare_with_the_token_from_secrets_m
         None,
     );
     let cf = MockCloudflare::start("example.test").await;
-    secrets
-        .put_current(
-            "deploy/cf",
-            &SecretValue::new(cf.token.clone().into_bytes()),
-        )
-        .await
+    let fastly = MockFastly::start(SHOP).await;
+    let receiver = WebhookReceiver::start().await;
+    for (name, value) in [
+        ("deploy/cf", &cf.token),
+        ("deploy/fastly", &fastly.token),
+        ("deploy/hook", &receiver.secret),
+    ] {
+        secrets
+            .put_current(name, &SecretValue::new(value.clone().into_bytes()))
+            .await
+            .unwrap();
+    }
+    let ca = certpilot_testkit::certs::Ca::new("CDN CA");
+    let leaf = || ca.leaf(&[SHOP]).key(KeyKind::EcdsaP256).build();
+    let issue = |leaf: &certpilot_testkit::certs::Leaf| {
+        let (secrets, store) = (&secrets, &store);
+        let (pem, issued) = (leaf.key_pem(), certpilot_e2e::issued(leaf, ""));
+        async move {
+            let version = secrets
+                .put_current("certificate-key/shop", &SecretValue::new(pem.into_bytes()))
+                .await
+                .unwrap();
+            let mut cert = store.certificate("shop").await.unwrap().unwrap();
+            cert.previous = cert.current.take();
+            cert.current = Some(certpilot_core::model::certificate::IssuedCertificate {
+                key_version: version,
+                ..issued
+            });
+            store.update_certificate(&cert).await.unwrap();
+        }
+    };
+    let mut hook = Deployment::new("inhouse", "webhook");
+    hook.settings = serde_json::json!({"url": receiver.url(), "secret": "deploy/hook"})
+        .as_object()
+        .cloned()
         .unwrap();
-    let leaf = certpilot_testkit::certs::Ca::new("CDN CA")
-        .leaf(&["shop.example.test"])
-        .key(KeyKind::EcdsaP256)
-        .build();
-    let version = secrets
-        .put_current(
-            "certificate-key/shop",
-            &SecretValue::new(leaf.key_pem().into_bytes()),
-        )
-        .await
-        .unwrap();
-    let settings = serde_json::json!({
-        "zone-id": cf.zone_id, "token-secret": "deploy/cf", "api-url": cf.api_url(),
-    });
     let spec = certpilot_e2e::deploy_world::spec_for(
-        "shop.example.test",
-        vec![deployment(
-            "edge",
-            ("cloudflare", settings),
-            &cf.edge_target(),
-        )],
+        SHOP,
+        vec![
+            deployment(
+                "cloudflare-edge",
+                (
+                    "cloudflare",
+                    serde_json::json!({"zone-id": cf.zone_id, "token-secret": "deploy/cf", "api-url": cf.api_url()}),
+                ),
+                &cf.edge_target(),
+            ),
+            deployment(
+                "fastly-edge",
+                (
+                    "fastly",
+                    serde_json::json!({"token-secret": "deploy/fastly", "api-url": fastly.api_url()}),
+                ),
+                &fastly.edge_target(),
+            ),
+            hook,
+        ],
     );
-    let mut cert = ManagedCertificate::new("shop".into(), spec, time::OffsetDateTime::now_utc());
-    cert.current = Some(certpilot_e2e::issued(&leaf, &version));
-    store.add_certificate(&cert).await.unwrap();
+    certpilot_app::deploy_kinds().check_spec(&spec).unwrap();
+    store
+        .add_certificate(&ManagedCertificate::new(
+            "shop".into(),
+            spec,
+            time::OffsetDateTime::now_utc(),
+        ))
+        .await
+        .unwrap();
 
     let watch = certpilot_e2e::LambdaWatch::start(
         &moto.endpoint_url,
@@ -271,7 +312,7 @@ async fn the_deploy_function_deploys_to_cloudflare_with_the_token_from_secrets_m
             ("CERTPILOT_TABLE", table.clone()),
             ("CERTPILOT_SECRETS_PREFIX", prefix),
             ("CERTPILOT_VERIFY_INTERVAL", "200ms".into()),
-            ("CERTPILOT_VERIFY_MAX_DEADLINE", "10s".into()),
+            ("CERTPILOT_VERIFY_MAX_DEADLINE", "5s".into()),
         ],
     );
     let tick: serde_json::Value = serde_json::from_str(
@@ -281,13 +322,79 @@ async fn the_deploy_function_deploys_to_cloudflare_with_the_token_from_secrets_m
         .unwrap(),
     )
     .unwrap();
+    let deployment_of = |cert: &ManagedCertificate, name: &str| {
+        cert.deployments
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("{name}: {:?}", cert.deployments))
+            .clone()
+    };
+
+    // First install: everywhere, proven at both edges.
+    let first = leaf();
+    issue(&first).await;
     let swept = watch.invoke("deploy", &tick).await;
     assert_eq!(swept["verified"], 1, "{swept}");
     let cert = store.certificate("shop").await.unwrap().unwrap();
     assert!(cert.is_deployed(), "{:?}", cert.deployments);
-    let stored = cf.certificates();
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].chain, leaf.chain_pem());
+    assert_eq!(cf.certificates()[0].chain, first.chain_pem());
+    let fastly_id = fastly.certificates()[0].id.clone();
+    assert_eq!(receiver.deliveries().len(), 1);
+    assert!(
+        !receiver.deliveries()[0]
+            .body
+            .to_string()
+            .contains("PRIVATE KEY")
+    );
+
+    // Renewal: Cloudflare's new id followed, Fastly's replaced in place.
+    let cf_first = cf.certificates()[0].id.clone();
+    let second = leaf();
+    issue(&second).await;
+    let swept = watch.invoke("deploy", &tick).await;
+    assert_eq!(swept["verified"], 1, "{swept}");
+    let cert = store.certificate("shop").await.unwrap().unwrap();
+    assert!(cert.is_deployed(), "{:?}", cert.deployments);
+    let cf_now = cf.certificates();
+    assert_ne!(cf_now[0].id, cf_first);
+    assert!(
+        deployment_of(&cert, "cloudflare-edge")
+            .state
+            .handle
+            .unwrap()
+            .starts_with(&cf_now[0].id)
+    );
+    let fastly_now = fastly.certificates();
+    assert_eq!(
+        (fastly_now.len(), fastly_now[0].id.as_str()),
+        (1, fastly_id.as_str())
+    );
+    assert_eq!(fastly_now[0].chain, second.chain_pem());
+
+    // The outage at Fastly's edge: not served, the second put back there; the others,
+    // proven, keep the third.
+    fastly.stick(true);
+    let third = leaf();
+    issue(&third).await;
+    let swept = watch.invoke("deploy", &tick).await;
+    assert_eq!(swept["verified"], 0, "{swept}");
+    let cert = store.certificate("shop").await.unwrap().unwrap();
+    let at_fastly = deployment_of(&cert, "fastly-edge");
+    assert_eq!(
+        at_fastly.state.status,
+        DeploymentStatus::NotServing,
+        "{at_fastly:?}"
+    );
+    assert_eq!(
+        at_fastly.state.holding.as_deref(),
+        Some(second.fingerprint().as_str())
+    );
+    assert_eq!(fastly.certificates()[0].chain, second.chain_pem());
+    assert_eq!(
+        deployment_of(&cert, "cloudflare-edge").state.status,
+        DeploymentStatus::Verified
+    );
+    assert_eq!(cf.certificates()[0].chain, third.chain_pem());
 }
 
 /// The webhook: a signed POST of the certificate and chain (never the key unless asked, and
@@ -388,4 +495,309 @@ async fn the_webhook_delivers_signed_certificates_without_the_key_and_reports_re
         .settings
         .insert("send-key".into(), serde_json::Value::Bool(true));
     kinds.check_deployment(&unservable, &[]).unwrap();
+}
+
+const WWW: &str = "www.example.test";
+
+/// A world whose certificate covers `names`, deployed to a Fastly mock whose edge serves
+/// the certificate activated for [`NAME`] to handshakes without SNI.
+async fn fastly_world(run: &str, names: &[&str]) -> (World, MockFastly) {
+    let w = World::new(run);
+    let fastly = MockFastly::start(NAME).await;
+    w.secrets
+        .put_current(
+            "deploy/fastly",
+            &SecretValue::new(fastly.token.clone().into_bytes()),
+        )
+        .await
+        .unwrap();
+    let settings =
+        serde_json::json!({"token-secret": "deploy/fastly", "api-url": fastly.api_url()});
+    let spec = certpilot_e2e::deploy_world::spec_for(
+        NAME,
+        vec![deployment(
+            "edge",
+            ("fastly", settings),
+            &fastly.edge_target(),
+        )],
+    );
+    let mut spec = spec;
+    spec.names = names.iter().map(|n| n.parse().unwrap()).collect();
+    certpilot_app::deploy_kinds().check_spec(&spec).unwrap();
+    let cert = certpilot_core::model::certificate::ManagedCertificate::new(
+        "checkout".into(),
+        spec,
+        time::OffsetDateTime::now_utc(),
+    );
+    w.store.add_certificate(&cert).await.unwrap();
+    (w, fastly)
+}
+
+fn fastly_leaf(w: &World, names: &[&str]) -> certpilot_testkit::certs::Leaf {
+    w.ca.leaf(names).key(KeyKind::EcdsaP256).build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fastly_replaces_in_place_moves_activations_when_a_name_is_dropped_and_rolls_back_the_outage()
+ {
+    let (w, fastly) = fastly_world("fastly-flow", &[NAME, WWW]).await;
+
+    // First install: the key, then the certificate, then an activation per name.
+    let first = fastly_leaf(&w, &[NAME, WWW]);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    let calls = fastly.calls();
+    let key_at = calls
+        .iter()
+        .position(|c| c == "POST /tls/private_keys")
+        .unwrap();
+    let cert_at = calls
+        .iter()
+        .position(|c| c == "POST /tls/certificates")
+        .unwrap();
+    assert!(key_at < cert_at, "the key goes first: {calls:?}");
+    let stored = fastly.certificates();
+    assert_eq!(stored.len(), 1);
+    let first_id = stored[0].id.clone();
+    let mut domains: Vec<String> = fastly.activations().into_iter().map(|a| a.domain).collect();
+    domains.sort();
+    assert_eq!(domains, [NAME, WWW]);
+
+    // Renewal with the same names: replaced in place, same id, activations untouched.
+    let second = fastly_leaf(&w, &[NAME, WWW]);
+    w.issue("checkout", &second, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    let stored = fastly.certificates();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].id, first_id);
+    assert_eq!(stored[0].chain, second.chain_pem());
+    assert!(
+        fastly
+            .calls()
+            .contains(&format!("PATCH /tls/certificates/{first_id}"))
+    );
+    assert!(
+        fastly
+            .activations()
+            .iter()
+            .all(|a| a.certificate == first_id)
+    );
+    assert_eq!(fastly.keys().len(), 1, "the first key, unused, is deleted");
+
+    // Renewal that drops www: Fastly refuses that in place, so a new certificate, the
+    // activation of the kept name moved to it, proven, then www's activation ended and the
+    // old certificate deleted.
+    let mut cert = w.store.certificate("checkout").await.unwrap().unwrap();
+    cert.spec.names = vec![NAME.parse().unwrap()];
+    w.store.update_certificate(&cert).await.unwrap();
+    let third = fastly_leaf(&w, &[NAME]);
+    w.issue("checkout", &third, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    let stored = fastly.certificates();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let third_id = stored[0].id.clone();
+    assert_ne!(third_id, first_id);
+    assert_eq!(stored[0].chain, third.chain_pem());
+    let activations = fastly.activations();
+    assert_eq!(activations.len(), 1, "{activations:?}");
+    assert_eq!(
+        (
+            activations[0].domain.as_str(),
+            activations[0].certificate.as_str()
+        ),
+        (NAME, third_id.as_str())
+    );
+    let calls = fastly.calls();
+    let moved = calls
+        .iter()
+        .position(|c| c.starts_with("PATCH /tls/activations/"))
+        .unwrap();
+    let deleted = calls
+        .iter()
+        .position(|c| *c == format!("DELETE /tls/certificates/{first_id}"))
+        .unwrap();
+    assert!(moved < deleted, "moved, then deleted: {calls:?}");
+    assert_eq!(fastly.keys().len(), 1);
+    assert!(
+        record(&w)
+            .await
+            .state
+            .handle
+            .unwrap()
+            .starts_with(&third_id)
+    );
+
+    // The outage: Fastly takes the fourth, the edge keeps the third. Not served: the third
+    // is put back through the API, in place, and the record holds it.
+    fastly.stick(true);
+    let fourth = fastly_leaf(&w, &[NAME]);
+    w.issue("checkout", &fourth, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(!report.is_verified());
+    let rec = record(&w).await;
+    assert_eq!(rec.state.status, DeploymentStatus::NotServing, "{rec:?}");
+    assert!(
+        rec.state
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("previous certificate was put back"),
+        "{rec:?}"
+    );
+    let stored = fastly.certificates();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].id, third_id);
+    assert_eq!(
+        stored[0].chain,
+        third.chain_pem(),
+        "Fastly holds the third again"
+    );
+    assert_eq!(
+        rec.state.holding.as_deref(),
+        Some(third.fingerprint().as_str())
+    );
+    assert_eq!(fastly.keys().len(), 1, "the fourth's key is gone with it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fastly_error_is_reported_in_its_words_and_no_key_is_left_behind() {
+    let (w, fastly) = fastly_world("fastly-error", &[NAME]).await;
+    let first = fastly_leaf(&w, &[NAME]);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    // The key is taken; the certificate is refused.
+    fastly.fail_next(
+        "POST /tls/certificates",
+        400,
+        "Invalid certificate",
+        "The certificate chain is incomplete",
+    );
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(!report.is_verified());
+    let rec = record(&w).await;
+    assert_eq!(rec.state.status, DeploymentStatus::Failed, "{rec:?}");
+    let detail = rec.state.detail.unwrap();
+    assert!(
+        detail.contains("Fastly said: Invalid certificate: The certificate chain is incomplete"),
+        "{detail}"
+    );
+    assert!(
+        fastly
+            .calls()
+            .contains(&"POST /tls/private_keys".to_owned())
+    );
+    assert!(fastly.certificates().is_empty());
+    assert!(
+        fastly.keys().is_empty(),
+        "the key uploaded for it is deleted again"
+    );
+    // The owning team hears of it with Fastly's words.
+    let app = certpilot_app::App::new(w.store.clone(), w.secrets.clone());
+    app.record_certificate_findings().await.unwrap();
+    let findings = app.findings().active_findings().await.unwrap();
+    let failed = findings
+        .iter()
+        .find(|f| f.kind.as_str() == "deploy_failed")
+        .unwrap_or_else(|| panic!("{findings:?}"));
+    assert!(
+        failed
+            .public_json()
+            .to_string()
+            .contains("The certificate chain is incomplete"),
+        "{}",
+        failed.public_json()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fastlys_rate_limit_stops_writes_until_its_reset_and_the_run_after_it_finishes() {
+    let (w, fastly) = fastly_world("fastly-limit", &[NAME]).await;
+    let first = fastly_leaf(&w, &[NAME]);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    // Two writes left this hour: the key and the certificate; the activation must wait.
+    fastly.rate_limit(2, Duration::from_secs(3600));
+    let started = std::time::Instant::now();
+    w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "no sleeping until the reset"
+    );
+    let rec = record(&w).await;
+    assert_eq!(
+        rec.state.status,
+        DeploymentStatus::InProgress,
+        "{:?}",
+        fastly.calls()
+    );
+    let after = rec.state.check_after.unwrap();
+    assert!(
+        after > time::OffsetDateTime::now_utc() + time::Duration::minutes(59),
+        "{after}"
+    );
+    let writes = |calls: &[String]| calls.iter().filter(|c| !c.starts_with("GET ")).count();
+    assert_eq!(
+        writes(&fastly.calls()),
+        2,
+        "no write sent once none remain: {:?}",
+        fastly.calls()
+    );
+    assert!(fastly.activations().is_empty());
+
+    // Before the reset a run leaves it alone; after it, the deploy resumes where it stopped.
+    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let later = w.service.with_clock(clock.clone());
+    later.deploy("checkout", None, false).await.unwrap();
+    assert_eq!(record(&w).await.state.status, DeploymentStatus::InProgress);
+    assert_eq!(writes(&fastly.calls()), 2);
+    fastly.reset_window();
+    clock.advance(time::Duration::minutes(61));
+    let report = later.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    let calls = fastly.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| *c == "POST /tls/certificates")
+            .count(),
+        1,
+        "resumed, not uploaded twice: {calls:?}"
+    );
+    assert_eq!(fastly.activations().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_fastly_reset_is_sat_out_within_the_run() {
+    let (w, fastly) = fastly_world("fastly-short", &[NAME]).await;
+    let first = fastly_leaf(&w, &[NAME]);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    fastly.rate_limit(1, Duration::from_secs(2));
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    assert_eq!(fastly.certificates().len(), 1);
+}
+
+#[test]
+fn a_key_fastly_does_not_take_is_refused_when_the_certificate_is_added() {
+    let mut d = certpilot_core::model::deploy::Deployment::new("edge", "fastly")
+        .with_endpoint(format!("{NAME}:443").parse().unwrap());
+    d.settings = serde_json::json!({"token-secret": "deploy/fastly"})
+        .as_object()
+        .cloned()
+        .unwrap();
+    let mut spec = certpilot_e2e::deploy_world::spec_for(NAME, vec![d]);
+    let kinds = certpilot_app::deploy_kinds();
+    for accepted in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048] {
+        spec.key_type = accepted;
+        kinds.check_spec(&spec).unwrap();
+    }
+    for refused in [KeyType::Rsa3072, KeyType::Rsa4096] {
+        spec.key_type = refused;
+        let e = kinds.check_spec(&spec).unwrap_err().to_string();
+        assert!(
+            e.contains("fastly accepts ecdsa-p256, ecdsa-p384, rsa2048 keys only"),
+            "{e}"
+        );
+    }
 }

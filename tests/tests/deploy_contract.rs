@@ -206,7 +206,10 @@ async fn fastly_keeps_the_contract() {
     let calls = mock.calls();
     let count = |prefix: &str| calls.iter().filter(|c| c.starts_with(prefix)).count();
     assert_eq!(count("POST /tls/certificates"), 1, "{calls:?}");
-    assert!(count("PATCH /tls/certificates/") >= 2, "renewals replace in place: {calls:?}");
+    assert!(
+        count("PATCH /tls/certificates/") >= 2,
+        "renewals replace in place: {calls:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

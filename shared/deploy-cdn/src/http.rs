@@ -145,13 +145,14 @@ impl CallError {
     }
 }
 
-/// The longest rate-limit wait sat out inside a run; a longer one ends the deploy
-/// `in_progress` until then, resumed by the next run rather than slept through.
+/// The most time a run sits out rate-limit waits; a longer wait ends the deploy
+/// `in_progress` until the vendor's reset, resumed by the next run rather than slept through.
 const LONGEST_WAIT: time::Duration = time::Duration::seconds(30);
 
-/// Runs a deploy step, sitting out one short rate-limit wait; a longer one (or a second)
-/// ends the deploy `in_progress` until the vendor's reset, holding `recorded` (the unit's
-/// handle so far). Safe because every deploy step is idempotent: the next run resumes.
+/// Runs a deploy step, sitting out short rate-limit waits while they add up to no more than
+/// [`LONGEST_WAIT`]; beyond that the deploy ends `in_progress` until the vendor's reset,
+/// holding `recorded` (the unit's handle so far). Safe because every deploy step is
+/// idempotent: the next run resumes.
 pub(crate) async fn patiently<F, Fut>(
     recorded: Option<String>,
     mut step: F,
@@ -160,14 +161,14 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Deployed, CallError>>,
 {
-    let mut waited = false;
+    let mut waited = time::Duration::ZERO;
     loop {
         match step().await {
             Ok(d) => return Ok(d),
             Err(CallError::RateLimited { vendor, until }) => {
-                let wait = until - OffsetDateTime::now_utc();
-                if !waited && wait <= LONGEST_WAIT {
-                    waited = true;
+                let wait = (until - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+                if waited + wait <= LONGEST_WAIT {
+                    waited += wait;
                     tokio::time::sleep(wait.unsigned_abs()).await;
                     continue;
                 }

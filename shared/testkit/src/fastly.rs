@@ -93,7 +93,7 @@ struct State {
     window: Duration,
     reset_at: SystemTime,
     stuck: bool,
-    fail_next: Option<(u16, String, String)>,
+    fail_next: Option<(String, u16, String, String)>,
     calls: Vec<String>,
     primary: String,
 }
@@ -180,7 +180,11 @@ fn query_params(query: &str) -> Vec<(String, String)> {
 fn inspect_key(pem: &str) -> Option<(Vec<u8>, &'static str, usize)> {
     let pair = rcgen::KeyPair::from_pem(pem).ok()?;
     let spki = rcgen::PublicKeyData::subject_public_key_info(&pair);
-    let (_, info) = <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(&spki).ok()?;
+    let (_, info) =
+        <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(
+            &spki,
+        )
+        .ok()?;
     let (kind, size) = match info.parsed().ok()? {
         x509_parser::public_key::PublicKey::RSA(r) => ("RSA", r.key_size()),
         x509_parser::public_key::PublicKey::EC(e) => ("ECDSA", e.key_size()),
@@ -370,15 +374,27 @@ impl MockFastly {
         s.reset_at = SystemTime::now() + window;
     }
 
+    /// The window ends now (the hour passed): the limit is whole again.
+    pub fn reset_window(&self) {
+        let mut s = self.state.lock().expect("lock");
+        s.remaining = s.limit;
+        s.reset_at = SystemTime::now() + s.window;
+    }
+
     /// The edge keeps serving what it serves, whatever the API accepts.
     pub fn stick(&self, stuck: bool) {
         self.state.lock().expect("lock").stuck = stuck;
     }
 
-    /// The next write is refused with `status` and a JSON:API error.
-    pub fn fail_next(&self, status: u16, title: &str, detail: &str) {
-        self.state.lock().expect("lock").fail_next =
-            Some((status, title.to_owned(), detail.to_owned()));
+    /// The next call to `route` (`POST /tls/certificates`) is refused with `status` and a
+    /// JSON:API error.
+    pub fn fail_next(&self, route: &str, status: u16, title: &str, detail: &str) {
+        self.state.lock().expect("lock").fail_next = Some((
+            route.to_owned(),
+            status,
+            title.to_owned(),
+            detail.to_owned(),
+        ));
     }
 
     /// The certificates stored now, by id.
@@ -492,8 +508,10 @@ fn route(s: &mut State, req: Request) -> Reply {
             Err(_) => return error(400, "Bad Request", "the body is not JSON"),
         }
     };
-    if req.method != "GET"
-        && let Some((status, title, detail)) = s.fail_next.take()
+    if s.fail_next
+        .as_ref()
+        .is_some_and(|(route, ..)| format!("{} {path}", req.method).starts_with(route.as_str()))
+        && let Some((_, status, title, detail)) = s.fail_next.take()
     {
         return error(status, &title, &detail);
     }

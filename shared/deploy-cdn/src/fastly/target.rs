@@ -361,11 +361,14 @@ impl DeployTarget for FastlyTarget {
                     for a in self.client.activations_of_certificate(id).await? {
                         self.client.deactivate(&a.id).await?;
                     }
-                    self.client.delete_certificate(id).await?;
-                    self.drop_unused_keys().await
+                    self.client.delete_certificate(id).await
                 };
                 undo.await.map_err(CallError::into_deploy)?;
             }
+            // A key uploaded by a deploy that failed before its certificate goes too.
+            self.drop_unused_keys()
+                .await
+                .map_err(CallError::into_deploy)?;
             return Ok(None);
         };
         let back = self
@@ -389,6 +392,9 @@ impl DeployTarget for FastlyTarget {
                 .await
                 .map_err(CallError::into_deploy)?;
         }
+        self.drop_unused_keys()
+            .await
+            .map_err(CallError::into_deploy)?;
         Ok(back.handle)
     }
 }
