@@ -78,8 +78,9 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Verify(VerifyArgs),
     /// Install a certificate's current version at each of its deployments (ACM, load
-    /// balancers, CloudFront, API Gateway) and prove each serves it; rolls back those that
-    /// do not.
+    /// balancers, CloudFront, API Gateway, Cloudflare, Fastly, webhooks, files: `certpilot
+    /// deploy-kinds` lists every kind and its settings) and prove each serves it; rolls back
+    /// those that do not.
     #[command(after_help = EXIT_CODES)]
     Deploy(DeployArgs),
     /// Put the previous certificate back at a certificate's deployments.

@@ -1,7 +1,7 @@
-//! The CDN targets through the CLI: the token stored with `certpilot secrets set` (from a
-//! file, never printed), a certificate issued by Pebble and deployed to Cloudflare (the
-//! mock, with its TLS edge) by `certpilot renew`, proven by handshake, and rolled back by
-//! `certpilot rollback` through Cloudflare's API.
+//! The CDN targets through the CLI: the tokens stored with `certpilot secrets set` (from a
+//! file, never printed), certificates issued by Pebble and deployed to Cloudflare and to
+//! Fastly (the mocks, with their TLS edges) by `certpilot renew`, proven by handshake,
+//! renewed in place, and rolled back by `certpilot rollback` through the vendors' APIs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,11 +10,14 @@ mod support;
 use support::{Env, json_lines, stderr};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renew_deploys_to_cloudflare_proves_it_and_rollback_puts_the_previous_back() {
+async fn renew_deploys_to_cloudflare_and_fastly_proves_it_and_rollback_puts_the_previous_back() {
     let env = Env::start();
     let cf = certpilot_testkit::cloudflare::MockCloudflare::start("certpilot.test").await;
+    let fastly = certpilot_testkit::fastly::MockFastly::start("fastly.certpilot.test").await;
     let token_file = env.path("cf-token");
     std::fs::write(&token_file, format!("{}\n", cf.token)).unwrap();
+    let fastly_token_file = env.path("fastly-token");
+    std::fs::write(&fastly_token_file, &fastly.token).unwrap();
 
     // Secrets come from files, are named deploy/…, and are never printed.
     let bad = env
@@ -39,6 +42,48 @@ async fn renew_deploys_to_cloudflare_proves_it_and_rollback_puts_the_previous_ba
         .await;
     assert!(set.status.success(), "{}", stderr(&set));
     assert!(!stderr(&set).contains(&cf.token) && set.stdout.is_empty());
+    let set = env
+        .run(&[
+            "secrets",
+            "set",
+            "deploy/fastly",
+            "--from-file",
+            fastly_token_file.to_str().unwrap(),
+        ])
+        .await;
+    assert!(set.status.success(), "{}", stderr(&set));
+    // Fastly takes no RSA 4096 key: refused when added, before anything is issued.
+    let fastly_spec = format!(
+        "fastly:token-secret=deploy/fastly,api-url={}",
+        fastly.api_url()
+    );
+    let fastly_edge = fastly.edge_target();
+    let refused = env
+        .add(
+            &["fastly.certpilot.test"],
+            &[
+                "--deploy",
+                &fastly_spec,
+                "--endpoint",
+                &fastly_edge,
+                "--key-type",
+                "rsa4096",
+            ],
+        )
+        .await;
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("fastly accepts ecdsa-p256, ecdsa-p384, rsa2048 keys only"),
+        "{}",
+        stderr(&refused)
+    );
+    let added = env
+        .add(
+            &["fastly.certpilot.test"],
+            &["--deploy", &fastly_spec, "--endpoint", &fastly_edge],
+        )
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
 
     let spec = format!(
         "cloudflare:zone-id={},token-secret=deploy/cf,api-url={}",
@@ -53,7 +98,7 @@ async fn renew_deploys_to_cloudflare_proves_it_and_rollback_puts_the_previous_ba
         )
         .await;
     assert!(added.status.success(), "{}", stderr(&added));
-    let renew = |force: bool| {
+    let renew = |force: Option<&'static str>| {
         let env = &env;
         async move {
             let mut args = vec![
@@ -65,15 +110,15 @@ async fn renew_deploys_to_cloudflare_proves_it_and_rollback_puts_the_previous_ba
                 "--verify-max-deadline",
                 "10s",
             ];
-            if force {
-                args.extend(["--force", "cdn.certpilot.test"]);
+            if let Some(id) = force {
+                args.extend(["--force", id]);
             } else {
                 args.push("--due");
             }
             env.run(&args).await
         }
     };
-    let first = renew(false).await;
+    let first = renew(None).await;
     assert!(first.status.success(), "{}", stderr(&first));
     let rows = json_lines(&first);
     let deployed = rows
@@ -83,10 +128,32 @@ async fn renew_deploys_to_cloudflare_proves_it_and_rollback_puts_the_previous_ba
         deployed.is_some_and(|r| r["status"] == "verified"),
         "{rows:?}"
     );
-    let first_fp = rows[0]["fingerprint"].as_str().unwrap().to_owned();
-    let second = renew(true).await;
+    let fastly_row = rows.iter().find(|r| r["kind"] == "fastly");
+    assert!(
+        fastly_row.is_some_and(|r| r["status"] == "verified"),
+        "{rows:?}"
+    );
+    let fp_of = |id: &str| {
+        rows.iter()
+            .find(|r| r["id"] == id)
+            .and_then(|r| r["fingerprint"].as_str())
+            .unwrap_or_else(|| panic!("{id}: {rows:?}"))
+            .to_owned()
+    };
+    let first_fp = fp_of("cdn.certpilot.test");
+    let fastly_first_fp = fp_of("fastly.certpilot.test");
+    let second = renew(Some("cdn.certpilot.test")).await;
     assert!(second.status.success(), "{}", stderr(&second));
     assert_eq!(cf.certificates().len(), 1, "replaced in place");
+    let fastly_id = fastly.certificates()[0].id.clone();
+    let second = renew(Some("fastly.certpilot.test")).await;
+    assert!(second.status.success(), "{}", stderr(&second));
+    let stored = fastly.certificates();
+    assert_eq!(
+        (stored.len(), stored[0].id.as_str()),
+        (1, fastly_id.as_str()),
+        "replaced in place"
+    );
 
     // Rolled back by hand: the first certificate goes back through Cloudflare's API.
     let rolled = env
@@ -101,6 +168,21 @@ async fn renew_deploys_to_cloudflare_proves_it_and_rollback_puts_the_previous_ba
     let rows = json_lines(&served);
     assert_eq!(
         rows[0]["certificate"]["fingerprint_sha256"], first_fp,
+        "{rows:?}"
+    );
+
+    // And at Fastly: the first certificate is PATCHed back in place and served again.
+    let rolled = env
+        .run(&["rollback", "fastly.certpilot.test", "--format", "json"])
+        .await;
+    assert!(rolled.status.success(), "{}", stderr(&rolled));
+    assert_eq!(fastly.certificates()[0].id, fastly_id);
+    let served = env
+        .run(&["scan", &fastly_edge, "--format", "json", "--no-record"])
+        .await;
+    let rows = json_lines(&served);
+    assert_eq!(
+        rows[0]["certificate"]["fingerprint_sha256"], fastly_first_fp,
         "{rows:?}"
     );
 }
