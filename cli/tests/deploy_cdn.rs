@@ -1,7 +1,8 @@
 //! The CDN targets through the CLI: the tokens stored with `certpilot secrets set` (from a
-//! file, never printed), certificates issued by Pebble and deployed to Cloudflare and to
-//! Fastly (the mocks, with their TLS edges) by `certpilot renew`, proven by handshake,
-//! renewed in place, and rolled back by `certpilot rollback` through the vendors' APIs.
+//! file, never printed), certificates issued by Pebble and deployed to Cloudflare, to Fastly
+//! (the mocks, with their TLS edges) and to a signed webhook whose receiver serves what it
+//! gets by `certpilot renew`, proven by handshake, renewed, and rolled back by `certpilot
+//! rollback` through the vendors' APIs and the webhook.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,7 @@ mod support;
 use support::{Env, json_lines, stderr};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renew_deploys_to_cloudflare_and_fastly_proves_it_and_rollback_puts_the_previous_back() {
+async fn renew_deploys_to_cloudflare_fastly_and_a_webhook_proves_it_and_rollback_puts_the_previous_back() {
     let env = Env::start();
     let cf = certpilot_testkit::cloudflare::MockCloudflare::start("certpilot.test").await;
     let fastly = certpilot_testkit::fastly::MockFastly::start("fastly.certpilot.test").await;
@@ -84,6 +85,41 @@ async fn renew_deploys_to_cloudflare_and_fastly_proves_it_and_rollback_puts_the_
         )
         .await;
     assert!(added.status.success(), "{}", stderr(&added));
+    // A webhook receiver that serves what it gets: the key over HTTPS, its private CA
+    // trusted through ca-pem, the deployment from a file (a PEM does not fit a spec line).
+    let receiver_ca = certpilot_testkit::certs::Ca::new("In-house CA");
+    let receiver =
+        certpilot_testkit::webhook_receiver::WebhookReceiver::start_serving(&receiver_ca).await;
+    let hook_secret = env.path("hook-secret");
+    std::fs::write(&hook_secret, &receiver.secret).unwrap();
+    let set = env
+        .run(&[
+            "secrets",
+            "set",
+            "deploy/hook",
+            "--from-file",
+            hook_secret.to_str().unwrap(),
+        ])
+        .await;
+    assert!(set.status.success(), "{}", stderr(&set));
+    let hook_file = env.path("hook.json");
+    std::fs::write(
+        &hook_file,
+        serde_json::json!({
+            "name": "inhouse", "kind": "webhook", "endpoints": [receiver.edge_target()],
+            "settings": {"url": receiver.url(), "secret": "deploy/hook", "send-key": true,
+                "ca-pem": receiver_ca.root_pem()},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let added = env
+        .add(
+            &["hook.certpilot.test"],
+            &["--deploy-file", hook_file.to_str().unwrap()],
+        )
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
 
     let spec = format!(
         "cloudflare:zone-id={},token-secret=deploy/cf,api-url={}",
@@ -140,6 +176,12 @@ async fn renew_deploys_to_cloudflare_and_fastly_proves_it_and_rollback_puts_the_
             .unwrap_or_else(|| panic!("{id}: {rows:?}"))
             .to_owned()
     };
+    let hook_row = rows.iter().find(|r| r["kind"] == "webhook");
+    assert!(
+        hook_row.is_some_and(|r| r["status"] == "verified"),
+        "{rows:?}"
+    );
+    let hook_first_fp = fp_of("hook.certpilot.test");
     let first_fp = fp_of("cdn.certpilot.test");
     let fastly_first_fp = fp_of("fastly.certpilot.test");
     let second = renew(Some("cdn.certpilot.test")).await;
@@ -183,6 +225,37 @@ async fn renew_deploys_to_cloudflare_and_fastly_proves_it_and_rollback_puts_the_
     let rows = json_lines(&served);
     assert_eq!(
         rows[0]["certificate"]["fingerprint_sha256"], fastly_first_fp,
+        "{rows:?}"
+    );
+
+    // And through the webhook: renewed, then the first delivered back as a rollback, with
+    // its key, and served again.
+    let second = renew(Some("hook.certpilot.test")).await;
+    assert!(second.status.success(), "{}", stderr(&second));
+    let rolled = env
+        .run(&["rollback", "hook.certpilot.test", "--format", "json"])
+        .await;
+    assert!(rolled.status.success(), "{}", stderr(&rolled));
+    let last = receiver.deliveries().pop().unwrap();
+    assert_eq!(
+        (
+            last.body["type"].as_str(),
+            last.body["fingerprint"].as_str()
+        ),
+        (Some("rollback"), Some(hook_first_fp.as_str()))
+    );
+    let served = env
+        .run(&[
+            "scan",
+            &receiver.edge_target(),
+            "--format",
+            "json",
+            "--no-record",
+        ])
+        .await;
+    let rows = json_lines(&served);
+    assert_eq!(
+        rows[0]["certificate"]["fingerprint_sha256"], hook_first_fp,
         "{rows:?}"
     );
 }

@@ -801,3 +801,68 @@ fn a_key_fastly_does_not_take_is_refused_when_the_certificate_is_added() {
         );
     }
 }
+
+/// A receiver that serves what it is sent: the key goes over HTTPS (its private CA trusted
+/// through `ca-pem`), the handshake with its edge proves the certificate served, and when it
+/// accepts but keeps serving the old one, the deploy ends `not_serving` and the previous
+/// certificate (with its key) is delivered back as a rollback and served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_receiver_that_serves_gets_the_key_over_https_and_is_proven_by_handshake() {
+    use certpilot_testkit::webhook_receiver::WebhookReceiver;
+    let w = World::new("webhook-serving");
+    let receiver = WebhookReceiver::start_serving(&w.ca).await;
+    w.secrets
+        .put_current(
+            "deploy/hook",
+            &SecretValue::new(receiver.secret.clone().into_bytes()),
+        )
+        .await
+        .unwrap();
+    let settings = serde_json::json!({
+        "url": receiver.url(), "secret": "deploy/hook", "send-key": true,
+        "ca-pem": w.ca.root_pem(),
+    });
+    assert!(receiver.url().starts_with("https://"));
+    w.add(
+        "checkout",
+        vec![deployment(
+            "inhouse",
+            ("webhook", settings),
+            &receiver.edge_target(),
+        )],
+    )
+    .await;
+    let first = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    let delivered = receiver.deliveries();
+    assert_eq!(delivered[0].body["key_pem"], first.key_pem());
+
+    // Accepted but not installed: not served, and the first goes back, key and all.
+    receiver.stick(true);
+    let second = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &second, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(!report.is_verified());
+    let rec = record(&w).await;
+    assert_eq!(rec.state.status, DeploymentStatus::NotServing, "{rec:?}");
+    assert_eq!(
+        rec.state.holding.as_deref(),
+        Some(first.fingerprint().as_str())
+    );
+    let last = receiver.deliveries().pop().unwrap();
+    assert_eq!(last.body["type"], "rollback");
+    assert_eq!(last.body["key_pem"], first.key_pem());
+
+    // A CA that does not parse is refused when the deployment is added.
+    let mut bad = certpilot_core::model::deploy::Deployment::new("inhouse", "webhook");
+    bad.settings = serde_json::json!({"url": receiver.url(), "secret": "deploy/hook", "ca-pem": "not a certificate"})
+        .as_object()
+        .cloned()
+        .unwrap();
+    let refused = certpilot_app::deploy_kinds()
+        .check_deployment(&bad, &[])
+        .unwrap_err();
+    assert!(refused.to_string().contains("ca-pem"), "{refused}");
+}

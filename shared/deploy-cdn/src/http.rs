@@ -35,9 +35,28 @@ impl Answer {
 #[derive(Clone)]
 pub(crate) struct Http(reqwest::Client);
 
+/// The certificates of a PEM bundle of CAs to trust (its error says what is wrong).
+pub(crate) fn roots(pem: &str) -> Result<Vec<reqwest::Certificate>, String> {
+    match reqwest::Certificate::from_pem_bundle(pem.as_bytes()) {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        Ok(_) => Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()),
+        Err(_) => Err("is not a PEM bundle of certificates".into()),
+    }
+}
+
 impl Http {
     pub(crate) fn new() -> Result<Self, DeployError> {
+        Self::trusting(None)
+    }
+
+    /// A client trusting the CAs of `ca_pem` besides the public roots.
+    pub(crate) fn trusting(ca_pem: Option<&str>) -> Result<Self, DeployError> {
+        let extra = match ca_pem {
+            Some(pem) => roots(pem).map_err(|why| DeployError::Config(format!("ca-pem {why}")))?,
+            None => vec![],
+        };
         reqwest::Client::builder()
+            .tls_certs_merge(extra)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())

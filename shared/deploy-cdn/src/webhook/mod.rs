@@ -5,7 +5,8 @@
 //!
 //! The body: `{"type": "deploy"|"rollback", "certificate_id", "deployment", "fingerprint",
 //! "not_after", "chain_pem", "key_pem"?}`. Settings: `url`, `secret` (`deploy/NAME`, holding
-//! the receiver's `whsec_…` key), `send-key`.
+//! the receiver's `whsec_…` key), `send-key`, `ca-pem` (a private CA the receiver's HTTPS
+//! certificate chains to).
 
 mod target;
 
@@ -46,6 +47,10 @@ impl Kind {
                     "send the private key too (a receiver that serves the certificate needs it); HTTPS only",
                 )
                 .of(ValueKind::Bool),
+                Setting::optional(
+                    "ca-pem",
+                    "PEM of the private CA the receiver's HTTPS certificate chains to, trusted besides the public roots",
+                ),
             ],
             default_verify_deadline: Duration::from_secs(5 * 60),
             permissions: vec!["the receiver's signing key (whsec_…) in the secret store"],
@@ -68,7 +73,11 @@ impl Kind {
                     ));
                 }
                 let secret = s.get("secret").and_then(|v| v.as_str()).unwrap_or("");
-                crate::check_secret_name(secret)
+                crate::check_secret_name(secret)?;
+                if let Some(pem) = s.get("ca-pem").and_then(|v| v.as_str()) {
+                    crate::http::roots(pem).map_err(|why| ("ca-pem".to_owned(), why))?;
+                }
+                Ok(())
             }),
         }
     }
@@ -87,6 +96,7 @@ struct WebhookSettings {
     secret: String,
     #[serde(default, deserialize_with = "bool_or_text")]
     send_key: bool,
+    ca_pem: Option<String>,
 }
 
 /// `true`, or `"true"` as a `--deploy` spec writes it.
@@ -116,6 +126,7 @@ impl TargetFactory for Kind {
             key,
             s.send_key,
             unit.name.clone(),
+            s.ca_pem.as_deref(),
         )?))
     }
 }

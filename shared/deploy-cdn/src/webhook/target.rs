@@ -32,9 +32,10 @@ impl WebhookTarget {
         key: Key,
         send_key: bool,
         unit: String,
+        ca_pem: Option<&str>,
     ) -> Result<Self, DeployError> {
         Ok(WebhookTarget {
-            http: Http::new()?,
+            http: Http::trusting(ca_pem)?,
             url,
             key,
             send_key,
