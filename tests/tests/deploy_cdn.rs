@@ -660,6 +660,12 @@ async fn fastly_replaces_in_place_moves_activations_when_a_name_is_dropped_and_r
         Some(third.fingerprint().as_str())
     );
     assert_eq!(fastly.keys().len(), 1, "the fourth's key is gone with it");
+    // And the owning team is told.
+    let app = certpilot_app::App::new(w.store.clone(), w.secrets.clone());
+    app.record_certificate_findings().await.unwrap();
+    let findings = app.findings().active_findings().await.unwrap();
+    let kinds: Vec<&str> = findings.iter().map(|f| f.kind.as_str()).collect();
+    assert!(kinds.contains(&"not_serving"), "{findings:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
