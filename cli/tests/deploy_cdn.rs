@@ -11,7 +11,8 @@ mod support;
 use support::{Env, json_lines, stderr};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renew_deploys_to_cloudflare_fastly_and_a_webhook_proves_it_and_rollback_puts_the_previous_back() {
+async fn renew_deploys_to_cloudflare_fastly_and_a_webhook_proves_it_and_rollback_puts_the_previous_back()
+ {
     let env = Env::start();
     let cf = certpilot_testkit::cloudflare::MockCloudflare::start("certpilot.test").await;
     let fastly = certpilot_testkit::fastly::MockFastly::start("fastly.certpilot.test").await;

@@ -53,6 +53,31 @@ async fn record(w: &World) -> certpilot_core::model::deploy::DeploymentRecord {
         .remove(0)
 }
 
+/// Deploys what is current, which the edge does not serve: the record says `not_serving`
+/// with the previous certificate put back.
+async fn deploy_not_served(w: &World) -> certpilot_core::model::deploy::DeploymentRecord {
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(!report.is_verified());
+    let rec = record(w).await;
+    assert_eq!(rec.state.status, DeploymentStatus::NotServing, "{rec:?}");
+    assert!(
+        rec.state
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("previous certificate was put back"),
+        "{rec:?}"
+    );
+    rec
+}
+
+/// The findings the owning team would hear of now.
+async fn findings(w: &World) -> Vec<certpilot_core::model::finding::Finding> {
+    let app = certpilot_app::App::new(w.store.clone(), w.secrets.clone());
+    app.record_certificate_findings().await.unwrap();
+    app.findings().active_findings().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudflare_installs_replaces_in_place_and_rolls_back_what_the_edge_does_not_serve() {
     let (w, cf) = cloudflare_world("cf-flow").await;
@@ -103,18 +128,7 @@ async fn cloudflare_installs_replaces_in_place_and_rolls_back_what_the_edge_does
     cf.stick(true);
     let third = w.leaf(KeyKind::EcdsaP256);
     w.issue("checkout", &third, KeyType::EcdsaP256).await;
-    let report = w.service.deploy("checkout", None, false).await.unwrap();
-    assert!(!report.is_verified());
-    let rec = record(&w).await;
-    assert_eq!(rec.state.status, DeploymentStatus::NotServing, "{rec:?}");
-    assert!(
-        rec.state
-            .detail
-            .as_deref()
-            .unwrap()
-            .contains("previous certificate was put back"),
-        "{rec:?}"
-    );
+    let rec = deploy_not_served(&w).await;
     let stored = cf.certificates();
     assert_eq!(stored.len(), 1);
     assert_eq!(
@@ -154,9 +168,7 @@ async fn a_cloudflare_error_is_reported_in_its_words_and_nothing_is_left_half_do
     );
     assert!(cf.certificates().is_empty(), "nothing uploaded");
     // The owning team hears of it with Cloudflare's words.
-    let app = certpilot_app::App::new(w.store.clone(), w.secrets.clone());
-    app.record_certificate_findings().await.unwrap();
-    let findings = app.findings().active_findings().await.unwrap();
+    let findings = findings(&w).await;
     let failed = findings
         .iter()
         .find(|f| f.kind.as_str() == "deploy_failed")
@@ -635,18 +647,7 @@ async fn fastly_replaces_in_place_moves_activations_when_a_name_is_dropped_and_r
     fastly.stick(true);
     let fourth = fastly_leaf(&w, &[NAME]);
     w.issue("checkout", &fourth, KeyType::EcdsaP256).await;
-    let report = w.service.deploy("checkout", None, false).await.unwrap();
-    assert!(!report.is_verified());
-    let rec = record(&w).await;
-    assert_eq!(rec.state.status, DeploymentStatus::NotServing, "{rec:?}");
-    assert!(
-        rec.state
-            .detail
-            .as_deref()
-            .unwrap()
-            .contains("previous certificate was put back"),
-        "{rec:?}"
-    );
+    let rec = deploy_not_served(&w).await;
     let stored = fastly.certificates();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].id, third_id);
@@ -661,9 +662,7 @@ async fn fastly_replaces_in_place_moves_activations_when_a_name_is_dropped_and_r
     );
     assert_eq!(fastly.keys().len(), 1, "the fourth's key is gone with it");
     // And the owning team is told.
-    let app = certpilot_app::App::new(w.store.clone(), w.secrets.clone());
-    app.record_certificate_findings().await.unwrap();
-    let findings = app.findings().active_findings().await.unwrap();
+    let findings = findings(&w).await;
     let kinds: Vec<&str> = findings.iter().map(|f| f.kind.as_str()).collect();
     assert!(kinds.contains(&"not_serving"), "{findings:?}");
 }
@@ -700,9 +699,7 @@ async fn a_fastly_error_is_reported_in_its_words_and_no_key_is_left_behind() {
         "the key uploaded for it is deleted again"
     );
     // The owning team hears of it with Fastly's words.
-    let app = certpilot_app::App::new(w.store.clone(), w.secrets.clone());
-    app.record_certificate_findings().await.unwrap();
-    let findings = app.findings().active_findings().await.unwrap();
+    let findings = findings(&w).await;
     let failed = findings
         .iter()
         .find(|f| f.kind.as_str() == "deploy_failed")

@@ -52,6 +52,19 @@ pub(crate) fn check_api_url(url: &str) -> Result<(), (String, String)> {
     }
 }
 
+/// Checks the settings every vendor API kind has: `token-secret` (a name under
+/// [`SECRET_PREFIX`]) and an optional `api-url`.
+pub(crate) fn check_vendor_settings(
+    s: &certpilot_core::model::deploy::Settings,
+) -> Result<(), (String, String)> {
+    let token = s.get("token-secret").and_then(|v| v.as_str()).unwrap_or("");
+    check_secret_name(token)?;
+    if let Some(url) = s.get("api-url").and_then(|v| v.as_str()) {
+        check_api_url(url)?;
+    }
+    Ok(())
+}
+
 /// Reads the credential `name` from `secrets`, trimmed; a missing one is named with how to
 /// store it.
 pub(crate) async fn credential(

@@ -68,12 +68,7 @@ impl Kind {
                 if zone.len() != 32 || !zone.chars().all(|c| c.is_ascii_hexdigit()) {
                     return Err((zone.to_owned(), "a zone id is 32 hex digits".into()));
                 }
-                let token = s.get("token-secret").and_then(|v| v.as_str()).unwrap_or("");
-                crate::check_secret_name(token)?;
-                if let Some(url) = s.get("api-url").and_then(|v| v.as_str()) {
-                    crate::check_api_url(url)?;
-                }
-                Ok(())
+                crate::check_vendor_settings(s)
             }),
         }
     }

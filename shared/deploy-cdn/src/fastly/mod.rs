@@ -67,15 +67,11 @@ impl Kind {
             can_roll_back: true,
             serves_only_with: None,
             check: Some(|s| {
-                let token = s.get("token-secret").and_then(|v| v.as_str()).unwrap_or("");
-                crate::check_secret_name(token)?;
+                crate::check_vendor_settings(s)?;
                 if let Some(c) = s.get("configuration-id").and_then(|v| v.as_str())
                     && (c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric()))
                 {
                     return Err((c.to_owned(), "a TLS configuration id is letters and digits".into()));
-                }
-                if let Some(url) = s.get("api-url").and_then(|v| v.as_str()) {
-                    crate::check_api_url(url)?;
                 }
                 Ok(())
             }),
