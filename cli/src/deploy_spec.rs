@@ -61,10 +61,10 @@ mod tests {
             err.contains("cloudfront has no setting \"distribution\""),
             "{err}"
         );
-        let err = parse_deploy_spec(&kinds(), "fastly:service=1")
+        let err = parse_deploy_spec(&kinds(), "bunnycdn:zone=1")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown kind \"fastly\""), "{err}");
+        assert!(err.contains("unknown kind \"bunnycdn\""), "{err}");
         let err = parse_deploy_spec(&kinds(), "api-gateway:domain-name=api.example.com")
             .unwrap_err()
             .to_string();
