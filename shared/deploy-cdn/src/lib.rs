@@ -5,6 +5,7 @@
 //! Vendor credentials are read from the secret store, by the name a deployment's settings
 //! give (`deploy/…`, so that on AWS the deploy role may read those secrets and no others).
 
+pub mod akamai;
 pub mod cloudflare;
 pub mod fastly;
 mod http;

@@ -1,0 +1,3 @@
+//! Akamai Certificate Provisioning System (CPS), third-party enrollments.
+
+pub mod edgegrid;
