@@ -402,6 +402,8 @@ pub fn issued(
         chain_pem: leaf.chain_pem(),
         key_version: key_version.into(),
         order_url: "https://ca.example/order/1".into(),
+        key_holder: None,
+        stacked: vec![],
     }
 }
 

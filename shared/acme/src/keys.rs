@@ -1,7 +1,7 @@
 //! Private keys, CSRs and the checks a downloaded certificate must pass.
 
 use certpilot_core::model::certificate::{Identifier, KeyType};
-use certpilot_core::ports::{DownloadedCertificate, IssueError, SecretValue};
+use certpilot_core::ports::{DownloadedCertificate, IssueError, KeySource, SecretValue};
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -50,6 +50,66 @@ pub fn csr(names: &[Identifier], key: &SecretValue) -> Result<Vec<u8>, IssueErro
         .map_err(|e| IssueError::Config(format!("cannot build the CSR: {e}")))
 }
 
+fn csr_der(pem: &str) -> Result<Vec<u8>, IssueError> {
+    rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
+        .map(|d| d.as_ref().to_vec())
+        .map_err(|e| IssueError::Config(format!("the target's CSR is not PEM: {e}")))
+}
+
+/// The DER of a CSR a target made (PEM), checked to ask for exactly `names` — the CA issues
+/// what the order names, so an enrollment's names must be the certificate's.
+pub fn target_csr(names: &[Identifier], pem: &str) -> Result<Vec<u8>, IssueError> {
+    use x509_parser::certification_request::X509CertificationRequest;
+    let der = csr_der(pem)?;
+    let (_, csr) = X509CertificationRequest::from_der(&der)
+        .map_err(|e| IssueError::Config(format!("the target's CSR does not parse: {e}")))?;
+    let mut asked: Vec<Identifier> = Vec::new();
+    if let Some(exts) = csr.requested_extensions() {
+        for ext in exts {
+            if let ParsedExtension::SubjectAlternativeName(san) = ext {
+                for n in &san.general_names {
+                    if let GeneralName::DNSName(d) = n {
+                        asked.push(Identifier::Dns(d.to_ascii_lowercase()));
+                    }
+                }
+            }
+        }
+    }
+    let mut want: Vec<Identifier> = names.to_vec();
+    want.sort();
+    asked.sort();
+    asked.dedup();
+    if asked != want {
+        let list = |v: &[Identifier]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+        return Err(IssueError::Config(format!(
+            "the target's CSR asks for {} but the certificate is for {}: make the names the same",
+            list(&asked),
+            list(&want)
+        )));
+    }
+    Ok(der)
+}
+
+/// The public key (the subject public key's bits) a certificate for `source` must hold.
+pub fn public_key(source: KeySource<'_>) -> Result<Vec<u8>, IssueError> {
+    match source {
+        KeySource::Key(key) => Ok(key_pair(key)?.public_key_raw().to_vec()),
+        KeySource::Csr(pem) => {
+            use x509_parser::certification_request::X509CertificationRequest;
+            let der = csr_der(pem)?;
+            let (_, csr) = X509CertificationRequest::from_der(&der).map_err(|e| {
+                IssueError::Config(format!("the target's CSR does not parse: {e}"))
+            })?;
+            Ok(csr
+                .certification_request_info
+                .subject_pki
+                .subject_public_key
+                .data
+                .to_vec())
+        }
+    }
+}
+
 /// Checks that the first certificate of `chain_pem` holds `key`'s public key.
 pub fn check_pair(chain_pem: &str, key: &SecretValue) -> Result<(), IssueError> {
     let leaf_der = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
@@ -73,7 +133,7 @@ pub fn check_pair(chain_pem: &str, key: &SecretValue) -> Result<(), IssueError> 
 pub fn check(
     chain_pem: &str,
     names: &[Identifier],
-    key: &SecretValue,
+    key: KeySource<'_>,
     profile: Option<String>,
 ) -> Result<DownloadedCertificate, IssueError> {
     let ders: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
@@ -88,11 +148,11 @@ pub fn check(
     }
     let (_, leaf) =
         X509Certificate::from_der(leaf_der).map_err(|e| IssueError::Check(format!("leaf: {e}")))?;
-    let pair = key_pair(key)?;
-    if leaf.public_key().subject_public_key.data.as_ref() != pair.public_key_raw() {
-        return Err(IssueError::Check(
-            "the leaf's public key is not the key this renewal generated".into(),
-        ));
+    if leaf.public_key().subject_public_key.data.as_ref() != public_key(key)?.as_slice() {
+        return Err(IssueError::Check(match key {
+            KeySource::Key(_) => "the leaf's public key is not the key this renewal generated".into(),
+            KeySource::Csr(_) => "the leaf's public key is not the one of the target's CSR".into(),
+        }));
     }
     let mut covered: Vec<Identifier> = Vec::new();
     for ext in leaf.extensions() {
@@ -166,18 +226,47 @@ mod tests {
         let leaf = ca.leaf(&["shop.example.com"]).build();
         let ours = generate(KeyType::EcdsaP256).unwrap();
         let names: Vec<Identifier> = vec!["shop.example.com".parse().unwrap()];
-        let e = check(&leaf.chain_pem(), &names, &ours, None).unwrap_err();
+        let e = check(&leaf.chain_pem(), &names, KeySource::Key(&ours), None).unwrap_err();
         assert!(e.to_string().contains("public key"), "{e}");
         let theirs = SecretValue::new(leaf.key_pem().into_bytes());
-        let ok = check(&leaf.chain_pem(), &names, &theirs, None).unwrap();
+        let ok = check(&leaf.chain_pem(), &names, KeySource::Key(&theirs), None).unwrap();
         assert_eq!(ok.fingerprint, leaf.fingerprint());
         let more: Vec<Identifier> = vec![
             "shop.example.com".parse().unwrap(),
             "www.example.com".parse().unwrap(),
         ];
-        let e = check(&leaf.chain_pem(), &more, &theirs, None).unwrap_err();
+        let e = check(&leaf.chain_pem(), &more, KeySource::Key(&theirs), None).unwrap_err();
         assert!(e.to_string().contains("www.example.com"), "{e}");
-        let e = check("garbage", &names, &theirs, None).unwrap_err();
+        let e = check("garbage", &names, KeySource::Key(&theirs), None).unwrap_err();
         assert!(e.to_string().contains("no certificate"), "{e}");
+    }
+
+    #[test]
+    fn a_targets_csr_must_ask_for_the_certificates_names_and_its_key_is_checked() {
+        let names: Vec<Identifier> = vec![
+            "shop.example.com".parse().unwrap(),
+            "www.example.com".parse().unwrap(),
+        ];
+        // A vendor's CSR, with the key it keeps.
+        let vendor = generate(KeyType::Rsa2048).unwrap();
+        let der = csr(&names, &vendor).unwrap();
+        let pem = rustls_pki_types::CertificateSigningRequestDer::from(der.clone());
+        let pem = format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+            data_encoding::BASE64.encode(pem.as_ref())
+        );
+        assert_eq!(target_csr(&names, &pem).unwrap(), der);
+        let other: Vec<Identifier> = vec!["shop.example.com".parse().unwrap()];
+        let e = target_csr(&other, &pem).unwrap_err().to_string();
+        assert!(
+            e.contains("asks for shop.example.com, www.example.com but the certificate is for shop.example.com"),
+            "{e}"
+        );
+        assert!(target_csr(&names, "not a csr").is_err());
+        // A certificate for the vendor's key passes; one for another key does not.
+        let ca = certpilot_testkit::certs::Ca::new("CSR Root");
+        let leaf = ca.leaf(&["shop.example.com", "www.example.com"]).build();
+        let e = check(&leaf.chain_pem(), &names, KeySource::Csr(&pem), None).unwrap_err();
+        assert!(e.to_string().contains("not the one of the target's CSR"), "{e}");
     }
 }

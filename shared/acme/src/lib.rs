@@ -31,7 +31,8 @@ use certpilot_core::model::certificate::{
     CertificateSpec, ChallengeConfig, Identifier, IssuedCertificate, KeyType, RenewalWindow,
 };
 use certpilot_core::ports::{
-    DnsProvider, DownloadedCertificate, IssueError, Issuer, NewOrderInfo, SecretStore, SecretValue,
+    DnsProvider, DownloadedCertificate, IssueError, Issuer, KeySource, NewOrderInfo, SecretStore,
+    SecretValue,
     SecretVersion, TxtRecord,
 };
 use instant_acme::{
@@ -852,7 +853,7 @@ impl AcmeIssuer {
         &self,
         spec: &CertificateSpec,
         order_url: &str,
-        key: &SecretValue,
+        key: KeySource<'_>,
     ) -> Result<(), IssueError> {
         let mut order = self.order(spec, order_url, false).await?;
         match order.state().status {
@@ -868,7 +869,10 @@ impl AcmeIssuer {
                 ));
             }
         }
-        let csr = keys::csr(&spec.names, key)?;
+        let csr = match key {
+            KeySource::Key(key) => keys::csr(&spec.names, key)?,
+            KeySource::Csr(pem) => keys::target_csr(&spec.names, pem)?,
+        };
         self.bounded("finalize", self.settings.timeout, order.finalize_csr(&csr))
             .await
             .map_err(|e| map_error(e, false))
@@ -878,7 +882,7 @@ impl AcmeIssuer {
         &self,
         spec: &CertificateSpec,
         order_url: &str,
-        key: &SecretValue,
+        key: KeySource<'_>,
     ) -> Result<DownloadedCertificate, IssueError> {
         let mut order = self.order(spec, order_url, false).await?;
         let chain = self
@@ -956,7 +960,7 @@ impl Issuer for AcmeIssuer {
         &self,
         spec: &CertificateSpec,
         order_url: &str,
-        key: &SecretValue,
+        key: KeySource<'_>,
     ) -> Result<(), IssueError> {
         self.retry_nonce(|| self.finalize_once(spec, order_url, key))
             .await
@@ -966,7 +970,7 @@ impl Issuer for AcmeIssuer {
         &self,
         spec: &CertificateSpec,
         order_url: &str,
-        key: &SecretValue,
+        key: KeySource<'_>,
     ) -> Result<DownloadedCertificate, IssueError> {
         self.retry_nonce(|| self.download_once(spec, order_url, key))
             .await

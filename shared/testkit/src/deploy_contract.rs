@@ -27,6 +27,7 @@ pub fn material(leaf: &Leaf, key_type: KeyType, names: &[&str]) -> DeployMateria
         chain_pem: leaf.chain_pem(),
         key: Some(SecretValue::new(leaf.key_pem().into_bytes())),
         acm_arn: None,
+        stacked: vec![],
     }
 }
 

@@ -71,6 +71,11 @@ impl KeyType {
         KeyType::Rsa4096,
     ];
 
+    /// Whether it is an RSA key (else ECDSA).
+    pub fn is_rsa(self) -> bool {
+        matches!(self, KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096)
+    }
+
     /// The spelling used on the command line and in stored records.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -702,10 +707,56 @@ pub struct IssuedCertificate {
     pub profile: Option<String>,
     /// The full chain, PEM, leaf first.
     pub chain_pem: String,
-    /// The SecretStore version holding its private key.
+    /// The SecretStore version holding its private key (empty when `key_holder` keeps it).
     pub key_version: String,
     /// The order it came from.
     pub order_url: String,
+    /// Who keeps its private key when certpilot never had it: a deployment's target that
+    /// made the CSR (an Akamai enrollment). No key of it exists in the secret store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_holder: Option<String>,
+    /// The certificates issued with it for the same names under other key algorithms (a
+    /// dual-stack enrollment's RSA and ECDSA pair), deployed together with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stacked: Vec<StackedCertificate>,
+}
+
+impl IssuedCertificate {
+    /// Whether its key is kept by a target rather than by certpilot.
+    pub fn is_keyless(&self) -> bool {
+        self.key_holder.is_some()
+    }
+}
+
+/// A certificate issued beside another for the same names under another key algorithm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackedCertificate {
+    /// Its key algorithm.
+    pub key_type: KeyType,
+    /// SHA-256 of the leaf's DER, hex.
+    pub fingerprint: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Validity start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// Validity end.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// The ARI certificate identifier, for `replaces` on its next order.
+    pub ari_id: Option<String>,
+    /// The full chain, PEM, leaf first.
+    pub chain_pem: String,
+}
+
+/// A CSR made by a target that keeps the key (an Akamai enrollment's), to be signed by the
+/// certificate's CA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetCsr {
+    /// The key algorithm of the key behind it.
+    pub key_type: KeyType,
+    /// The CSR, PEM.
+    pub csr_pem: String,
 }
 
 /// One step of a renewal; each is persisted before the next starts.
@@ -759,6 +810,13 @@ pub struct RenewalJob {
     /// Whether the order named the certificate it replaces (ARI `replaces`).
     #[serde(default)]
     pub replaces: Option<String>,
+    /// For a key kept by a target: the CSRs it made, one per key algorithm, issued in turn
+    /// (each its own order); empty when certpilot generated the key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub csrs: Vec<TargetCsr>,
+    /// The certificates already issued for the first of `csrs`, while the next is ordered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issued: Vec<StackedCertificate>,
 }
 
 /// Who holds the right to work on a certificate, until when.

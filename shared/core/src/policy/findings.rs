@@ -894,6 +894,8 @@ mod tests {
                 chain_pem: String::new(),
                 key_version: "1".into(),
                 order_url: String::new(),
+                key_holder: None,
+                stacked: vec![],
             });
             let found = certificate_conditions(&cert, T0, &FindingsPolicy::default());
             let overdue = found

@@ -162,6 +162,8 @@ mod tests {
             chain_pem: String::new(),
             key_version: "v1".into(),
             order_url: "https://ca.test/order/1".into(),
+            key_holder: None,
+            stacked: vec![],
         }
     }
 

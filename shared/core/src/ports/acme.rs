@@ -124,6 +124,16 @@ impl IssueError {
     }
 }
 
+/// What a certificate's CSR is made from.
+#[derive(Clone, Copy, Debug)]
+pub enum KeySource<'a> {
+    /// certpilot's own key: the CSR is built and signed with it.
+    Key(&'a SecretValue),
+    /// A CSR a target made with a key it keeps (PEM): sent as it is, and the certificate
+    /// checked against its public key.
+    Csr(&'a str),
+}
+
 /// An ACME CA as the renewal state machine sees it. Each method is one resumable step; all
 /// are idempotent for the same order, so a step interrupted by a crash can simply run again.
 #[async_trait]
@@ -172,7 +182,7 @@ pub trait Issuer: Send + Sync {
         &self,
         spec: &crate::model::certificate::CertificateSpec,
         order_url: &str,
-        key: &SecretValue,
+        key: KeySource<'_>,
     ) -> Result<(), IssueError>;
 
     /// Waits for and downloads the certificate, and checks it against `key` and the names.
@@ -180,6 +190,6 @@ pub trait Issuer: Send + Sync {
         &self,
         spec: &crate::model::certificate::CertificateSpec,
         order_url: &str,
-        key: &SecretValue,
+        key: KeySource<'_>,
     ) -> Result<DownloadedCertificate, IssueError>;
 }

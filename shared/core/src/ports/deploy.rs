@@ -22,6 +22,9 @@ pub struct DeployMaterial {
     pub key: Option<SecretValue>,
     /// The ACM certificate, when ACM issued it: targets bind it as it is.
     pub acm_arn: Option<String>,
+    /// The certificates issued with it under other key algorithms (a dual-stack
+    /// enrollment's), installed together with it by the kinds that take several.
+    pub stacked: Vec<crate::model::certificate::StackedCertificate>,
 }
 
 /// One deploy at one unit: the certificate to install, the one to put back on rollback, and
@@ -117,6 +120,20 @@ pub trait DeployTarget: Send + Sync {
     ) -> Result<Option<String>, DeployError>;
 }
 
+/// What a target that keeps the key has for the CA to sign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetCsrs {
+    /// Its CSRs, one per key algorithm.
+    Ready(Vec<crate::model::certificate::TargetCsr>),
+    /// Not yet (the vendor is preparing them): ask again after `check_after`.
+    NotYet {
+        /// When to ask again.
+        check_after: time::OffsetDateTime,
+        /// What the vendor is doing, for people.
+        detail: String,
+    },
+}
+
 /// Builds the [`DeployTarget`] of one unit of one kind (clients, regions, assumed roles).
 #[async_trait]
 pub trait TargetFactory: Send + Sync {
@@ -125,6 +142,22 @@ pub trait TargetFactory: Send + Sync {
         &self,
         unit: &crate::model::deploy::Unit,
     ) -> Result<Box<dyn DeployTarget>, DeployError>;
+
+    /// For a kind whose descriptor says it keeps the key ([`KeyDelivery::HeldByTarget`]):
+    /// the CSRs of certificate `id` at `unit`, which the renewal has its CA sign.
+    ///
+    /// [`KeyDelivery::HeldByTarget`]: crate::model::deploy_kind::KeyDelivery::HeldByTarget
+    async fn csrs(
+        &self,
+        id: &str,
+        unit: &crate::model::deploy::Unit,
+    ) -> Result<TargetCsrs, DeployError> {
+        let _ = id;
+        Err(DeployError::Config(format!(
+            "{}: kind {} does not keep keys; certpilot generates them",
+            unit.name, unit.kind
+        )))
+    }
 }
 
 /// The registry of deploy target kinds: each kind's descriptor and the factory that builds
@@ -169,6 +202,21 @@ impl DeployTargets {
             )));
         };
         factory.target(unit).await
+    }
+
+    /// The CSRs the target of `unit` made for certificate `id` (see [`TargetFactory::csrs`]).
+    pub async fn csrs(
+        &self,
+        id: &str,
+        unit: &crate::model::deploy::Unit,
+    ) -> Result<TargetCsrs, DeployError> {
+        let Some((_, factory)) = self.factories.iter().find(|(k, _)| *k == unit.kind) else {
+            return Err(DeployError::Config(format!(
+                "{}: this build has no deploy target of kind {:?}",
+                unit.name, unit.kind
+            )));
+        };
+        factory.csrs(id, unit).await
     }
 }
 

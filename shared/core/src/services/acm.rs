@@ -181,6 +181,8 @@ impl AcmService {
                         // ACM keeps the key: there is no secret version.
                         key_version: String::new(),
                         order_url: state.arn.clone(),
+                        key_holder: None,
+                        stacked: vec![],
                     });
                     issued_now = Some((got.fingerprint, got.not_after));
                 }

@@ -758,6 +758,20 @@ impl DeployService {
                 chain_pem: issued.chain_pem.clone(),
                 key: None,
                 acm_arn: Some(issued.order_url.clone()),
+                stacked: vec![],
+            });
+        }
+        if issued.is_keyless() {
+            // The target keeps the key; it takes the certificates alone.
+            return Ok(DeployMaterial {
+                fingerprint: issued.fingerprint.clone(),
+                names: cert.spec.name_set(),
+                not_after: issued.not_after,
+                key_type: cert.spec.key_type,
+                chain_pem: issued.chain_pem.clone(),
+                key: None,
+                acm_arn: None,
+                stacked: issued.stacked.clone(),
             });
         }
         let name = cert.key_secret_name();
@@ -780,6 +794,7 @@ impl DeployService {
             chain_pem: issued.chain_pem.clone(),
             key: Some(key),
             acm_arn: None,
+            stacked: issued.stacked.clone(),
         })
     }
 
@@ -1019,6 +1034,8 @@ mod tests {
             chain_pem: format!("PEM of {fingerprint}"),
             key_version: key_version.into(),
             order_url: "https://ca/order/1".into(),
+            key_holder: None,
+            stacked: vec![],
         }
     }
 

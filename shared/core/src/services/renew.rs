@@ -25,9 +25,11 @@ use crate::model::certificate::{
     FailureKind, IssuedCertificate, ManagedCertificate, RenewalFailure, RenewalJob, RenewalStep,
 };
 use crate::policy::renewal;
+use crate::model::certificate::{StackedCertificate, TargetCsr};
+use crate::model::deploy::Unit;
 use crate::ports::{
-    CertificateStore, Clock, IssueError, IssuedSink, Issuer, Liveness, SecretError, SecretStore,
-    SecretVersion, StoreError,
+    CertificateStore, Clock, DeployTargets, DownloadedCertificate, IssueError, IssuedSink, Issuer,
+    KeySource, Liveness, SecretError, SecretStore, SecretVersion, StoreError, TargetCsrs,
 };
 use crate::services::lease::{LeaseError, Leases};
 
@@ -248,9 +250,16 @@ pub struct RenewService {
     leases: Leases,
     settings: RenewSettings,
     acm: Option<crate::services::acm::AcmService>,
+    targets: Option<Arc<DeployTargets>>,
 }
 
 impl RenewService {
+    /// Reaches the deploy targets that keep keys (an Akamai enrollment) for their CSRs.
+    pub fn with_targets(mut self, targets: Arc<DeployTargets>) -> Self {
+        self.targets = Some(targets);
+        self
+    }
+
     /// Also renews certificates issued by ACM, through `acm`.
     pub fn with_acm(mut self, acm: crate::services::acm::AcmService) -> Self {
         self.acm = Some(acm);
@@ -310,6 +319,7 @@ impl RenewService {
             leases,
             settings,
             acm: None,
+            targets: None,
         }
     }
 
@@ -627,6 +637,9 @@ impl RenewService {
         };
         let key_name = cert.key_secret_name();
         let Some(job) = cert.renewal.job.clone() else {
+            if let Some(unit) = self.key_holding_unit(cert)? {
+                return self.start_keyless(cert, &unit).await;
+            }
             let key = self
                 .issuer
                 .generate_key(cert.spec.key_type)
@@ -641,15 +654,29 @@ impl RenewService {
                 order_url: None,
                 profile: None,
                 replaces: None,
+                csrs: vec![],
+                issued: vec![],
             });
             self.save(cert).await?;
             info!(id = %cert.id, "renewal: key stored");
             return Ok(None);
         };
+        // For a target's CSRs, the one being issued now (each gets its own order).
+        let csr = job.csrs.get(job.issued.len()).cloned();
         let order_url = job.order_url.clone().unwrap_or_default();
         let next = match job.step {
             RenewalStep::KeyStored => {
-                let replaces = cert.current.as_ref().and_then(|c| c.ari_id.clone());
+                let replaces = match job.issued.len() {
+                    0 => cert.current.as_ref().and_then(|c| c.ari_id.clone()),
+                    // A stacked certificate replaces the one of its key algorithm.
+                    _ => cert.current.as_ref().and_then(|c| {
+                        let key_type = csr.as_ref().map(|c| c.key_type)?;
+                        c.stacked
+                            .iter()
+                            .find(|s| s.key_type == key_type)
+                            .and_then(|s| s.ari_id.clone())
+                    }),
+                };
                 let created = match self
                     .issuer
                     .create_order(&cert.spec, replaces.as_deref())
@@ -697,18 +724,34 @@ impl RenewService {
                 RenewalStep::Validated
             }
             RenewalStep::Validated => {
-                let key = self.key(&key_name, &job.key_version).await?;
+                let key = match &csr {
+                    Some(_) => None,
+                    None => Some(self.key(&key_name, &job.key_version).await?),
+                };
+                let source = match (&csr, &key) {
+                    (Some(c), _) => KeySource::Csr(&c.csr_pem),
+                    (None, Some(k)) => KeySource::Key(k),
+                    (None, None) => unreachable!("a key is read when there is no CSR"),
+                };
                 self.issuer
-                    .finalize(&cert.spec, &order_url, &key)
+                    .finalize(&cert.spec, &order_url, source)
                     .await
                     .map_err(|e| issue("finalize", e))?;
                 RenewalStep::Finalized
             }
             RenewalStep::Finalized => {
-                let key = self.key(&key_name, &job.key_version).await?;
+                let key = match &csr {
+                    Some(_) => None,
+                    None => Some(self.key(&key_name, &job.key_version).await?),
+                };
+                let source = match (&csr, &key) {
+                    (Some(c), _) => KeySource::Csr(&c.csr_pem),
+                    (None, Some(k)) => KeySource::Key(k),
+                    (None, None) => unreachable!("a key is read when there is no CSR"),
+                };
                 let got = self
                     .issuer
-                    .download(&cert.spec, &order_url, &key)
+                    .download(&cert.spec, &order_url, source)
                     .await
                     .map_err(|e| issue("download", e))?;
                 if let Some(asked) = &job.profile
@@ -723,20 +766,64 @@ impl RenewService {
                     ));
                 }
                 let now = self.clock.now();
+                if let Some(c) = &csr
+                    && job.issued.len() + 1 < job.csrs.len()
+                {
+                    // One of several CSRs issued: keep it, and order for the next.
+                    self.certificates
+                        .record_issuance(&cert.spec.name_set(), &cert.id, now)
+                        .await?;
+                    let job = cert.renewal.job.as_mut().expect("job exists");
+                    job.issued.push(stacked(c, got));
+                    job.step = RenewalStep::KeyStored;
+                    job.order_url = None;
+                    job.profile = None;
+                    job.replaces = None;
+                    self.save(cert).await?;
+                    info!(id = %cert.id, issued = cert.renewal.job.as_ref().map_or(0, |j| j.issued.len()), "renewal: one of the target's CSRs issued");
+                    return Ok(None);
+                }
+                let (primary, others) = match &csr {
+                    None => (got, vec![]),
+                    Some(c) => {
+                        let mut all = job.issued.clone();
+                        let profile = got.profile.clone();
+                        all.push(stacked(c, got));
+                        let first = all.remove(0);
+                        (
+                            DownloadedCertificate {
+                                chain_pem: first.chain_pem,
+                                fingerprint: first.fingerprint,
+                                serial: first.serial,
+                                not_before: first.not_before,
+                                not_after: first.not_after,
+                                ari_id: first.ari_id,
+                                profile,
+                            },
+                            all,
+                        )
+                    }
+                };
+                let key_holder = match &csr {
+                    Some(_) => self.key_holding_unit(cert)?.map(|u| format!("{} ({})", u.name, u.kind)),
+                    None => None,
+                };
                 if cert.current.is_some() {
                     cert.previous = cert.current.take();
                 }
                 cert.current = Some(IssuedCertificate {
-                    fingerprint: got.fingerprint,
-                    serial: got.serial,
-                    not_before: got.not_before,
-                    not_after: got.not_after,
+                    fingerprint: primary.fingerprint,
+                    serial: primary.serial,
+                    not_before: primary.not_before,
+                    not_after: primary.not_after,
                     issued_at: now,
-                    ari_id: got.ari_id,
-                    profile: got.profile.or(job.profile.clone()),
-                    chain_pem: got.chain_pem,
+                    ari_id: primary.ari_id,
+                    profile: primary.profile.or(job.profile.clone()),
+                    chain_pem: primary.chain_pem,
                     key_version: job.key_version.clone(),
                     order_url: order_url.clone(),
+                    key_holder,
+                    stacked: others,
                 });
                 let mut recent = renewal::recent_issuances(&cert.renewal.recent_issuances, now);
                 recent.push(now);
@@ -749,8 +836,11 @@ impl RenewService {
                 RenewalStep::CertificateStored
             }
             RenewalStep::CertificateStored => {
-                // Idempotent: promoting the current version again changes nothing.
-                self.secrets.promote(&key_name, &job.key_version).await?;
+                // Idempotent: promoting the current version again changes nothing. A key a
+                // target keeps has no version here.
+                if job.csrs.is_empty() {
+                    self.secrets.promote(&key_name, &job.key_version).await?;
+                }
                 if let Some(sink) = &self.sink {
                     sink.issued(cert)
                         .await
@@ -783,6 +873,81 @@ impl RenewService {
         self.save(cert).await?;
         info!(id = %cert.id, step = %next, "renewal: step done");
         Ok(None)
+    }
+
+    /// The unit of `cert`'s deployment whose target keeps the key, if it has one.
+    fn key_holding_unit(&self, cert: &ManagedCertificate) -> Result<Option<Unit>, RenewError> {
+        let holder = |kind: &str| {
+            self.targets.as_ref().and_then(|t| t.kinds().descriptor(kind).ok()).is_some_and(|d| {
+                d.key_delivery == crate::model::deploy_kind::KeyDelivery::HeldByTarget
+            })
+        };
+        let Some(deployment) = cert.spec.deployments.iter().find(|d| holder(&d.kind)) else {
+            return Ok(None);
+        };
+        Ok(deployment.resolved_units(&cert.spec.endpoints).into_iter().next())
+    }
+
+    /// Starts a renewal whose key a target keeps: its CSRs, once it has them, become the job;
+    /// until then the renewal waits (the vendor may take hours to prepare them).
+    async fn start_keyless(
+        &self,
+        cert: &mut ManagedCertificate,
+        unit: &Unit,
+    ) -> Result<Option<RenewOutcome>, RenewError> {
+        let targets = self.targets.as_ref().expect("a key-holding unit implies the targets");
+        let csrs = targets.csrs(&cert.id, unit).await.map_err(|e| RenewError::Issue {
+            id: cert.id.clone(),
+            step: format!("fetch the CSR from {} ({})", unit.name, unit.kind),
+            error: match e {
+                crate::ports::DeployError::Unavailable(m) => IssueError::Unavailable(m),
+                crate::ports::DeployError::Config(m) => IssueError::Config(m),
+                other => IssueError::Rejected {
+                    detail: other.to_string(),
+                    problem: None,
+                },
+            },
+        })?;
+        match csrs {
+            TargetCsrs::NotYet {
+                check_after,
+                detail,
+            } => {
+                cert.renewal.next_check_at = check_after;
+                cert.renewal.lease = None;
+                self.save(cert).await?;
+                info!(id = %cert.id, %check_after, %detail, "renewal: waiting for the target's CSR");
+                Ok(Some(RenewOutcome::Deferred {
+                    until: check_after,
+                    reason: detail,
+                }))
+            }
+            TargetCsrs::Ready(mut csrs) => {
+                if csrs.is_empty() {
+                    return Err(RenewError::Issue {
+                        id: cert.id.clone(),
+                        step: format!("fetch the CSR from {}", unit.name),
+                        error: IssueError::Config(format!("{} offered no CSR", unit.kind)),
+                    });
+                }
+                // The certificate's own key algorithm first: it becomes `current`.
+                let own = cert.spec.key_type.is_rsa();
+                csrs.sort_by_key(|c| (c.key_type.is_rsa() != own, c.key_type.as_str()));
+                cert.renewal.job = Some(RenewalJob {
+                    step: RenewalStep::KeyStored,
+                    started_at: self.clock.now(),
+                    key_version: String::new(),
+                    order_url: None,
+                    profile: None,
+                    replaces: None,
+                    csrs,
+                    issued: vec![],
+                });
+                self.save(cert).await?;
+                info!(id = %cert.id, unit = %unit.name, "renewal: the target's CSRs taken (no key is generated)");
+                Ok(None)
+            }
+        }
     }
 
     /// The failure of a renewal that ran out of its deadline during the step after `done`.
@@ -864,5 +1029,18 @@ impl RenewService {
             warn!(id = %cert.id, error = %e, "could not record the failure");
         }
         error
+    }
+}
+
+/// A downloaded certificate as issued for `csr`.
+fn stacked(csr: &TargetCsr, got: DownloadedCertificate) -> StackedCertificate {
+    StackedCertificate {
+        key_type: csr.key_type,
+        fingerprint: got.fingerprint,
+        serial: got.serial,
+        not_before: got.not_before,
+        not_after: got.not_after,
+        ari_id: got.ari_id,
+        chain_pem: got.chain_pem,
     }
 }
