@@ -321,6 +321,13 @@ pub(crate) async fn export(
             cert.id, cert.id
         )));
     };
+    if let Some(holder) = &current.key_holder {
+        return Err(usage(format!(
+            "{}: its private key is kept by {holder}, which made the CSR; certpilot never had \
+             it, so there is no key to export (the certificate is served where the key is)",
+            cert.id
+        )));
+    }
     let name = cert.key_secret_name();
     let (_, key) = secrets
         .get(&name, &SecretVersion::Id(current.key_version.clone()))

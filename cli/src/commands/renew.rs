@@ -38,7 +38,18 @@ struct LocalSink {
 #[async_trait]
 impl IssuedSink for LocalSink {
     async fn issued(&self, cert: &ManagedCertificate) -> Result<(), AnnounceError> {
+        let keyless = cert.current.as_ref().and_then(|c| c.key_holder.clone());
         let live = match &self.live_dir {
+            Some(_) if keyless.is_some() => {
+                // Nothing to serve from files without the key: said, not failed, so the
+                // renewal (and the deploy to the key's holder) goes on.
+                eprintln!(
+                    "certpilot: {}: no live files: its private key is kept by {}",
+                    cert.id,
+                    keyless.as_deref().unwrap_or_default()
+                );
+                None
+            }
             Some(dir) => Some(
                 super::certificates::export(self.secrets.as_ref(), cert, &dir.join(&cert.id))
                     .await

@@ -245,6 +245,7 @@ impl DeployTarget for AcmBacked {
             replaced: bind.replaced,
             added: bind.added,
             check_after: None,
+            prove_first: None,
         })
     }
 

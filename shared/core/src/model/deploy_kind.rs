@@ -466,6 +466,23 @@ impl DeployKinds {
     /// Checks every deployment of `spec` against its kind, and the key type against what each
     /// kind accepts: before anything is issued, not after.
     pub fn check_spec(&self, spec: &CertificateSpec) -> Result<(), SpecError> {
+        // A target that keeps the key is the certificate's only home: no other target could
+        // be given a key certpilot never has.
+        if let Some(holder) = spec.deployments.iter().find(|d| {
+            self.descriptor(&d.kind)
+                .is_ok_and(|k| k.key_delivery == KeyDelivery::HeldByTarget)
+        }) && (spec.deployments.len() > 1 || spec.acm.is_some())
+        {
+            return Err(SpecError {
+                input: holder.name.clone(),
+                reason: format!(
+                    "deployment {:?}: {} keeps the private key and signs with it, so it must be \
+                     the certificate's only deployment (and the CA an ACME one): manage other \
+                     targets under another certificate",
+                    holder.name, holder.kind
+                ),
+            });
+        }
         for d in &spec.deployments {
             self.check_deployment(d, &spec.endpoints)?;
             let descriptor = self.descriptor(&d.kind)?;

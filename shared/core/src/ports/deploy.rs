@@ -67,6 +67,20 @@ pub struct Deployed {
     /// the unit is recorded `in_progress` and the next run after this instant calls
     /// `deploy` again, which resumes (deploy is idempotent) instead of sleeping.
     pub check_after: Option<time::OffsetDateTime>,
+    /// Set when the target put the certificate on a pre-production stage (Akamai's staging
+    /// network) and goes no further without proof there: the service proves these endpoints
+    /// by handshake, then calls [`DeployTarget::promote`]; if they do not serve it, it rolls
+    /// back (which, before production, withdraws the change).
+    pub prove_first: Option<Stage>,
+}
+
+/// A pre-production stage's endpoints, proven before the target goes on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stage {
+    /// What the vendor calls it (`staging`).
+    pub name: String,
+    /// Its endpoints, each with the addresses to connect to (empty: resolve the name).
+    pub endpoints: Vec<crate::model::target::ScanRequest>,
 }
 
 /// Why a deploy, read or rollback failed.
@@ -108,6 +122,20 @@ pub trait DeployTarget: Send + Sync {
     /// Called once the endpoints serve the new certificate: drops what it replaced where
     /// both were bound side by side (SNI lists).
     async fn finish(&self, deployed: &Deployed) -> Result<(), DeployError>;
+
+    /// Goes on past the stage `deployed.prove_first` named, now proven to serve the
+    /// certificate (Akamai: the change-management acknowledgement that sends it to
+    /// production). Only kinds that stage their deploys are asked.
+    async fn promote(
+        &self,
+        request: DeployRequest<'_>,
+        deployed: &Deployed,
+    ) -> Result<Deployed, DeployError> {
+        let _ = (request, deployed);
+        Err(DeployError::Config(
+            "this kind has no pre-production stage to promote from".into(),
+        ))
+    }
 
     /// Puts back `request.previous` (or what `deployed.replaced` names). Returns the handle
     /// of what is bound afterwards when putting it back gave it a new one (a vendor whose

@@ -608,6 +608,45 @@ impl DeployService {
                 return done(report, record);
             }
         };
+        let deployed = match &deployed.prove_first {
+            None => deployed,
+            Some(stage) => match self
+                .prove_stage(cert, deployment, &fingerprint, stage)
+                .await
+            {
+                Ok(()) => match target.promote(request, &deployed).await {
+                    Ok(promoted) => {
+                        info!(id = %cert.id, deployment = %deployment.name, unit = %unit.name, stage = %stage.name, "deploy: proven on the stage; promoted");
+                        promoted
+                    }
+                    Err(e) => {
+                        record.state.handle = deployed.handle.clone().or(record.state.handle);
+                        record.state.detail = Some(format!(
+                            "served on {}, but going on from there failed: {e}",
+                            stage.name
+                        ));
+                        record.state.problem = Some(DeployProblem::of(&e));
+                        return done(report, record);
+                    }
+                },
+                Err(what) => {
+                    warn!(id = %cert.id, deployment = %deployment.name, unit = %unit.name, stage = %stage.name, %what, "deploy: not served on the stage; withdrawing");
+                    let undo = target.roll_back(request, Some(&deployed)).await;
+                    record.state.detail = Some(format!(
+                        "not served on {}: {what}; {}",
+                        stage.name,
+                        match &undo {
+                            Ok(_) => "it went no further and the change was withdrawn".to_owned(),
+                            Err(e) => format!("withdrawing the change failed: {e}"),
+                        }
+                    ));
+                    record.state.status = DeploymentStatus::NotServing;
+                    record.state.problem = Some(DeployProblem::NotServing);
+                    report.rolled_back = Some(undo.is_ok());
+                    return done(report, record);
+                }
+            },
+        };
         record.state.handle = deployed.handle.clone().or(record.state.handle);
         record.state.key_type = Some(request.certificate.key_type);
         if let Some(after) = deployed.check_after {
@@ -676,6 +715,49 @@ impl DeployService {
         }
         report.checks = checks.unwrap_or_default();
         done(report, record)
+    }
+
+    /// Handshakes with a stage's endpoints within the deployment's deadline; `Err` says
+    /// what they serve instead.
+    async fn prove_stage(
+        &self,
+        cert: &ManagedCertificate,
+        deployment: &Deployment,
+        fingerprint: &str,
+        stage: &crate::ports::Stage,
+    ) -> Result<(), String> {
+        if stage.endpoints.is_empty() {
+            return Err(format!("no {} endpoints to prove it at", stage.name));
+        }
+        let mut deadline = self.targets.kinds().verify_deadline(deployment);
+        if let Some(cap) = self.settings.max_deadline {
+            deadline = deadline.min(cap);
+        }
+        let requests = stage
+            .endpoints
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.tags = cert.spec.tags.clone();
+                r
+            })
+            .collect();
+        let checks = self
+            .verifier
+            .verify(
+                fingerprint,
+                requests,
+                VerifySettings {
+                    deadline,
+                    interval: self.settings.interval,
+                },
+            )
+            .await;
+        if checks.iter().all(EndpointCheck::is_verified) {
+            Ok(())
+        } else {
+            Err(not_serving_summary(&checks))
+        }
     }
 
     /// Handshakes with the unit's endpoints; with none (a plain ACM import), checks that
@@ -949,6 +1031,7 @@ mod tests {
                 replaced: Some("arn:acm:old".into()),
                 added: false,
                 check_after: None,
+                prove_first: None,
             })
         }
         async fn finish(&self, d: &Deployed) -> Result<(), DeployError> {

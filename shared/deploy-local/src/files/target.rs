@@ -135,6 +135,7 @@ impl DeployTarget for FilesTarget {
             replaced,
             added: false,
             check_after: None,
+            prove_first: None,
         })
     }
 
