@@ -165,8 +165,13 @@ async fn a_certificate_is_issued_stored_and_renewed_with_its_key_kept_out_of_the
     assert!(!record.contains("PRIVATE KEY"));
     assert!(!record.contains(key.expose_str().unwrap().lines().nth(1).unwrap()));
     // The chain is what the key signs for and names every identifier.
-    let checked =
-        certpilot_acme::keys::check(&current.chain_pem, &cert.spec.names, certpilot_core::ports::KeySource::Key(&key), None).unwrap();
+    let checked = certpilot_acme::keys::check(
+        &current.chain_pem,
+        &cert.spec.names,
+        certpilot_core::ports::KeySource::Key(&key),
+        None,
+    )
+    .unwrap();
     assert_eq!(checked.fingerprint, current.fingerprint);
 
     // Nothing more is due now.

@@ -80,7 +80,12 @@ pub fn target_csr(names: &[Identifier], pem: &str) -> Result<Vec<u8>, IssueError
     asked.sort();
     asked.dedup();
     if asked != want {
-        let list = |v: &[Identifier]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+        let list = |v: &[Identifier]| {
+            v.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         return Err(IssueError::Config(format!(
             "the target's CSR asks for {} but the certificate is for {}: make the names the same",
             list(&asked),
@@ -97,9 +102,8 @@ pub fn public_key(source: KeySource<'_>) -> Result<Vec<u8>, IssueError> {
         KeySource::Csr(pem) => {
             use x509_parser::certification_request::X509CertificationRequest;
             let der = csr_der(pem)?;
-            let (_, csr) = X509CertificationRequest::from_der(&der).map_err(|e| {
-                IssueError::Config(format!("the target's CSR does not parse: {e}"))
-            })?;
+            let (_, csr) = X509CertificationRequest::from_der(&der)
+                .map_err(|e| IssueError::Config(format!("the target's CSR does not parse: {e}")))?;
             Ok(csr
                 .certification_request_info
                 .subject_pki
@@ -150,7 +154,9 @@ pub fn check(
         X509Certificate::from_der(leaf_der).map_err(|e| IssueError::Check(format!("leaf: {e}")))?;
     if leaf.public_key().subject_public_key.data.as_ref() != public_key(key)?.as_slice() {
         return Err(IssueError::Check(match key {
-            KeySource::Key(_) => "the leaf's public key is not the key this renewal generated".into(),
+            KeySource::Key(_) => {
+                "the leaf's public key is not the key this renewal generated".into()
+            }
             KeySource::Csr(_) => "the leaf's public key is not the one of the target's CSR".into(),
         }));
     }
@@ -267,6 +273,9 @@ mod tests {
         let ca = certpilot_testkit::certs::Ca::new("CSR Root");
         let leaf = ca.leaf(&["shop.example.com", "www.example.com"]).build();
         let e = check(&leaf.chain_pem(), &names, KeySource::Csr(&pem), None).unwrap_err();
-        assert!(e.to_string().contains("not the one of the target's CSR"), "{e}");
+        assert!(
+            e.to_string().contains("not the one of the target's CSR"),
+            "{e}"
+        );
     }
 }

@@ -32,8 +32,7 @@ use certpilot_core::model::certificate::{
 };
 use certpilot_core::ports::{
     DnsProvider, DownloadedCertificate, IssueError, Issuer, KeySource, NewOrderInfo, SecretStore,
-    SecretValue,
-    SecretVersion, TxtRecord,
+    SecretValue, SecretVersion, TxtRecord,
 };
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,

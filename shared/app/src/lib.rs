@@ -242,7 +242,7 @@ impl App {
         owner: impl Into<String>,
         settings: RenewSettings,
     ) -> RenewService {
-        RenewService::new(
+        let service = RenewService::new(
             self.certificates.clone(),
             self.secrets.clone(),
             issuer,
@@ -250,7 +250,11 @@ impl App {
             self.clock.clone(),
             owner,
             settings,
-        )
+        );
+        // Targets that keep the key (Akamai) hand the renewal their CSRs.
+        #[cfg(feature = "deploy-aws")]
+        let service = service.with_targets(self.deploy_targets());
+        service
     }
 
     /// Leases on certificates owned by `owner`, lasting `lease` unless extended.
@@ -657,6 +661,8 @@ fn registry(
         #[cfg(feature = "deploy-local")]
         certpilot_deploy_local::files::Kind::entry(),
         #[cfg(feature = "deploy-cdn")]
+        certpilot_deploy_cdn::akamai::Kind::entry(secrets.clone()),
+        #[cfg(feature = "deploy-cdn")]
         certpilot_deploy_cdn::cloudflare::Kind::entry(secrets.clone()),
         #[cfg(feature = "deploy-cdn")]
         certpilot_deploy_cdn::fastly::Kind::entry(secrets.clone()),
@@ -699,6 +705,7 @@ pub fn deploy_kinds() -> certpilot_core::model::deploy_kind::DeployKinds {
         cloudfront::Kind.descriptor(),
         apigateway::Kind.descriptor(),
         certpilot_deploy_local::files::Kind::descriptor(),
+        certpilot_deploy_cdn::akamai::Kind::descriptor(),
         certpilot_deploy_cdn::cloudflare::Kind::descriptor(),
         certpilot_deploy_cdn::fastly::Kind::descriptor(),
         certpilot_deploy_cdn::webhook::Kind::descriptor(),

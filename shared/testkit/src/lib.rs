@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod akamai;
 pub mod certs;
 pub mod clock;
 pub mod cloudflare;

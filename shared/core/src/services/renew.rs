@@ -24,9 +24,9 @@ use tracing::{info, warn};
 use crate::model::certificate::{
     FailureKind, IssuedCertificate, ManagedCertificate, RenewalFailure, RenewalJob, RenewalStep,
 };
-use crate::policy::renewal;
 use crate::model::certificate::{StackedCertificate, TargetCsr};
 use crate::model::deploy::Unit;
+use crate::policy::renewal;
 use crate::ports::{
     CertificateStore, Clock, DeployTargets, DownloadedCertificate, IssueError, IssuedSink, Issuer,
     KeySource, Liveness, SecretError, SecretStore, SecretVersion, StoreError, TargetCsrs,
@@ -805,7 +805,9 @@ impl RenewService {
                     }
                 };
                 let key_holder = match &csr {
-                    Some(_) => self.key_holding_unit(cert)?.map(|u| format!("{} ({})", u.name, u.kind)),
+                    Some(_) => self
+                        .key_holding_unit(cert)?
+                        .map(|u| format!("{} ({})", u.name, u.kind)),
                     None => None,
                 };
                 if cert.current.is_some() {
@@ -878,14 +880,20 @@ impl RenewService {
     /// The unit of `cert`'s deployment whose target keeps the key, if it has one.
     fn key_holding_unit(&self, cert: &ManagedCertificate) -> Result<Option<Unit>, RenewError> {
         let holder = |kind: &str| {
-            self.targets.as_ref().and_then(|t| t.kinds().descriptor(kind).ok()).is_some_and(|d| {
-                d.key_delivery == crate::model::deploy_kind::KeyDelivery::HeldByTarget
-            })
+            self.targets
+                .as_ref()
+                .and_then(|t| t.kinds().descriptor(kind).ok())
+                .is_some_and(|d| {
+                    d.key_delivery == crate::model::deploy_kind::KeyDelivery::HeldByTarget
+                })
         };
         let Some(deployment) = cert.spec.deployments.iter().find(|d| holder(&d.kind)) else {
             return Ok(None);
         };
-        Ok(deployment.resolved_units(&cert.spec.endpoints).into_iter().next())
+        Ok(deployment
+            .resolved_units(&cert.spec.endpoints)
+            .into_iter()
+            .next())
     }
 
     /// Starts a renewal whose key a target keeps: its CSRs, once it has them, become the job;
@@ -895,19 +903,25 @@ impl RenewService {
         cert: &mut ManagedCertificate,
         unit: &Unit,
     ) -> Result<Option<RenewOutcome>, RenewError> {
-        let targets = self.targets.as_ref().expect("a key-holding unit implies the targets");
-        let csrs = targets.csrs(&cert.id, unit).await.map_err(|e| RenewError::Issue {
-            id: cert.id.clone(),
-            step: format!("fetch the CSR from {} ({})", unit.name, unit.kind),
-            error: match e {
-                crate::ports::DeployError::Unavailable(m) => IssueError::Unavailable(m),
-                crate::ports::DeployError::Config(m) => IssueError::Config(m),
-                other => IssueError::Rejected {
-                    detail: other.to_string(),
-                    problem: None,
+        let targets = self
+            .targets
+            .as_ref()
+            .expect("a key-holding unit implies the targets");
+        let csrs = targets
+            .csrs(&cert.id, unit)
+            .await
+            .map_err(|e| RenewError::Issue {
+                id: cert.id.clone(),
+                step: format!("fetch the CSR from {} ({})", unit.name, unit.kind),
+                error: match e {
+                    crate::ports::DeployError::Unavailable(m) => IssueError::Unavailable(m),
+                    crate::ports::DeployError::Config(m) => IssueError::Config(m),
+                    other => IssueError::Rejected {
+                        detail: other.to_string(),
+                        problem: None,
+                    },
                 },
-            },
-        })?;
+            })?;
         match csrs {
             TargetCsrs::NotYet {
                 check_after,
