@@ -165,7 +165,9 @@ async fn akamai_issues_from_its_csrs_proves_staging_and_reaches_production_acros
         "the secret store is where it is looked at"
     );
     assert!(
-        !env.path("state/secrets/certificate-key").join(NAME).exists(),
+        !env.path("state/secrets/certificate-key")
+            .join(NAME)
+            .exists(),
         "no key version was stored for it"
     );
     let export = env
@@ -269,5 +271,73 @@ async fn a_key_type_akamai_does_not_make_and_a_second_deployment_are_refused_whe
         stderr(&both).contains("must be the certificate's only deployment"),
         "{}",
         stderr(&both)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accounts_rate_limit_defers_the_renewal_instead_of_hammering() {
+    let env = Env::start();
+    let akamai = MockAkamai::start(&[NAME], false, true).await;
+    let added = setup(&env, &akamai, "rsa2048").await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    // One request left this minute: the enrollment is read, starting the change is refused.
+    akamai.rate_limit(1, Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    let out = env.run(&["renew", "--format", "json"]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "no sleeping through a minute"
+    );
+    let rows = json_lines(&out);
+    assert_eq!(rows[0]["outcome"], "deferred", "{rows:?} {}", stderr(&out));
+    assert!(rows[0].to_string().contains("rate limit"), "{rows:?}");
+    let until = time::OffsetDateTime::parse(
+        rows[0]["until"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        until > time::OffsetDateTime::now_utc() + time::Duration::seconds(30),
+        "{until}"
+    );
+    assert_eq!(akamai.calls().len(), 2, "{:?}", akamai.calls());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warning_policy_does_not_allow_stops_the_deploy_with_a_finding_in_akamais_words() {
+    let env = Env::start();
+    let akamai = MockAkamai::start(&[NAME], false, true).await;
+    akamai.warnings(&["CERTIFICATE_DATA_BLANK_OR_MISSING: the trust chain is empty"]);
+    let added = setup(&env, &akamai, "rsa2048").await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    env.run(&["renew"]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let issued = env.run(&["renew", "--format", "json"]).await;
+    assert_eq!(
+        json_lines(&issued)[0]["outcome"],
+        "issued",
+        "{}",
+        stderr(&issued)
+    );
+    let rows = deploy_until_settled(&env).await;
+    let row = rows.iter().find(|r| r["kind"] == "akamai-cps").unwrap();
+    assert_eq!(row["status"], "failed", "{rows:?}");
+    assert!(
+        row.to_string()
+            .contains("CERTIFICATE_DATA_BLANK_OR_MISSING: the trust chain is empty"),
+        "{row}"
+    );
+    assert!(akamai.acknowledged().is_empty(), "nothing acknowledged");
+    assert_eq!(
+        akamai.cancelled(),
+        1,
+        "the change is withdrawn before production"
+    );
+    let findings = env.run(&["findings", "--format", "json"]).await;
+    let text = String::from_utf8_lossy(&findings.stdout).to_string();
+    assert!(
+        text.contains("deploy_failed") && text.contains("CERTIFICATE_DATA_BLANK_OR_MISSING"),
+        "{text} {}",
+        stderr(&findings)
     );
 }

@@ -256,10 +256,108 @@ async fn webhook_keeps_the_contract() {
     assert!(kinds.iter().any(|k| k.starts_with("rollback")), "{kinds:?}");
 }
 
+/// The CSRs the enrollment's pending change offers (starting one when none is), signed by
+/// `ca`: what a keyless renewal leaves for the deploy, with no key.
+async fn cps_material(
+    targets: &certpilot_core::ports::DeployTargets,
+    unit: &Unit,
+    ca: &Ca,
+) -> DeployMaterial {
+    use certpilot_core::ports::TargetCsrs;
+    for _ in 0..5 {
+        if let TargetCsrs::Ready(csrs) = targets.csrs("contract", unit).await.unwrap() {
+            let chains: Vec<(KeyType, String)> = csrs
+                .iter()
+                .map(|c| (c.key_type, ca.sign_csr(&c.csr_pem)))
+                .collect();
+            let fingerprint = certpilot_testkit::certs::fingerprint_of;
+            let (key_type, chain) = &chains[0];
+            let mut m = material(
+                &certpilot_testkit::certs::Leaf::from_pem(
+                    chain,
+                    &ca.leaf(&[NAME]).build().key_pem(),
+                ),
+                *key_type,
+                &[NAME],
+            );
+            // The leaf's own fingerprint, and no key: Akamai holds it.
+            m.fingerprint = fingerprint(chain);
+            m.key = None;
+            m.stacked = chains[1..]
+                .iter()
+                .map(
+                    |(k, c)| certpilot_core::model::certificate::StackedCertificate {
+                        key_type: *k,
+                        fingerprint: fingerprint(c),
+                        serial: String::new(),
+                        not_before: time::OffsetDateTime::now_utc(),
+                        not_after: time::OffsetDateTime::now_utc() + time::Duration::days(60),
+                        ari_id: None,
+                        chain_pem: c.clone(),
+                    },
+                )
+                .collect();
+            return m;
+        }
+    }
+    panic!("the enrollment never offered its CSRs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn akamai_cps_keeps_the_contract_but_its_rollback_clause() {
+    use certpilot_core::ports::{SecretStore as _, SecretValue};
+    let c = Case::new();
+    let mock = certpilot_testkit::akamai::MockAkamai::start(&[NAME], true, true).await;
+    // The contract's many calls within a minute: an account granted more than 35.
+    mock.rate_limit(1000, std::time::Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = std::sync::Arc::new(certpilot_files::FileSecretStore::new(
+        dir.path().to_path_buf(),
+    ));
+    secrets
+        .put_current(
+            "deploy/akamai",
+            &SecretValue::new(mock.edgerc().into_bytes()),
+        )
+        .await
+        .unwrap();
+    let u = unit(
+        "akamai-cps",
+        serde_json::json!({"enrollment-id": "10002", "credentials-secret": "deploy/akamai",
+            "api-url": mock.api_url(), "staging-endpoints": mock.staging_target(),
+            "requests-per-minute": "1000"}),
+    );
+    let targets = certpilot_app::App::registry_with_secrets(c.estate.aws.clone(), secrets);
+    assert!(!targets.kinds().get("akamai-cps").unwrap().can_roll_back);
+    let first = cps_material(&targets, &u, &c.ca).await;
+    certpilot_testkit::deploy_contract::deploy_target_contract_renewing(
+        &targets,
+        &u,
+        &first,
+        async || cps_material(&targets, &u, &c.ca).await,
+    )
+    .await;
+    // Production holds the renewal's pair, RSA first.
+    let algorithms: Vec<String> = mock
+        .production_uploads()
+        .iter()
+        .map(|p| p.key_algorithm.clone())
+        .collect();
+    assert_eq!(algorithms, ["RSA", "ECDSA"]);
+    assert_eq!(
+        mock.acknowledged()
+            .iter()
+            .filter(|a| *a == "change-management")
+            .count(),
+        2
+    );
+}
+
 /// Every kind of the registry has a case above.
 #[test]
 fn every_registered_kind_is_run_against_the_contract() {
     let covered = [
+        "akamai-cps",
         "acm-import",
         "elbv2-listener",
         "cloudfront",

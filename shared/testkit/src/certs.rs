@@ -366,6 +366,84 @@ fn rewrite_signature_oid_to_sha1(der: &mut [u8]) {
     );
 }
 
+/// SHA-256 of the first certificate of a PEM chain, hex (what certpilot calls a
+/// certificate's fingerprint).
+pub fn fingerprint_of(chain_pem: &str) -> String {
+    use rustls_pki_types::pem::PemObject;
+    let der = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .expect("a certificate")
+        .expect("PEM");
+    use std::fmt::Write;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
+    digest.as_ref().iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The public key of a CSR, for signing a certificate to a key the test never holds.
+struct CsrPublicKey {
+    bits: Vec<u8>,
+    algorithm: &'static SignatureAlgorithm,
+}
+
+impl PublicKeyData for CsrPublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.algorithm
+    }
+}
+
+impl Ca {
+    /// Signs `csr_pem` as a CA signs a CSR whose key it never sees (a vendor's): a leaf for
+    /// the CSR's SANs and public key, valid from a month ago for sixty days. The full chain
+    /// (leaf, then intermediates), PEM.
+    pub fn sign_csr(&self, csr_pem: &str) -> String {
+        use x509_parser::prelude::FromDer;
+        let block = pem::parse(csr_pem.trim()).expect("a PEM CSR");
+        let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(
+            block.contents(),
+        )
+        .expect("a CSR");
+        let mut names = vec![];
+        for ext in csr.requested_extensions().into_iter().flatten() {
+            if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = ext {
+                for n in &san.general_names {
+                    if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                        names.push((*d).to_owned());
+                    }
+                }
+            }
+        }
+        let spki = &csr.certification_request_info.subject_pki;
+        let rsa = spki.algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.1";
+        let key = CsrPublicKey {
+            bits: spki.subject_public_key.data.to_vec(),
+            algorithm: if rsa {
+                &rcgen::PKCS_RSA_SHA256
+            } else {
+                &rcgen::PKCS_ECDSA_P256_SHA256
+            },
+        };
+        let mut params = CertificateParams::new(names).expect("valid SANs");
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(30);
+        params.not_after = now + Duration::days(60);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer).expect("signing");
+        let mut chain = cert.pem();
+        for der in &self.path {
+            chain.push_str(&pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec())));
+        }
+        chain
+    }
+}
+
 /// A 1024-bit RSA public key (modulus of 128 bytes with the top bit set, exponent 65537).
 struct Rsa1024PublicKey {
     der: Vec<u8>,

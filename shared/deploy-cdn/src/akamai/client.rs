@@ -16,7 +16,7 @@ use super::edgegrid::{self, Credentials, Signed};
 use crate::http::{CallError, Http};
 
 /// Requests per minute per account (Akamai's limit for CPS).
-const PER_MINUTE: usize = 35;
+pub(crate) const PER_MINUTE: usize = 35;
 
 /// Requests sent in the last minute, per API client, in this process.
 static SENT: Mutex<Option<HashMap<String, VecDeque<Instant>>>> = Mutex::new(None);
@@ -66,6 +66,7 @@ pub(crate) struct Cps {
     host: String,
     credentials: Credentials,
     pub enrollment: u64,
+    per_minute: usize,
 }
 
 fn media(resource: &str, version: u32) -> String {
@@ -73,7 +74,7 @@ fn media(resource: &str, version: u32) -> String {
 }
 
 /// Takes a place in this client's per-minute budget, or says when one frees up.
-fn pace(client: &str) -> Result<(), OffsetDateTime> {
+fn pace(client: &str, per_minute: usize) -> Result<(), OffsetDateTime> {
     let mut guard = SENT.lock().unwrap_or_else(|p| p.into_inner());
     let sent = guard
         .get_or_insert_with(HashMap::new)
@@ -86,7 +87,7 @@ fn pace(client: &str) -> Result<(), OffsetDateTime> {
     {
         sent.pop_front();
     }
-    if sent.len() >= PER_MINUTE {
+    if sent.len() >= per_minute {
         let free = sent.front().map_or(Duration::ZERO, |t| {
             Duration::from_secs(60).saturating_sub(now.duration_since(*t))
         });
@@ -103,6 +104,7 @@ impl Cps {
         host: &str,
         api_url: Option<&str>,
         enrollment: u64,
+        per_minute: usize,
     ) -> Result<Self, DeployError> {
         let base = api_url.map_or_else(
             || format!("https://{host}"),
@@ -121,6 +123,7 @@ impl Cps {
             host: authority,
             credentials,
             enrollment,
+            per_minute,
         })
     }
 
@@ -137,7 +140,7 @@ impl Cps {
         accept: &str,
         body: Option<(&str, &Value)>,
     ) -> Result<Value, CallError> {
-        if let Err(until) = pace(&self.credentials.client_token) {
+        if let Err(until) = pace(&self.credentials.client_token, self.per_minute) {
             return Err(CallError::RateLimited {
                 vendor: "Akamai",
                 until,

@@ -7,7 +7,8 @@
 //! production — each step in its own run. `edgegrid` signs every request.
 //!
 //! Settings: `enrollment-id`, `credentials-secret` (an `.edgerc` section in the secret
-//! store), `staging-endpoints`, `allow-warnings`, `poll-interval`, `api-url`.
+//! store), `staging-endpoints`, `allow-warnings`, `poll-interval`, `requests-per-minute`,
+//! `api-url`.
 
 mod client;
 pub mod edgegrid;
@@ -95,6 +96,10 @@ impl Kind {
                     "warnings acknowledged without a person, by words they contain (e.g. CERTIFICATE_ADDED_TO_TRUST_CHAIN), comma-separated; others stop the deploy with a finding",
                 ),
                 Setting::optional("poll-interval", "how often a change in progress is looked at (default 5m)"),
+                Setting::optional(
+                    "requests-per-minute",
+                    "the share of the account's CPS rate limit this deployment may use (default 35, all of it)",
+                ),
                 Setting::optional("api-url", "the API's base URL (default https:// and the credentials' host)"),
             ],
             default_verify_deadline: Duration::from_secs(10 * 60),
@@ -121,6 +126,12 @@ impl Kind {
                 crate::check_secret_name(secret)?;
                 if let Some(t) = s.get("staging-endpoints").and_then(|v| v.as_str()) {
                     staging_endpoints(t)?;
+                }
+                if let Some(r) = s.get("requests-per-minute") {
+                    let text = r.as_str().map_or_else(|| r.to_string(), str::to_owned);
+                    if !text.trim().parse::<usize>().is_ok_and(|n| n > 0) {
+                        return Err((text, "requests-per-minute is a number above 0".into()));
+                    }
                 }
                 if let Some(p) = s.get("poll-interval").and_then(|v| v.as_str()) {
                     parse_duration(p).map_err(|e| (p.to_owned(), e))?;
@@ -163,8 +174,20 @@ impl Kind {
             Some(p) => parse_duration(p).map_err(DeployError::Config)?,
             None => DEFAULT_POLL,
         };
+        let per_minute = match &s.requests_per_minute {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| n as usize),
+            Some(serde_json::Value::String(t)) => t.trim().parse().ok(),
+            _ => None,
+        }
+        .unwrap_or(client::PER_MINUTE);
         Ok(AkamaiTarget {
-            cps: client::Cps::new(credentials, &host, s.api_url.as_deref(), enrollment)?,
+            cps: client::Cps::new(
+                credentials,
+                &host,
+                s.api_url.as_deref(),
+                enrollment,
+                per_minute,
+            )?,
             staging,
             allow_warnings: s
                 .allow_warnings
@@ -189,6 +212,7 @@ struct AkamaiSettings {
     staging_endpoints: Option<String>,
     allow_warnings: Option<String>,
     poll_interval: Option<String>,
+    requests_per_minute: Option<serde_json::Value>,
     api_url: Option<String>,
 }
 

@@ -116,7 +116,11 @@ impl AkamaiTarget {
     }
 
     /// One look at the change, doing what it waits for.
-    async fn step(&self, material: &DeployMaterial) -> Result<Deployed, CallError> {
+    async fn step(
+        &self,
+        material: &DeployMaterial,
+        recorded: Option<&str>,
+    ) -> Result<Deployed, CallError> {
         let enrollment = self.cps.enrollment().await?;
         let Some(change) = Cps::pending_change(&enrollment) else {
             let served: Vec<String> = self
@@ -127,8 +131,12 @@ impl AkamaiTarget {
                 .filter_map(|p| fingerprint(p))
                 .collect();
             if served.contains(&material.fingerprint) {
+                // Done: the handle the change had, when this deploy followed it.
+                let handle = recorded
+                    .filter(|h| h.ends_with(&format!("#{}", material.fingerprint)))
+                    .map_or_else(|| self.handle(0, &material.fingerprint), str::to_owned);
                 return Ok(Deployed {
-                    handle: Some(self.handle(0, &material.fingerprint)),
+                    handle: Some(handle),
                     ..Deployed::default()
                 });
             }
@@ -221,7 +229,10 @@ impl DeployTarget for AkamaiTarget {
 
     async fn deploy(&self, request: DeployRequest<'_>) -> Result<Deployed, DeployError> {
         let recorded = request.record.and_then(|r| r.state.handle.clone());
-        patiently(recorded, || self.step(request.certificate)).await
+        patiently(recorded.clone(), || {
+            self.step(request.certificate, recorded.as_deref())
+        })
+        .await
     }
 
     async fn promote(
