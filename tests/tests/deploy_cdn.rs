@@ -869,3 +869,153 @@ async fn a_webhook_receiver_that_serves_gets_the_key_over_https_and_is_proven_by
         .unwrap_err();
     assert!(refused.to_string().contains("ca-pem"), "{refused}");
 }
+
+/// Akamai through the functions (cargo lambda watch, moto, Pebble over DNS-01 in Route 53):
+/// the renew function starts the enrollment's change, then has Pebble sign Akamai's two
+/// CSRs (no key generated, none in Secrets Manager); the deploy function, tick after tick,
+/// uploads both certificates, proves staging, acknowledges change management and proves
+/// production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_functions_issue_from_akamais_csrs_and_follow_the_change_to_production() {
+    use certpilot_core::model::certificate::{
+        AcmeIssuer as IssuerConfig, ChallengeConfig, DnsProviderConfig, ManagedCertificate,
+    };
+    use certpilot_core::model::deploy::Deployment;
+    use certpilot_core::ports::{SecretStore as _, SecretVersion};
+    use certpilot_testkit::akamai::MockAkamai;
+    let moto = certpilot_testkit::procs::shared_moto();
+    let aws = certpilot_e2e::moto_sdk_config(&moto.endpoint_url);
+    let run = std::process::id();
+    let table = format!("akamai-fn-{run}");
+    let store = certpilot_dynamodb::DynamoStore::new(certpilot_dynamodb::Client::new(&aws), &table);
+    store.create_table().await.unwrap();
+    let prefix = format!("akamai-fn-{run}/");
+    let secrets = certpilot_aws::SecretsManagerStore::new(
+        aws_sdk_secretsmanager::Client::new(&aws),
+        prefix.clone(),
+        None,
+    );
+    let route53 = aws_sdk_route53::Client::new(&aws);
+    let domain = format!("cps-{run}.certpilot.test");
+    let zone = certpilot_e2e::route53_zone(&route53, &domain).await;
+    let nameserver = certpilot_e2e::route53_nameserver(&route53, &zone).await;
+    let (pebble, _dir, ca_file) = certpilot_e2e::pebble_resolving_through(nameserver.addr);
+
+    let akamai = MockAkamai::start(&[&domain], true, true).await;
+    akamai.rate_limit(1000, Duration::from_secs(60));
+    secrets
+        .put_current(
+            "deploy/akamai",
+            &SecretValue::new(akamai.edgerc().into_bytes()),
+        )
+        .await
+        .unwrap();
+    let mut d = Deployment::new("akamai", "akamai-cps")
+        .with_endpoint(akamai.production_target().parse().unwrap());
+    d.settings = serde_json::json!({
+        "enrollment-id": "10002", "credentials-secret": "deploy/akamai", "api-url": akamai.api_url(),
+        "staging-endpoints": akamai.staging_target(), "poll-interval": "1s",
+        "requests-per-minute": "1000",
+    })
+    .as_object()
+    .cloned()
+    .unwrap();
+    d.verify_deadline = Some(10);
+    let mut spec = certpilot_e2e::deploy_world::spec_for(&domain, vec![d]);
+    spec.key_type = KeyType::Rsa2048;
+    spec.issuer = IssuerConfig {
+        directory: pebble.directory_url.clone(),
+        contact: vec!["mailto:ops@certpilot.test".into()],
+        eab: None,
+        profile: None,
+        account_secret: None,
+    };
+    spec.challenge = ChallengeConfig::Dns01 {
+        provider: DnsProviderConfig::Route53 { zone_id: None },
+    };
+    certpilot_app::deploy_kinds().check_spec(&spec).unwrap();
+    store
+        .add_certificate(&ManagedCertificate::new(
+            "shop".into(),
+            spec,
+            time::OffsetDateTime::now_utc(),
+        ))
+        .await
+        .unwrap();
+
+    let watch = certpilot_e2e::LambdaWatch::start(
+        &moto.endpoint_url,
+        &[
+            ("CERTPILOT_TABLE", table.clone()),
+            ("CERTPILOT_SECRETS_PREFIX", prefix),
+            ("CERTPILOT_ACME_CA_FILE", ca_file.display().to_string()),
+            ("CERTPILOT_ACME_TIMEOUT", "30s".into()),
+            ("CERTPILOT_VERIFY_INTERVAL", "200ms".into()),
+            ("CERTPILOT_VERIFY_MAX_DEADLINE", "5s".into()),
+        ],
+    );
+    let tick: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            certpilot_testkit::procs::workspace_root().join("infra/events/scheduled.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let first = watch.invoke("renew", &tick).await;
+    assert_eq!(first["results"][0]["outcome"], "deferred", "{first}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = watch.invoke("renew", &tick).await;
+    assert_eq!(second["issued"], 1, "{second}");
+    let cert = store.certificate("shop").await.unwrap().unwrap();
+    let current = cert.current.clone().unwrap();
+    assert!(current.key_holder.is_some() && current.key_version.is_empty());
+    assert_eq!(
+        current.stacked.len(),
+        1,
+        "the ECDSA certificate beside the RSA one"
+    );
+    assert!(
+        secrets
+            .get("certificate-key/shop", &SecretVersion::Current)
+            .await
+            .unwrap()
+            .is_none(),
+        "no key in Secrets Manager"
+    );
+
+    let mut status = None;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        watch.invoke("deploy", &tick).await;
+        let cert = store.certificate("shop").await.unwrap().unwrap();
+        let s = cert.deployments.first().map(|r| r.state.status);
+        if s.is_some_and(|s| s != DeploymentStatus::InProgress) {
+            status = s;
+            break;
+        }
+    }
+    assert_eq!(
+        status,
+        Some(DeploymentStatus::Verified),
+        "{:?}",
+        store
+            .certificate("shop")
+            .await
+            .unwrap()
+            .unwrap()
+            .deployments
+    );
+    assert_eq!(akamai.acknowledged(), ["change-management"]);
+    let production: Vec<String> = akamai
+        .production_uploads()
+        .iter()
+        .map(|u| certpilot_testkit::certs::fingerprint_of(&u.certificate))
+        .collect();
+    assert_eq!(
+        production,
+        [
+            current.fingerprint.clone(),
+            current.stacked[0].fingerprint.clone()
+        ]
+    );
+}
