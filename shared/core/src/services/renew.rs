@@ -1058,3 +1058,214 @@ fn stacked(csr: &TargetCsr, got: DownloadedCertificate) -> StackedCertificate {
         chain_pem: got.chain_pem,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use time::OffsetDateTime;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::model::certificate::KeyType;
+    use crate::model::deploy::Deployment;
+    use crate::model::deploy_kind::{KeyDelivery, KindDescriptor, RunsIn};
+    use crate::ports::{DeployError, DeployTarget, NewOrderInfo, SecretValue, TargetFactory};
+    use crate::services::test_support::{FixedClock, MemoryCertificates, MemorySecrets, spec};
+
+    const NOW: OffsetDateTime = datetime!(2026-12-01 00:00 UTC);
+
+    /// A CA that signs whatever CSR it is given, remembering each order's `replaces`.
+    #[derive(Default)]
+    struct Ca {
+        replaces: Mutex<Vec<Option<String>>>,
+        finalized: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Issuer for Ca {
+        async fn generate_key(&self, _: KeyType) -> Result<SecretValue, IssueError> {
+            panic!("no key is generated when a target keeps it")
+        }
+        async fn renewal_info(
+            &self,
+            _: &crate::model::certificate::CertificateSpec,
+            _: &IssuedCertificate,
+        ) -> Result<Option<(crate::model::certificate::RenewalWindow, Duration)>, IssueError>
+        {
+            Ok(None)
+        }
+        async fn create_order(
+            &self,
+            _: &crate::model::certificate::CertificateSpec,
+            replaces: Option<&str>,
+        ) -> Result<NewOrderInfo, IssueError> {
+            let mut all = self.replaces.lock().unwrap();
+            all.push(replaces.map(str::to_owned));
+            Ok(NewOrderInfo {
+                url: format!("https://acme.test/order/{}", all.len()),
+                profile: None,
+                replaces: replaces.map(str::to_owned),
+            })
+        }
+        async fn publish_challenges(
+            &self,
+            _: &crate::model::certificate::CertificateSpec,
+            _: &str,
+        ) -> Result<(), IssueError> {
+            Ok(())
+        }
+        async fn await_ready(
+            &self,
+            _: &crate::model::certificate::CertificateSpec,
+            _: &str,
+        ) -> Result<(), IssueError> {
+            Ok(())
+        }
+        async fn finalize(
+            &self,
+            _: &crate::model::certificate::CertificateSpec,
+            _: &str,
+            key: KeySource<'_>,
+        ) -> Result<(), IssueError> {
+            let KeySource::Csr(csr) = key else {
+                panic!("the target's CSR is sent, not a key of certpilot's")
+            };
+            self.finalized.lock().unwrap().push(csr.to_owned());
+            Ok(())
+        }
+        async fn download(
+            &self,
+            _: &crate::model::certificate::CertificateSpec,
+            order: &str,
+            key: KeySource<'_>,
+        ) -> Result<DownloadedCertificate, IssueError> {
+            let KeySource::Csr(csr) = key else {
+                panic!("checked against the CSR")
+            };
+            Ok(DownloadedCertificate {
+                chain_pem: format!("chain of {csr}"),
+                fingerprint: format!("{csr} from {order}"),
+                serial: "01".into(),
+                not_before: NOW,
+                not_after: NOW + time::Duration::days(90),
+                ari_id: Some(format!("ari {csr} from {order}")),
+                profile: None,
+            })
+        }
+    }
+
+    /// A target that keeps keys: not ready at first, then an ECDSA and an RSA CSR.
+    #[derive(Default)]
+    struct Holder(Mutex<u32>);
+
+    #[async_trait]
+    impl TargetFactory for Holder {
+        async fn target(&self, _: &Unit) -> Result<Box<dyn DeployTarget>, DeployError> {
+            Err(DeployError::Config("not deployed here".into()))
+        }
+        async fn csrs(&self, _: &str, _: &Unit) -> Result<TargetCsrs, DeployError> {
+            let mut asked = self.0.lock().unwrap();
+            *asked += 1;
+            if *asked == 1 {
+                return Ok(TargetCsrs::NotYet {
+                    check_after: NOW + time::Duration::minutes(5),
+                    detail: "the vendor is making its key".into(),
+                });
+            }
+            Ok(TargetCsrs::Ready(vec![
+                TargetCsr {
+                    key_type: KeyType::EcdsaP256,
+                    csr_pem: format!("ecdsa csr {asked}"),
+                },
+                TargetCsr {
+                    key_type: KeyType::Rsa2048,
+                    csr_pem: format!("rsa csr {asked}"),
+                },
+            ]))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_kept_by_a_target_is_never_generated_and_each_csr_renews_its_own_certificate() {
+        let certificates = Arc::new(MemoryCertificates::default());
+        let secrets = Arc::new(MemorySecrets::default());
+        let ca = Arc::new(Ca::default());
+        let mut targets = DeployTargets::new();
+        targets.register(
+            KindDescriptor {
+                kind: "holder",
+                family: "test",
+                summary: "keeps keys",
+                settings: vec![],
+                default_verify_deadline: Duration::from_secs(60),
+                permissions: vec![],
+                key_types: KeyType::ALL.to_vec(),
+                key_delivery: KeyDelivery::HeldByTarget,
+                runs_in: RunsIn::Anywhere,
+                binds: true,
+                can_roll_back: false,
+                serves_only_with: None,
+                check: None,
+            },
+            Arc::new(Holder::default()),
+        );
+        let mut s = spec(&["shop.example"], vec![Deployment::new("edge", "holder")]);
+        s.key_type = KeyType::Rsa2048;
+        certificates
+            .add_certificate(&ManagedCertificate::new("shop".into(), s, NOW))
+            .await
+            .unwrap();
+        let service = RenewService::new(
+            certificates.clone(),
+            secrets.clone(),
+            ca.clone(),
+            None,
+            Arc::new(FixedClock(NOW)),
+            "test",
+            RenewSettings::default(),
+        )
+        .with_targets(Arc::new(targets));
+
+        // Not ready: the renewal waits, holding no lease.
+        let waited = service.renew("shop", true).await.unwrap();
+        assert!(
+            matches!(&waited, RenewOutcome::Deferred { reason, .. } if reason.contains("making its key")),
+            "{waited:?}"
+        );
+        let cert = certificates.certificate("shop").await.unwrap().unwrap();
+        assert!(cert.renewal.lease.is_none() && cert.renewal.job.is_none());
+
+        // Ready: one order per CSR, the certificate's own algorithm (RSA) first.
+        let issued = service.renew("shop", true).await.unwrap();
+        assert!(matches!(issued, RenewOutcome::Issued { .. }), "{issued:?}");
+        let cert = certificates.certificate("shop").await.unwrap().unwrap();
+        let current = cert.current.clone().unwrap();
+        assert_eq!(
+            current.fingerprint,
+            "rsa csr 2 from https://acme.test/order/1"
+        );
+        assert_eq!(current.stacked.len(), 1);
+        assert_eq!(current.stacked[0].key_type, KeyType::EcdsaP256);
+        assert_eq!(current.key_version, "");
+        assert_eq!(current.key_holder.as_deref(), Some("edge (holder)"));
+        assert!(secrets.0.lock().unwrap().is_empty(), "no key stored");
+        assert_eq!(*ca.finalized.lock().unwrap(), ["rsa csr 2", "ecdsa csr 2"]);
+
+        // Renewed: each order replaces the certificate of its own algorithm (ARI).
+        let again = service.renew("shop", true).await.unwrap();
+        assert!(matches!(again, RenewOutcome::Issued { .. }), "{again:?}");
+        assert_eq!(
+            *ca.replaces.lock().unwrap(),
+            [
+                None,
+                None,
+                Some("ari rsa csr 2 from https://acme.test/order/1".to_owned()),
+                Some("ari ecdsa csr 2 from https://acme.test/order/2".to_owned()),
+            ]
+        );
+        let cert = certificates.certificate("shop").await.unwrap().unwrap();
+        assert_eq!(cert.previous.unwrap().fingerprint, current.fingerprint);
+    }
+}

@@ -419,3 +419,43 @@ impl Cps {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pending_change_is_the_last_segment_in_any_version_and_prefix() {
+        let v11 = serde_json::json!({"pendingChanges": [
+            {"location": "/cps/v2/enrollments/10002/changes/20001", "changeType": "renewal"}]});
+        let older = serde_json::json!({"pendingChanges": ["/cps-api/enrollments/1/changes/2"]});
+        let none = serde_json::json!({"pendingChanges": []});
+        assert_eq!(Cps::pending_change(&v11), Some(20001));
+        assert_eq!(Cps::pending_change(&older), Some(2));
+        assert_eq!(Cps::pending_change(&none), None);
+        assert_eq!(Cps::pending_change(&serde_json::json!({})), None);
+    }
+
+    #[test]
+    fn an_edgerc_section_reads_and_a_missing_field_is_named() {
+        let (c, host) = parse_edgerc(
+            "[default]\nclient_secret = s3cr3t=\nhost = akab-x.luna.akamaiapis.net\naccess_token = akab-a\nclient_token = akab-c\n[other]\nhost = no\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.client_secret.as_str(),
+                host.as_str(),
+                c.access_token.as_str(),
+                c.client_token.as_str()
+            ),
+            ("s3cr3t=", "akab-x.luna.akamaiapis.net", "akab-a", "akab-c")
+        );
+        let e = parse_edgerc("[default]\nhost = h\n").unwrap_err();
+        assert!(e.contains("client_token"), "{e}");
+        assert!(
+            !format!("{c:?}").contains("s3cr3t"),
+            "Debug hides the secret"
+        );
+    }
+}
