@@ -154,26 +154,7 @@ fn vendor_key(algorithm: &'static str, names: &[String]) -> VendorKey {
 
 /// The SPKI of the first certificate of `pem`, and the leaf's SANs.
 fn leaf_of(pem: &str) -> Option<(Vec<u8>, Vec<String>)> {
-    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&block.contents).ok()?;
-    let sans = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => {
-                        Some(d.to_ascii_lowercase())
-                    }
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Some((cert.public_key().raw.to_vec(), sans))
+    crate::certs::leaf_facts(pem).map(|f| (f.spki, f.sans))
 }
 
 fn b64_hmac(key: &[u8], msg: &[u8]) -> String {

@@ -382,6 +382,45 @@ pub fn fingerprint_of(chain_pem: &str) -> String {
     })
 }
 
+/// What the vendor mocks read from an uploaded leaf: its DNS SANs (lowercase), its serial
+/// (decimal, as vendors report it) and its SubjectPublicKeyInfo (DER).
+pub struct LeafFacts {
+    /// DNS SANs, lowercase.
+    pub sans: Vec<String>,
+    /// Serial, decimal.
+    pub serial: String,
+    /// The SubjectPublicKeyInfo, DER.
+    pub spki: Vec<u8>,
+}
+
+/// The facts of the first certificate of a PEM chain; `None` when it does not parse.
+pub fn leaf_facts(chain_pem: &str) -> Option<LeafFacts> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&block.contents).ok()?;
+    let sans = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                        Some(d.to_ascii_lowercase())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(LeafFacts {
+        sans,
+        serial: cert.tbs_certificate.serial.to_string(),
+        spki: cert.public_key().raw.to_vec(),
+    })
+}
+
 /// The public key of a CSR, for signing a certificate to a key the test never holds.
 struct CsrPublicKey {
     bits: Vec<u8>,

@@ -195,30 +195,7 @@ fn inspect_key(pem: &str) -> Option<(Vec<u8>, &'static str, usize)> {
 
 /// The leaf's SANs, serial (decimal) and SPKI.
 fn inspect_chain(chain: &str) -> Option<(Vec<String>, String, Vec<u8>)> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(chain.as_bytes()).ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).ok()?;
-    let domains = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => {
-                        Some(d.to_ascii_lowercase())
-                    }
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Some((
-        domains,
-        cert.tbs_certificate.serial.to_string(),
-        cert.public_key().raw.to_vec(),
-    ))
+    crate::certs::leaf_facts(chain).map(|f| (f.sans, f.serial, f.spki))
 }
 
 fn epoch(t: SystemTime) -> u64 {

@@ -717,6 +717,15 @@ impl DeployService {
         done(report, record)
     }
 
+    /// How long `deployment`'s endpoints may take to serve a new certificate: its own
+    /// deadline, or its kind's, within the runner's cap.
+    fn deadline(&self, deployment: &Deployment) -> std::time::Duration {
+        let deadline = self.targets.kinds().verify_deadline(deployment);
+        self.settings
+            .max_deadline
+            .map_or(deadline, |cap| deadline.min(cap))
+    }
+
     /// Handshakes with a stage's endpoints within the deployment's deadline; `Err` says
     /// what they serve instead.
     async fn prove_stage(
@@ -729,10 +738,7 @@ impl DeployService {
         if stage.endpoints.is_empty() {
             return Err(format!("no {} endpoints to prove it at", stage.name));
         }
-        let mut deadline = self.targets.kinds().verify_deadline(deployment);
-        if let Some(cap) = self.settings.max_deadline {
-            deadline = deadline.min(cap);
-        }
+        let deadline = self.deadline(deployment);
         let requests = stage
             .endpoints
             .iter()
@@ -792,10 +798,7 @@ impl DeployService {
                 ))
             };
         }
-        let mut deadline = self.targets.kinds().verify_deadline(deployment);
-        if let Some(cap) = self.settings.max_deadline {
-            deadline = deadline.min(cap);
-        }
+        let deadline = self.deadline(deployment);
         let requests = unit
             .endpoints
             .iter()

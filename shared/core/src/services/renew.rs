@@ -724,15 +724,8 @@ impl RenewService {
                 RenewalStep::Validated
             }
             RenewalStep::Validated => {
-                let key = match &csr {
-                    Some(_) => None,
-                    None => Some(self.key(&key_name, &job.key_version).await?),
-                };
-                let source = match (&csr, &key) {
-                    (Some(c), _) => KeySource::Csr(&c.csr_pem),
-                    (None, Some(k)) => KeySource::Key(k),
-                    (None, None) => unreachable!("a key is read when there is no CSR"),
-                };
+                let key = self.own_key(&key_name, &job, csr.as_ref()).await?;
+                let source = key_source(csr.as_ref(), key.as_ref());
                 self.issuer
                     .finalize(&cert.spec, &order_url, source)
                     .await
@@ -740,15 +733,8 @@ impl RenewService {
                 RenewalStep::Finalized
             }
             RenewalStep::Finalized => {
-                let key = match &csr {
-                    Some(_) => None,
-                    None => Some(self.key(&key_name, &job.key_version).await?),
-                };
-                let source = match (&csr, &key) {
-                    (Some(c), _) => KeySource::Csr(&c.csr_pem),
-                    (None, Some(k)) => KeySource::Key(k),
-                    (None, None) => unreachable!("a key is read when there is no CSR"),
-                };
+                let key = self.own_key(&key_name, &job, csr.as_ref()).await?;
+                let source = key_source(csr.as_ref(), key.as_ref());
                 let got = self
                     .issuer
                     .download(&cert.spec, &order_url, source)
@@ -875,6 +861,19 @@ impl RenewService {
         self.save(cert).await?;
         info!(id = %cert.id, step = %next, "renewal: step done");
         Ok(None)
+    }
+
+    /// certpilot's own key of `job`, unless the job signs a target's CSR.
+    async fn own_key(
+        &self,
+        name: &str,
+        job: &RenewalJob,
+        csr: Option<&TargetCsr>,
+    ) -> Result<Option<crate::ports::SecretValue>, RenewError> {
+        match csr {
+            Some(_) => Ok(None),
+            None => Ok(Some(self.key(name, &job.key_version).await?)),
+        }
     }
 
     /// The unit of `cert`'s deployment whose target keeps the key, if it has one.
@@ -1043,6 +1042,18 @@ impl RenewService {
             warn!(id = %cert.id, error = %e, "could not record the failure");
         }
         error
+    }
+}
+
+/// What the order is finalized with: the target's CSR, or certpilot's key.
+fn key_source<'a>(
+    csr: Option<&'a TargetCsr>,
+    key: Option<&'a crate::ports::SecretValue>,
+) -> KeySource<'a> {
+    match (csr, key) {
+        (Some(c), _) => KeySource::Csr(&c.csr_pem),
+        (None, Some(k)) => KeySource::Key(k),
+        (None, None) => unreachable!("own_key reads the key whenever there is no CSR"),
     }
 }
 

@@ -75,6 +75,17 @@ impl AkamaiTarget {
         }
     }
 
+    /// The fingerprints of what production serves, the primary first.
+    async fn served_in_production(&self) -> Result<Vec<String>, CallError> {
+        Ok(self
+            .cps
+            .production()
+            .await?
+            .iter()
+            .filter_map(|p| fingerprint(p))
+            .collect())
+    }
+
     /// Acknowledges a review step when every warning is one policy allows.
     async fn review(
         &self,
@@ -123,13 +134,7 @@ impl AkamaiTarget {
     ) -> Result<Deployed, CallError> {
         let enrollment = self.cps.enrollment().await?;
         let Some(change) = Cps::pending_change(&enrollment) else {
-            let served: Vec<String> = self
-                .cps
-                .production()
-                .await?
-                .iter()
-                .filter_map(|p| fingerprint(p))
-                .collect();
+            let served = self.served_in_production().await?;
             if served.contains(&material.fingerprint) {
                 // Done: the handle the change had, when this deploy followed it.
                 let handle = recorded
@@ -213,14 +218,10 @@ impl AkamaiTarget {
 #[async_trait]
 impl DeployTarget for AkamaiTarget {
     async fn bound(&self, recorded: Option<&str>) -> Result<Bound, DeployError> {
-        let served: Vec<String> = self
-            .cps
-            .production()
+        let served = self
+            .served_in_production()
             .await
-            .map_err(CallError::into_deploy)?
-            .iter()
-            .filter_map(|p| fingerprint(p))
-            .collect();
+            .map_err(CallError::into_deploy)?;
         Ok(Bound {
             certificates: recorded.map(str::to_owned).into_iter().collect(),
             fingerprints: served,
@@ -283,14 +284,10 @@ impl DeployTarget for AkamaiTarget {
             );
             return Ok(None);
         }
-        let served: Vec<String> = self
-            .cps
-            .production()
+        let served = self
+            .served_in_production()
             .await
-            .map_err(CallError::into_deploy)?
-            .iter()
-            .filter_map(|p| fingerprint(p))
-            .collect();
+            .map_err(CallError::into_deploy)?;
         if served.contains(&request.certificate.fingerprint) {
             return Err(DeployError::Target(format!(
                 "Akamai enrollment {}: production already serves the certificate, and CPS \
