@@ -82,6 +82,15 @@ ensure_knot() {
     apt_install --no-install-recommends knot
 }
 
+# HAProxy: the real load balancer the haproxy deploy target changes through its Runtime API.
+ensure_haproxy() {
+    if command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; then
+        return
+    fi
+    say "installing haproxy from Debian"
+    apt_install --no-install-recommends haproxy
+}
+
 # promtool: the real parser of the Prometheus text `certpilot metrics` writes, and the rule
 # unit tests that run the seeds' expiry rule over it.
 ensure_promtool() {
@@ -95,9 +104,11 @@ ensure_promtool() {
 ensure_python_tools
 ensure_pebble
 ensure_knot
+ensure_haproxy
 ensure_promtool
 export CERTPILOT_PROMTOOL="$(command -v promtool)"
 export CERTPILOT_KNOTD="$(command -v knotd || echo /usr/sbin/knotd)"
+export CERTPILOT_HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
 export CERTPILOT_MOTO_SERVER="$TEST_ENV/venv/bin/moto_server"
 export CERTPILOT_CARGO_LAMBDA="$TEST_ENV/venv/bin/cargo-lambda"
 export CERTPILOT_CFN_LINT="$TEST_ENV/venv/bin/cfn-lint"

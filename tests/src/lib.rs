@@ -385,6 +385,24 @@ pub fn verifier_trusting(
     certpilot_core::services::verify::VerifyService::new(scanner)
 }
 
+/// Whether `target` serves the certificate `fingerprint` (within 5 s), by handshake.
+pub async fn serves(ca: &certpilot_testkit::certs::Ca, target: &str, fingerprint: &str) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let checks = verifier_trusting(ca, dir.path())
+        .verify(
+            fingerprint,
+            vec![certpilot_core::model::target::ScanRequest::new(
+                target.parse().unwrap(),
+            )],
+            certpilot_core::services::verify::VerifySettings {
+                deadline: Duration::from_secs(5),
+                interval: Duration::from_millis(200),
+            },
+        )
+        .await;
+    !checks.is_empty() && checks.iter().all(|c| c.is_verified())
+}
+
 /// `leaf` as issued now for 90 days, its key at `key_version` in the secret store.
 pub fn issued(
     leaf: &certpilot_testkit::certs::Leaf,

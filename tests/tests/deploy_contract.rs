@@ -256,6 +256,25 @@ async fn webhook_keeps_the_contract() {
     assert!(kinds.iter().any(|k| k.starts_with("rollback")), "{kinds:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_keeps_the_contract_without_a_reload_and_across_a_restart() {
+    let c = Case::new();
+    let (first, second, before) = c.certificates();
+    let mut haproxy = certpilot_testkit::procs::HaProxy::start(&before);
+    let pid = haproxy.pid();
+    let u = unit(
+        "haproxy",
+        serde_json::json!({"cert-file": haproxy.cert_file(), "socket": haproxy.socket()}),
+    );
+    let targets = certpilot_app::App::registry_with(c.estate.aws.clone());
+    deploy_target_contract(&targets, &u, &first, &second).await;
+    assert_eq!(haproxy.pid(), pid, "changed without a reload or a restart");
+    assert!(certpilot_e2e::serves(&c.ca, &haproxy.target(), &second.fingerprint).await);
+    // The file holds it too: a restart serves it still.
+    haproxy.restart();
+    assert!(certpilot_e2e::serves(&c.ca, &haproxy.target(), &second.fingerprint).await);
+}
+
 /// The CSRs the enrollment's pending change offers (starting one when none is), signed by
 /// `ca`: what a keyless renewal leaves for the deploy, with no key.
 async fn cps_material(
@@ -363,6 +382,7 @@ fn every_registered_kind_is_run_against_the_contract() {
         "cloudfront",
         "api-gateway",
         "files",
+        "haproxy",
         "cloudflare",
         "fastly",
         "webhook",

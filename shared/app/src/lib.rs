@@ -660,6 +660,8 @@ fn registry(
         aws.kind(apigateway::Kind),
         #[cfg(feature = "deploy-local")]
         certpilot_deploy_local::files::Kind::entry(),
+        #[cfg(feature = "deploy-local")]
+        certpilot_deploy_local::haproxy::Kind::entry(),
         #[cfg(feature = "deploy-cdn")]
         certpilot_deploy_cdn::akamai::Kind::entry(secrets.clone()),
         #[cfg(feature = "deploy-cdn")]
@@ -705,6 +707,7 @@ pub fn deploy_kinds() -> certpilot_core::model::deploy_kind::DeployKinds {
         cloudfront::Kind.descriptor(),
         apigateway::Kind.descriptor(),
         certpilot_deploy_local::files::Kind::descriptor(),
+        certpilot_deploy_local::haproxy::Kind::descriptor(),
         certpilot_deploy_cdn::akamai::Kind::descriptor(),
         certpilot_deploy_cdn::cloudflare::Kind::descriptor(),
         certpilot_deploy_cdn::fastly::Kind::descriptor(),

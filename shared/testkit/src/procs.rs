@@ -310,6 +310,74 @@ impl Knot {
     }
 }
 
+/// A real HAProxy (Debian's) terminating TLS on a loopback port with `site.pem` (chain and
+/// key in one file), its Runtime API on an admin socket: the load balancer the `haproxy`
+/// target changes without a reload.
+pub struct HaProxy {
+    guard: ChildGuard,
+    dir: tempfile::TempDir,
+    /// Where it terminates TLS.
+    pub addr: SocketAddr,
+}
+
+impl HaProxy {
+    /// Starts it serving `leaf`.
+    pub fn start(leaf: &crate::certs::Leaf) -> HaProxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        std::fs::write(
+            dir.path().join("site.pem"),
+            format!("{}{}", leaf.chain_pem(), leaf.key_pem()),
+        )
+        .expect("write site.pem");
+        let d = dir.path().display();
+        let config = format!(
+            "global\n    stats socket {d}/admin.sock mode 600 level admin\n\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n\n\
+             frontend tls\n    bind {addr} ssl crt {d}/site.pem\n    default_backend nowhere\n\n\
+             backend nowhere\n    server none 127.0.0.1:9\n"
+        );
+        std::fs::write(dir.path().join("haproxy.cfg"), config).expect("write haproxy.cfg");
+        let guard = Self::spawn(dir.path(), addr);
+        HaProxy { guard, dir, addr }
+    }
+
+    fn spawn(dir: &Path, addr: SocketAddr) -> ChildGuard {
+        let program = locate("CERTPILOT_HAPROXY", "haproxy");
+        let mut command = Command::new(&program);
+        command.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
+        start_listening(command, "haproxy", addr, Duration::from_secs(20))
+    }
+
+    /// The certificate file it loads at start (`crt`).
+    pub fn cert_file(&self) -> PathBuf {
+        self.dir.path().join("site.pem")
+    }
+
+    /// Its admin socket (level admin).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Its process id: the same before and after a change made without a reload.
+    pub fn pid(&self) -> u32 {
+        self.guard.child.id()
+    }
+
+    /// Stops it and starts it again from its files (what survives a restart).
+    pub fn restart(&mut self) {
+        let _ = self.guard.child.kill();
+        let _ = self.guard.child.wait();
+        let _ = std::fs::remove_file(self.socket());
+        self.guard = Self::spawn(self.dir.path(), self.addr);
+    }
+}
+
 /// One moto server for a whole test binary, started on first use.
 ///
 /// A static is never dropped, so the server runs under a shell that kills it when its
