@@ -310,7 +310,7 @@ impl DeployService {
                     // Left to the host: the record stays as the host wrote it.
                     let mut report = self.unchanged(d, record);
                     report.state.detail = Some(format!(
-                        "{} deployments run on the host (certpilot deploy {id} there), not here",
+                        "{} deployments change files and sockets on their own host, which this runner cannot reach: they run there (`certpilot deploy {id}` on it, or through SSM), not here",
                         d.kind
                     ));
                     return (report, None);
@@ -1237,6 +1237,13 @@ mod tests {
         let report = service.deploy("shop", None, false).await.expect("deploy");
         let vm = report.targets.iter().find(|t| t.name == "vm").expect("vm");
         assert!(vm.unchanged, "{report:#?}");
+        assert!(
+            vm.state
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("which this runner cannot reach")),
+            "the report says why: {vm:?}"
+        );
         assert!(calls(&estate, "vm").is_empty(), "nothing ran for the VM");
         assert!(
             report
