@@ -225,8 +225,8 @@ async fn a_short_cloudflare_lockout_is_sat_out_within_the_run() {
     assert_eq!(cf.certificates().len(), 1);
 }
 
-/// The deploy function (under `cargo lambda watch`, on moto) deploys to Cloudflare, Fastly
-/// and a webhook with the credentials it reads from Secrets Manager (`deploy/…`, the only
+/// The deploy function (under `cargo lambda watch`, on moto) deploys to Cloudflare, Fastly,
+/// a NetScaler and a webhook with the credentials it reads from Secrets Manager (`deploy/…`, the only
 /// vendor secrets its role may read): the first install proven at both edges, a renewal
 /// (Cloudflare's new id followed, Fastly's certificate replaced in place), and an outage at
 /// Fastly's edge ending `not_serving` with the previous certificate put back there.
@@ -252,7 +252,16 @@ async fn the_deploy_function_deploys_to_every_cdn_target_with_credentials_from_s
     let cf = MockCloudflare::start("example.test").await;
     let fastly = MockFastly::start(SHOP).await;
     let receiver = WebhookReceiver::start().await;
+    let netscaler = certpilot_testkit::netscaler::MockNetScaler::start(
+        "shop",
+        &certpilot_testkit::certs::Ca::new("Old CA")
+            .leaf(&[SHOP])
+            .build(),
+    )
+    .await;
+    let nitro_credentials = format!("{}:{}", netscaler.user, netscaler.password);
     for (name, value) in [
+        ("deploy/ns", &nitro_credentials),
         ("deploy/cf", &cf.token),
         ("deploy/fastly", &fastly.token),
         ("deploy/hook", &receiver.secret),
@@ -306,6 +315,14 @@ async fn the_deploy_function_deploys_to_every_cdn_target_with_credentials_from_s
                 &fastly.edge_target(),
             ),
             hook,
+            deployment(
+                "netscaler-vs",
+                (
+                    "netscaler",
+                    serde_json::json!({"nitro-url": netscaler.url(), "credentials-secret": "deploy/ns", "certkey": "shop"}),
+                ),
+                &netscaler.vserver_target(),
+            ),
         ],
     );
     certpilot_app::deploy_kinds().check_spec(&spec).unwrap();
@@ -407,6 +424,15 @@ async fn the_deploy_function_deploys_to_every_cdn_target_with_credentials_from_s
         DeploymentStatus::Verified
     );
     assert_eq!(cf.certificates()[0].chain, third.chain_pem());
+    // The NetScaler's certkey holds the third too, saved.
+    assert_eq!(
+        deployment_of(&cert, "netscaler-vs").state.status,
+        DeploymentStatus::Verified
+    );
+    assert_eq!(
+        netscaler.certkey_cert("shop").unwrap(),
+        format!("certpilot-{}.pem", &third.fingerprint()[..16])
+    );
 }
 
 /// The webhook: a signed POST of the certificate and chain (never the key unless asked, and
@@ -1018,4 +1044,76 @@ async fn the_functions_issue_from_akamais_csrs_and_follow_the_change_to_producti
             current.stacked[0].fingerprint.clone()
         ]
     );
+}
+
+/// NetScaler through the deploy service: the certkey updated (the virtual server follows),
+/// the outage (NITRO accepts, the virtual server keeps the old one) ending `not_serving`
+/// with the previous files put back, and a refusal in NetScaler's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netscaler_updates_the_certkey_and_rolls_back_what_the_vserver_does_not_serve() {
+    use certpilot_testkit::netscaler::MockNetScaler;
+    let w = World::new("netscaler");
+    let before = w.leaf(KeyKind::EcdsaP256);
+    let ns = MockNetScaler::start("shop", &before).await;
+    w.secrets
+        .put_current(
+            "deploy/ns",
+            &SecretValue::new(format!("{}:{}", ns.user, ns.password).into_bytes()),
+        )
+        .await
+        .unwrap();
+    let settings = serde_json::json!({"nitro-url": ns.url(), "credentials-secret": "deploy/ns", "certkey": "shop"});
+    w.add(
+        "checkout",
+        vec![deployment(
+            "adc",
+            ("netscaler", settings),
+            &ns.vserver_target(),
+        )],
+    )
+    .await;
+    let first = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &first, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("checkout", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:#?}");
+    let first_file = format!("certpilot-{}.pem", &first.fingerprint()[..16]);
+    assert_eq!(ns.certkey_cert("shop").unwrap(), first_file);
+
+    ns.stick(true);
+    let second = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &second, KeyType::EcdsaP256).await;
+    let rec = deploy_not_served(&w).await;
+    assert_eq!(
+        ns.certkey_cert("shop").unwrap(),
+        first_file,
+        "the certkey points at the first again"
+    );
+    assert_eq!(
+        rec.state.holding.as_deref(),
+        Some(first.fingerprint().as_str())
+    );
+    assert!(
+        ns.calls()
+            .iter()
+            .any(|c| c == "POST /nitro/v1/config/nsconfig?action=save")
+    );
+
+    // Wrong credentials: refused in NetScaler's words, nothing changed.
+    ns.stick(false);
+    w.secrets
+        .put_current("deploy/ns", &SecretValue::new(b"certpilot:wrong".to_vec()))
+        .await
+        .unwrap();
+    let third = w.leaf(KeyKind::EcdsaP256);
+    w.issue("checkout", &third, KeyType::EcdsaP256).await;
+    w.service.deploy("checkout", None, false).await.unwrap();
+    let rec = record(&w).await;
+    assert_eq!(rec.state.status, DeploymentStatus::Failed, "{rec:?}");
+    let detail = rec.state.detail.unwrap();
+    assert!(
+        detail.contains("the NITRO user is refused")
+            && detail.contains("Invalid username or password, errorcode 354"),
+        "{detail}"
+    );
+    assert_eq!(ns.certkey_cert("shop").unwrap(), first_file);
 }

@@ -275,6 +275,49 @@ async fn haproxy_keeps_the_contract_without_a_reload_and_across_a_restart() {
     assert!(certpilot_e2e::serves(&c.ca, &haproxy.target(), &second.fingerprint).await);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netscaler_keeps_the_contract() {
+    use certpilot_core::ports::{SecretStore as _, SecretValue};
+    let c = Case::new();
+    let (first, second, before) = c.certificates();
+    let mock = certpilot_testkit::netscaler::MockNetScaler::start("shop", &before).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = std::sync::Arc::new(certpilot_files::FileSecretStore::new(
+        dir.path().to_path_buf(),
+    ));
+    secrets
+        .put_current(
+            "deploy/ns",
+            &SecretValue::new(format!("{}:{}", mock.user, mock.password).into_bytes()),
+        )
+        .await
+        .unwrap();
+    let u = unit(
+        "netscaler",
+        serde_json::json!({"nitro-url": mock.url(), "credentials-secret": "deploy/ns", "certkey": "shop"}),
+    );
+    let targets = certpilot_app::App::registry_with_secrets(c.estate.aws.clone(), secrets);
+    deploy_target_contract(&targets, &u, &first, &second).await;
+    // The virtual server serves the renewal; the first's files (its key above all) are gone.
+    assert!(certpilot_e2e::serves(&c.ca, &mock.vserver_target(), &second.fingerprint).await);
+    let short = |f: &str| f[..16].to_owned();
+    let files = mock.files();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.contains(&short(&second.fingerprint))),
+        "{files:?}"
+    );
+    assert!(
+        !files.iter().any(|f| f.contains(&short(&first.fingerprint))),
+        "{files:?}"
+    );
+    assert!(
+        mock.saves() >= 3,
+        "the configuration is saved after each change"
+    );
+}
+
 /// The CSRs the enrollment's pending change offers (starting one when none is), signed by
 /// `ca`: what a keyless renewal leaves for the deploy, with no key.
 async fn cps_material(
@@ -385,6 +428,7 @@ fn every_registered_kind_is_run_against_the_contract() {
         "haproxy",
         "cloudflare",
         "fastly",
+        "netscaler",
         "webhook",
     ];
     let registered: Vec<&str> = certpilot_app::deploy_kinds()

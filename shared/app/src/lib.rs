@@ -669,6 +669,8 @@ fn registry(
         #[cfg(feature = "deploy-cdn")]
         certpilot_deploy_cdn::fastly::Kind::entry(secrets.clone()),
         #[cfg(feature = "deploy-cdn")]
+        certpilot_deploy_cdn::netscaler::Kind::entry(secrets.clone()),
+        #[cfg(feature = "deploy-cdn")]
         certpilot_deploy_cdn::webhook::Kind::entry(secrets.clone()),
     ] {
         targets.register(descriptor, factory);
@@ -711,6 +713,7 @@ pub fn deploy_kinds() -> certpilot_core::model::deploy_kind::DeployKinds {
         certpilot_deploy_cdn::akamai::Kind::descriptor(),
         certpilot_deploy_cdn::cloudflare::Kind::descriptor(),
         certpilot_deploy_cdn::fastly::Kind::descriptor(),
+        certpilot_deploy_cdn::netscaler::Kind::descriptor(),
         certpilot_deploy_cdn::webhook::Kind::descriptor(),
     ])
 }

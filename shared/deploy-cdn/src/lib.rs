@@ -9,6 +9,7 @@ pub mod akamai;
 pub mod cloudflare;
 pub mod fastly;
 mod http;
+pub mod netscaler;
 pub mod webhook;
 
 use std::sync::Arc;

@@ -23,6 +23,7 @@ pub mod findings_contract;
 pub mod hostile_ca;
 pub mod http_mock;
 pub mod lambda;
+pub mod netscaler;
 pub mod observations;
 pub mod procs;
 pub mod renewal_contract;
