@@ -318,6 +318,49 @@ async fn netscaler_keeps_the_contract() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_secret_keeps_the_contract() {
+    use certpilot_core::ports::{SecretStore as _, SecretValue};
+    let c = Case::new();
+    let (first, second, before) = c.certificates();
+    let cluster =
+        certpilot_testkit::kube_api::MockKubeApi::start("prod-eu", &["shop"], "shop-tls", &before)
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = std::sync::Arc::new(certpilot_files::FileSecretStore::new(
+        dir.path().to_path_buf(),
+    ));
+    secrets
+        .put_current(
+            "deploy/kubeconfig",
+            &SecretValue::new(cluster.kubeconfig().into_bytes()),
+        )
+        .await
+        .unwrap();
+    let u = unit(
+        "kubernetes-secret",
+        serde_json::json!({"secret-name": "shop-tls", "context": "prod-eu", "namespace": "shop",
+            "kubeconfig-secret": "deploy/kubeconfig"}),
+    );
+    let targets = certpilot_app::App::registry_with_secrets(c.estate.aws.clone(), secrets);
+    deploy_target_contract(&targets, &u, &first, &second).await;
+    let stored = cluster.secret("shop", "shop-tls").unwrap();
+    assert_eq!(stored["type"], "kubernetes.io/tls");
+    assert_eq!(
+        stored["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "certpilot"
+    );
+    assert_eq!(
+        stored["metadata"]["annotations"]["certpilot.io/fingerprint"],
+        second.fingerprint
+    );
+    assert_eq!(
+        stored["metadata"]["managedFields"][0]["manager"],
+        "certpilot"
+    );
+    assert!(certpilot_e2e::serves(&c.ca, &cluster.ingress("shop"), &second.fingerprint).await);
+}
+
 /// The CSRs the enrollment's pending change offers (starting one when none is), signed by
 /// `ca`: what a keyless renewal leaves for the deploy, with no key.
 async fn cps_material(
@@ -426,6 +469,7 @@ fn every_registered_kind_is_run_against_the_contract() {
         "api-gateway",
         "files",
         "haproxy",
+        "kubernetes-secret",
         "cloudflare",
         "fastly",
         "netscaler",

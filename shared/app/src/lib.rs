@@ -668,6 +668,8 @@ fn registry(
         certpilot_deploy_cdn::cloudflare::Kind::entry(secrets.clone()),
         #[cfg(feature = "deploy-cdn")]
         certpilot_deploy_cdn::fastly::Kind::entry(secrets.clone()),
+        #[cfg(feature = "deploy-k8s")]
+        certpilot_deploy_k8s::secret::Kind::entry(secrets.clone()),
         #[cfg(feature = "deploy-cdn")]
         certpilot_deploy_cdn::netscaler::Kind::entry(secrets.clone()),
         #[cfg(feature = "deploy-cdn")]
@@ -713,6 +715,7 @@ pub fn deploy_kinds() -> certpilot_core::model::deploy_kind::DeployKinds {
         certpilot_deploy_cdn::akamai::Kind::descriptor(),
         certpilot_deploy_cdn::cloudflare::Kind::descriptor(),
         certpilot_deploy_cdn::fastly::Kind::descriptor(),
+        certpilot_deploy_k8s::secret::Kind::descriptor(),
         certpilot_deploy_cdn::netscaler::Kind::descriptor(),
         certpilot_deploy_cdn::webhook::Kind::descriptor(),
     ])

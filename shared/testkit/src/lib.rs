@@ -22,6 +22,7 @@ pub mod fastly;
 pub mod findings_contract;
 pub mod hostile_ca;
 pub mod http_mock;
+pub mod kube_api;
 pub mod lambda;
 pub mod netscaler;
 pub mod observations;

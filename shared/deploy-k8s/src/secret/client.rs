@@ -1,0 +1,97 @@
+//! One cluster's API through kube-rs: its kubeconfig (from the secret store, a file, or the
+//! standard places), one context, bounded in time.
+
+use std::time::Duration;
+
+use certpilot_core::ports::DeployError;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// How long connecting and each request may take.
+const TIMEOUT: Duration = Duration::from_secs(20);
+/// certpilot's field manager in server-side apply.
+pub(crate) const FIELD_MANAGER: &str = "certpilot";
+
+/// Where the kubeconfig comes from.
+pub(crate) enum Source {
+    /// Its text (from the secret store).
+    Text(String),
+    /// A file.
+    File(std::path::PathBuf),
+    /// `KUBECONFIG`, then `~/.kube/config`.
+    Default,
+}
+
+/// A namespace's secrets in one cluster.
+pub(crate) struct Secrets {
+    api: Api<Secret>,
+    pub(crate) at: String,
+}
+
+fn refused(at: &str, what: &str, e: &kube::Error) -> DeployError {
+    let words = e.to_string();
+    match e {
+        kube::Error::Api(status) if status.code == 401 || status.code == 403 => {
+            DeployError::Target(format!(
+                "{at}: {what}: the cluster refused certpilot's credentials; it needs get and patch on secrets in this namespace ({words})"
+            ))
+        }
+        kube::Error::Api(_) => DeployError::Target(format!("{at}: {what}: {words}")),
+        _ => DeployError::Unavailable(format!("{at}: {what}: {words}")),
+    }
+}
+
+impl Secrets {
+    /// The secrets of `namespace` in the cluster of `context`.
+    pub(crate) async fn connect(
+        source: &Source,
+        context: &str,
+        namespace: &str,
+    ) -> Result<Self, DeployError> {
+        let at = format!("{context}/{namespace}");
+        let bad = |e: String| DeployError::Config(format!("{at}: the kubeconfig: {e}"));
+        let kubeconfig = match source {
+            Source::Text(t) => Kubeconfig::from_yaml(t).map_err(|e| bad(e.to_string()))?,
+            Source::File(p) => Kubeconfig::read_from(p).map_err(|e| bad(e.to_string()))?,
+            Source::Default => Kubeconfig::read().map_err(|e| bad(e.to_string()))?,
+        };
+        let options = KubeConfigOptions {
+            context: Some(context.to_owned()),
+            ..KubeConfigOptions::default()
+        };
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| bad(format!("context {context:?}: {e}")))?;
+        config.connect_timeout = Some(TIMEOUT);
+        config.read_timeout = Some(TIMEOUT);
+        config.write_timeout = Some(TIMEOUT);
+        let client = Client::try_from(config).map_err(|e| bad(e.to_string()))?;
+        Ok(Secrets {
+            api: Api::namespaced(client, namespace),
+            at,
+        })
+    }
+
+    /// The secret `name`, if there is one.
+    pub(crate) async fn get(&self, name: &str) -> Result<Option<Secret>, DeployError> {
+        self.api
+            .get_opt(name)
+            .await
+            .map_err(|e| refused(&self.at, &format!("get secret {name}"), &e))
+    }
+
+    /// Applies `secret` (server-side apply, certpilot's field manager, taking over the fields
+    /// certpilot owns).
+    pub(crate) async fn apply(&self, name: &str, secret: &Secret) -> Result<Secret, DeployError> {
+        self.api
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(secret),
+            )
+            .await
+            .map_err(|e| refused(&self.at, &format!("apply secret {name}"), &e))
+    }
+}

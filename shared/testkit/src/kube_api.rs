@@ -1,0 +1,315 @@
+//! A fake Kubernetes API server for Secrets, written from the Kubernetes API documentation
+//! (no kube-apiserver, envtest or k3s can be installed here): bearer-token authentication
+//! (401 otherwise), `GET`, `PUT` with `metadata.resourceVersion` (a stale one is 409
+//! Conflict), server-side apply as `PATCH` with `application/apply-patch+yaml` and a
+//! `fieldManager` (managed fields recorded), 404 `NotFound`, and 422 `Invalid` when a
+//! secret's immutable `type` would change — each answered as a `Status` object.
+//!
+//! Each namespace it serves has an ingress stand-in: a TLS server presenting what the
+//! secret `secret_name` holds there, as an ingress controller would, unless the test makes
+//! one keep what it serves.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+
+use crate::certs::Leaf;
+use crate::http_mock::{MockServer, Reply, Request};
+use crate::servers::Swappable;
+
+struct State {
+    secrets: BTreeMap<(String, String), Value>,
+    version: u64,
+    stuck: BTreeMap<String, bool>,
+    calls: Vec<String>,
+}
+
+/// A running fake cluster.
+pub struct MockKubeApi {
+    server: MockServer,
+    state: Arc<Mutex<State>>,
+    ingresses: BTreeMap<String, Arc<Swappable>>,
+    /// The bearer token it accepts.
+    pub token: String,
+    /// The cluster's name (its kubeconfig context).
+    pub context: String,
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Reply {
+    Reply {
+        status: code,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code})
+        .to_string(),
+    }
+}
+
+fn object(code: u16, v: &Value) -> Reply {
+    Reply {
+        status: code,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: v.to_string(),
+    }
+}
+
+/// The leaf a stored TLS secret holds, when it parses.
+fn leaf_of(secret: &Value) -> Option<Leaf> {
+    let b64 = |k: &str| {
+        secret["data"][k]
+            .as_str()
+            .and_then(|v| STANDARD.decode(v).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    let (crt, key) = (b64("tls.crt")?, b64("tls.key")?);
+    std::panic::catch_unwind(move || Leaf::from_pem(&crt, &key)).ok()
+}
+
+impl MockKubeApi {
+    /// A cluster `context` with `namespaces`, each with an ingress presenting the secret
+    /// `secret_name` (before it exists, `before`).
+    pub async fn start(
+        context: &str,
+        namespaces: &[&str],
+        secret_name: &str,
+        before: &Leaf,
+    ) -> MockKubeApi {
+        let token = format!("token-of-{context}");
+        let mut ingresses = BTreeMap::new();
+        for ns in namespaces {
+            let ingress = Arc::new(Swappable::start().await);
+            ingress.serve(before);
+            ingresses.insert((*ns).to_owned(), ingress);
+        }
+        let state = Arc::new(Mutex::new(State {
+            secrets: BTreeMap::new(),
+            version: 1000,
+            stuck: BTreeMap::new(),
+            calls: vec![],
+        }));
+        let handler = {
+            let (state, token, ing, name) = (
+                state.clone(),
+                token.clone(),
+                ingresses.clone(),
+                secret_name.to_owned(),
+            );
+            Arc::new(move |req: Request| {
+                let mut s = state.lock().expect("lock");
+                let reply = handle(&mut s, &token, req);
+                for (ns, ingress) in &ing {
+                    if s.stuck.get(ns).copied().unwrap_or(false) {
+                        continue;
+                    }
+                    if let Some(leaf) = s.secrets.get(&(ns.clone(), name.clone())).and_then(leaf_of)
+                    {
+                        ingress.serve(&leaf);
+                    }
+                }
+                reply
+            })
+        };
+        MockKubeApi {
+            server: MockServer::start(handler).await,
+            state,
+            ingresses,
+            token,
+            context: context.to_owned(),
+        }
+    }
+
+    /// A kubeconfig naming this cluster as context `self.context`, with its token.
+    pub fn kubeconfig(&self) -> String {
+        Self::kubeconfig_of(&[self])
+    }
+
+    /// One kubeconfig holding every cluster of `clusters`, a context each.
+    pub fn kubeconfig_of(clusters: &[&MockKubeApi]) -> String {
+        let mut c = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+        for k in clusters {
+            c.push_str(&format!(
+                "- name: {n}\n  cluster:\n    server: {url}\n",
+                n = k.context,
+                url = k.server.base_url()
+            ));
+        }
+        c.push_str("users:\n");
+        for k in clusters {
+            c.push_str(&format!(
+                "- name: {n}\n  user:\n    token: {t}\n",
+                n = k.context,
+                t = k.token
+            ));
+        }
+        c.push_str("contexts:\n");
+        for k in clusters {
+            c.push_str(&format!(
+                "- name: {n}\n  context:\n    cluster: {n}\n    user: {n}\n",
+                n = k.context
+            ));
+        }
+        c.push_str(&format!("current-context: {}\n", clusters[0].context));
+        c
+    }
+
+    /// The ingress of `namespace` (`127.0.0.1:PORT`).
+    pub fn ingress(&self, namespace: &str) -> String {
+        self.ingresses[namespace].server().target()
+    }
+
+    /// The ingress of `namespace` keeps presenting what it presents.
+    pub fn stick(&self, namespace: &str, stuck: bool) {
+        self.state
+            .lock()
+            .expect("lock")
+            .stuck
+            .insert(namespace.to_owned(), stuck);
+    }
+
+    /// Puts a secret there as someone else would (not through certpilot).
+    pub fn put(&self, namespace: &str, secret: Value) {
+        let mut s = self.state.lock().expect("lock");
+        let name = secret["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        s.secrets.insert((namespace.to_owned(), name), secret);
+    }
+
+    /// The secret `name` in `namespace`, as stored.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Value> {
+        let s = self.state.lock().expect("lock");
+        s.secrets
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Every call, `METHOD path`.
+    pub fn calls(&self) -> Vec<String> {
+        self.state.lock().expect("lock").calls.clone()
+    }
+}
+
+fn handle(s: &mut State, token: &str, req: Request) -> Reply {
+    s.calls.push(format!("{} {}", req.method, req.path));
+    if req.headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {token}")) {
+        return status(401, "Unauthorized", "Unauthorized");
+    }
+    let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ["api", "v1", "namespaces", ns, "secrets", name] = parts.as_slice() else {
+        return status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+    };
+    let key = ((*ns).to_owned(), (*name).to_owned());
+    let not_found = || status(404, "NotFound", &format!("secrets \"{name}\" not found"));
+    match req.method.as_str() {
+        "GET" => match s.secrets.get(&key) {
+            Some(v) => object(200, v),
+            None => not_found(),
+        },
+        "PUT" | "PATCH" => {
+            let body: Value = match serde_json::from_slice(&req.body) {
+                Ok(v) => v,
+                Err(_) => return status(400, "BadRequest", "the body is not JSON"),
+            };
+            let apply = req.method == "PATCH";
+            if apply {
+                let ct = req
+                    .headers
+                    .get("content-type")
+                    .map(String::as_str)
+                    .unwrap_or("");
+                if ct != "application/apply-patch+yaml" {
+                    return status(
+                        415,
+                        "UnsupportedMediaType",
+                        &format!(
+                            "the body of the request was in an unknown format - accepted media types include: application/apply-patch+yaml (got {ct})"
+                        ),
+                    );
+                }
+                if !query.split('&').any(|kv| kv.starts_with("fieldManager=")) {
+                    return status(
+                        422,
+                        "Invalid",
+                        "fieldManager is required for apply requests",
+                    );
+                }
+            }
+            let existing = s.secrets.get(&key).cloned();
+            if let Some(old) = &existing {
+                let old_type = old["type"].as_str().unwrap_or("Opaque");
+                if let Some(new_type) = body["type"].as_str()
+                    && new_type != old_type
+                {
+                    return status(
+                        422,
+                        "Invalid",
+                        &format!(
+                            "Secret \"{name}\" is invalid: type: Invalid value: \"{new_type}\": field is immutable"
+                        ),
+                    );
+                }
+                if !apply
+                    && let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+                    && Some(rv) != old["metadata"]["resourceVersion"].as_str()
+                {
+                    return status(
+                        409,
+                        "Conflict",
+                        &format!(
+                            "Operation cannot be fulfilled on secrets \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                        ),
+                    );
+                }
+            } else if !apply {
+                return not_found();
+            }
+            s.version += 1;
+            let mut stored = match (apply, existing) {
+                // Apply merges the fields the manager sends over what is there.
+                (true, Some(mut old)) => {
+                    for field in ["type", "data"] {
+                        if !body[field].is_null() {
+                            old[field] = body[field].clone();
+                        }
+                    }
+                    for meta in ["labels", "annotations"] {
+                        if let Some(m) = body["metadata"][meta].as_object() {
+                            for (k, v) in m {
+                                old["metadata"][meta][k] = v.clone();
+                            }
+                        }
+                    }
+                    old
+                }
+                _ => body.clone(),
+            };
+            stored["apiVersion"] = json!("v1");
+            stored["kind"] = json!("Secret");
+            stored["metadata"]["name"] = json!(name);
+            stored["metadata"]["namespace"] = json!(ns);
+            stored["metadata"]["resourceVersion"] = json!(s.version.to_string());
+            if apply {
+                let manager = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("fieldManager="))
+                    .unwrap_or("");
+                stored["metadata"]["managedFields"] =
+                    json!([{"manager": manager, "operation": "Apply", "apiVersion": "v1"}]);
+            }
+            let created = !s.secrets.contains_key(&key);
+            s.secrets.insert(key, stored.clone());
+            object(if created { 201 } else { 200 }, &stored)
+        }
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        ),
+    }
+}
