@@ -106,3 +106,158 @@ async fn renew_installs_in_haproxy_without_a_reload_and_rollback_puts_the_previo
         stderr(&refused)
     );
 }
+
+/// The seeds' "issue once, sync everywhere": one renewal installs the certificate in three
+/// clusters × two namespaces and an HAProxy, proven at every ingress; an ingress that keeps
+/// the old certificate is `not_serving` in its namespace alone and rolled back there alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_renewal_reaches_three_clusters_two_namespaces_each_and_haproxy_and_an_outage_stays_in_its_namespace()
+ {
+    use certpilot_testkit::kube_api::MockKubeApi;
+    const SHOP: &str = "shop.certpilot.test";
+    const NAMESPACES: [&str; 2] = ["shop", "payments"];
+    let env = Env::start();
+    let before = certpilot_testkit::certs::LeafBuilder::self_signed(&[SHOP]).build();
+    let mut clusters = Vec::new();
+    for context in ["prod-eu", "prod-us", "prod-ap"] {
+        clusters.push(MockKubeApi::start(context, &NAMESPACES, "shop-tls", &before).await);
+    }
+    let haproxy = HaProxy::start(&before);
+    let kubeconfig = env.path("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        MockKubeApi::kubeconfig_of(&clusters.iter().collect::<Vec<_>>()),
+    )
+    .unwrap();
+    let units: Vec<serde_json::Value> = clusters
+        .iter()
+        .flat_map(|c| {
+            NAMESPACES.iter().map(move |ns| {
+                serde_json::json!({"name": format!("{}.{ns}", c.context),
+                    "settings": {"context": c.context, "namespace": ns},
+                    "endpoints": [c.ingress(ns)]})
+            })
+        })
+        .collect();
+    let file = env.path("deployments.json");
+    std::fs::write(
+        &file,
+        serde_json::json!([
+            {"name": "clusters", "kind": "kubernetes-secret", "units": units,
+             "settings": {"secret-name": "shop-tls", "kubeconfig": kubeconfig}},
+            {"name": "edge-lb", "kind": "haproxy", "endpoints": [haproxy.target()],
+             "settings": {"cert-file": haproxy.cert_file(), "socket": haproxy.socket()}},
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let added = env
+        .add(&[SHOP], &["--deploy-file", file.to_str().unwrap()])
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    let renew = |force: bool| {
+        let env = &env;
+        async move {
+            let mut args = vec![
+                "renew",
+                "--format",
+                "json",
+                "--verify-interval",
+                "200ms",
+                "--verify-max-deadline",
+                "10s",
+            ];
+            if force {
+                args.extend(["--force", SHOP]);
+            }
+            env.run(&args).await
+        }
+    };
+    let serves = |target: String| {
+        let env = &env;
+        async move {
+            served(
+                &env.run(&["scan", &target, "--format", "json", "--no-record"])
+                    .await,
+            )
+        }
+    };
+    let secret_holds = |c: &MockKubeApi, ns: &str| {
+        c.secret(ns, "shop-tls").unwrap()["metadata"]["annotations"]["certpilot.io/fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // Issued once, installed and proven everywhere.
+    let first = renew(false).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    let rows = json_lines(&first);
+    let first_fp = rows[0]["fingerprint"].as_str().unwrap().to_owned();
+    let k8s = rows.iter().find(|r| r["name"] == "clusters").unwrap();
+    assert_eq!(k8s["status"], "verified", "{rows:?}");
+    assert_eq!(k8s["units"].as_array().unwrap().len(), 6, "{k8s}");
+    for c in &clusters {
+        for ns in NAMESPACES {
+            assert_eq!(serves(c.ingress(ns)).await, first_fp, "{}/{ns}", c.context);
+            assert_eq!(secret_holds(c, ns), first_fp);
+        }
+    }
+    assert_eq!(serves(haproxy.target()).await, first_fp);
+
+    // The next renewal, with prod-us/payments' ingress stuck on what it serves.
+    clusters[1].stick("payments", true);
+    let second = renew(true).await;
+    assert_eq!(second.status.code(), Some(2), "{}", stderr(&second));
+    let rows = json_lines(&second);
+    let second_fp = rows[0]["fingerprint"].as_str().unwrap().to_owned();
+    assert_ne!(second_fp, first_fp);
+    let k8s = rows.iter().find(|r| r["name"] == "clusters").unwrap();
+    assert_eq!(k8s["status"], "not_serving", "{k8s}");
+    for unit in k8s["units"].as_array().unwrap() {
+        if unit["name"] == "prod-us.payments" {
+            assert_eq!(unit["status"], "not_serving", "{unit}");
+            assert_eq!(unit["rolled_back"], true, "{unit}");
+        } else {
+            assert_eq!(unit["status"], "verified", "{unit}");
+            assert!(unit.get("rolled_back").is_none(), "{unit}");
+        }
+    }
+    let lb = rows.iter().find(|r| r["name"] == "edge-lb").unwrap();
+    assert_eq!(lb["status"], "verified", "{rows:?}");
+    for c in &clusters {
+        for ns in NAMESPACES {
+            let expected = if (c.context.as_str(), ns) == ("prod-us", "payments") {
+                &first_fp
+            } else {
+                &second_fp
+            };
+            assert_eq!(&secret_holds(c, ns), expected, "{}/{ns}", c.context);
+            if (c.context.as_str(), ns) != ("prod-us", "payments") {
+                assert_eq!(serves(c.ingress(ns)).await, second_fp, "{}/{ns}", c.context);
+            }
+        }
+    }
+    assert_eq!(serves(haproxy.target()).await, second_fp);
+    // `certpilot rollback` puts the first back in every namespace and at HAProxy.
+    clusters[1].stick("payments", false);
+    let rolled = env.run(&["rollback", SHOP, "--format", "json"]).await;
+    assert!(rolled.status.success(), "{}", stderr(&rolled));
+    for c in &clusters {
+        for ns in NAMESPACES {
+            assert_eq!(secret_holds(c, ns), first_fp, "{}/{ns}", c.context);
+            assert_eq!(serves(c.ingress(ns)).await, first_fp, "{}/{ns}", c.context);
+        }
+    }
+    assert_eq!(serves(haproxy.target()).await, first_fp);
+    // Each cluster was written to in its own namespaces only.
+    for c in &clusters {
+        assert!(
+            c.calls().iter().all(|call| NAMESPACES
+                .iter()
+                .any(|ns| call.contains(&format!("/namespaces/{ns}/secrets/shop-tls")))),
+            "{:?}",
+            c.calls()
+        );
+    }
+}

@@ -170,7 +170,7 @@ impl Estate {
         use aws_sdk_acm::primitives::Blob;
         self.keyring.remember(leaf);
         let chain = leaf.chain_pem();
-        let (_, rest) = certpilot_deploy_aws::acm::split_chain(&chain).unwrap();
+        let (_, rest) = certpilot_core::model::certificate::split_chain(&chain).unwrap();
         let mut call = self
             .acm
             .import_certificate()

@@ -231,7 +231,8 @@ async fn a_short_cloudflare_lockout_is_sat_out_within_the_run() {
 /// (Cloudflare's new id followed, Fastly's certificate replaced in place), and an outage at
 /// Fastly's edge ending `not_serving` with the previous certificate put back there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_deploy_function_deploys_to_every_cdn_target_with_credentials_from_secrets_manager() {
+async fn the_deploy_function_deploys_to_every_vendor_target_with_credentials_from_secrets_manager()
+{
     use certpilot_core::model::certificate::ManagedCertificate;
     use certpilot_core::model::deploy::Deployment;
     use certpilot_core::ports::SecretStore as _;
@@ -260,7 +261,21 @@ async fn the_deploy_function_deploys_to_every_cdn_target_with_credentials_from_s
     )
     .await;
     let nitro_credentials = format!("{}:{}", netscaler.user, netscaler.password);
+    // Two clusters, their kubeconfig in Secrets Manager (a Lambda has no file).
+    let old = certpilot_testkit::certs::Ca::new("Old CA")
+        .leaf(&[SHOP])
+        .build();
+    let mut clusters = Vec::new();
+    for context in ["prod-eu", "prod-us"] {
+        clusters.push(
+            certpilot_testkit::kube_api::MockKubeApi::start(context, &["shop"], "shop-tls", &old)
+                .await,
+        );
+    }
+    let kubeconfig =
+        certpilot_testkit::kube_api::MockKubeApi::kubeconfig_of(&[&clusters[0], &clusters[1]]);
     for (name, value) in [
+        ("deploy/kubeconfig", &kubeconfig),
         ("deploy/ns", &nitro_credentials),
         ("deploy/cf", &cf.token),
         ("deploy/fastly", &fastly.token),
@@ -323,6 +338,14 @@ async fn the_deploy_function_deploys_to_every_cdn_target_with_credentials_from_s
                 ),
                 &netscaler.vserver_target(),
             ),
+            serde_json::from_value(serde_json::json!({
+                "name": "clusters", "kind": "kubernetes-secret", "verify_deadline": 10,
+                "settings": {"secret-name": "shop-tls", "kubeconfig-secret": "deploy/kubeconfig"},
+                "units": clusters.iter().map(|c| serde_json::json!({
+                    "name": c.context, "endpoints": [c.ingress("shop")],
+                    "settings": {"context": c.context, "namespace": "shop"}})).collect::<Vec<_>>(),
+            }))
+            .unwrap(),
         ],
     );
     certpilot_app::deploy_kinds().check_spec(&spec).unwrap();
@@ -403,6 +426,7 @@ async fn the_deploy_function_deploys_to_every_cdn_target_with_credentials_from_s
     // The outage at Fastly's edge: not served, the second put back there; the others,
     // proven, keep the third.
     fastly.stick(true);
+    clusters[1].stick("shop", true);
     let third = leaf();
     issue(&third).await;
     let swept = watch.invoke("deploy", &tick).await;
@@ -433,6 +457,19 @@ async fn the_deploy_function_deploys_to_every_cdn_target_with_credentials_from_s
         netscaler.certkey_cert("shop").unwrap(),
         format!("certpilot-{}.pem", &third.fingerprint()[..16])
     );
+    // prod-us's ingress kept the second: its secret is put back to the second, prod-eu
+    // keeps the third it serves.
+    let k8s = deployment_of(&cert, "clusters");
+    assert_eq!(k8s.state.status, DeploymentStatus::NotServing, "{k8s:?}");
+    let holds = |c: &certpilot_testkit::kube_api::MockKubeApi| {
+        c.secret("shop", "shop-tls").unwrap()["metadata"]["annotations"]["certpilot.io/fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(holds(&clusters[0]), third.fingerprint());
+    assert!(certpilot_e2e::serves(&ca, &clusters[0].ingress("shop"), &third.fingerprint()).await);
+    assert_eq!(holds(&clusters[1]), second.fingerprint());
 }
 
 /// The webhook: a signed POST of the certificate and chain (never the key unless asked, and

@@ -322,7 +322,11 @@ async fn netscaler_keeps_the_contract() {
 async fn kubernetes_secret_keeps_the_contract() {
     use certpilot_core::ports::{SecretStore as _, SecretValue};
     let c = Case::new();
-    let (first, second, before) = c.certificates();
+    let (mut first, mut second, before) = c.certificates();
+    // A chain past the leaf, for ca.crt.
+    for m in [&mut first, &mut second] {
+        m.chain_pem.push_str(&c.ca.root_pem());
+    }
     let cluster =
         certpilot_testkit::kube_api::MockKubeApi::start("prod-eu", &["shop"], "shop-tls", &before)
             .await;
@@ -340,7 +344,7 @@ async fn kubernetes_secret_keeps_the_contract() {
     let u = unit(
         "kubernetes-secret",
         serde_json::json!({"secret-name": "shop-tls", "context": "prod-eu", "namespace": "shop",
-            "kubeconfig-secret": "deploy/kubeconfig"}),
+            "kubeconfig-secret": "deploy/kubeconfig", "ca-crt": true}),
     );
     let targets = certpilot_app::App::registry_with_secrets(c.estate.aws.clone(), secrets);
     deploy_target_contract(&targets, &u, &first, &second).await;
@@ -358,7 +362,101 @@ async fn kubernetes_secret_keeps_the_contract() {
         stored["metadata"]["managedFields"][0]["manager"],
         "certpilot"
     );
+    use base64::Engine as _;
+    let ca_crt = base64::engine::general_purpose::STANDARD
+        .decode(stored["data"]["ca.crt"].as_str().unwrap())
+        .unwrap();
+    let issuers = certpilot_core::model::certificate::split_chain(&second.chain_pem)
+        .unwrap()
+        .1;
+    assert_eq!(String::from_utf8(ca_crt).unwrap(), issuers);
+    assert_eq!(issuers.trim(), c.ca.root_pem().trim());
     assert!(certpilot_e2e::serves(&c.ca, &cluster.ingress("shop"), &second.fingerprint).await);
+}
+
+/// A secret certpilot did not create is left alone unless the deployment says `adopt`; one
+/// of another type is refused in words (Kubernetes cannot change a type); credentials the
+/// cluster refuses name the RBAC verbs needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_secret_leaves_secrets_it_does_not_own_alone() {
+    use certpilot_core::ports::{DeployError, DeployRequest};
+    use certpilot_testkit::kube_api::MockKubeApi;
+    let c = Case::new();
+    let (first, _, before) = c.certificates();
+    let cluster = MockKubeApi::start("prod-eu", &["shop", "payments"], "shop-tls", &before).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, cluster.kubeconfig()).unwrap();
+    let targets = certpilot_app::App::registry_with(c.estate.aws.clone());
+    let deploy = |ns: &str, extra: serde_json::Value| {
+        let mut settings = serde_json::json!({"secret-name": "shop-tls", "context": "prod-eu",
+            "namespace": ns, "kubeconfig": kubeconfig});
+        settings
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        let u = unit("kubernetes-secret", settings);
+        let (targets, first) = (&targets, &first);
+        async move {
+            let target = targets.target(&u).await?;
+            target
+                .deploy(DeployRequest {
+                    id: "shop",
+                    unit: &u,
+                    certificate: first,
+                    previous: None,
+                    record: None,
+                })
+                .await
+        }
+    };
+    let opaque = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "shop-tls", "namespace": "shop"}, "data": {"password": "aHVudGVyMg=="}});
+    cluster.put("shop", opaque.clone());
+    let Err(DeployError::Target(words)) = deploy("shop", serde_json::json!({"adopt": true})).await
+    else {
+        panic!("an Opaque secret was overwritten");
+    };
+    assert!(
+        words.contains("type Opaque") && words.contains("cannot change a secret's type"),
+        "{words}"
+    );
+    assert_eq!(
+        cluster.secret("shop", "shop-tls").unwrap()["data"],
+        opaque["data"]
+    );
+
+    let theirs = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "shop-tls", "namespace": "payments", "labels": {"owner": "shop-team"}},
+        "data": {"tls.crt": "", "tls.key": ""}});
+    cluster.put("payments", theirs.clone());
+    let Err(DeployError::Target(words)) = deploy("payments", serde_json::json!({})).await else {
+        panic!("a secret certpilot did not create was taken over");
+    };
+    assert!(words.contains("adopt=true"), "{words}");
+    assert_eq!(cluster.secret("payments", "shop-tls").unwrap(), theirs);
+    deploy("payments", serde_json::json!({"adopt": true}))
+        .await
+        .unwrap();
+    let adopted = cluster.secret("payments", "shop-tls").unwrap();
+    assert_eq!(
+        adopted["metadata"]["labels"],
+        serde_json::json!({"owner": "shop-team", "app.kubernetes.io/managed-by": "certpilot"})
+    );
+    assert_eq!(
+        adopted["metadata"]["annotations"]["certpilot.io/fingerprint"],
+        first.fingerprint
+    );
+
+    std::fs::write(
+        &kubeconfig,
+        cluster.kubeconfig().replace(&cluster.token, "stolen-token"),
+    )
+    .unwrap();
+    let Err(DeployError::Target(words)) = deploy("payments", serde_json::json!({})).await else {
+        panic!("a refused token went unnoticed");
+    };
+    assert!(words.contains("get and patch on secrets"), "{words}");
 }
 
 /// The CSRs the enrollment's pending change offers (starting one when none is), signed by

@@ -8,7 +8,7 @@
 use aws_sdk_acm::Client;
 use aws_sdk_acm::primitives::Blob;
 use aws_sdk_acm::types::{KeyAlgorithm, Tag, ValidationMethod};
-use certpilot_core::model::certificate::KeyType;
+use certpilot_core::model::certificate::{KeyType, split_chain};
 use certpilot_core::ports::{
     AcmCertificates, AcmDescription, CnameRecord, DeployError, DeployMaterial,
     DownloadedCertificate, IssueError,
@@ -318,22 +318,6 @@ fn downloaded(chain_pem: &str) -> Option<DownloadedCertificate> {
     })
 }
 
-/// The first certificate of a PEM chain and the rest.
-pub fn split_chain(chain_pem: &str) -> Option<(String, String)> {
-    const END: &str = "-----END CERTIFICATE-----";
-    let at = chain_pem.find(END)? + END.len();
-    let leaf = format!("{}\n", chain_pem[..at].trim());
-    let rest = chain_pem[at..].trim();
-    Some((
-        leaf,
-        if rest.is_empty() {
-            String::new()
-        } else {
-            format!("{rest}\n")
-        },
-    ))
-}
-
 /// SHA-256 of the first certificate in `pem`, hex.
 pub fn pem_fingerprint(pem: &str) -> Option<String> {
     let (_, block) = x509_parser::pem::parse_x509_pem(pem.trim_start().as_bytes()).ok()?;
@@ -341,26 +325,4 @@ pub fn pem_fingerprint(pem: &str) -> Option<String> {
         &aws_lc_rs::digest::SHA256,
         &block.contents,
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_chain_splits_into_leaf_and_intermediates() {
-        let chain = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n";
-        let (leaf, rest) = split_chain(chain).expect("split");
-        assert_eq!(
-            leaf,
-            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
-        );
-        assert_eq!(
-            rest,
-            "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n"
-        );
-        let (_, none) = split_chain(&leaf).expect("split");
-        assert!(none.is_empty());
-        assert!(split_chain("no pem").is_none());
-    }
 }

@@ -1124,6 +1124,22 @@ pub fn validate_certificate_id(id: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// The first certificate of a PEM chain and the rest.
+pub fn split_chain(chain_pem: &str) -> Option<(String, String)> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let at = chain_pem.find(END)? + END.len();
+    let leaf = format!("{}\n", chain_pem[..at].trim());
+    let rest = chain_pem[at..].trim();
+    Some((
+        leaf,
+        if rest.is_empty() {
+            String::new()
+        } else {
+            format!("{rest}\n")
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1277,5 +1293,22 @@ mod tests {
             serde_json::from_str::<ManagedCertificate>(&json).unwrap(),
             c
         );
+    }
+
+    #[test]
+    fn a_chain_splits_into_leaf_and_intermediates() {
+        let chain = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n";
+        let (leaf, rest) = split_chain(chain).expect("split");
+        assert_eq!(
+            leaf,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        );
+        assert_eq!(
+            rest,
+            "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n"
+        );
+        let (_, none) = split_chain(&leaf).expect("split");
+        assert!(none.is_empty());
+        assert!(split_chain("no pem").is_none());
     }
 }

@@ -36,17 +36,10 @@ pub(crate) fn algorithm(key_type: KeyType) -> &'static str {
     if key_type.is_rsa() { "RSA" } else { "ECDSA" }
 }
 
-/// The leaf and the intermediates of a PEM chain.
+/// The leaf and the intermediates of a PEM chain (Akamai's trust chain, unterminated).
 fn split_chain(chain: &str) -> (String, String) {
-    const END: &str = "-----END CERTIFICATE-----";
-    match chain.find(END) {
-        Some(i) => {
-            let cut = i + END.len();
-            (
-                format!("{}\n", chain[..cut].trim()),
-                chain[cut..].trim().to_owned(),
-            )
-        }
+    match certpilot_core::model::certificate::split_chain(chain) {
+        Some((leaf, rest)) => (leaf, rest.trim_end().to_owned()),
         None => (chain.to_owned(), String::new()),
     }
 }

@@ -6,14 +6,14 @@
 //! kind: kubernetes-secret
 //! settings: {secret-name: shop-tls, kubeconfig-secret: deploy/kubeconfig}
 //! units:
-//!   - {name: eu/shop, settings: {context: prod-eu, namespace: shop}}
-//!   - {name: us/shop, settings: {context: prod-us, namespace: shop}}
+//!   - {name: eu.shop, settings: {context: prod-eu, namespace: shop}}
+//!   - {name: us.shop, settings: {context: prod-us, namespace: shop}}
 //! endpoints: [shop.example.com:443]
 //! ```
 //!
 //! Settings: `secret-name`, `context`, `namespace`, `kubeconfig-secret` (the kubeconfig in
 //! the secret store: the deploy function has no file), `kubeconfig` (a file; default
-//! `KUBECONFIG`, then `~/.kube/config`), `adopt`.
+//! `KUBECONFIG`, then `~/.kube/config`), `adopt`, `ca-crt`.
 
 mod client;
 mod target;
@@ -81,10 +81,12 @@ impl Kind {
                     .of(ValueKind::Path),
                 Setting::optional("adopt", "take over a secret of that name certpilot did not create")
                     .of(ValueKind::Bool),
+                Setting::optional("ca-crt", "also write the issuer's chain as ca.crt")
+                    .of(ValueKind::Bool),
             ],
             default_verify_deadline: Duration::from_secs(3 * 60),
             permissions: vec![
-                "RBAC in each namespace: get and patch on secrets (a Role bound to certpilot's user or service account)",
+                "RBAC in each namespace: get and patch on the secret, create on secrets until it exists (a Role bound to certpilot's user or service account)",
             ],
             key_types: KeyType::ALL.to_vec(),
             key_delivery: KeyDelivery::InRequest,
@@ -127,6 +129,13 @@ struct SecretSettings {
     kubeconfig_secret: Option<String>,
     kubeconfig: Option<std::path::PathBuf>,
     adopt: Option<serde_json::Value>,
+    ca_crt: Option<serde_json::Value>,
+}
+
+/// A boolean setting, given as `true` in a file or `true` on a spec line.
+fn yes(v: &Option<serde_json::Value>) -> bool {
+    matches!(v, Some(serde_json::Value::Bool(true)))
+        || matches!(v, Some(serde_json::Value::String(t)) if t == "true")
 }
 
 #[async_trait]
@@ -157,12 +166,11 @@ impl TargetFactory for Kind {
             (None, Some(path)) => client::Source::File(path.clone()),
             (None, None) => client::Source::Default,
         };
-        let adopt = matches!(&s.adopt, Some(serde_json::Value::Bool(true)))
-            || matches!(&s.adopt, Some(serde_json::Value::String(t)) if t == "true");
         Ok(Box::new(SecretTarget {
             secrets: client::Secrets::connect(&source, &s.context, &s.namespace).await?,
             name: s.secret_name,
-            adopt,
+            adopt: yes(&s.adopt),
+            ca_crt: yes(&s.ca_crt),
         }))
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use certpilot_core::model::certificate::split_chain;
 use certpilot_core::ports::{
     Bound, DeployError, DeployMaterial, DeployRequest, DeployTarget, Deployed,
 };
@@ -32,6 +33,8 @@ pub struct SecretTarget {
     pub(crate) secrets: Secrets,
     pub(crate) name: String,
     pub(crate) adopt: bool,
+    /// Whether `ca.crt` holds the issuer's chain (for clients that verify against it).
+    pub(crate) ca_crt: bool,
 }
 
 /// SHA-256 of the first certificate of `tls.crt`, hex.
@@ -53,13 +56,24 @@ impl SecretTarget {
         let key = material.key.as_ref().ok_or_else(|| {
             DeployError::Config("kubernetes-secret: the certificate's key is needed".into())
         })?;
-        let data = BTreeMap::from([
+        let mut data = BTreeMap::from([
             (
                 "tls.crt".to_owned(),
                 ByteString(material.chain_pem.clone().into_bytes()),
             ),
             ("tls.key".to_owned(), ByteString(key.expose().to_vec())),
         ]);
+        if self.ca_crt {
+            data.insert(
+                "ca.crt".to_owned(),
+                ByteString(
+                    split_chain(&material.chain_pem)
+                        .map(|(_, issuers)| issuers)
+                        .unwrap_or_default()
+                        .into_bytes(),
+                ),
+            );
+        }
         Ok(Secret {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
