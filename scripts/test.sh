@@ -47,6 +47,19 @@ ensure_python_tools() {
     echo "${PY_TOOLS[*]}" > "$stamp"
 }
 
+# The AWS CLI the SSM fleet's instances run (in a venv of its own: it pins botocore).
+AWSCLI="awscli==1.46.2"
+ensure_awscli() {
+    local stamp="$TEST_ENV/awscli/.certpilot-tools"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$AWSCLI" ]; then
+        return
+    fi
+    say "installing $AWSCLI into $TEST_ENV/awscli"
+    python3 -m venv "$TEST_ENV/awscli"
+    "$TEST_ENV/awscli/bin/pip" install -q "$AWSCLI"
+    echo "$AWSCLI" > "$stamp"
+}
+
 pebble_ok() {
     local bin
     bin="$(command -v pebble 2>/dev/null)" || return 1
@@ -102,6 +115,7 @@ ensure_promtool() {
 }
 
 ensure_python_tools
+ensure_awscli
 ensure_pebble
 ensure_knot
 ensure_haproxy
@@ -114,6 +128,7 @@ export CERTPILOT_CARGO_LAMBDA="$TEST_ENV/venv/bin/cargo-lambda"
 export CERTPILOT_CFN_LINT="$TEST_ENV/venv/bin/cfn-lint"
 export CERTPILOT_SAM="$TEST_ENV/venv/bin/sam"
 export CERTPILOT_SCHEMATHESIS="$TEST_ENV/venv/bin/st"
+export CERTPILOT_AWS_CLI="$TEST_ENV/awscli/bin/aws"
 export SAM_CLI_TELEMETRY=0
 export CERTPILOT_PEBBLE="$(command -v pebble)"
 

@@ -658,6 +658,7 @@ fn registry(
         aws.kind(elbv2::Kind),
         aws.kind(cloudfront::Kind),
         aws.kind(apigateway::Kind),
+        certpilot_deploy_aws::ssm::Kind::entry(aws.clone()),
         #[cfg(feature = "deploy-local")]
         certpilot_deploy_local::files::Kind::entry(),
         #[cfg(feature = "deploy-local")]
@@ -710,6 +711,7 @@ pub fn deploy_kinds() -> certpilot_core::model::deploy_kind::DeployKinds {
         elbv2::Kind.descriptor(),
         cloudfront::Kind.descriptor(),
         apigateway::Kind.descriptor(),
+        certpilot_deploy_aws::ssm::Kind::descriptor(),
         certpilot_deploy_local::files::Kind::descriptor(),
         certpilot_deploy_local::haproxy::Kind::descriptor(),
         certpilot_deploy_cdn::akamai::Kind::descriptor(),

@@ -1,6 +1,7 @@
 //! certpilot's AWS deploy targets.
 //!
-//! Every target here serves a certificate from ACM, so each has the same two halves: an
+//! Every target here but [`ssm`] (files on EC2 instances through SSM Run Command) serves a
+//! certificate from ACM, so each has the same two halves: an
 //! [`acm::Acm`] import (re-imported over the same ARN on renewal, which keeps every
 //! association; a new ARN when the key type changes) and a [`Binder`] that points the target
 //! at that ARN. Each deployment imports into its own ACM certificate: rolling one deployment
@@ -17,6 +18,7 @@ pub mod acm;
 pub mod apigateway;
 pub mod cloudfront;
 pub mod elbv2;
+pub mod ssm;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -113,7 +113,8 @@ pub enum KeyDelivery {
     InRequest,
     /// Written to a file on the host that only the server's user reads (0600).
     File,
-    /// By a reference to the secret store that the target reads itself.
+    /// Through a secret store the host reads itself: certpilot writes it there and sends
+    /// the host a reference.
     SecretReference,
     /// The target generates and keeps the key; certpilot never sees it.
     HeldByTarget,
@@ -127,7 +128,7 @@ impl KeyDelivery {
         match self {
             KeyDelivery::InRequest => "in the request, over TLS",
             KeyDelivery::File => "a 0600 file on the host",
-            KeyDelivery::SecretReference => "a secret-store reference",
+            KeyDelivery::SecretReference => "a Secrets Manager version the host reads",
             KeyDelivery::HeldByTarget => "held by the target",
             KeyDelivery::None => "never sent",
         }
@@ -135,7 +136,10 @@ impl KeyDelivery {
 
     /// Whether certpilot hands the key to the target.
     pub fn sends_key(self) -> bool {
-        matches!(self, KeyDelivery::InRequest | KeyDelivery::File)
+        matches!(
+            self,
+            KeyDelivery::InRequest | KeyDelivery::File | KeyDelivery::SecretReference
+        )
     }
 }
 

@@ -186,6 +186,15 @@ pub trait TargetFactory: Send + Sync {
             unit.name, unit.kind
         )))
     }
+
+    /// The units `unit` stands for when the kind finds them at run time (a fleet's
+    /// instances chosen by tags, each then a unit of its own); by default the unit itself.
+    async fn units(
+        &self,
+        unit: &crate::model::deploy::Unit,
+    ) -> Result<Vec<crate::model::deploy::Unit>, DeployError> {
+        Ok(vec![unit.clone()])
+    }
 }
 
 /// The registry of deploy target kinds: each kind's descriptor and the factory that builds
@@ -218,18 +227,25 @@ impl DeployTargets {
         &self.kinds
     }
 
+    fn factory(
+        &self,
+        unit: &crate::model::deploy::Unit,
+    ) -> Result<&dyn TargetFactory, DeployError> {
+        match self.factories.iter().find(|(k, _)| *k == unit.kind) {
+            Some((_, factory)) => Ok(factory.as_ref()),
+            None => Err(DeployError::Config(format!(
+                "{}: this build has no deploy target of kind {:?}",
+                unit.name, unit.kind
+            ))),
+        }
+    }
+
     /// The target of `unit`.
     pub async fn target(
         &self,
         unit: &crate::model::deploy::Unit,
     ) -> Result<Box<dyn DeployTarget>, DeployError> {
-        let Some((_, factory)) = self.factories.iter().find(|(k, _)| *k == unit.kind) else {
-            return Err(DeployError::Config(format!(
-                "{}: this build has no deploy target of kind {:?}",
-                unit.name, unit.kind
-            )));
-        };
-        factory.target(unit).await
+        self.factory(unit)?.target(unit).await
     }
 
     /// The CSRs the target of `unit` made for certificate `id` (see [`TargetFactory::csrs`]).
@@ -238,13 +254,21 @@ impl DeployTargets {
         id: &str,
         unit: &crate::model::deploy::Unit,
     ) -> Result<TargetCsrs, DeployError> {
-        let Some((_, factory)) = self.factories.iter().find(|(k, _)| *k == unit.kind) else {
-            return Err(DeployError::Config(format!(
-                "{}: this build has no deploy target of kind {:?}",
-                unit.name, unit.kind
-            )));
-        };
-        factory.csrs(id, unit).await
+        self.factory(unit)?.csrs(id, unit).await
+    }
+
+    /// Every unit of `deployment`: those it lists (or itself), each expanded into the units
+    /// its kind finds at run time (see [`TargetFactory::units`]).
+    pub async fn units(
+        &self,
+        deployment: &crate::model::deploy::Deployment,
+        certificate_endpoints: &[crate::model::target::Target],
+    ) -> Result<Vec<crate::model::deploy::Unit>, DeployError> {
+        let mut units = Vec::new();
+        for unit in deployment.resolved_units(certificate_endpoints) {
+            units.extend(self.factory(&unit)?.units(&unit).await?);
+        }
+        Ok(units)
     }
 }
 

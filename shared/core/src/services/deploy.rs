@@ -315,7 +315,44 @@ impl DeployService {
                     ));
                     return (report, None);
                 }
-                let units = d.resolved_units(&cert.spec.endpoints);
+                let units = match self.targets.units(d, &cert.spec.endpoints).await {
+                    Ok(units) => units,
+                    Err(e) => {
+                        // Its units could not be found (a fleet's inventory unreachable):
+                        // each listed unit fails with the reason.
+                        warn!(%id, deployment = %d.name, error = %e, "deploy: finding the units failed");
+                        let unit_records: Vec<UnitRecord> = d
+                            .resolved_units(&cert.spec.endpoints)
+                            .iter()
+                            .map(|u| {
+                                let mut r = record
+                                    .and_then(|r| r.unit(&u.name))
+                                    .unwrap_or_else(|| fresh_record(u));
+                                r.state.status = DeploymentStatus::Failed;
+                                r.state.detail = Some(format!("finding its units failed: {e}"));
+                                r.state.problem = Some(DeployProblem::of(&e));
+                                r
+                            })
+                            .collect();
+                        let reports = unit_records
+                            .iter()
+                            .map(|r| UnitReport {
+                                name: r.name.clone(),
+                                state: r.state.clone(),
+                                unchanged: false,
+                                rolled_back: None,
+                                checks: Vec::new(),
+                            })
+                            .collect();
+                        let record = DeploymentRecord::of_units(
+                            &d.name,
+                            fingerprint,
+                            self.clock.now(),
+                            unit_records,
+                        );
+                        return (TargetReport::of(d, &record, reports), Some(record));
+                    }
+                };
                 let unit_runs = units.iter().map(|unit| {
                     let last = record.and_then(|r| r.unit(&unit.name));
                     async move {
@@ -464,7 +501,14 @@ impl DeployService {
             let (key, previous_key) = (self.key_for(d, &material), self.key_for(d, &previous));
             let mut unit_reports = Vec::new();
             let mut unit_records = Vec::new();
-            for unit in d.resolved_units(&cert.spec.endpoints) {
+            let (units, not_found) = match self.targets.units(d, &cert.spec.endpoints).await {
+                Ok(units) => (units, None),
+                Err(e) => (
+                    d.resolved_units(&cert.spec.endpoints),
+                    Some(format!("finding its units failed: {e}")),
+                ),
+            };
+            for unit in units {
                 let last = record.and_then(|r| r.unit(&unit.name));
                 let request = DeployRequest {
                     id,
@@ -473,9 +517,10 @@ impl DeployService {
                     previous: Some(&previous_key),
                     record: last.as_ref(),
                 };
-                let outcome = match self.targets.target(&unit).await {
-                    Ok(target) => target.roll_back(request, None).await,
-                    Err(e) => Err(e),
+                let outcome = match (&not_found, self.targets.target(&unit).await) {
+                    (Some(why), _) => Err(DeployError::Unavailable(why.clone())),
+                    (None, Ok(target)) => target.roll_back(request, None).await,
+                    (None, Err(e)) => Err(e),
                 };
                 let mut r = last.clone().unwrap_or_else(|| fresh_record(&unit));
                 match &outcome {
