@@ -41,11 +41,15 @@ pub struct World {
 impl World {
     /// A world for the test `run`.
     pub fn new(run: &str) -> World {
-        let moto = shared_moto();
+        Self::with_endpoint(run, &shared_moto().endpoint_url)
+    }
+
+    /// The same with AWS reached at `endpoint_url` (a stand-in in front of moto).
+    pub fn with_endpoint(run: &str, endpoint_url: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(dir.path().join(format!("{run}.db"))).unwrap());
         let secrets = Arc::new(FileSecretStore::new(dir.path().join("secrets")));
-        let estate = Estate::new(&moto.endpoint_url);
+        let estate = Estate::new(endpoint_url);
         let ca = Ca::new("Deploy Test CA");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let targets =

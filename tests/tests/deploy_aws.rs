@@ -492,3 +492,128 @@ async fn files_on_a_vm_are_switched_reloaded_proven_and_rolled_back_when_not_ser
     kept.sort();
     assert_eq!(left, kept);
 }
+
+/// An SSM fleet: every instance the tags choose gets the certificate (through a Secrets
+/// Manager version it reads, never in the command) and is proven at its own address; an
+/// instance whose reload fails is reported alone, with what it printed, and the others
+/// keep the new certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssm_fleet_installs_on_each_tagged_instance_and_reports_a_failing_one_alone() {
+    use certpilot_testkit::ssm_fleet::SsmFleet;
+    const WEB: &[(&str, &str)] = &[("Role", "web"), ("Env", "prod")];
+    let before = certpilot_testkit::certs::Ca::new("Old CA")
+        .leaf(&[certpilot_e2e::deploy_world::NAME])
+        .build();
+    let moto = certpilot_testkit::procs::shared_moto();
+    let fleet = SsmFleet::start(
+        &moto.endpoint_url,
+        &[
+            ("i-0a1b2c3d4e5f60001", WEB),
+            ("i-0a1b2c3d4e5f60002", WEB),
+            ("i-0a1b2c3d4e5f60003", WEB),
+            ("i-0a1b2c3d4e5f60004", &[("Role", "db"), ("Env", "prod")]),
+        ],
+        &before,
+    )
+    .await;
+    let w = World::with_endpoint("ssm", &fleet.endpoint_url());
+    let mut d = Deployment::new("web-fleet", "ssm-fleet");
+    d.settings = serde_json::json!({"region": "eu-west-1", "tags": "Role=web;Env=prod",
+        "dir": fleet.dir_setting(), "reload": fleet.reload_setting(),
+        "port": fleet.port().to_string(), "bundle-prefix": format!("ssm-{}/", std::process::id())})
+    .as_object()
+    .cloned()
+    .unwrap();
+    d.verify_deadline = Some(5);
+    certpilot_app::deploy_kinds()
+        .check_spec(&certpilot_e2e::deploy_world::spec_for(
+            certpilot_e2e::deploy_world::NAME,
+            vec![d.clone()],
+        ))
+        .unwrap();
+    w.add("fleet", vec![d]).await;
+    let serves = |id: &str, fp: String| {
+        let (w, target) = (&w, fleet.target(id));
+        async move { certpilot_e2e::serves(&w.ca, &target, &fp).await }
+    };
+
+    let first = w.leaf(KeyKind::EcdsaP256);
+    w.issue("fleet", &first, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("fleet", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:?}");
+    let units = &report.targets[0].units;
+    assert_eq!(
+        units.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+        [
+            "i-0a1b2c3d4e5f60001",
+            "i-0a1b2c3d4e5f60002",
+            "i-0a1b2c3d4e5f60003"
+        ],
+        "the db instance is not chosen"
+    );
+    for i in 1..=3 {
+        assert!(serves(&format!("i-0a1b2c3d4e5f6000{i}"), first.fingerprint()).await);
+    }
+    assert!(!serves("i-0a1b2c3d4e5f60004", first.fingerprint()).await);
+    // The key never travels in a command (SSM keeps them in its history).
+    for (_, invocation) in fleet.invocations() {
+        let key_line = first.key_pem().lines().nth(1).unwrap().to_owned();
+        assert!(
+            !invocation.script.contains(&key_line),
+            "{}",
+            invocation.script
+        );
+        assert!(
+            !invocation
+                .script
+                .contains(first.chain_pem().lines().nth(1).unwrap())
+        );
+        assert_eq!(invocation.status, "Success", "{invocation:?}");
+    }
+    // Laid out as the files kind does, what was there before kept aside.
+    let live = fleet.root().join("i-0a1b2c3d4e5f60001/live");
+    assert!(std::fs::symlink_metadata(&live).unwrap().is_symlink());
+    assert!(
+        fleet
+            .root()
+            .join("i-0a1b2c3d4e5f60001/live.versions/before-certpilot/fullchain.pem")
+            .exists()
+    );
+
+    // The renewal: instance 2's reload fails; it alone is reported, in its own words.
+    fleet.break_reload("i-0a1b2c3d4e5f60002", true);
+    let second = w.leaf(KeyKind::EcdsaP256);
+    w.issue("fleet", &second, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("fleet", None, false).await.unwrap();
+    assert!(!report.is_verified());
+    for unit in &report.targets[0].units {
+        if unit.name == "i-0a1b2c3d4e5f60002" {
+            assert_eq!(unit.state.status, DeploymentStatus::Failed, "{unit:?}");
+            let detail = unit.state.detail.as_deref().unwrap();
+            assert!(
+                detail.contains("i-0a1b2c3d4e5f60002")
+                    && detail.contains("configuration test failed")
+                    && detail.contains("exit 4"),
+                "{detail}"
+            );
+        } else {
+            assert_eq!(unit.state.status, DeploymentStatus::Verified, "{unit:?}");
+        }
+    }
+    assert!(serves("i-0a1b2c3d4e5f60001", second.fingerprint()).await);
+    assert!(serves("i-0a1b2c3d4e5f60002", first.fingerprint()).await);
+
+    // Fixed, the next run finishes it there; then a rollback puts the first back everywhere.
+    fleet.break_reload("i-0a1b2c3d4e5f60002", false);
+    let report = w.service.deploy("fleet", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:?}");
+    assert!(serves("i-0a1b2c3d4e5f60002", second.fingerprint()).await);
+    let rolled = w.service.roll_back("fleet", None).await.unwrap();
+    assert!(
+        rolled[0].units.iter().all(|u| u.rolled_back == Some(true)),
+        "{rolled:?}"
+    );
+    for i in 1..=3 {
+        assert!(serves(&format!("i-0a1b2c3d4e5f6000{i}"), first.fingerprint()).await);
+    }
+}

@@ -374,6 +374,35 @@ async fn kubernetes_secret_keeps_the_contract() {
     assert!(certpilot_e2e::serves(&c.ca, &cluster.ingress("shop"), &second.fingerprint).await);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssm_fleet_keeps_the_contract() {
+    use certpilot_testkit::ssm_fleet::SsmFleet;
+    let c = Case::new();
+    let (first, second, before) = c.certificates();
+    let fleet = SsmFleet::start(
+        &shared_moto().endpoint_url,
+        &[("i-0c0c0c0c0c0c0c0c1", &[("Role", "web")])],
+        &before,
+    )
+    .await;
+    let u = unit(
+        "ssm-fleet",
+        serde_json::json!({"region": "eu-west-1", "instance-id": "i-0c0c0c0c0c0c0c0c1",
+            "dir": fleet.dir_setting(), "reload": fleet.reload_setting(),
+            "bundle-prefix": format!("contract-{}/", c.run)}),
+    );
+    let targets = certpilot_app::App::registry_with(Estate::new(&fleet.endpoint_url()).aws);
+    deploy_target_contract(&targets, &u, &first, &second).await;
+    assert!(
+        certpilot_e2e::serves(
+            &c.ca,
+            &fleet.target("i-0c0c0c0c0c0c0c0c1"),
+            &second.fingerprint
+        )
+        .await
+    );
+}
+
 /// A secret certpilot did not create is left alone unless the deployment says `adopt`; one
 /// of another type is refused in words (Kubernetes cannot change a type); credentials the
 /// cluster refuses name the RBAC verbs needed.
@@ -568,6 +597,7 @@ fn every_registered_kind_is_run_against_the_contract() {
         "files",
         "haproxy",
         "kubernetes-secret",
+        "ssm-fleet",
         "cloudflare",
         "fastly",
         "netscaler",

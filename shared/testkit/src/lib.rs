@@ -31,4 +31,5 @@ pub mod renewal_contract;
 pub mod requests_contract;
 pub mod servers;
 pub mod slack;
+pub mod ssm_fleet;
 pub mod webhook_receiver;

@@ -481,6 +481,15 @@ fn certified(leaf: &Leaf) -> Arc<CertifiedKey> {
 impl Swappable {
     /// Starts it with no certificate (handshakes fail until [`Swappable::serve`]).
     pub async fn start() -> Swappable {
+        Self::start_on(listen(false).await)
+    }
+
+    /// The same on `addr` (another loopback address: a host of its own).
+    pub async fn start_at(addr: SocketAddr) -> Swappable {
+        Self::start_on(TcpListener::bind(addr).await.expect("bind"))
+    }
+
+    fn start_on(listener: TcpListener) -> Swappable {
         let current = Arc::new(std::sync::RwLock::new(Served::default()));
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = ServerConfig::builder_with_provider(provider)
@@ -489,7 +498,7 @@ impl Swappable {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(SwappableCert(current.clone())));
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let server = spawn_accept_loop(listen(false).await, move |stream| {
+        let server = spawn_accept_loop(listener, move |stream| {
             let acceptor = acceptor.clone();
             async move { tls_session(&acceptor, stream).await }
         });
@@ -535,7 +544,23 @@ pub struct FilesServer {
 impl FilesServer {
     /// Starts it on `dir`, reloading on `reload`.
     pub async fn start(dir: &std::path::Path, reload: &std::path::Path) -> FilesServer {
-        let swappable = Swappable::start().await;
+        Self::start_with(Swappable::start().await, dir, reload)
+    }
+
+    /// The same, listening on `addr`.
+    pub async fn start_at(
+        addr: SocketAddr,
+        dir: &std::path::Path,
+        reload: &std::path::Path,
+    ) -> FilesServer {
+        Self::start_with(Swappable::start_at(addr).await, dir, reload)
+    }
+
+    fn start_with(
+        swappable: Swappable,
+        dir: &std::path::Path,
+        reload: &std::path::Path,
+    ) -> FilesServer {
         let load = {
             let dir = dir.to_owned();
             move || -> Option<Leaf> {

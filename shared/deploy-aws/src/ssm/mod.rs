@@ -95,12 +95,18 @@ impl Kind {
                 .of(ValueKind::Path),
                 Setting::optional("reload", "run on the instance once DIR holds the new files")
                     .of(ValueKind::Command),
-                Setting::optional("port", "the TLS port proven at each instance's private address (443)"),
+                Setting::optional(
+                    "port",
+                    "the TLS port proven at each instance's private address (443)",
+                ),
                 Setting::optional(
                     "bundle-prefix",
                     "the Secrets Manager name prefix of the secrets the instances read (certpilot-deploy/)",
                 ),
-                Setting::optional("role-arn", "an IAM role to assume for this fleet (another account)"),
+                Setting::optional(
+                    "role-arn",
+                    "an IAM role to assume for this fleet (another account)",
+                ),
             ],
             default_verify_deadline: Duration::from_secs(2 * 60),
             permissions: vec![
@@ -125,7 +131,10 @@ impl Kind {
                     }
                     (None, Some(id)) if instance_id(id) => {}
                     (None, Some(id)) => {
-                        return Err((id.to_owned(), "not an instance id (i-0123456789abcdef0)".into()));
+                        return Err((
+                            id.to_owned(),
+                            "not an instance id (i-0123456789abcdef0)".into(),
+                        ));
                     }
                     (None, None) => {
                         return Err((
@@ -172,8 +181,13 @@ impl TargetFactory for Kind {
             instance: instance.to_owned(),
             region: region.to_owned(),
             dir: crate::need(unit, "dir")?.replace("{instance-id}", instance),
-            reload: unit.text("reload").map(|r| r.replace("{instance-id}", instance)),
-            bundle_prefix: unit.text("bundle-prefix").unwrap_or(BUNDLE_PREFIX).to_owned(),
+            reload: unit
+                .text("reload")
+                .map(|r| r.replace("{instance-id}", instance)),
+            bundle_prefix: unit
+                .text("bundle-prefix")
+                .unwrap_or(BUNDLE_PREFIX)
+                .to_owned(),
         }))
     }
 
@@ -186,7 +200,10 @@ impl TargetFactory for Kind {
         let region = crate::need(unit, "region")?;
         let wanted = tags(crate::need(unit, "tags")?)
             .map_err(|e| DeployError::Config(format!("{}: tags: {e}", unit.name)))?;
-        let port: u16 = unit.text("port").and_then(|p| p.parse().ok()).unwrap_or(443);
+        let port: u16 = unit
+            .text("port")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(443);
         let config = self.aws.config(unit.text("role-arn"), region).await;
         let ssm = aws_sdk_ssm::Client::new(&config);
         let filters: Vec<InstanceInformationStringFilter> = wanted
@@ -210,7 +227,9 @@ impl TargetFactory for Kind {
                 .await
                 .map_err(|e| crate::refused("ssm DescribeInstanceInformation", &e))?;
             for info in page.instance_information_list() {
-                let Some(id) = info.instance_id() else { continue };
+                let Some(id) = info.instance_id() else {
+                    continue;
+                };
                 let mut settings = unit.settings.clone();
                 settings.insert("instance-id".into(), id.into());
                 let endpoints = match info.ip_address() {
@@ -242,7 +261,11 @@ impl TargetFactory for Kind {
             return Err(DeployError::Target(format!(
                 "{}: no instance managed by SSM in {region} carries the tags {}; check the tags and that the SSM agent runs there",
                 unit.name,
-                wanted.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
+                wanted
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(";")
             )));
         }
         units.sort_by(|a, b| a.name.cmp(&b.name));

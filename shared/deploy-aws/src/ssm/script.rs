@@ -131,7 +131,10 @@ mod tests {
         });
         assert!(s.contains(r#"DIR='/etc/ssl/shop'\''s; rm -rf /'"#), "{s}");
         assert!(s.contains("VERSION='0011223344556677'"), "{s}");
-        assert!(s.contains("timeout 120 sh -c 'systemctl reload nginx'"), "{s}");
+        assert!(
+            s.contains("timeout 120 sh -c 'systemctl reload nginx'"),
+            "{s}"
+        );
         assert!(!s.contains("PRIVATE KEY-----\n"), "no key in the script");
     }
 }

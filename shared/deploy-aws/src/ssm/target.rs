@@ -68,20 +68,21 @@ impl InstanceTarget {
             .map_err(|_| DeployError::Config("ssm-fleet: the key is not PEM text".into()))?;
         let name = format!("{}{id}", self.bundle_prefix);
         let text = format!("{}{}", material.chain_pem, key);
-        let put = self
-            .secrets
-            .put_secret_value()
-            .secret_id(&name)
-            .secret_string(&text)
-            .send()
-            .await;
-        let version = match put {
+        let put = || {
+            self.secrets
+                .put_secret_value()
+                .secret_id(&name)
+                .secret_string(&text)
+                .send()
+        };
+        let version = match put().await {
             Ok(out) => out.version_id().map(str::to_owned),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_not_found_exception()) =>
             {
-                self.secrets
+                let created = self
+                    .secrets
                     .create_secret()
                     .name(&name)
                     .description(format!(
@@ -95,10 +96,29 @@ impl InstanceTarget {
                             .build(),
                     )
                     .send()
-                    .await
-                    .map_err(|e| crate::refused(&format!("secretsmanager CreateSecret {name}"), &e))?
-                    .version_id()
-                    .map(str::to_owned)
+                    .await;
+                match created {
+                    Ok(out) => out.version_id().map(str::to_owned),
+                    // Another instance of the fleet created it a moment ago.
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_resource_exists_exception()) =>
+                    {
+                        put()
+                            .await
+                            .map_err(|e| {
+                                crate::refused(&format!("secretsmanager PutSecretValue {name}"), &e)
+                            })?
+                            .version_id()
+                            .map(str::to_owned)
+                    }
+                    Err(e) => {
+                        return Err(crate::refused(
+                            &format!("secretsmanager CreateSecret {name}"),
+                            &e,
+                        ));
+                    }
+                }
             }
             Err(e) => {
                 return Err(crate::refused(
@@ -232,10 +252,13 @@ impl InstanceTarget {
 #[async_trait]
 impl DeployTarget for InstanceTarget {
     async fn bound(&self, recorded: Option<&str>) -> Result<Bound, DeployError> {
-        // What DIR holds is only known on the instance; the handshake tells what it serves.
+        // What DIR holds is only known on the instance (reading it would be a command of
+        // its own): this is what certpilot last installed there, as recorded; the
+        // handshake at the instance tells what it serves.
+        let installed = recorded.filter(|h| !h.starts_with("ssm:"));
         Ok(Bound {
-            certificates: recorded.map(str::to_owned).into_iter().collect(),
-            fingerprints: Vec::new(),
+            certificates: installed.map(str::to_owned).into_iter().collect(),
+            fingerprints: installed.map(str::to_owned).into_iter().collect(),
         })
     }
 
