@@ -261,3 +261,94 @@ async fn one_renewal_reaches_three_clusters_two_namespaces_each_and_haproxy_and_
         );
     }
 }
+
+/// An EC2 fleet through SSM from the CLI: the tagged instances get the certificate Pebble
+/// issued, each proven at its address; `rollback` puts the first back on each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_installs_on_each_instance_of_an_ssm_fleet_and_rollback_puts_the_previous_back() {
+    use certpilot_testkit::ssm_fleet::SsmFleet;
+    const VMS: &str = "vms.certpilot.test";
+    let mut env = Env::start();
+    let moto = certpilot_testkit::procs::shared_moto();
+    let before = certpilot_testkit::certs::LeafBuilder::self_signed(&[VMS]).build();
+    let fleet = SsmFleet::start(
+        &moto.endpoint_url,
+        &[
+            ("i-0e0e0e0e0e0e0e0e1", &[("Role", "vms")]),
+            ("i-0e0e0e0e0e0e0e0e2", &[("Role", "vms")]),
+        ],
+        &before,
+    )
+    .await;
+    env.extra_env = vec![
+        ("AWS_ENDPOINT_URL".into(), fleet.endpoint_url()),
+        ("AWS_REGION".into(), "eu-west-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+    ];
+    let file = env.path("fleet.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({"name": "vms", "kind": "ssm-fleet", "settings": {
+            "region": "eu-west-1", "tags": "Role=vms", "dir": fleet.dir_setting(),
+            "reload": fleet.reload_setting(), "port": fleet.port().to_string(),
+            "bundle-prefix": format!("cli-{}/", std::process::id())}})
+        .to_string(),
+    )
+    .unwrap();
+    let added = env
+        .add(&[VMS], &["--deploy-file", file.to_str().unwrap()])
+        .await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    let renew = |force: bool| {
+        let env = &env;
+        async move {
+            let mut args = vec![
+                "renew",
+                "--format",
+                "json",
+                "--verify-interval",
+                "200ms",
+                "--verify-max-deadline",
+                "10s",
+            ];
+            if force {
+                args.extend(["--force", VMS]);
+            }
+            env.run(&args).await
+        }
+    };
+    let serves = |target: String| {
+        let env = &env;
+        async move {
+            served(
+                &env.run(&["scan", &target, "--format", "json", "--no-record"])
+                    .await,
+            )
+        }
+    };
+    let first = renew(false).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    let rows = json_lines(&first);
+    let first_fp = rows[0]["fingerprint"].as_str().unwrap().to_owned();
+    let vms = rows.iter().find(|r| r["name"] == "vms").unwrap();
+    assert_eq!(vms["status"], "verified", "{vms}");
+    assert_eq!(vms["units"].as_array().unwrap().len(), 2, "{vms}");
+    for vm in fleet.instances() {
+        assert_eq!(serves(fleet.target(&vm.id)).await, first_fp, "{}", vm.id);
+    }
+    let second = renew(true).await;
+    assert!(second.status.success(), "{}", stderr(&second));
+    let second_fp = json_lines(&second)[0]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for vm in fleet.instances() {
+        assert_eq!(serves(fleet.target(&vm.id)).await, second_fp, "{}", vm.id);
+    }
+    let rolled = env.run(&["rollback", VMS, "--format", "json"]).await;
+    assert!(rolled.status.success(), "{}", stderr(&rolled));
+    for vm in fleet.instances() {
+        assert_eq!(serves(fleet.target(&vm.id)).await, first_fp, "{}", vm.id);
+    }
+}

@@ -274,6 +274,16 @@ async fn the_deploy_function_deploys_to_every_vendor_target_with_credentials_fro
     }
     let kubeconfig =
         certpilot_testkit::kube_api::MockKubeApi::kubeconfig_of(&[&clusters[0], &clusters[1]]);
+    // Two VMs through SSM, the function reaching AWS through the agents' stand-in.
+    let fleet = certpilot_testkit::ssm_fleet::SsmFleet::start(
+        &moto.endpoint_url,
+        &[
+            ("i-0f0f0f0f0f0f0f0f1", &[("Role", "shop")]),
+            ("i-0f0f0f0f0f0f0f0f2", &[("Role", "shop")]),
+        ],
+        &old,
+    )
+    .await;
     for (name, value) in [
         ("deploy/kubeconfig", &kubeconfig),
         ("deploy/ns", &nitro_credentials),
@@ -346,6 +356,13 @@ async fn the_deploy_function_deploys_to_every_vendor_target_with_credentials_fro
                     "settings": {"context": c.context, "namespace": "shop"}})).collect::<Vec<_>>(),
             }))
             .unwrap(),
+            serde_json::from_value(serde_json::json!({
+                "name": "vm-fleet", "kind": "ssm-fleet", "verify_deadline": 10,
+                "settings": {"region": "eu-west-1", "tags": "Role=shop", "dir": fleet.dir_setting(),
+                    "reload": fleet.reload_setting(), "port": fleet.port().to_string(),
+                    "bundle-prefix": format!("deploy-cdn-{run}/")},
+            }))
+            .unwrap(),
         ],
     );
     certpilot_app::deploy_kinds().check_spec(&spec).unwrap();
@@ -359,7 +376,7 @@ async fn the_deploy_function_deploys_to_every_vendor_target_with_credentials_fro
         .unwrap();
 
     let watch = certpilot_e2e::LambdaWatch::start(
-        &moto.endpoint_url,
+        &fleet.endpoint_url(),
         &[
             ("CERTPILOT_TABLE", table.clone()),
             ("CERTPILOT_SECRETS_PREFIX", prefix),
@@ -470,6 +487,13 @@ async fn the_deploy_function_deploys_to_every_vendor_target_with_credentials_fro
     assert_eq!(holds(&clusters[0]), third.fingerprint());
     assert!(certpilot_e2e::serves(&ca, &clusters[0].ingress("shop"), &third.fingerprint()).await);
     assert_eq!(holds(&clusters[1]), second.fingerprint());
+    // Each VM of the fleet, a unit of its own, serves the third.
+    let vms = deployment_of(&cert, "vm-fleet");
+    assert_eq!(vms.state.status, DeploymentStatus::Verified, "{vms:?}");
+    assert_eq!(vms.units.len(), 2, "{vms:?}");
+    for vm in fleet.instances() {
+        assert!(certpilot_e2e::serves(&ca, &fleet.target(&vm.id), &third.fingerprint()).await);
+    }
 }
 
 /// The webhook: a signed POST of the certificate and chain (never the key unless asked, and
