@@ -11,6 +11,31 @@ use support::{Env, json_lines, stderr};
 
 const NAME: &str = "lb.certpilot.test";
 
+/// `certpilot renew --format json`, proving quickly; `--force ID` when `force` names one.
+async fn renew_quickly(env: &Env, force: Option<&str>) -> std::process::Output {
+    let mut args = vec![
+        "renew",
+        "--format",
+        "json",
+        "--verify-interval",
+        "200ms",
+        "--verify-max-deadline",
+        "10s",
+    ];
+    if let Some(id) = force {
+        args.extend(["--force", id]);
+    }
+    env.run(&args).await
+}
+
+/// The fingerprint `certpilot scan` sees at `target`.
+async fn served_at(env: &Env, target: String) -> String {
+    served(
+        &env.run(&["scan", &target, "--format", "json", "--no-record"])
+            .await,
+    )
+}
+
 fn served(out: &std::process::Output) -> String {
     json_lines(out)[0]["certificate"]["fingerprint_sha256"]
         .as_str()
@@ -36,38 +61,14 @@ async fn renew_installs_in_haproxy_without_a_reload_and_rollback_puts_the_previo
         )
         .await;
     assert!(added.status.success(), "{}", stderr(&added));
-    let renew = |force: bool| {
-        let env = &env;
-        async move {
-            let mut args = vec![
-                "renew",
-                "--format",
-                "json",
-                "--verify-interval",
-                "200ms",
-                "--verify-max-deadline",
-                "10s",
-            ];
-            if force {
-                args.extend(["--force", NAME]);
-            }
-            env.run(&args).await
-        }
-    };
+    let renew = |force: bool| renew_quickly(&env, force.then_some(NAME));
     let first = renew(false).await;
     assert!(first.status.success(), "{}", stderr(&first));
     let rows = json_lines(&first);
     let row = rows.iter().find(|r| r["kind"] == "haproxy").unwrap();
     assert_eq!(row["status"], "verified", "{rows:?}");
     let first_fp = rows[0]["fingerprint"].as_str().unwrap().to_owned();
-    let scan = |target: String| {
-        let env = &env;
-        async move {
-            env.run(&["scan", &target, "--format", "json", "--no-record"])
-                .await
-        }
-    };
-    assert_eq!(served(&scan(haproxy.target()).await), first_fp);
+    assert_eq!(served_at(&env, haproxy.target()).await, first_fp);
 
     let second = renew(true).await;
     assert!(second.status.success(), "{}", stderr(&second));
@@ -75,16 +76,16 @@ async fn renew_installs_in_haproxy_without_a_reload_and_rollback_puts_the_previo
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(served(&scan(haproxy.target()).await), second_fp);
+    assert_eq!(served_at(&env, haproxy.target()).await, second_fp);
     assert_eq!(haproxy.pid(), pid, "no reload, no restart");
 
     // Rolled back by hand: the first goes back through the Runtime API and into the file.
     let rolled = env.run(&["rollback", NAME, "--format", "json"]).await;
     assert!(rolled.status.success(), "{}", stderr(&rolled));
-    assert_eq!(served(&scan(haproxy.target()).await), first_fp);
+    assert_eq!(served_at(&env, haproxy.target()).await, first_fp);
     haproxy.restart();
     assert_eq!(
-        served(&scan(haproxy.target()).await),
+        served_at(&env, haproxy.target()).await,
         first_fp,
         "the file holds it too"
     );
@@ -155,33 +156,8 @@ async fn one_renewal_reaches_three_clusters_two_namespaces_each_and_haproxy_and_
         .add(&[SHOP], &["--deploy-file", file.to_str().unwrap()])
         .await;
     assert!(added.status.success(), "{}", stderr(&added));
-    let renew = |force: bool| {
-        let env = &env;
-        async move {
-            let mut args = vec![
-                "renew",
-                "--format",
-                "json",
-                "--verify-interval",
-                "200ms",
-                "--verify-max-deadline",
-                "10s",
-            ];
-            if force {
-                args.extend(["--force", SHOP]);
-            }
-            env.run(&args).await
-        }
-    };
-    let serves = |target: String| {
-        let env = &env;
-        async move {
-            served(
-                &env.run(&["scan", &target, "--format", "json", "--no-record"])
-                    .await,
-            )
-        }
-    };
+    let renew = |force: bool| renew_quickly(&env, force.then_some(SHOP));
+    let serves = |target: String| served_at(&env, target);
     let secret_holds = |c: &MockKubeApi, ns: &str| {
         c.secret(ns, "shop-tls").unwrap()["metadata"]["annotations"]["certpilot.io/fingerprint"]
             .as_str()
@@ -300,33 +276,8 @@ async fn renew_installs_on_each_instance_of_an_ssm_fleet_and_rollback_puts_the_p
         .add(&[VMS], &["--deploy-file", file.to_str().unwrap()])
         .await;
     assert!(added.status.success(), "{}", stderr(&added));
-    let renew = |force: bool| {
-        let env = &env;
-        async move {
-            let mut args = vec![
-                "renew",
-                "--format",
-                "json",
-                "--verify-interval",
-                "200ms",
-                "--verify-max-deadline",
-                "10s",
-            ];
-            if force {
-                args.extend(["--force", VMS]);
-            }
-            env.run(&args).await
-        }
-    };
-    let serves = |target: String| {
-        let env = &env;
-        async move {
-            served(
-                &env.run(&["scan", &target, "--format", "json", "--no-record"])
-                    .await,
-            )
-        }
-    };
+    let renew = |force: bool| renew_quickly(&env, force.then_some(VMS));
+    let serves = |target: String| served_at(&env, target);
     let first = renew(false).await;
     assert!(first.status.success(), "{}", stderr(&first));
     let rows = json_lines(&first);
