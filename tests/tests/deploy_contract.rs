@@ -403,6 +403,57 @@ async fn ssm_fleet_keeps_the_contract() {
     );
 }
 
+/// `namespace-selector`: every namespace whose labels match is a unit, listed again on each
+/// run, so a namespace labelled later gets the secret on the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_secret_reaches_every_namespace_a_label_selector_matches() {
+    use certpilot_e2e::deploy_world::{NAME as SHOP, World};
+    use certpilot_testkit::kube_api::MockKubeApi;
+    let w = World::new("k8s-selector");
+    let before = Ca::new("Old CA").leaf(&[SHOP]).build();
+    let cluster =
+        MockKubeApi::start("prod-eu", &["shop", "payments", "dev"], "shop-tls", &before).await;
+    cluster.label("shop", "certpilot", "sync");
+    cluster.label("payments", "certpilot", "sync");
+    cluster.label("dev", "tier", "dev");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, cluster.kubeconfig()).unwrap();
+    let mut d = Deployment::new("clusters", "kubernetes-secret")
+        .with_endpoint(cluster.ingress("shop").parse().unwrap())
+        .with_endpoint(cluster.ingress("payments").parse().unwrap());
+    d.settings = serde_json::json!({"secret-name": "shop-tls", "context": "prod-eu",
+        "namespace-selector": "certpilot=sync,tier!=dev", "kubeconfig": kubeconfig})
+    .as_object()
+    .cloned()
+    .unwrap();
+    d.verify_deadline = Some(5);
+    w.add("k8s", vec![d]).await;
+    let first = w.leaf(KeyKind::EcdsaP256);
+    w.issue("k8s", &first, KeyType::EcdsaP256).await;
+    let report = w.service.deploy("k8s", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:?}");
+    assert_eq!(
+        report.targets[0]
+            .units
+            .iter()
+            .map(|u| u.name.as_str())
+            .collect::<Vec<_>>(),
+        ["clusters.payments", "clusters.shop"]
+    );
+    assert!(cluster.secret("dev", "shop-tls").is_none());
+
+    cluster.label("dev", "certpilot", "sync");
+    cluster.label("dev", "tier", "staging");
+    let report = w.service.deploy("k8s", None, false).await.unwrap();
+    assert!(report.is_verified(), "{report:?}");
+    assert_eq!(report.targets[0].units.len(), 3, "{report:?}");
+    assert_eq!(
+        cluster.secret("dev", "shop-tls").unwrap()["metadata"]["annotations"]["certpilot.io/fingerprint"],
+        first.fingerprint()
+    );
+}
+
 /// A secret certpilot did not create is left alone unless the deployment says `adopt`; one
 /// of another type is refused in words (Kubernetes cannot change a type); credentials the
 /// cluster refuses name the RBAC verbs needed.

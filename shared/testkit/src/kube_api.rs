@@ -22,6 +22,8 @@ use crate::servers::Swappable;
 
 struct State {
     secrets: BTreeMap<(String, String), Value>,
+    /// Every namespace served, with its labels.
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
     version: u64,
     stuck: BTreeMap<String, bool>,
     calls: Vec<String>,
@@ -86,6 +88,10 @@ impl MockKubeApi {
         }
         let state = Arc::new(Mutex::new(State {
             secrets: BTreeMap::new(),
+            namespaces: namespaces
+                .iter()
+                .map(|ns| ((*ns).to_owned(), BTreeMap::new()))
+                .collect(),
             version: 1000,
             stuck: BTreeMap::new(),
             calls: vec![],
@@ -169,6 +175,17 @@ impl MockKubeApi {
             .insert(namespace.to_owned(), stuck);
     }
 
+    /// Labels `namespace` with `key=value`.
+    pub fn label(&self, namespace: &str, key: &str, value: &str) {
+        self.state
+            .lock()
+            .expect("lock")
+            .namespaces
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(key.to_owned(), value.to_owned());
+    }
+
     /// Puts a secret there as someone else would (not through certpilot).
     pub fn put(&self, namespace: &str, secret: Value) {
         let mut s = self.state.lock().expect("lock");
@@ -197,6 +214,9 @@ fn handle(s: &mut State, token: &str, req: Request) -> Reply {
     }
     let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if parts.as_slice() == ["api", "v1", "namespaces"] && req.method == "GET" {
+        return namespace_list(s, query);
+    }
     let ["api", "v1", "namespaces", ns, "secrets", name] = parts.as_slice() else {
         return status(
             404,
@@ -312,4 +332,63 @@ fn handle(s: &mut State, token: &str, req: Request) -> Reply {
             "the server does not allow this method on the requested resource",
         ),
     }
+}
+
+/// `GET /api/v1/namespaces?labelSelector=…`: equality (`k=v`, `k==v`), inequality (`k!=v`)
+/// and existence (`k`, `!k`) requirements, comma-separated, all to hold.
+fn namespace_list(s: &State, query: &str) -> Reply {
+    let selector = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("labelSelector="))
+        .map(percent_decode)
+        .unwrap_or_default();
+    let holds = |labels: &BTreeMap<String, String>| {
+        selector.split(',').filter(|r| !r.is_empty()).all(|r| {
+            if let Some((k, v)) = r.split_once("!=") {
+                labels.get(k.trim()).map(String::as_str) != Some(v.trim())
+            } else if let Some((k, v)) = r.split_once('=') {
+                labels.get(k.trim()).map(String::as_str) == Some(v.trim_start_matches('=').trim())
+            } else if let Some(k) = r.strip_prefix('!') {
+                !labels.contains_key(k.trim())
+            } else {
+                labels.contains_key(r.trim())
+            }
+        })
+    };
+    let items: Vec<Value> = s
+        .namespaces
+        .iter()
+        .filter(|(_, labels)| holds(labels))
+        .map(|(name, labels)| {
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "labels": labels}, "status": {"phase": "Active"}})
+        })
+        .collect();
+    object(
+        200,
+        &json!({"apiVersion": "v1", "kind": "NamespaceList",
+            "metadata": {"resourceVersion": s.version.to_string()}, "items": items}),
+    )
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

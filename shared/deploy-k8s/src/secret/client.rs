@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use certpilot_core::ports::DeployError;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
@@ -43,6 +43,54 @@ fn refused(at: &str, what: &str, e: &kube::Error) -> DeployError {
     }
 }
 
+/// The names of the namespaces of `context`'s cluster whose labels match `selector`.
+pub(crate) async fn namespaces(
+    source: &Source,
+    context: &str,
+    selector: &str,
+) -> Result<Vec<String>, DeployError> {
+    let client = client(source, context, context).await?;
+    let api: Api<Namespace> = Api::all(client);
+    let list = api
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|e| {
+            refused(
+                context,
+                &format!("list namespaces matching {selector:?}"),
+                &e,
+            )
+        })?;
+    let mut names: Vec<String> = list
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// A client of `context`'s cluster, bounded in time.
+async fn client(source: &Source, context: &str, at: &str) -> Result<Client, DeployError> {
+    let bad = |e: String| DeployError::Config(format!("{at}: the kubeconfig: {e}"));
+    let kubeconfig = match source {
+        Source::Text(t) => Kubeconfig::from_yaml(t).map_err(|e| bad(e.to_string()))?,
+        Source::File(p) => Kubeconfig::read_from(p).map_err(|e| bad(e.to_string()))?,
+        Source::Default => Kubeconfig::read().map_err(|e| bad(e.to_string()))?,
+    };
+    let options = KubeConfigOptions {
+        context: Some(context.to_owned()),
+        ..KubeConfigOptions::default()
+    };
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| bad(format!("context {context:?}: {e}")))?;
+    config.connect_timeout = Some(TIMEOUT);
+    config.read_timeout = Some(TIMEOUT);
+    config.write_timeout = Some(TIMEOUT);
+    Client::try_from(config).map_err(|e| bad(e.to_string()))
+}
+
 impl Secrets {
     /// The secrets of `namespace` in the cluster of `context`.
     pub(crate) async fn connect(
@@ -51,23 +99,7 @@ impl Secrets {
         namespace: &str,
     ) -> Result<Self, DeployError> {
         let at = format!("{context}/{namespace}");
-        let bad = |e: String| DeployError::Config(format!("{at}: the kubeconfig: {e}"));
-        let kubeconfig = match source {
-            Source::Text(t) => Kubeconfig::from_yaml(t).map_err(|e| bad(e.to_string()))?,
-            Source::File(p) => Kubeconfig::read_from(p).map_err(|e| bad(e.to_string()))?,
-            Source::Default => Kubeconfig::read().map_err(|e| bad(e.to_string()))?,
-        };
-        let options = KubeConfigOptions {
-            context: Some(context.to_owned()),
-            ..KubeConfigOptions::default()
-        };
-        let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .map_err(|e| bad(format!("context {context:?}: {e}")))?;
-        config.connect_timeout = Some(TIMEOUT);
-        config.read_timeout = Some(TIMEOUT);
-        config.write_timeout = Some(TIMEOUT);
-        let client = Client::try_from(config).map_err(|e| bad(e.to_string()))?;
+        let client = client(source, context, &at).await?;
         Ok(Secrets {
             api: Api::namespaced(client, namespace),
             at,

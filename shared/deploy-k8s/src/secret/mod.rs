@@ -71,7 +71,11 @@ impl Kind {
             settings: vec![
                 Setting::required("secret-name", "the secret's name (tls.crt, tls.key)"),
                 Setting::required("context", "the kubeconfig context of the cluster (per unit)"),
-                Setting::required("namespace", "the namespace (per unit)"),
+                Setting::optional("namespace", "the namespace (per unit)"),
+                Setting::optional(
+                    "namespace-selector",
+                    "instead of namespace: every namespace whose labels match (team=shop,tier!=dev), each a unit",
+                ),
                 Setting::optional(
                     "kubeconfig-secret",
                     "the secret (deploy/NAME) holding the kubeconfig (needed in the deploy function, which has no file)",
@@ -87,6 +91,7 @@ impl Kind {
             default_verify_deadline: Duration::from_secs(3 * 60),
             permissions: vec![
                 "RBAC in each namespace: get and patch on the secret, create on secrets until it exists (a Role bound to certpilot's user or service account)",
+                "with namespace-selector: list on namespaces (a ClusterRole)",
             ],
             key_types: KeyType::ALL.to_vec(),
             key_delivery: KeyDelivery::InRequest,
@@ -97,8 +102,24 @@ impl Kind {
             check: Some(|s| {
                 let name = s.get("secret-name").and_then(|v| v.as_str()).unwrap_or("");
                 dns_name("secret name", name)?;
-                if let Some(ns) = s.get("namespace").and_then(|v| v.as_str()) {
-                    dns_name("namespace", ns)?;
+                match (
+                    s.get("namespace").and_then(|v| v.as_str()),
+                    s.get("namespace-selector").and_then(|v| v.as_str()),
+                ) {
+                    (Some(ns), None) => dns_name("namespace", ns)?,
+                    (None, Some(selector)) if !selector.trim().is_empty() => {}
+                    (Some(_), Some(selector)) => {
+                        return Err((
+                            selector.to_owned(),
+                            "give namespace or namespace-selector, not both".into(),
+                        ));
+                    }
+                    _ => {
+                        return Err((
+                            String::new(),
+                            "name the namespace: namespace=NAME, or namespace-selector=LABEL=VALUE".into(),
+                        ));
+                    }
                 }
                 if let Some(secret) = s.get("kubeconfig-secret").and_then(|v| v.as_str())
                     && !secret.starts_with("deploy/")
@@ -125,7 +146,8 @@ impl Kind {
 struct SecretSettings {
     secret_name: String,
     context: String,
-    namespace: String,
+    namespace: Option<String>,
+    namespace_selector: Option<String>,
     kubeconfig_secret: Option<String>,
     kubeconfig: Option<std::path::PathBuf>,
     adopt: Option<serde_json::Value>,
@@ -138,12 +160,10 @@ fn yes(v: &Option<serde_json::Value>) -> bool {
         || matches!(v, Some(serde_json::Value::String(t)) if t == "true")
 }
 
-#[async_trait]
-impl TargetFactory for Kind {
-    async fn target(&self, unit: &Unit) -> Result<Box<dyn DeployTarget>, DeployError> {
-        let s: SecretSettings =
-            settings_as(&unit.kind, &unit.settings).map_err(DeployError::Config)?;
-        let source = match (&s.kubeconfig_secret, &s.kubeconfig) {
+impl Kind {
+    /// Where the unit's kubeconfig comes from.
+    async fn source(&self, s: &SecretSettings) -> Result<client::Source, DeployError> {
+        Ok(match (&s.kubeconfig_secret, &s.kubeconfig) {
             (Some(name), _) => {
                 let (_, value) = self
                     .secrets
@@ -165,12 +185,61 @@ impl TargetFactory for Kind {
             }
             (None, Some(path)) => client::Source::File(path.clone()),
             (None, None) => client::Source::Default,
-        };
+        })
+    }
+}
+
+#[async_trait]
+impl TargetFactory for Kind {
+    async fn target(&self, unit: &Unit) -> Result<Box<dyn DeployTarget>, DeployError> {
+        let s: SecretSettings =
+            settings_as(&unit.kind, &unit.settings).map_err(DeployError::Config)?;
+        let namespace = s
+            .namespace
+            .clone()
+            .ok_or_else(|| DeployError::Config(format!("{}: no namespace named", unit.name)))?;
+        let source = self.source(&s).await?;
         Ok(Box::new(SecretTarget {
-            secrets: client::Secrets::connect(&source, &s.context, &s.namespace).await?,
+            secrets: client::Secrets::connect(&source, &s.context, &namespace).await?,
             name: s.secret_name,
             adopt: yes(&s.adopt),
             ca_crt: yes(&s.ca_crt),
         }))
+    }
+
+    /// With `namespace-selector`: one unit per namespace of the cluster whose labels match
+    /// (named `UNIT.NAMESPACE`), listed on every run so a namespace labelled later gets the
+    /// secret on the next.
+    async fn units(&self, unit: &Unit) -> Result<Vec<Unit>, DeployError> {
+        let s: SecretSettings =
+            settings_as(&unit.kind, &unit.settings).map_err(DeployError::Config)?;
+        let Some(selector) = s
+            .namespace_selector
+            .as_deref()
+            .filter(|_| s.namespace.is_none())
+        else {
+            return Ok(vec![unit.clone()]);
+        };
+        let source = self.source(&s).await?;
+        let namespaces = client::namespaces(&source, &s.context, selector).await?;
+        if namespaces.is_empty() {
+            return Err(DeployError::Target(format!(
+                "{}: no namespace of {} matches {selector:?}",
+                unit.name, s.context
+            )));
+        }
+        Ok(namespaces
+            .into_iter()
+            .map(|ns| {
+                let mut settings = unit.settings.clone();
+                settings.remove("namespace-selector");
+                settings.insert("namespace".into(), ns.clone().into());
+                Unit {
+                    name: format!("{}.{ns}", unit.name),
+                    settings,
+                    ..unit.clone()
+                }
+            })
+            .collect())
     }
 }
