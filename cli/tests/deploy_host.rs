@@ -140,22 +140,16 @@ async fn one_renewal_reaches_three_clusters_two_namespaces_each_and_haproxy_and_
             })
         })
         .collect();
-    let file = env.path("deployments.json");
-    std::fs::write(
-        &file,
+    env.add_deployments(
+        &[SHOP],
         serde_json::json!([
             {"name": "clusters", "kind": "kubernetes-secret", "units": units,
              "settings": {"secret-name": "shop-tls", "kubeconfig": kubeconfig}},
             {"name": "edge-lb", "kind": "haproxy", "endpoints": [haproxy.target()],
              "settings": {"cert-file": haproxy.cert_file(), "socket": haproxy.socket()}},
-        ])
-        .to_string(),
+        ]),
     )
-    .unwrap();
-    let added = env
-        .add(&[SHOP], &["--deploy-file", file.to_str().unwrap()])
-        .await;
-    assert!(added.status.success(), "{}", stderr(&added));
+    .await;
     let renew = |force: bool| renew_quickly(&env, force.then_some(SHOP));
     let serves = |target: String| served_at(&env, target);
     let secret_holds = |c: &MockKubeApi, ns: &str| {
@@ -262,20 +256,14 @@ async fn renew_installs_on_each_instance_of_an_ssm_fleet_and_rollback_puts_the_p
         ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
     ];
-    let file = env.path("fleet.json");
-    std::fs::write(
-        &file,
+    env.add_deployments(
+        &[VMS],
         serde_json::json!({"name": "vms", "kind": "ssm-fleet", "settings": {
             "region": "eu-west-1", "tags": "Role=vms", "dir": fleet.dir_setting(),
             "reload": fleet.reload_setting(), "port": fleet.port().to_string(),
-            "bundle-prefix": format!("cli-{}/", std::process::id())}})
-        .to_string(),
+            "bundle-prefix": format!("cli-{}/", std::process::id())}}),
     )
-    .unwrap();
-    let added = env
-        .add(&[VMS], &["--deploy-file", file.to_str().unwrap()])
-        .await;
-    assert!(added.status.success(), "{}", stderr(&added));
+    .await;
     let renew = |force: bool| renew_quickly(&env, force.then_some(VMS));
     let serves = |target: String| served_at(&env, target);
     let first = renew(false).await;

@@ -76,6 +76,17 @@ impl Env {
         command
     }
 
+    /// `certificates add NAMES --deploy-file` with `deployments` (one object or a list)
+    /// written to a file, checked to succeed.
+    pub async fn add_deployments(&self, names: &[&str], deployments: serde_json::Value) {
+        let file = self.path("deployments.json");
+        std::fs::write(&file, deployments.to_string()).unwrap();
+        let added = self
+            .add(names, &["--deploy-file", file.to_str().unwrap()])
+            .await;
+        assert!(added.status.success(), "{}", stderr(&added));
+    }
+
     pub async fn add(&self, names: &[&str], extra: &[&str]) -> Output {
         let listen = format!("127.0.0.1:{}", self.http_port);
         let mut args = vec!["certificates", "add"];

@@ -150,14 +150,10 @@ struct SecretSettings {
     namespace_selector: Option<String>,
     kubeconfig_secret: Option<String>,
     kubeconfig: Option<std::path::PathBuf>,
-    adopt: Option<serde_json::Value>,
-    ca_crt: Option<serde_json::Value>,
-}
-
-/// A boolean setting, given as `true` in a file or `true` on a spec line.
-fn yes(v: &Option<serde_json::Value>) -> bool {
-    matches!(v, Some(serde_json::Value::Bool(true)))
-        || matches!(v, Some(serde_json::Value::String(t)) if t == "true")
+    #[serde(default)]
+    adopt: bool,
+    #[serde(default)]
+    ca_crt: bool,
 }
 
 impl Kind {
@@ -202,8 +198,8 @@ impl TargetFactory for Kind {
         Ok(Box::new(SecretTarget {
             secrets: client::Secrets::connect(&source, &s.context, &namespace).await?,
             name: s.secret_name,
-            adopt: yes(&s.adopt),
-            ca_crt: yes(&s.ca_crt),
+            adopt: s.adopt,
+            ca_crt: s.ca_crt,
         }))
     }
 
