@@ -274,6 +274,26 @@ async fn the_deploy_function_deploys_to_every_vendor_target_with_credentials_fro
     }
     let kubeconfig =
         certpilot_testkit::kube_api::MockKubeApi::kubeconfig_of(&[&clusters[0], &clusters[1]]);
+    // And an EKS cluster, reached with the function's own AWS credentials (no kubeconfig).
+    let eks_name = format!("shop-eks-{run}");
+    let eks = certpilot_testkit::kube_api::MockKubeApi::start_eks(
+        &eks_name,
+        &["shop"],
+        "shop-tls",
+        &old,
+        "testing",
+    )
+    .await;
+    aws_sdk_eks::Client::new(&aws)
+        .create_cluster()
+        .name(&eks_name)
+        .role_arn("arn:aws:iam::123456789012:role/eks-cluster")
+        .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
+        .send()
+        .await
+        .unwrap();
+    // The access entry of the identity moto gives the tests' credentials.
+    eks.grant("arn:aws:sts::123456789012:user/moto");
     // Two VMs through SSM, the function reaching AWS through the agents' stand-in.
     let fleet = certpilot_testkit::ssm_fleet::SsmFleet::start(
         &moto.endpoint_url,
@@ -353,7 +373,10 @@ async fn the_deploy_function_deploys_to_every_vendor_target_with_credentials_fro
                 "settings": {"secret-name": "shop-tls", "kubeconfig-secret": "deploy/kubeconfig"},
                 "units": clusters.iter().map(|c| serde_json::json!({
                     "name": c.context, "endpoints": [c.ingress("shop")],
-                    "settings": {"context": c.context, "namespace": "shop"}})).collect::<Vec<_>>(),
+                    "settings": {"context": c.context, "namespace": "shop"}}))
+                    .chain([serde_json::json!({"name": "eks", "endpoints": [eks.ingress("shop")],
+                        "settings": {"eks-cluster": eks_name, "namespace": "shop"}})])
+                    .collect::<Vec<_>>(),
             }))
             .unwrap(),
             serde_json::from_value(serde_json::json!({
@@ -375,8 +398,11 @@ async fn the_deploy_function_deploys_to_every_vendor_target_with_credentials_fro
         .await
         .unwrap();
 
+    // The function reaches AWS through EKS's stand-in, then the fleet's, then moto.
+    let eks_front =
+        certpilot_testkit::kube_api::EksFront::start(&fleet.endpoint_url(), &[&eks]).await;
     let watch = certpilot_e2e::LambdaWatch::start(
-        &fleet.endpoint_url(),
+        &eks_front.endpoint_url(),
         &[
             ("CERTPILOT_TABLE", table.clone()),
             ("CERTPILOT_SECRETS_PREFIX", prefix),
@@ -487,6 +513,14 @@ async fn the_deploy_function_deploys_to_every_vendor_target_with_credentials_fro
     assert_eq!(holds(&clusters[0]), third.fingerprint());
     assert!(certpilot_e2e::serves(&ca, &clusters[0].ingress("shop"), &third.fingerprint()).await);
     assert_eq!(holds(&clusters[1]), second.fingerprint());
+    assert_eq!(holds(&eks), third.fingerprint());
+    assert!(certpilot_e2e::serves(&ca, &eks.ingress("shop"), &third.fingerprint()).await);
+    assert!(
+        k8s.units
+            .iter()
+            .any(|u| u.name == "eks" && u.state.status == DeploymentStatus::Verified),
+        "{k8s:?}"
+    );
     // Each VM of the fleet, a unit of its own, serves the third.
     let vms = deployment_of(&cert, "vm-fleet");
     assert_eq!(vms.state.status, DeploymentStatus::Verified, "{vms:?}");

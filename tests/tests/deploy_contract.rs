@@ -536,7 +536,78 @@ async fn kubernetes_secret_leaves_secrets_it_does_not_own_alone() {
     let Err(DeployError::Target(words)) = deploy("payments", serde_json::json!({})).await else {
         panic!("a refused token went unnoticed");
     };
-    assert!(words.contains("get and patch on secrets"), "{words}");
+    assert!(
+        words.contains("did not accept certpilot's credentials"),
+        "{words}"
+    );
+}
+
+/// An EKS cluster reached as the deploy function reaches it: endpoint and CA from
+/// DescribeCluster, a token presigned with the AWS credentials; the cluster (playing EKS's
+/// authenticator) checks the signature, asks STS who signed, and maps that ARN through its
+/// access entries.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_secret_reaches_an_eks_cluster_with_a_token_its_authenticator_accepts() {
+    use certpilot_core::ports::{DeployError, DeployRequest};
+    use certpilot_testkit::kube_api::{EksFront, MockKubeApi};
+    let c = Case::new();
+    let (first, second, before) = c.certificates();
+    let name = format!("shop-{}", c.run);
+    let cluster = MockKubeApi::start_eks(&name, &["shop"], "shop-tls", &before, "testing").await;
+    let front = EksFront::start(&shared_moto().endpoint_url, &[&cluster]).await;
+    let aws = certpilot_e2e::moto_sdk_config(&front.endpoint_url());
+    aws_sdk_eks::Client::new(&aws)
+        .create_cluster()
+        .name(&name)
+        .role_arn("arn:aws:iam::123456789012:role/eks-cluster")
+        .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
+        .send()
+        .await
+        .unwrap();
+    let targets = certpilot_app::App::registry_with(aws);
+    let u = unit(
+        "kubernetes-secret",
+        serde_json::json!({"secret-name": "shop-tls", "eks-cluster": name, "namespace": "shop"}),
+    );
+    let deploy = || {
+        let (targets, u, first) = (&targets, &u, &first);
+        async move {
+            targets
+                .target(u)
+                .await?
+                .deploy(DeployRequest {
+                    id: "shop",
+                    unit: u,
+                    certificate: first,
+                    previous: None,
+                    record: None,
+                })
+                .await
+        }
+    };
+    // STS vouches for the caller, but no access entry maps it yet.
+    let Err(DeployError::Target(words)) = deploy().await else {
+        panic!("a caller without an access entry was let in");
+    };
+    assert!(words.contains("access entry"), "{words}");
+    let callers = cluster.callers();
+    assert!(
+        !callers.is_empty(),
+        "the token was not accepted as signed: {words}"
+    );
+    assert!(cluster.secret("shop", "shop-tls").is_none());
+    cluster.grant(&callers[0]);
+    deploy_target_contract(&targets, &u, &first, &second).await;
+    let stored = cluster.secret("shop", "shop-tls").unwrap();
+    assert_eq!(stored["type"], "kubernetes.io/tls");
+    assert!(
+        cluster
+            .calls()
+            .iter()
+            .all(|call| call.contains("/namespaces/shop/secrets/shop-tls")),
+        "{:?}",
+        cluster.calls()
+    );
 }
 
 /// The CSRs the enrollment's pending change offers (starting one when none is), signed by

@@ -645,6 +645,18 @@ impl SecretStore for NoSecretStore {
     }
 }
 
+/// The AWS configurations EKS clusters are reached with: the AWS kinds' own.
+#[cfg(feature = "deploy-k8s")]
+struct EksConfigs(Arc<certpilot_deploy_aws::AwsDeployTargets>);
+
+#[cfg(feature = "deploy-k8s")]
+#[async_trait::async_trait]
+impl certpilot_deploy_k8s::eks::AwsConfigs for EksConfigs {
+    async fn config(&self, role: Option<&str>, region: Option<&str>) -> aws_config::SdkConfig {
+        self.0.config_in(role, region).await
+    }
+}
+
 /// The registry of deploy target kinds: one line per kind.
 #[cfg(feature = "deploy-aws")]
 fn registry(
@@ -670,7 +682,10 @@ fn registry(
         #[cfg(feature = "deploy-cdn")]
         certpilot_deploy_cdn::fastly::Kind::entry(secrets.clone()),
         #[cfg(feature = "deploy-k8s")]
-        certpilot_deploy_k8s::secret::Kind::entry(secrets.clone()),
+        certpilot_deploy_k8s::secret::Kind::entry(
+            secrets.clone(),
+            Arc::new(EksConfigs(aws.clone())),
+        ),
         #[cfg(feature = "deploy-cdn")]
         certpilot_deploy_cdn::netscaler::Kind::entry(secrets.clone()),
         #[cfg(feature = "deploy-cdn")]

@@ -349,6 +349,21 @@ impl AwsDeployTargets {
 }
 
 impl AwsDeployTargets {
+    /// The configuration for `region`, or the standard region when `None`, with `role`'s
+    /// credentials when given (for kinds of other families that reach AWS, as
+    /// `kubernetes-secret` reaches EKS).
+    pub async fn config_in(&self, role: Option<&str>, region: Option<&str>) -> SdkConfig {
+        let region = match region {
+            Some(r) => r.to_owned(),
+            None => match self.base().await.region() {
+                Some(r) => r.as_ref().to_owned(),
+                // No region anywhere: the first call says so in the SDK's words.
+                None => return self.base().await.clone(),
+            },
+        };
+        self.config(role, &region).await
+    }
+
     /// `kind` as a registry entry: its descriptor, and a factory sharing these targets'
     /// configurations.
     pub fn kind(self: &Arc<Self>, kind: impl AwsKind) -> (KindDescriptor, Arc<dyn TargetFactory>) {

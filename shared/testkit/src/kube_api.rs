@@ -8,6 +8,17 @@
 //! Each namespace it serves has an ingress stand-in: a TLS server presenting what the
 //! secret `secret_name` holds there, as an ingress controller would, unless the test makes
 //! one keep what it serves.
+//!
+//! [`MockKubeApi::start_eks`] plays an EKS cluster instead: HTTPS with a CA of its own,
+//! and authentication as EKS's authenticator does it — a `k8s-aws-v1.` token is a
+//! presigned STS `GetCallerIdentity` URL; its SigV4 signature is checked (the signed
+//! `x-k8s-aws-id` header must name this cluster, the date be under 15 minutes old), the URL
+//! is called (moto answers with the caller's ARN), and the ARN must be one of the cluster's
+//! access entries ([`MockKubeApi::grant`]), else 401. [`EksFront`] stands in front of
+//! moto's EKS, whose clusters have made-up endpoints, and gives `DescribeCluster` the fake
+//! server's endpoint and CA.
+
+mod eks;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,7 +31,13 @@ use crate::certs::Leaf;
 use crate::http_mock::{MockServer, Reply, Request};
 use crate::servers::Swappable;
 
+pub use eks::EksFront;
+
 struct State {
+    /// EKS: the IAM principals the access entries map (others get 401).
+    access_entries: Vec<String>,
+    /// EKS: the ARNs STS vouched for, in order.
+    callers: Vec<String>,
     secrets: BTreeMap<(String, String), Value>,
     /// Every namespace served, with its labels.
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
@@ -34,10 +51,21 @@ pub struct MockKubeApi {
     server: MockServer,
     state: Arc<Mutex<State>>,
     ingresses: BTreeMap<String, Arc<Swappable>>,
-    /// The bearer token it accepts.
+    /// The bearer token it accepts (EKS: none; tokens are checked with STS).
     pub token: String,
-    /// The cluster's name (its kubeconfig context).
+    /// The cluster's name (its kubeconfig context, or its EKS name).
     pub context: String,
+    /// EKS: the CA of its API server, PEM.
+    ca_pem: Option<String>,
+}
+
+/// How callers are authenticated.
+#[derive(Clone)]
+enum Auth {
+    /// A fixed bearer token.
+    Token(String),
+    /// EKS tokens for `cluster`, signed with `secret_key`.
+    Eks { cluster: String, secret_key: String },
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Reply {
@@ -80,6 +108,46 @@ impl MockKubeApi {
         before: &Leaf,
     ) -> MockKubeApi {
         let token = format!("token-of-{context}");
+        Self::start_with(
+            context,
+            namespaces,
+            secret_name,
+            before,
+            Auth::Token(token),
+            None,
+        )
+        .await
+    }
+
+    /// An EKS cluster `name` (register it with [`EksFront`]) authenticating with STS tokens
+    /// signed with `secret_key` (the tests' AWS secret key), no principal mapped yet.
+    pub async fn start_eks(
+        name: &str,
+        namespaces: &[&str],
+        secret_name: &str,
+        before: &Leaf,
+        secret_key: &str,
+    ) -> MockKubeApi {
+        let auth = Auth::Eks {
+            cluster: name.to_owned(),
+            secret_key: secret_key.to_owned(),
+        };
+        let ca = crate::certs::Ca::new(&format!("{name} cluster CA"));
+        Self::start_with(name, namespaces, secret_name, before, auth, Some(ca)).await
+    }
+
+    async fn start_with(
+        context: &str,
+        namespaces: &[&str],
+        secret_name: &str,
+        before: &Leaf,
+        auth: Auth,
+        ca: Option<crate::certs::Ca>,
+    ) -> MockKubeApi {
+        let token = match &auth {
+            Auth::Token(t) => t.clone(),
+            Auth::Eks { .. } => String::new(),
+        };
         let mut ingresses = BTreeMap::new();
         for ns in namespaces {
             let ingress = Arc::new(Swappable::start().await);
@@ -87,6 +155,8 @@ impl MockKubeApi {
             ingresses.insert((*ns).to_owned(), ingress);
         }
         let state = Arc::new(Mutex::new(State {
+            access_entries: vec![],
+            callers: vec![],
             secrets: BTreeMap::new(),
             namespaces: namespaces
                 .iter()
@@ -97,15 +167,24 @@ impl MockKubeApi {
             calls: vec![],
         }));
         let handler = {
-            let (state, token, ing, name) = (
-                state.clone(),
-                token.clone(),
-                ingresses.clone(),
-                secret_name.to_owned(),
-            );
+            let (state, ing, name) = (state.clone(), ingresses.clone(), secret_name.to_owned());
             Arc::new(move |req: Request| {
+                // STS is called outside the lock, as the authenticator would.
+                let caller = authenticate(&auth, &req);
                 let mut s = state.lock().expect("lock");
-                let reply = handle(&mut s, &token, req);
+                s.calls.push(format!("{} {}", req.method, req.path));
+                let reply = match caller {
+                    Err(reply) => reply,
+                    Ok(Some(arn)) => {
+                        s.callers.push(arn.clone());
+                        if s.access_entries.contains(&arn) {
+                            handle(&mut s, req)
+                        } else {
+                            status(401, "Unauthorized", "Unauthorized")
+                        }
+                    }
+                    Ok(None) => handle(&mut s, req),
+                };
                 for (ns, ingress) in &ing {
                     if s.stuck.get(ns).copied().unwrap_or(false) {
                         continue;
@@ -118,13 +197,41 @@ impl MockKubeApi {
                 reply
             })
         };
+        let (server, ca_pem) = match ca {
+            Some(ca) => {
+                let config = crate::servers::server_config(
+                    &ca.leaf(&["127.0.0.1"]).build(),
+                    &crate::servers::Options::default(),
+                );
+                (
+                    MockServer::start_tls(handler, config).await,
+                    Some(ca.root_pem()),
+                )
+            }
+            None => (MockServer::start(handler).await, None),
+        };
         MockKubeApi {
-            server: MockServer::start(handler).await,
+            server,
             state,
             ingresses,
             token,
             context: context.to_owned(),
+            ca_pem,
         }
+    }
+
+    /// EKS: maps the IAM principal `arn` through an access entry (to a user the RBAC binds).
+    pub fn grant(&self, arn: &str) {
+        self.state
+            .lock()
+            .expect("lock")
+            .access_entries
+            .push(arn.to_owned());
+    }
+
+    /// EKS: the ARNs STS vouched for, whether mapped or not.
+    pub fn callers(&self) -> Vec<String> {
+        self.state.lock().expect("lock").callers.clone()
     }
 
     /// A kubeconfig naming this cluster as context `self.context`, with its token.
@@ -207,11 +314,28 @@ impl MockKubeApi {
     }
 }
 
-fn handle(s: &mut State, token: &str, req: Request) -> Reply {
-    s.calls.push(format!("{} {}", req.method, req.path));
-    if req.headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {token}")) {
-        return status(401, "Unauthorized", "Unauthorized");
+/// The caller: `Ok(None)` for a good fixed token, `Ok(Some(arn))` for an EKS token STS
+/// vouched for, else the 401.
+fn authenticate(auth: &Auth, req: &Request) -> Result<Option<String>, Reply> {
+    let unauthorized = || status(401, "Unauthorized", "Unauthorized");
+    let bearer = req
+        .headers
+        .get("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(unauthorized)?;
+    match auth {
+        Auth::Token(token) if bearer == token => Ok(None),
+        Auth::Token(_) => Err(unauthorized()),
+        Auth::Eks {
+            cluster,
+            secret_key,
+        } => eks::caller(bearer, cluster, secret_key)
+            .map(Some)
+            .map_err(|why| status(401, "Unauthorized", &format!("Unauthorized: {why}"))),
     }
+}
+
+fn handle(s: &mut State, req: Request) -> Reply {
     let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     if parts.as_slice() == ["api", "v1", "namespaces"] && req.method == "GET" {
@@ -371,7 +495,7 @@ fn namespace_list(s: &State, query: &str) -> Reply {
     )
 }
 
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

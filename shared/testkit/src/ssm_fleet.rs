@@ -14,15 +14,14 @@
 //! makes an instance's reload fail, as a bad server configuration would.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
 use crate::certs::Leaf;
-use crate::http_mock::{MockServer, Reply, Request};
+use crate::http_mock::{MockServer, Reply, Request, forward};
 use crate::servers::FilesServer;
 
 /// One command's run on one instance.
@@ -76,85 +75,6 @@ fn aws_cli() -> PathBuf {
         "the AWS CLI the instances run is missing: run scripts/test.sh, or set CERTPILOT_AWS_CLI"
     );
     local
-}
-
-/// `METHOD path` with `body` to `base` (`http://host:port`), blocking: the reply.
-fn forward(base: &str, req: &Request) -> Reply {
-    let authority = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = match TcpStream::connect(authority) {
-        Ok(s) => s,
-        Err(e) => return Reply::text(502, &format!("moto: {e}")),
-    };
-    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(30)));
-    let mut head = format!(
-        "{} {} HTTP/1.1\r\nhost: {authority}\r\n",
-        req.method, req.path
-    );
-    for (k, v) in &req.headers {
-        if !matches!(
-            k.as_str(),
-            "host" | "connection" | "content-length" | "transfer-encoding"
-        ) {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-    }
-    head.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n",
-        req.body.len()
-    ));
-    if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&req.body).is_err() {
-        return Reply::text(502, "moto: write failed");
-    }
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(raw.len());
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut body = raw.get(split + 4..).unwrap_or_default().to_vec();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(502);
-    let mut headers = Vec::new();
-    let mut chunked = false;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            let k = k.trim().to_ascii_lowercase();
-            if k == "transfer-encoding" && v.contains("chunked") {
-                chunked = true;
-            }
-            if !matches!(
-                k.as_str(),
-                "content-length" | "transfer-encoding" | "connection"
-            ) {
-                headers.push((k, v.trim().to_owned()));
-            }
-        }
-    }
-    if chunked {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
-            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16)
-                .unwrap_or(0);
-            if size == 0 {
-                break;
-            }
-            let start = eol + 2;
-            out.extend_from_slice(&rest[start..(start + size).min(rest.len())]);
-            rest = &rest[(start + size + 2).min(rest.len())..];
-        }
-        body = out;
-    }
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
 }
 
 fn json_reply(status: u16, v: &Value) -> Reply {

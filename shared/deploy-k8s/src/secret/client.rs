@@ -1,5 +1,5 @@
 //! One cluster's API through kube-rs: its kubeconfig (from the secret store, a file, or the
-//! standard places), one context, bounded in time.
+//! standard places) and one context, or an EKS cluster's endpoint and token; bounded in time.
 
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ pub(crate) enum Source {
     File(std::path::PathBuf),
     /// `KUBECONFIG`, then `~/.kube/config`.
     Default,
+    /// An EKS cluster's endpoint, CA and token (no kubeconfig).
+    Eks(crate::eks::ClusterAccess),
 }
 
 /// A namespace's secrets in one cluster.
@@ -33,11 +35,12 @@ pub(crate) struct Secrets {
 fn refused(at: &str, what: &str, e: &kube::Error) -> DeployError {
     let words = e.to_string();
     match e {
-        kube::Error::Api(status) if status.code == 401 || status.code == 403 => {
-            DeployError::Target(format!(
-                "{at}: {what}: the cluster refused certpilot's credentials; it needs get and patch on secrets in this namespace ({words})"
-            ))
-        }
+        kube::Error::Api(status) if status.code == 401 => DeployError::Target(format!(
+            "{at}: {what}: the cluster did not accept certpilot's credentials: a token or certificate it does not know, or on EKS an IAM role without an access entry in the cluster ({words})"
+        )),
+        kube::Error::Api(status) if status.code == 403 => DeployError::Target(format!(
+            "{at}: {what}: the cluster refused: certpilot's user needs get and patch on secrets in this namespace (list on namespaces for a selector) ({words})"
+        )),
         kube::Error::Api(_) => DeployError::Target(format!("{at}: {what}: {words}")),
         _ => DeployError::Unavailable(format!("{at}: {what}: {words}")),
     }
@@ -77,18 +80,35 @@ async fn client(source: &Source, context: &str, at: &str) -> Result<Client, Depl
         Source::Text(t) => Kubeconfig::from_yaml(t).map_err(|e| bad(e.to_string()))?,
         Source::File(p) => Kubeconfig::read_from(p).map_err(|e| bad(e.to_string()))?,
         Source::Default => Kubeconfig::read().map_err(|e| bad(e.to_string()))?,
+        Source::Eks(access) => {
+            let mut config = Config::new(access.endpoint.parse().map_err(|e| {
+                DeployError::Target(format!(
+                    "{at}: the cluster's endpoint {:?}: {e}",
+                    access.endpoint
+                ))
+            })?);
+            config.root_cert = Some(access.ca.clone());
+            config.auth_info.token = Some(access.token.clone().into());
+            return bounded(config, at);
+        }
     };
     let options = KubeConfigOptions {
         context: Some(context.to_owned()),
         ..KubeConfigOptions::default()
     };
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
+    let config = Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .map_err(|e| bad(format!("context {context:?}: {e}")))?;
+    bounded(config, at)
+}
+
+/// A client of `config`, each connection and request bounded in time.
+fn bounded(mut config: Config, at: &str) -> Result<Client, DeployError> {
     config.connect_timeout = Some(TIMEOUT);
     config.read_timeout = Some(TIMEOUT);
     config.write_timeout = Some(TIMEOUT);
-    Client::try_from(config).map_err(|e| bad(e.to_string()))
+    Client::try_from(config)
+        .map_err(|e| DeployError::Config(format!("{at}: the cluster's client: {e}")))
 }
 
 impl Secrets {

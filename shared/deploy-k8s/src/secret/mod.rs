@@ -13,7 +13,9 @@
 //!
 //! Settings: `secret-name`, `context`, `namespace`, `kubeconfig-secret` (the kubeconfig in
 //! the secret store: the deploy function has no file), `kubeconfig` (a file; default
-//! `KUBECONFIG`, then `~/.kube/config`), `adopt`, `ca-crt`.
+//! `KUBECONFIG`, then `~/.kube/config`), `adopt`, `ca-crt`. Instead of `context`, a unit
+//! may name `eks-cluster` (a name or ARN): no kubeconfig then, the cluster is reached with
+//! the standard AWS configuration (or `role-arn`'s), as the deploy function on Lambda does.
 
 mod client;
 mod target;
@@ -29,11 +31,15 @@ use certpilot_core::model::deploy_kind::{
 };
 use certpilot_core::ports::{DeployError, DeployTarget, SecretStore, SecretVersion, TargetFactory};
 
+use crate::eks::AwsConfigs;
+
 pub use target::SecretTarget;
 
-/// The `kubernetes-secret` kind, reading kubeconfigs from a secret store when told to.
+/// The `kubernetes-secret` kind, reading kubeconfigs from a secret store when told to, and
+/// reaching EKS clusters with AWS configurations.
 pub struct Kind {
     secrets: Arc<dyn SecretStore>,
+    aws: Arc<dyn AwsConfigs>,
 }
 
 /// A DNS-1123 name (secrets, namespaces): lowercase letters, digits, '-', '.'.
@@ -57,9 +63,9 @@ fn dns_name(what: &str, v: &str) -> Result<(), (String, String)> {
 }
 
 impl Kind {
-    /// The kind, reading kubeconfigs from `secrets`.
-    pub fn new(secrets: Arc<dyn SecretStore>) -> Self {
-        Kind { secrets }
+    /// The kind, reading kubeconfigs from `secrets` and reaching EKS with `aws`.
+    pub fn new(secrets: Arc<dyn SecretStore>, aws: Arc<dyn AwsConfigs>) -> Self {
+        Kind { secrets, aws }
     }
 
     /// The kind's descriptor.
@@ -70,7 +76,12 @@ impl Kind {
             summary: "a kubernetes.io/tls secret in each cluster and namespace the deployment's units name, applied server-side under certpilot's field manager",
             settings: vec![
                 Setting::required("secret-name", "the secret's name (tls.crt, tls.key)"),
-                Setting::required("context", "the kubeconfig context of the cluster (per unit)"),
+                Setting::optional("context", "the kubeconfig context of the cluster (per unit)"),
+                Setting::optional(
+                    "eks-cluster",
+                    "instead of context: an EKS cluster's name or ARN, reached with the AWS configuration (the deploy function's role), no kubeconfig",
+                ),
+                Setting::optional("role-arn", "with eks-cluster: an IAM role to assume first (another account)"),
                 Setting::optional("namespace", "the namespace (per unit)"),
                 Setting::optional(
                     "namespace-selector",
@@ -92,6 +103,7 @@ impl Kind {
             permissions: vec![
                 "RBAC in each namespace: get and patch on the secret, create on secrets until it exists (a Role bound to certpilot's user or service account)",
                 "with namespace-selector: list on namespaces (a ClusterRole)",
+                "with eks-cluster: eks:DescribeCluster on the cluster, and an EKS access entry mapping certpilot's IAM role to the Kubernetes user or group those RBAC bindings name",
             ],
             key_types: KeyType::ALL.to_vec(),
             key_delivery: KeyDelivery::InRequest,
@@ -102,6 +114,35 @@ impl Kind {
             check: Some(|s| {
                 let name = s.get("secret-name").and_then(|v| v.as_str()).unwrap_or("");
                 dns_name("secret name", name)?;
+                match (
+                    s.get("context").and_then(|v| v.as_str()),
+                    s.get("eks-cluster").and_then(|v| v.as_str()),
+                ) {
+                    (Some(_), None) => {}
+                    (None, Some(cluster)) => {
+                        crate::eks::parse_cluster(cluster).map_err(|e| (cluster.to_owned(), e))?;
+                    }
+                    (Some(_), Some(cluster)) => {
+                        return Err((
+                            cluster.to_owned(),
+                            "give context or eks-cluster, not both".into(),
+                        ));
+                    }
+                    (None, None) => {
+                        return Err((
+                            String::new(),
+                            "name the cluster: context=NAME (a kubeconfig context), or eks-cluster=NAME".into(),
+                        ));
+                    }
+                }
+                if let Some(role) = s.get("role-arn").and_then(|v| v.as_str())
+                    && (!role.starts_with("arn:") || !role.contains(":role/"))
+                {
+                    return Err((
+                        role.to_owned(),
+                        "a role is an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)".into(),
+                    ));
+                }
                 match (
                     s.get("namespace").and_then(|v| v.as_str()),
                     s.get("namespace-selector").and_then(|v| v.as_str()),
@@ -135,8 +176,11 @@ impl Kind {
     }
 
     /// The kind as a registry entry.
-    pub fn entry(secrets: Arc<dyn SecretStore>) -> (KindDescriptor, Arc<dyn TargetFactory>) {
-        (Kind::descriptor(), Arc::new(Kind::new(secrets)))
+    pub fn entry(
+        secrets: Arc<dyn SecretStore>,
+        aws: Arc<dyn AwsConfigs>,
+    ) -> (KindDescriptor, Arc<dyn TargetFactory>) {
+        (Kind::descriptor(), Arc::new(Kind::new(secrets, aws)))
     }
 }
 
@@ -145,7 +189,9 @@ impl Kind {
 #[serde(rename_all = "kebab-case")]
 struct SecretSettings {
     secret_name: String,
-    context: String,
+    context: Option<String>,
+    eks_cluster: Option<String>,
+    role_arn: Option<String>,
     namespace: Option<String>,
     namespace_selector: Option<String>,
     kubeconfig_secret: Option<String>,
@@ -156,9 +202,26 @@ struct SecretSettings {
     ca_crt: bool,
 }
 
+impl SecretSettings {
+    /// The cluster as messages name it: its context, or `eks:NAME`.
+    fn cluster(&self) -> String {
+        match (&self.context, &self.eks_cluster) {
+            (Some(context), _) => context.clone(),
+            (None, Some(eks)) => format!("eks:{eks}"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 impl Kind {
-    /// Where the unit's kubeconfig comes from.
+    /// How the unit's cluster is reached: an EKS cluster's endpoint and token, or a
+    /// kubeconfig.
     async fn source(&self, s: &SecretSettings) -> Result<client::Source, DeployError> {
+        if let Some(cluster) = &s.eks_cluster {
+            return Ok(client::Source::Eks(
+                crate::eks::access(self.aws.as_ref(), cluster, s.role_arn.as_deref()).await?,
+            ));
+        }
         Ok(match (&s.kubeconfig_secret, &s.kubeconfig) {
             (Some(name), _) => {
                 let (_, value) = self
@@ -196,7 +259,7 @@ impl TargetFactory for Kind {
             .ok_or_else(|| DeployError::Config(format!("{}: no namespace named", unit.name)))?;
         let source = self.source(&s).await?;
         Ok(Box::new(SecretTarget {
-            secrets: client::Secrets::connect(&source, &s.context, &namespace).await?,
+            secrets: client::Secrets::connect(&source, &s.cluster(), &namespace).await?,
             name: s.secret_name,
             adopt: s.adopt,
             ca_crt: s.ca_crt,
@@ -217,11 +280,12 @@ impl TargetFactory for Kind {
             return Ok(vec![unit.clone()]);
         };
         let source = self.source(&s).await?;
-        let namespaces = client::namespaces(&source, &s.context, selector).await?;
+        let namespaces = client::namespaces(&source, &s.cluster(), selector).await?;
         if namespaces.is_empty() {
             return Err(DeployError::Target(format!(
                 "{}: no namespace of {} matches {selector:?}",
-                unit.name, s.context
+                unit.name,
+                s.cluster()
             )));
         }
         Ok(namespaces
