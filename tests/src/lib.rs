@@ -52,6 +52,19 @@ pub fn moto_sdk_config(endpoint_url: &str) -> aws_config::SdkConfig {
         .build()
 }
 
+/// Creates the EKS cluster `name` in moto (its endpoint and CA made up there; see
+/// `certpilot_testkit::kube_api::EksFront`).
+pub async fn create_eks_cluster(aws: &aws_config::SdkConfig, name: &str) {
+    aws_sdk_eks::Client::new(aws)
+        .create_cluster()
+        .name(name)
+        .role_arn("arn:aws:iam::123456789012:role/eks-cluster")
+        .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
+        .send()
+        .await
+        .expect("CreateCluster in moto");
+}
+
 /// The Lambda runtime emulator (`cargo lambda watch --only-lambda-apis`) with the workspace's
 /// function binaries attached to it, each started on its first invocation with `env` as a
 /// deployed function gets it; everything is killed on drop.

@@ -284,14 +284,7 @@ async fn the_deploy_function_deploys_to_every_vendor_target_with_credentials_fro
         "testing",
     )
     .await;
-    aws_sdk_eks::Client::new(&aws)
-        .create_cluster()
-        .name(&eks_name)
-        .role_arn("arn:aws:iam::123456789012:role/eks-cluster")
-        .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
-        .send()
-        .await
-        .unwrap();
+    certpilot_e2e::create_eks_cluster(&aws, &eks_name).await;
     // The access entry of the identity moto gives the tests' credentials.
     eks.grant("arn:aws:sts::123456789012:user/moto");
     // Two VMs through SSM, the function reaching AWS through the agents' stand-in.

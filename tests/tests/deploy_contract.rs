@@ -556,14 +556,7 @@ async fn kubernetes_secret_reaches_an_eks_cluster_with_a_token_its_authenticator
     let cluster = MockKubeApi::start_eks(&name, &["shop"], "shop-tls", &before, "testing").await;
     let front = EksFront::start(&shared_moto().endpoint_url, &[&cluster]).await;
     let aws = certpilot_e2e::moto_sdk_config(&front.endpoint_url());
-    aws_sdk_eks::Client::new(&aws)
-        .create_cluster()
-        .name(&name)
-        .role_arn("arn:aws:iam::123456789012:role/eks-cluster")
-        .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
-        .send()
-        .await
-        .unwrap();
+    certpilot_e2e::create_eks_cluster(&aws, &name).await;
     let targets = certpilot_app::App::registry_with(aws);
     let u = unit(
         "kubernetes-secret",
