@@ -187,6 +187,12 @@ impl
     }
 }
 
+impl certpilot_api::dashboard::SignIn for Tokens {
+    fn caller(&self, token: &str) -> Option<Caller> {
+        Tokens::caller(self, token)
+    }
+}
+
 /// How callers are known.
 #[derive(Clone)]
 enum Auth {
@@ -209,6 +215,16 @@ async fn authenticate(State(auth): State<Auth>, mut req: Request, next: Next) ->
         request_id: None,
         address,
     });
+    // The dashboard keeps its own sessions (a token signs in once at /ui/login); without
+    // authentication, the local caller opens one.
+    let path = req.uri().path();
+    if path == "/ui" || path.starts_with("/ui/") {
+        if matches!(auth, Auth::Nobody) {
+            req.extensions_mut()
+                .insert(Caller::new("local:unauthenticated"));
+        }
+        return next.run(req).await;
+    }
     let caller = match &auth {
         Auth::Nobody => Some(Caller::new("local:unauthenticated")),
         Auth::Tokens(tokens) => req
@@ -307,6 +323,15 @@ pub async fn serve(app: &App, args: ServeArgs) -> Result<ExitCode, CliError> {
                 .map_err(usage)?;
         state = state.with_requests(policy, Arc::new(LocalWorker::start(app.clone(), &args)));
     }
+    let sign_in: Option<Arc<dyn certpilot_api::dashboard::SignIn>> = match &auth {
+        Auth::Tokens(tokens) => Some(tokens.clone()),
+        Auth::Nobody => None,
+    };
+    // Sessions end when the server stops: the key lives only in this process.
+    state = state.with_dashboard(certpilot_api::dashboard::Dashboard::new(
+        certpilot_api::dashboard::session::SessionKey::random(),
+        sign_in,
+    ));
     let router = certpilot_api::router(state)
         .layer(axum::middleware::from_fn_with_state(auth, authenticate));
     let listener = tokio::net::TcpListener::bind(listen)
@@ -315,7 +340,9 @@ pub async fn serve(app: &App, args: ServeArgs) -> Result<ExitCode, CliError> {
     let bound = listener.local_addr().map_err(CliError::Output)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     // The one line a script waits for: where to send requests.
-    eprintln!("certpilot: serving the API on {scheme}://{bound} (OpenAPI at /openapi.json)");
+    eprintln!(
+        "certpilot: serving the API on {scheme}://{bound} (OpenAPI at /openapi.json, the dashboard at /ui)"
+    );
     // SIGTERM too (systemd's stop): the worker's renewals take both signals over.
     let mut signals = crate::unix::Shutdown::install().map_err(CliError::Output)?;
     let shutdown = async move { signals.recv().await };

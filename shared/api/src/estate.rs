@@ -82,7 +82,7 @@ pub struct InventoryFilter {
     pub cursor: Option<String>,
 }
 
-fn item(e: &InventoryEntry, now: time::OffsetDateTime) -> InventoryItem {
+pub(crate) fn item(e: &InventoryEntry, now: time::OffsetDateTime) -> InventoryItem {
     let o = &e.observation;
     let cert = o.certificate.as_ref();
     InventoryItem {
@@ -141,7 +141,7 @@ const CSV_HEADER: [&str; 17] = [
     "last_changed",
 ];
 
-fn csv(items: &[InventoryItem]) -> Result<String, ApiError> {
+pub(crate) fn csv(items: &[InventoryItem]) -> Result<String, ApiError> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let fail = |e: csv::Error| {
         ApiError::new(

@@ -10,6 +10,7 @@ pub mod audit;
 mod body;
 mod caller;
 pub mod certificates;
+pub mod dashboard;
 pub mod endpoints;
 mod error;
 pub mod estate;
@@ -42,6 +43,7 @@ pub struct ApiState {
     resolver: Arc<dyn resolve::Resolve>,
     policy: Option<Arc<RequestPolicy>>,
     work: Arc<dyn WorkSink>,
+    dashboard: dashboard::Dashboard,
 }
 
 /// Work left to the schedule: what an API without workers does (the certificate is due
@@ -69,7 +71,15 @@ impl ApiState {
             resolver,
             policy: None,
             work: Arc::new(ScheduleOnly),
+            dashboard: dashboard::Dashboard::default(),
         }
+    }
+
+    /// The same API with the dashboard's sessions signed and opened as `dashboard` says
+    /// (by default: a random key, and no sign-in but the front's own authentication).
+    pub fn with_dashboard(mut self, dashboard: dashboard::Dashboard) -> Self {
+        self.dashboard = dashboard;
+        self
     }
 
     /// The same API taking certificate requests under `policy`, handing their work to
@@ -206,6 +216,7 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             idempotency::keyed,
         ))
+        .merge(dashboard::router(state.clone()))
         .route("/healthz", get(estate::healthz))
         .route("/openapi.json", get(|| async { axum::Json(openapi()) }))
         .fallback(|| async {

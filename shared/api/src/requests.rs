@@ -537,7 +537,7 @@ pub async fn reject(
 }
 
 /// The managed certificate `id`, if `caller` may change it.
-async fn manageable(
+pub(crate) async fn manageable(
     state: &ApiState,
     caller: &Caller,
     id: &str,

@@ -69,6 +69,19 @@ pub fn api(allowed: &[&str]) -> Api {
 
 /// The API with a request policy.
 pub fn api_with(allowed: &[&str], policy: Option<RequestPolicy>) -> Api {
+    api_dashboard(
+        allowed,
+        policy,
+        certpilot_api::dashboard::Dashboard::default(),
+    )
+}
+
+/// The API with a request policy and the dashboard's sessions as `dashboard` says.
+pub fn api_dashboard(
+    allowed: &[&str],
+    policy: Option<RequestPolicy>,
+    dashboard: certpilot_api::dashboard::Dashboard,
+) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(certpilot_sqlite::SqliteStore::open(dir.path().join("db")).unwrap());
     let app = certpilot_app::App::local(store, dir.path().join("secrets"));
@@ -77,7 +90,7 @@ pub fn api_with(allowed: &[&str], policy: Option<RequestPolicy>) -> Api {
         allowed: allowed.iter().map(|n| n.parse().unwrap()).collect(),
     };
     let work = Arc::new(Recorded::default());
-    let mut state = ApiState::new(app.clone(), addresses, names.clone());
+    let mut state = ApiState::new(app.clone(), addresses, names.clone()).with_dashboard(dashboard);
     if let Some(policy) = policy {
         state = state.with_requests(policy, work.clone());
     }
@@ -164,5 +177,34 @@ impl Api {
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         (status, headers, value)
+    }
+}
+
+impl Api {
+    /// A browser's request: no caller but what its headers carry, the body as given, the
+    /// answer as text.
+    pub async fn full_form(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body.map_or_else(Body::empty, Body::from)).unwrap();
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 22)
+            .await
+            .unwrap();
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
     }
 }

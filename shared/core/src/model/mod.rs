@@ -7,5 +7,6 @@ pub mod deploy_kind;
 pub mod endpoint;
 pub mod finding;
 pub mod observation;
+pub mod overview;
 pub mod request;
 pub mod target;
