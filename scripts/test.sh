@@ -6,6 +6,8 @@
 #     low priority so nothing else on the machine is upgraded from it
 #   - Knot DNS from Debian (the RFC 2136 server of the DNS-01 tests)
 #   - Prometheus from Debian, for `promtool` (parses `certpilot metrics`, runs the rule tests)
+#   - Chromium and chromium-driver from Debian, and axe-core from npm into .test-env/npm
+#     (the dashboard's tests in a real browser)
 # then checks formatting and lints, and runs the whole Rust test suite.
 #
 # Environment: CERTPILOT_TEST_ENV (default ./.test-env) holds the virtualenv;
@@ -114,8 +116,29 @@ ensure_promtool() {
     apt_install --no-install-recommends prometheus
 }
 
+# A real browser for the dashboard: headless Chromium driven through WebDriver, and
+# axe-core (pinned) run in its pages.
+AXE_VERSION="4.11.0"
+ensure_browser() {
+    if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+        say "installing chromium and chromium-driver from Debian"
+        apt_install --no-install-recommends chromium chromium-driver fonts-dejavu-core
+    fi
+    if [ ! -f "$TEST_ENV/npm/node_modules/axe-core/axe.min.js" ] \
+        || ! grep -q "\"version\": \"$AXE_VERSION\"" "$TEST_ENV/npm/node_modules/axe-core/package.json"; then
+        if ! command -v npm >/dev/null 2>&1; then
+            say "installing npm from Debian"
+            apt_install --no-install-recommends npm
+        fi
+        say "installing axe-core $AXE_VERSION from npm"
+        mkdir -p "$TEST_ENV/npm"
+        (cd "$TEST_ENV/npm" && npm install --no-audit --no-fund --silent "axe-core@$AXE_VERSION")
+    fi
+}
+
 ensure_python_tools
 ensure_awscli
+ensure_browser
 ensure_pebble
 ensure_knot
 ensure_haproxy
@@ -131,6 +154,9 @@ export CERTPILOT_SCHEMATHESIS="$TEST_ENV/venv/bin/st"
 export CERTPILOT_AWS_CLI="$TEST_ENV/awscli/bin/aws"
 export SAM_CLI_TELEMETRY=0
 export CERTPILOT_PEBBLE="$(command -v pebble)"
+export CERTPILOT_CHROMEDRIVER="$(command -v chromedriver)"
+export CERTPILOT_CHROMIUM="$(command -v chromium)"
+export CERTPILOT_AXE="$TEST_ENV/npm/node_modules/axe-core/axe.min.js"
 
 if [ "${SKIP_LINT:-0}" != "1" ]; then
     say "cargo fmt --check"

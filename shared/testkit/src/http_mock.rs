@@ -191,8 +191,32 @@ pub fn forward(base: &str, req: &Request) -> Reply {
     if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&req.body).is_err() {
         return Reply::text(502, "moto: write failed");
     }
+    // Read to the end of the answer, not of the connection: a server may keep it open.
     let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            let complete = match length {
+                Some(n) => raw.len() >= end + 4 + n,
+                None if head.contains("transfer-encoding: chunked") => {
+                    raw.ends_with(b"\r\n0\r\n\r\n") || raw[end + 4..].starts_with(b"0\r\n\r\n")
+                }
+                None => false,
+            };
+            if complete {
+                break;
+            }
+        }
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

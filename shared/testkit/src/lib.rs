@@ -32,4 +32,5 @@ pub mod requests_contract;
 pub mod servers;
 pub mod slack;
 pub mod ssm_fleet;
+pub mod webdriver;
 pub mod webhook_receiver;

@@ -302,7 +302,7 @@ pub(crate) async fn inventory(
             a href=(format!("/ui/inventory.csv?{}", link(&p, &[]))) download="inventory.csv" { "Download CSV" }
         }
         p #count role="status" { (rows.len()) " row(s)" @if pages > 1 { ", page " (current) " of " (pages) } }
-        div.table-wrap {
+        div.table-wrap tabindex="0" role="region" aria-label="Inventory table" {
             table #inventory {
                 caption.visually-hidden { "Endpoints and addresses, what each serves" }
                 thead {
@@ -441,7 +441,7 @@ pub(crate) async fn certificates(
                 }
             }
         }
-        div.table-wrap {
+        div.table-wrap tabindex="0" role="region" aria-label="Certificates table" {
             table #certificates {
                 caption.visually-hidden { "Managed certificates" }
                 thead { tr { th scope="col" { "Certificate" } th scope="col" { "State" } th scope="col" { "Names" } th.num scope="col" { "Days left" } th scope="col" class="hide-narrow" { "Deployments" } } }
@@ -519,7 +519,8 @@ pub(crate) async fn certificate(
         ("issued", cert.current.is_some()),
         (
             "deployed",
-            cert.current.is_some() && !cert.deployments.is_empty(),
+            cert.current.is_some()
+                && (cert.spec.deployments.is_empty() || !cert.deployments.is_empty()),
         ),
         ("verified", s == "verified"),
     ];
@@ -558,7 +559,7 @@ pub(crate) async fn certificate(
         @if cert.current.is_none() && cert.previous.is_none() {
             p { "Nothing issued yet." }
         } @else {
-            div.table-wrap {
+            div.table-wrap tabindex="0" role="region" aria-label="Issued certificates table" {
                 table #issued {
                     thead { tr { th scope="col" { "" } th scope="col" { "Issued" } th scope="col" { "Expires" } th.num scope="col" { "Days left" } th scope="col" class="hide-narrow" { "Fingerprint (SHA-256)" } } }
                     tbody {
@@ -592,9 +593,10 @@ pub(crate) async fn certificate(
                     }
                     None => { p { "Not deployed yet." } }
                 }
-                @let endpoints = d.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+                // A deployment without endpoints of its own is proven at the certificate's.
+                @let endpoints = if d.endpoints.is_empty() { &cert.spec.endpoints } else { &d.endpoints }.iter().map(|e| e.to_string()).collect::<Vec<_>>();
                 @if !endpoints.is_empty() {
-                    div.table-wrap {
+                    div.table-wrap tabindex="0" role="region" aria-label="What each endpoint serves" {
                         table {
                             caption { "What each endpoint serves (latest scan)" }
                             thead { tr { th scope="col" { "Endpoint" } th scope="col" { "Address" } th scope="col" { "Serves" } th scope="col" { "Since" } } }
@@ -613,7 +615,10 @@ pub(crate) async fn certificate(
                                                 @match (&served, &current_fp) {
                                                     (Some(s), Some(c)) if s == c => { span.state.verified { "the current certificate" } }
                                                     (Some(s), _) => { span.state.not_serving { "another certificate" } " " span.mono { (s[..16.min(s.len())]) "…" } }
-                                                    (None, _) => { span.state.unreachable { "nothing" } }
+                                                    (None, _) => {
+                                                        span.state.unreachable { "nothing" }
+                                                        @if let Some(e) = &i.observation.error { " — " (e.kind.as_str()) ": " (e.message) }
+                                                    }
                                                 }
                                             }
                                             td { @if let Some(t) = i.cert_first_seen { (when(t)) } }
@@ -811,6 +816,12 @@ pub(crate) struct RequestForm {
     key_type: String,
     #[serde(default)]
     owner: String,
+    /// Endpoints to watch, one per line.
+    #[serde(default)]
+    endpoints: String,
+    /// Deployments as in `--deploy-file` (YAML or JSON list).
+    #[serde(default)]
+    deployments: String,
     #[serde(default)]
     #[allow(dead_code)]
     csrf: String,
@@ -865,6 +876,16 @@ fn request_page(
                 input #owner type="text" name="owner" value=(f.owner) aria-describedby="owner-hint";
                 p.hint #owner-hint { "The team told about this certificate (the owner tag)." }
             }
+            div.field {
+                label for="endpoints" { "Endpoints to watch (optional)" }
+                textarea #endpoints name="endpoints" rows="2" aria-describedby="endpoints-hint" { (f.endpoints) }
+                p.hint #endpoints-hint { "host:port, one per line: scanned, and proven to serve each new certificate." }
+            }
+            div.field {
+                label for="deployments" { "Deployments (optional)" }
+                textarea #deployments name="deployments" rows="6" aria-describedby="deployments-hint" { (f.deployments) }
+                p.hint #deployments-hint { "Where to install it, as a YAML or JSON list like a --deploy-file: - {name: web, kind: files, settings: {dir: /etc/ssl/web}}" }
+            }
             button type="submit" { "Request" }
         }
     };
@@ -890,6 +911,30 @@ pub(crate) async fn request(
         .filter(|n| !n.is_empty())
         .map(str::to_owned)
         .collect();
+    let deployments: Vec<serde_json::Value> = match form.deployments.trim() {
+        "" => vec![],
+        text => match yaml_serde::from_str(text) {
+            Ok(d) => d,
+            Err(e) => {
+                let mut res = request_page(
+                    &state,
+                    &session,
+                    Some(&format!(
+                        "deployments: not a YAML or JSON list of deployments: {e}"
+                    )),
+                    &form,
+                );
+                *res.status_mut() = StatusCode::BAD_REQUEST;
+                return res;
+            }
+        },
+    };
+    let endpoints: Vec<String> = form
+        .endpoints
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
     let mut tags = BTreeMap::new();
     if !form.owner.trim().is_empty() {
         tags.insert("owner".to_owned(), form.owner.trim().to_owned());
@@ -901,8 +946,8 @@ pub(crate) async fn request(
         challenge: form.challenge.clone(),
         key_type: Some(form.key_type.clone()).filter(|k| !k.is_empty()),
         profile: None,
-        deployments: vec![],
-        endpoints: vec![],
+        deployments,
+        endpoints,
         tags,
         renew_days_before: None,
     };

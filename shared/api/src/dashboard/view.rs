@@ -215,7 +215,7 @@ pub(crate) fn chart(o: &Overview) -> Markup {
         }
         details {
             summary { "The numbers" }
-            div.table-wrap {
+            div.table-wrap tabindex="0" role="region" aria-label="Certificates expiring each week" {
                 table #weeks {
                     caption { "Certificates expiring each week" }
                     thead { tr { th scope="col" { "Week starting" } th.num scope="col" { "Managed" } th.num scope="col" { "Unmanaged" } } }
