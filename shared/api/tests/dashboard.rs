@@ -303,6 +303,24 @@ async fn the_overview_counts_each_state_and_draws_certificates_by_week_of_expiry
         ],
     )
     .await;
+    // certpilot manages the certificate c serves: it is counted as managed.
+    let mut managed =
+        certpilot_testkit::renewal_contract::managed("c.example.com", Duration::hours(1));
+    managed.current = Some(
+        serde_json::from_value(serde_json::json!({
+            "fingerprint": "cc", "serial": "0c", "ari_id": null, "chain_pem": "",
+            "key_version": "v1", "order_url": "",
+            "not_before": certpilot_core::rfc3339(now - Duration::days(10)),
+            "not_after": certpilot_core::rfc3339(now + Duration::days(80)),
+            "issued_at": certpilot_core::rfc3339(now - Duration::days(10)),
+        }))
+        .unwrap(),
+    );
+    api.app
+        .certificates()
+        .add_certificate(&managed)
+        .await
+        .unwrap();
     let mut b = Browser::signed_in(&api).await;
     let p = b.get("/ui").await;
     assert_eq!(p.status, StatusCode::OK);
@@ -319,7 +337,7 @@ async fn the_overview_counts_each_state_and_draws_certificates_by_week_of_expiry
     assert!(p.html.contains("role=\"img\""));
     assert!(
         p.html.contains(
-            "0 managed and 4 unmanaged in all; 0 managed and 1 unmanaged already expired"
+            "1 managed and 3 unmanaged in all; 0 managed and 1 unmanaged already expired"
         ),
         "{}",
         p.html
@@ -334,7 +352,18 @@ async fn the_overview_counts_each_state_and_draws_certificates_by_week_of_expiry
             cells[1][..cells[1].find('<').unwrap()].parse().unwrap()
         })
         .collect();
-    assert_eq!(unmanaged.iter().sum::<u64>(), 4);
+    let managed_weeks: Vec<u64> = weeks
+        .iter()
+        .map(|r| {
+            let cells: Vec<&str> = r.split("<td class=\"num\">").skip(1).collect();
+            cells[0][..cells[0].find('<').unwrap()].parse().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        managed_weeks[11], 1,
+        "cc in 80 days: week 12 ({managed_weeks:?})"
+    );
+    assert_eq!(unmanaged.iter().sum::<u64>(), 3);
     assert_eq!(unmanaged[0], 1, "e expires in 3 days: this week");
     assert_eq!(unmanaged[8], 1, "aa in 60 days: week 9 ({unmanaged:?})");
     assert!(p.html.contains("Expired: </strong>0 managed, 1 unmanaged"));

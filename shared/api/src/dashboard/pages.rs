@@ -898,6 +898,14 @@ fn request_page(
     )
 }
 
+/// The items of a field people fill one per line (or separated by commas).
+fn items(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// `POST /ui/request`: `POST /certificates`, then the certificate's page (its progress).
 pub(crate) async fn request(
     State(state): State<ApiState>,
@@ -905,12 +913,7 @@ pub(crate) async fn request(
     caller: Caller,
     Form(form): Form<RequestForm>,
 ) -> Response {
-    let names: Vec<String> = form
-        .names
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let names = items(&form.names);
     let deployments: Vec<serde_json::Value> = match form.deployments.trim() {
         "" => vec![],
         text => match yaml_serde::from_str(text) {
@@ -929,12 +932,7 @@ pub(crate) async fn request(
             }
         },
     };
-    let endpoints: Vec<String> = form
-        .endpoints
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let endpoints = items(&form.endpoints);
     let mut tags = BTreeMap::new();
     if !form.owner.trim().is_empty() {
         tags.insert("owner".to_owned(), form.owner.trim().to_owned());

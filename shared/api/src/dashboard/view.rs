@@ -31,13 +31,7 @@ pub(crate) fn page(
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                @if let Some(s) = refresh { meta http-equiv="refresh" content=(s); }
-                title { (title) " · certpilot" }
-                link rel="stylesheet" href="/ui/assets/dashboard.css";
-            }
+            (head(title, refresh))
             body {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
@@ -75,6 +69,19 @@ pub(crate) fn page(
     html_response(StatusCode::OK, markup)
 }
 
+/// The `<head>` of every page.
+fn head(title: &str, refresh: Option<u32>) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            @if let Some(s) = refresh { meta http-equiv="refresh" content=(s); }
+            title { (title) " · certpilot" }
+            link rel="stylesheet" href="/ui/assets/dashboard.css";
+        }
+    }
+}
+
 /// `markup` as an HTML answer that no other site may frame and that caches nowhere.
 pub(crate) fn html_response(status: StatusCode, markup: Markup) -> Response {
     let mut res = (status, markup).into_response();
@@ -100,12 +107,7 @@ pub(crate) fn refusal(status: StatusCode, why: &str) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Refused · certpilot" }
-                link rel="stylesheet" href="/ui/assets/dashboard.css";
-            }
+            (head("Refused", None))
             body {
                 main #main {
                     h1 { "Refused" }
