@@ -264,3 +264,73 @@ async fn a_certificate_requested_through_the_api_function_is_issued_deployed_and
     assert_eq!(first["source"], "198.51.100.7");
     assert_eq!(first["subject"], "shop");
 }
+
+/// The dashboard through the API function: a caller API Gateway authorized gets a session
+/// cookie (payload v2's `cookies`), and with it the pages, drawn from the DynamoDB store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_function_serves_the_dashboard_with_a_session_cookie() {
+    use certpilot_core::ports::ObservationStore as _;
+    let moto = shared_moto();
+    let config = certpilot_e2e::moto_sdk_config(&moto.endpoint_url);
+    let table = format!("api-ui-{}", std::process::id());
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &table);
+    store.create_table().await.unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    store
+        .record_observations(&[
+            certpilot_testkit::observations::observed("shop.example.com:443", "93.184.215.14:443")
+                .at(now)
+                .cert("aa", now + time::Duration::days(60))
+                .build(),
+            certpilot_testkit::observations::observed("old.example.com:443", "93.184.215.15:443")
+                .at(now)
+                .cert("bb", now + time::Duration::days(9))
+                .build(),
+        ])
+        .await
+        .unwrap();
+    let watch = certpilot_e2e::LambdaWatch::start(
+        &moto.endpoint_url,
+        &[("CERTPILOT_TABLE", table.clone())],
+    );
+    let page = |path: &str, cookie: Option<&str>| {
+        let mut e = event("api-jwt-list-endpoints.json");
+        e["rawPath"] = path.into();
+        e["rawQueryString"] = "".into();
+        e["requestContext"]["http"]["path"] = path.into();
+        e["headers"]["accept"] = "text/html".into();
+        if let Some(c) = cookie {
+            e["cookies"] = json!([c]);
+        }
+        e
+    };
+    let first = watch.invoke("api", &page("/ui", None)).await;
+    assert_eq!(first["statusCode"], 303, "{first}");
+    let cookie = first["cookies"][0]
+        .as_str()
+        .or_else(|| first["headers"]["set-cookie"].as_str())
+        .unwrap_or_else(|| panic!("a session cookie: {first}"))
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly; Secure; SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap();
+    let overview = watch.invoke("api", &page("/ui", Some(session))).await;
+    assert_eq!(overview["statusCode"], 200, "{overview}");
+    let html = overview["body"].as_str().unwrap();
+    assert!(
+        html.contains("Signed in as <strong>jwt:https://login.example.com/|payments-ci</strong>"),
+        "{html}"
+    );
+    assert!(html.contains("data-count=\"healthy\">1<"), "{html}");
+    assert!(html.contains("data-count=\"expiring\">1<"), "{html}");
+    let inventory = watch
+        .invoke("api", &page("/ui/inventory", Some(session)))
+        .await;
+    let html = inventory["body"].as_str().unwrap();
+    assert!(
+        html.contains("old.example.com:443") && html.contains("2 row(s)"),
+        "{html}"
+    );
+}
