@@ -85,7 +85,7 @@ async fn main() {
             let aws = certpilot_e2e::moto_sdk_config(&moto.endpoint_url);
             let store = Arc::new(certpilot_dynamodb::DynamoStore::new(
                 certpilot_dynamodb::Client::new(&aws),
-                &format!("dashboard-bench-{}", std::process::id()),
+                format!("dashboard-bench-{}", std::process::id()),
             ));
             store.create_table().await.unwrap();
             // moto takes a small transaction at a time within the SDK's 30 s.
