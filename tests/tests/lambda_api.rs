@@ -289,9 +289,13 @@ async fn the_api_function_serves_the_dashboard_with_a_session_cookie() {
         ])
         .await
         .unwrap();
+    let prefix = format!("api-ui-{}/", std::process::id());
     let watch = certpilot_e2e::LambdaWatch::start(
         &moto.endpoint_url,
-        &[("CERTPILOT_TABLE", table.clone())],
+        &[
+            ("CERTPILOT_TABLE", table.clone()),
+            ("CERTPILOT_SECRETS_PREFIX", prefix.clone()),
+        ],
     );
     let page = |path: &str, cookie: Option<&str>| {
         let mut e = event("api-jwt-list-endpoints.json");
@@ -333,4 +337,42 @@ async fn the_api_function_serves_the_dashboard_with_a_session_cookie() {
         html.contains("old.example.com:443") && html.contains("2 row(s)"),
         "{html}"
     );
+
+    // The key is in Secrets Manager: a session signed with it is good at any instance,
+    // with no authorizer in the context.
+    use certpilot_core::ports::{SecretStore as _, SecretVersion};
+    let secrets = certpilot_aws::SecretsManagerStore::new(
+        aws_sdk_secretsmanager::Client::new(&config),
+        prefix,
+        None,
+    );
+    let (_, key) = secrets
+        .get("dashboard/session-key", &SecretVersion::Current)
+        .await
+        .unwrap()
+        .expect("the function made the session key");
+    let key = certpilot_api::dashboard::session::SessionKey::from_secret(key.expose()).unwrap();
+    let elsewhere = key.open(
+        &certpilot_api::Caller::new("jwt:https://login.example.com/|sre-on-call"),
+        now,
+    );
+    let mut e = page("/ui/findings", None);
+    e["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    e["cookies"] = json!([format!("certpilot_session={}", key.seal(&elsewhere))]);
+    let findings = watch.invoke("api", &e).await;
+    assert_eq!(findings["statusCode"], 200, "{findings}");
+    assert!(
+        findings["body"]
+            .as_str()
+            .unwrap()
+            .contains("Signed in as <strong>jwt:https://login.example.com/|sre-on-call</strong>")
+    );
+    // A forged one is not.
+    let forged = certpilot_api::dashboard::session::SessionKey::random().seal(&elsewhere);
+    e["cookies"] = json!([format!("certpilot_session={forged}")]);
+    let refused = watch.invoke("api", &e).await;
+    assert_eq!(refused["statusCode"], 303, "to sign in: {refused}");
 }

@@ -8,7 +8,8 @@
 //! `CERTPILOT_REQUEST_POLICY_DOCUMENT` (the request policy's YAML or JSON; the template
 //! fills it from an SSM parameter; without it nobody may request certificates),
 //! `CERTPILOT_RENEW_QUEUE_URL` (where accepted requests go to be issued at once; without it
-//! the renew function's next tick takes them) and `CERTPILOT_DEPLOY_QUEUE_URL` (rollbacks).
+//! the renew function's next tick takes them), `CERTPILOT_DEPLOY_QUEUE_URL` (rollbacks) and
+//! `CERTPILOT_SECRETS_PREFIX` (where the dashboard's session key is kept).
 //! AWS access follows the standard configuration.
 
 mod caller;
@@ -18,6 +19,9 @@ use std::sync::Arc;
 use certpilot_app::App;
 use certpilot_aws::lambda::required;
 use lambda_http::Error;
+
+/// The secret holding the key dashboard sessions are signed with.
+const DASHBOARD_KEY: &str = "dashboard/session-key";
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -39,6 +43,21 @@ async fn main() -> Result<(), Error> {
             state = state.with_requests(policy, Arc::new(certpilot_api::ScheduleOnly));
         }
     }
+    // Dashboard sessions are good at every instance: the key is in Secrets Manager.
+    let key = match certpilot_api::dashboard::session::SessionKey::shared(
+        app.secrets().as_ref(),
+        DASHBOARD_KEY,
+    )
+    .await
+    {
+        Ok(key) => key,
+        Err(e) => {
+            // The pages still work, each instance with sessions of its own.
+            tracing::warn!("{e}; dashboard sessions last one instance");
+            certpilot_api::dashboard::session::SessionKey::random()
+        }
+    };
+    state = state.with_dashboard(certpilot_api::dashboard::Dashboard::new(key, None));
     let router =
         certpilot_api::router(state).layer(axum::middleware::from_fn(caller::from_context));
     // `run` takes a tower service of lambda_http requests: the router is one.

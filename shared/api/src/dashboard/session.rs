@@ -74,6 +74,35 @@ impl SessionKey {
         })
     }
 
+    /// The key every instance shares, kept in `secrets` under `name` (made on first use):
+    /// a session opened by one instance of the API function is good at any other. Two
+    /// instances starting together may each write one; both read back the current one.
+    pub async fn shared(
+        secrets: &dyn certpilot_core::ports::SecretStore,
+        name: &str,
+    ) -> Result<Self, String> {
+        use certpilot_core::ports::{SecretValue, SecretVersion};
+        let current =
+            |e: certpilot_core::ports::SecretError| format!("the session key {name:?}: {e}");
+        if secrets
+            .get(name, &SecretVersion::Current)
+            .await
+            .map_err(current)?
+            .is_none()
+        {
+            secrets
+                .put_current(name, &SecretValue::new(random(32)))
+                .await
+                .map_err(current)?;
+        }
+        let (_, value) = secrets
+            .get(name, &SecretVersion::Current)
+            .await
+            .map_err(current)?
+            .ok_or_else(|| format!("the session key {name:?} vanished as it was written"))?;
+        Self::from_secret(value.expose())
+    }
+
     /// A fresh random key: sessions end when the process does (`certpilot serve`).
     pub fn random() -> Self {
         SessionKey {
