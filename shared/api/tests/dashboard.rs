@@ -656,3 +656,37 @@ async fn the_request_form_offers_the_policys_choices_and_shows_the_request() {
     assert!(p.html.contains("Renew now"), "token:ops may manage it");
     assert_eq!(api.work.0.lock().unwrap().len(), 1, "handed to the workers");
 }
+
+#[tokio::test]
+async fn the_not_served_count_lists_the_same_certificates_it_counts() {
+    let api = api();
+    let now = OffsetDateTime::now_utc();
+    // An expired certificate that a deployment does not serve either: one of the "not
+    // served", whatever else is wrong with it.
+    let mut c = certpilot_testkit::renewal_contract::managed("lb.example.com", Duration::hours(1));
+    c.current = Some(
+        serde_json::from_value(serde_json::json!({
+            "fingerprint": "ee", "serial": "0e", "ari_id": null, "chain_pem": "",
+            "key_version": "v1", "order_url": "",
+            "not_before": certpilot_core::rfc3339(now - Duration::days(100)),
+            "not_after": certpilot_core::rfc3339(now - Duration::days(1)),
+            "issued_at": certpilot_core::rfc3339(now - Duration::days(100)),
+        }))
+        .unwrap(),
+    );
+    c.deployments = vec![
+        serde_json::from_value(serde_json::json!({
+            "name": "lb", "fingerprint": "ee", "at": certpilot_core::rfc3339(now),
+            "status": "not_serving",
+        }))
+        .unwrap(),
+    ];
+    api.app.certificates().add_certificate(&c).await.unwrap();
+    let mut b = Browser::signed_in(&api).await;
+    let overview = b.get("/ui").await;
+    assert_eq!(overview.count("not_served"), 1);
+    let listed = b.get("/ui/certificates?state=not_served").await;
+    let rows = listed.rows("certificates");
+    assert_eq!(rows.len(), 1, "{}", listed.html);
+    assert!(rows[0].contains("lb.example.com") && rows[0].contains("expired"));
+}

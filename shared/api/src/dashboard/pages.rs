@@ -9,9 +9,8 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use certpilot_core::model::certificate::ManagedCertificate;
-use certpilot_core::model::deploy::DeploymentStatus;
 use certpilot_core::model::finding::{Finding, FindingState, Severity};
-use certpilot_core::model::overview::{EndpointState, Overview};
+use certpilot_core::model::overview::{CertificateState, EndpointState, Overview, not_served};
 use certpilot_core::policy::days_remaining;
 use certpilot_core::ports::{InventoryEntry, InventoryQuery};
 use maud::{Markup, html};
@@ -380,32 +379,6 @@ pub(crate) async fn inventory_csv(
     }
 }
 
-/// Where a managed certificate stands, in one word.
-fn certificate_state(c: &ManagedCertificate, now: time::OffsetDateTime) -> &'static str {
-    let Some(current) = &c.current else {
-        return "pending";
-    };
-    if current.not_after < now {
-        return "expired";
-    }
-    if c.deployments.iter().any(|d| {
-        matches!(
-            d.state.status,
-            DeploymentStatus::NotServing | DeploymentStatus::Failed
-        )
-    }) {
-        return "not_serving";
-    }
-    if c.deployments
-        .iter()
-        .any(|d| d.state.status == DeploymentStatus::InProgress)
-        || c.deployments.len() < c.spec.deployments.len()
-    {
-        return "in_progress";
-    }
-    "verified"
-}
-
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct CertificateParams {
     #[serde(default)]
@@ -430,7 +403,8 @@ pub(crate) async fn certificates(
         .await
         .unwrap_or_default();
     if p.state == "not_served" {
-        certs.retain(|c| certificate_state(c, now) == "not_serving");
+        // Exactly what the overview counted.
+        certs.retain(not_served);
     }
     let body = html! {
         @if !pending.is_empty() {
@@ -447,7 +421,7 @@ pub(crate) async fn certificates(
                 thead { tr { th scope="col" { "Certificate" } th scope="col" { "State" } th scope="col" { "Names" } th.num scope="col" { "Days left" } th scope="col" class="hide-narrow" { "Deployments" } } }
                 tbody {
                     @for c in &certs {
-                        @let s = certificate_state(c, now);
+                        @let s = CertificateState::of(c, now).as_str();
                         tr {
                             td { a href=(format!("/ui/certificates/{}", view::query_escape(&c.id))) { (c.id) } }
                             td { span.state.(s) { (s) } }
@@ -510,7 +484,7 @@ pub(crate) async fn certificate(
         .filter(|f| f.subject.to_string().contains(&id) || f.fact.contains(&id))
         .collect();
     let s = if stored {
-        certificate_state(&cert, now)
+        CertificateState::of(&cert, now).as_str()
     } else {
         request.as_ref().map_or("pending", |r| r.state.as_str())
     };

@@ -79,6 +79,67 @@ impl EndpointState {
     }
 }
 
+/// Whether some deployment of `c` does not serve its latest certificate (`not_serving` or
+/// `failed`): the overview's "not served", and the certificates it links to.
+pub fn not_served(c: &ManagedCertificate) -> bool {
+    c.deployments.iter().any(|d| {
+        matches!(
+            d.state.status,
+            DeploymentStatus::NotServing | DeploymentStatus::Failed
+        )
+    })
+}
+
+/// Where a managed certificate stands, in one word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateState {
+    /// Nothing issued yet.
+    Pending,
+    /// The current certificate has expired.
+    Expired,
+    /// Some deployment does not serve it ([`not_served`]).
+    NotServing,
+    /// A deployment is still being installed, or not yet tried.
+    InProgress,
+    /// Issued and served everywhere it is deployed.
+    Verified,
+}
+
+impl CertificateState {
+    /// The snake_case name every output uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertificateState::Pending => "pending",
+            CertificateState::Expired => "expired",
+            CertificateState::NotServing => "not_serving",
+            CertificateState::InProgress => "in_progress",
+            CertificateState::Verified => "verified",
+        }
+    }
+
+    /// Where `c` stands at `now`.
+    pub fn of(c: &ManagedCertificate, now: OffsetDateTime) -> CertificateState {
+        let Some(current) = &c.current else {
+            return CertificateState::Pending;
+        };
+        if current.not_after < now {
+            CertificateState::Expired
+        } else if not_served(c) {
+            CertificateState::NotServing
+        } else if c
+            .deployments
+            .iter()
+            .any(|d| d.state.status == DeploymentStatus::InProgress)
+            || c.deployments.len() < c.spec.deployments.len()
+        {
+            CertificateState::InProgress
+        } else {
+            CertificateState::Verified
+        }
+    }
+}
+
 /// Certificates expiring in one week.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Week {
@@ -150,12 +211,7 @@ impl Overview {
             if let Some(i) = &c.current {
                 expiring.insert(i.fingerprint.to_ascii_lowercase(), (i.not_after, true));
             }
-            if c.deployments.iter().any(|d| {
-                matches!(
-                    d.state.status,
-                    DeploymentStatus::NotServing | DeploymentStatus::Failed
-                )
-            }) {
+            if not_served(c) {
                 o.not_served += 1;
             }
         }
