@@ -9,49 +9,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use certpilot_testkit::certs::Ca;
 use certpilot_testkit::webdriver::{Chromium, ENTER, Options, TAB, axe_script};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 mod support;
-
-/// A running `certpilot serve`, killed on drop.
-struct Serve {
-    _child: tokio::process::Child,
-    url: String,
-}
-
-async fn serve(env: &support::Env, args: &[&str]) -> Serve {
-    let mut child = env
-        .command(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.strip_prefix("certpilot: serving the API on ") {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("certpilot serve stopped before it listened");
-    })
-    .await
-    .expect("listening within 30 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Serve { _child: child, url }
-}
-
-fn sha256_hex(token: &str) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn shots() -> std::path::PathBuf {
     certpilot_testkit::procs::workspace_root().join("target/dashboard-screenshots")
@@ -145,27 +109,24 @@ rules:
     .unwrap();
     std::fs::write(
         env.path("tokens"),
-        format!("web {}\n", sha256_hex("web-token")),
+        format!("web {}\n", support::sha256_hex("web-token")),
     )
     .unwrap();
-    let api = serve(
-        &env,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--token-file",
-            env.path("tokens").to_str().unwrap(),
-            "--policy",
-            policy.to_str().unwrap(),
-            "--allow-network",
-            "127.0.0.0/8",
-            "--verify-interval",
-            "200ms",
-            "--verify-max-deadline",
-            "20s",
-        ],
-    )
+    let (api, _log) = support::spawn(env.command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        env.path("tokens").to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--allow-network",
+        "127.0.0.0/8",
+        "--verify-interval",
+        "200ms",
+        "--verify-max-deadline",
+        "20s",
+    ]))
     .await;
     let url = api.url.clone();
     let axe = axe_script();

@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,21 +11,8 @@ use certpilot_testkit::certs::Ca;
 
 mod support;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// A running `certpilot serve`, killed on drop.
-struct Serve {
-    child: tokio::process::Child,
-    url: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-async fn serve(dir: &std::path::Path, args: &[&str]) -> Serve {
+async fn serve(dir: &std::path::Path, args: &[&str]) -> support::Serve {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_certpilot"));
     command
         .arg("serve")
@@ -36,40 +22,7 @@ async fn serve(dir: &std::path::Path, args: &[&str]) -> Serve {
             format!("sqlite:{}", dir.join("inventory.db").display()),
         )
         .env("NO_COLOR", "1");
-    spawn(command).await.0
-}
-
-/// Starts `command` (a `certpilot serve`), waits for the line saying where it listens, and
-/// hands back its log lines from then on.
-async fn spawn(
-    mut command: tokio::process::Command,
-) -> (Serve, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.strip_prefix("certpilot: serving the API on ") {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("certpilot serve stopped before it listened");
-    })
-    .await
-    .expect("certpilot serve listens within 30 s");
-    // Keep draining its log so it never blocks on a full pipe.
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let _ = tx.send(line);
-        }
-    });
-    (Serve { child, url }, rx)
+    support::spawn(command).await.0
 }
 
 /// One HTTP/1.1 exchange on `stream`: the status and the JSON body.
@@ -119,27 +72,13 @@ async fn http(
     exchange(&mut stream, method, path, token, body).await
 }
 
-fn sha256_hex(token: &str) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write as _;
-            c.stdin.take().unwrap().write_all(token.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_registers_endpoints_for_token_holders_and_refuses_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(
         &tokens,
-        format!("# callers\nops {}\n", sha256_hex("s3cret-ops")),
+        format!("# callers\nops {}\n", support::sha256_hex("s3cret-ops")),
     )
     .unwrap();
     let server = serve(
@@ -269,7 +208,7 @@ async fn serve_speaks_https_with_the_given_certificate() {
     std::fs::write(dir.path().join("cert.pem"), leaf.chain_pem()).unwrap();
     std::fs::write(dir.path().join("key.pem"), leaf.key_pem()).unwrap();
     let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, format!("ci {}\n", sha256_hex("t0ken"))).unwrap();
+    std::fs::write(&tokens, format!("ci {}\n", support::sha256_hex("t0ken"))).unwrap();
     let server = serve(
         dir.path(),
         &[
@@ -360,12 +299,12 @@ rules:
         &tokens,
         format!(
             "web {}\nsecurity {}\n",
-            sha256_hex("web-token"),
-            sha256_hex("security-token")
+            support::sha256_hex("web-token"),
+            support::sha256_hex("security-token")
         ),
     )
     .unwrap();
-    let (api, mut log) = spawn(env.command(&[
+    let (api, mut log) = support::spawn(env.command(&[
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -533,7 +472,11 @@ rules:
 async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, format!("fuzzer {}\n", sha256_hex("fuzz-token"))).unwrap();
+    std::fs::write(
+        &tokens,
+        format!("fuzzer {}\n", support::sha256_hex("fuzz-token")),
+    )
+    .unwrap();
     let policy = dir.path().join("policy.yaml");
     std::fs::write(
         &policy,

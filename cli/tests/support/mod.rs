@@ -117,3 +117,56 @@ pub fn stderr(out: &Output) -> String {
 pub fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
+
+/// A running `certpilot serve`, killed on drop.
+pub struct Serve {
+    pub child: tokio::process::Child,
+    /// `http://127.0.0.1:PORT` (or `https://…`).
+    pub url: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Starts `command` (a `certpilot serve`), waits for the line saying where it listens, and
+/// hands back its log lines from then on.
+pub async fn spawn(
+    mut command: tokio::process::Command,
+) -> (Serve, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("certpilot: serving the API on ") {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("certpilot serve stopped before it listened");
+    })
+    .await
+    .expect("certpilot serve listens within 30 s");
+    // Keep draining its log so it never blocks on a full pipe.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    (Serve { child, url }, rx)
+}
+
+/// What a token file holds for `token`: its SHA-256, hex.
+pub fn sha256_hex(token: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
