@@ -52,6 +52,32 @@ pub fn moto_sdk_config(endpoint_url: &str) -> aws_config::SdkConfig {
         .build()
 }
 
+/// Serves the API's router over `app` on loopback, every request made by `principal` (as a
+/// front that authenticated it would say): where it listens. For the benchmarks.
+pub async fn serve_router_as(
+    app: certpilot_app::App,
+    principal: &'static str,
+) -> std::net::SocketAddr {
+    let state = certpilot_api::ApiState::new(
+        app,
+        certpilot_core::policy::address::AddressPolicy::default(),
+        std::sync::Arc::new(certpilot_api::resolve::SystemResolver),
+    );
+    let router = certpilot_api::router(state).layer(axum::middleware::from_fn(
+        move |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
+            req.extensions_mut()
+                .insert(certpilot_api::Caller::new(principal));
+            next.run(req).await
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+    addr
+}
+
 /// Creates the EKS cluster `name` in moto (its endpoint and CA made up there; see
 /// `certpilot_testkit::kube_api::EksFront`).
 pub async fn create_eks_cluster(aws: &aws_config::SdkConfig, name: &str) {

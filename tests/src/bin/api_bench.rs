@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use certpilot_core::model::endpoint::{Endpoint, Tags};
-use certpilot_core::policy::address::AddressPolicy;
 use certpilot_core::ports::{CertificateStore as _, EndpointStore as _, ObservationStore as _};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -116,21 +115,7 @@ async fn main() {
         store.add_certificate(&c).await.unwrap();
     }
     let app = certpilot_app::App::local(store.clone(), dir.path().join("secrets"));
-    let state = certpilot_api::ApiState::new(
-        app,
-        AddressPolicy::default(),
-        Arc::new(certpilot_api::resolve::SystemResolver),
-    );
-    let router = certpilot_api::router(state).layer(axum::middleware::from_fn(
-        |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
-            req.extensions_mut()
-                .insert(certpilot_api::Caller::new("token:bench"));
-            next.run(req).await
-        },
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let addr = certpilot_e2e::serve_router_as(app, "token:bench").await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicUsize::new(0));

@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use certpilot_core::policy::address::AddressPolicy;
 use certpilot_core::ports::{CertificateStore, ObservationStore};
 use certpilot_testkit::observations::observed;
 use certpilot_testkit::webdriver::{Chromium, Options};
@@ -103,23 +102,12 @@ async fn main() {
         "{count} endpoints and 200 certificates in {kind}, filled in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let state = certpilot_api::ApiState::new(
-        app,
-        AddressPolicy::default(),
-        Arc::new(certpilot_api::resolve::SystemResolver),
-    );
     // As `certpilot serve --no-auth`: the front knows the caller, the dashboard opens a
     // session for it.
-    let router = certpilot_api::router(state).layer(axum::middleware::from_fn(
-        |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
-            req.extensions_mut()
-                .insert(certpilot_api::Caller::new("local:bench"));
-            next.run(req).await
-        },
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let url = format!(
+        "http://{}",
+        certpilot_e2e::serve_router_as(app, "local:bench").await
+    );
 
     let b = Chromium::start(&Options::default());
     b.goto(&format!("{url}/ui"));
